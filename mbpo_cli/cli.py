@@ -1,0 +1,363 @@
+"""The `mbpo` command line: a thin layer over the runner, the registry and the reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mbpo_cli import __version__
+from mbpo_cli.checkpoint import CheckpointError
+from mbpo_cli.config import ConfigError, EnvConfig, preset_names, resolve_config
+from mbpo_cli.display import RichReporter, summary_table
+from mbpo_cli.engine import NumericalError
+from mbpo_cli.envs import EnvError, env_spec, make_env
+from mbpo_cli.registry import Registry, RegistryError, RunInfo
+from mbpo_cli.runner import (
+    Outcome,
+    Reporter,
+    RunError,
+    RunMeta,
+    SilentReporter,
+    command_line,
+    is_locked,
+    resume_run,
+    run_dir,
+    start_run,
+)
+
+app = typer.Typer(
+    name="mbpo",
+    help="Model-Based Policy Optimization (Janner et al. 2019): train, resume, inspect and compare runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+runs_app = typer.Typer(help="List, show and delete runs in the registry.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
+
+
+@dataclass
+class Globals:
+    """Options shared by every command."""
+
+    runs_dir: Path
+    debug: bool
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"mbpo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="MBPO_RUNS_DIR",
+                                           help="Where the registry and run folders live.")] = Path("runs"),
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Model-Based Policy Optimization as one command.
+
+    Every run is recorded in a registry (SQLite at RUNS_DIR/registry.db, or MBPO_REGISTRY_URL).
+    """
+    ctx.obj = Globals(runs_dir=runs_dir, debug=debug)
+
+
+@contextmanager
+def handled(ctx: typer.Context) -> Iterator[None]:
+    """Bad input: one line on stderr, exit 2. Internal failure: one line, exit 1. Tracebacks with --debug."""
+    debug = ctx.obj.debug if isinstance(ctx.obj, Globals) else False
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as error:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except NumericalError as error:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] numerical failure: {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        first = str(error).strip().splitlines()
+        err.print(f"[red]error:[/] {type(error).__name__}: {first[0] if first else ''} (rerun with --debug for the "
+                  "traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def open_registry(ctx: typer.Context) -> Registry:
+    """The registry of the chosen runs directory."""
+    return Registry.open(ctx.obj.runs_dir)
+
+
+def _summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
+    run = outcome.run
+    metrics = outcome.last_metrics
+    steps = outcome.env_steps_this_session
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": outcome.status,
+        "env": run.env_id,
+        "algo": run.algo,
+        "seed": run.seed,
+        "env_steps": run.env_steps,
+        "final_eval_return": metrics.get("eval_return"),
+        "best_eval_return": outcome.best_eval,
+        "wall_seconds": round(outcome.wall_seconds, 2),
+        "steps_per_second": round(steps / max(metrics.get("wall_seconds", outcome.wall_seconds), 1e-9), 2)
+        if steps else 0.0,
+        "run_dir": str(run_dir(runs_dir, run.id)),
+    }
+
+
+def _finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
+    summary = _summary(outcome, ctx.obj.runs_dir)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(summary_table(summary))
+        if outcome.status == "interrupted":
+            out.print(f"Interrupted at env step {outcome.run.env_steps:,}. Continue with: "
+                      f"[bold]mbpo resume {outcome.run.id}[/]")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
+# ---------------------------------------------------------------------------------------------
+# train / resume
+# ---------------------------------------------------------------------------------------------
+
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="A bundled preset: " + ", ".join(preset_names()))]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A YAML config file (may name a `base:` preset).")]
+EnvOpt = Annotated[str | None, typer.Option("--env", help="Any gymnasium env id with a Box action space.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set model.ensemble_size=5.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and no progress display.")]
+
+
+def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
+                       seed: int | None, steps: int | None, device: str | None, algo: str | None):
+    """Resolve the config and check the environment before anything is written."""
+    dims = None
+    if env is not None and preset is None and config is None:
+        probe = make_env(EnvConfig(id=env))
+        spec = env_spec(probe)
+        probe.close()
+        dims = (spec.obs_dim, spec.act_dim)
+    resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_dims=dims, overrides=sets,
+                              seed=seed, steps=steps, device=device, algo=algo)
+    make_env(resolved.env).close()
+    return resolved
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    set_: SetOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (train.seed).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps (train.steps).")] = None,
+    device: DeviceOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
+    algo: Annotated[str | None, typer.Option("--algo", help="mbpo, or sac (SAC only, G=1 unless set).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a run and record it in the registry.
+
+    Examples:
+
+        mbpo train --preset inverted_pendulum --steps 3000
+
+        mbpo train --preset hopper --seed 1 --set rollout.batch_size=50000
+
+        mbpo train --preset hopper --algo sac            # the SAC baseline (G=1)
+
+        mbpo train --env Pendulum-v1 --steps 5000 --json
+    """
+    with handled(ctx):
+        if algo is not None and algo not in ("mbpo", "sac"):
+            raise ConfigError(f"--algo: expected mbpo or sac, got {algo!r}")
+        cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
+        registry = open_registry(ctx)
+        reporter: Reporter = SilentReporter() if as_json else RichReporter()
+        meta = RunMeta(preset=preset, name=name, command=command_line())
+        outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
+        _finish(outcome, ctx, as_json)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    steps: Annotated[int | None, typer.Option("--steps", help="New total of env steps (extends a run).")] = None,
+    device: DeviceOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Accept a changed config (recorded).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run from its newest good checkpoint: same id, same curves, same registry rows.
+
+    Examples:
+
+        mbpo resume 3f9a1c2e
+
+        mbpo resume hopper-mbpo-s0-3f9a1c2e --steps 200000
+    """
+    with handled(ctx):
+        registry = open_registry(ctx)
+        reporter: Reporter = SilentReporter() if as_json else RichReporter()
+        outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force)
+        _finish(outcome, ctx, as_json)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _last_eval(registry: Registry, run: RunInfo) -> float | None:
+    rows = registry.metrics(run.id, "eval_return")
+    return rows[-1][2] if rows else None
+
+
+def _run_dict(registry: Registry, run: RunInfo) -> dict[str, Any]:
+    data = run.to_dict()
+    data["status"] = run.display_status
+    data["last_eval_return"] = _last_eval(registry, run)
+    return data
+
+
+@runs_app.command("list")
+def runs_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="running, finished, interrupted or failed.")] = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Only runs of this preset.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first. A crashed run (stale heartbeat) shows as "interrupted (stale)".
+
+    Example: mbpo runs list --status finished --preset hopper
+    """
+    with handled(ctx):
+        if status is not None and status not in ("running", "finished", "interrupted", "failed"):
+            raise RunError(f"--status: expected running, finished, interrupted or failed, got {status!r}")
+        registry = open_registry(ctx)
+        runs = registry.list_runs(preset=preset)
+        rows = [_run_dict(registry, r) for r in runs]
+        if status is not None:
+            rows = [r for r in rows if r["status"].split(" ")[0] == status]
+        if as_json:
+            print(json.dumps(rows))
+            return
+        table = Table(title=f"Runs in {ctx.obj.runs_dir}")
+        for column in ("id", "name", "status", "group", "algo", "env", "seed", "steps", "last eval", "created"):
+            table.add_column(column)
+        for r in rows:
+            last = r["last_eval_return"]
+            table.add_row(r["id"], r["name"], r["status"], r["group"] or "", r["algo"], r["env_id"], str(r["seed"]),
+                          f"{r['env_steps']:,}/{r['target_steps']:,}", "-" if last is None else f"{last:,.1f}",
+                          r["created_at"][:19].replace("T", " "))
+        out.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one run: its config, evaluation curve and checkpoints.
+
+    Example: mbpo runs show 3f9a1c2e --json
+    """
+    with handled(ctx):
+        registry = open_registry(ctx)
+        info = registry.get_run(run)
+        data = _run_dict(registry, info)
+        data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]
+        data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
+        data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]
+        if as_json:
+            print(json.dumps(data))
+            return
+        table = Table(title=f"Run {info.id}", show_header=False, title_justify="left")
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        for key in ("name", "status", "group", "variant", "preset", "env_id", "algo", "seed", "device", "host",
+                    "version", "git_commit", "created_at", "ended_at", "command", "error"):
+            if data.get(key) is not None:
+                table.add_row(key, str(data[key]))
+        table.add_row("env steps", f"{info.env_steps:,} / {info.target_steps:,}")
+        table.add_row("wall time", f"{info.wall_seconds:,.1f} s")
+        table.add_row("run folder", str(run_dir(ctx.obj.runs_dir, info.id)))
+        out.print(table)
+        if data["evals"]:
+            curve = Table(title="Evaluation returns")
+            curve.add_column("env step", justify="right")
+            curve.add_column("return", justify="right")
+            for row in data["evals"]:
+                curve.add_row(f"{row['step']:,}", f"{row['return']:,.1f}")
+            out.print(curve)
+        for ckpt in data["checkpoints"]:
+            out.print(f"checkpoint [{ckpt['kind']}] step {ckpt['step']:,}: {ckpt['path']} ({ckpt['bytes']:,} bytes)")
+
+
+@runs_app.command("delete")
+def runs_delete(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a run's registry rows and its run folder.
+
+    Example: mbpo runs delete 3f9a1c2e --yes
+    """
+    with handled(ctx):
+        registry = open_registry(ctx)
+        info = registry.get_run(run)
+        folder = run_dir(ctx.obj.runs_dir, info.id)
+        if is_locked(folder):
+            raise RunError(f"run {info.id} is running in another process; stop it first")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise RunError("refusing to delete without confirmation: pass --yes")
+            typer.confirm(f"Delete run {info.id} ({info.name}) and {folder}?", abort=True)
+        registry.delete_run(info.id)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        out.print(f"deleted run {info.id}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

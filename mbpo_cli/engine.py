@@ -1,0 +1,394 @@
+"""The MBPO training loop (Janner et al. 2019, Algorithm 2) and the SAC-only baseline on the same path.
+
+`build_run(config)` creates every component from a seed; `train(state, callback)` advances it until
+`config.train.steps` real steps, reporting through `callback` (progress each step, metrics at each
+epoch end). The state is plain data the checkpoint module can save and restore exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbpo_cli.buffer import Batch, ReplayBuffer, mixed_batch
+from mbpo_cli.config import Config
+from mbpo_cli.ensemble import GaussianEnsemble, fit_ensemble, make_model_optimizer, model_targets
+from mbpo_cli.envs import EnvSpec, env_spec, make_env
+from mbpo_cli.rollout import branched_rollout, model_buffer_capacity, rollout_length
+from mbpo_cli.sac import SAC
+from mbpo_cli.termination import TerminationFn, termination_fn
+
+PHASES = ("env", "model", "rollout", "sac", "eval")
+INITIAL_STATE_POOL = 10_000
+
+
+class NumericalError(RuntimeError):
+    """A NaN or inf appeared; the message names the phase and the env step."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; `cuda` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available here")
+    return device
+
+
+@dataclass
+class EpochAccumulator:
+    """Sums over the current epoch, kept on the device until the epoch ends."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    updates: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    episode_returns: list[float] = field(default_factory=list)
+
+    def add(self, key: str, value: torch.Tensor) -> None:
+        if key in self.sums:
+            self.sums[key] += value
+        else:
+            self.sums[key] = value.clone()
+
+
+@dataclass
+class RunState:
+    """Everything a run needs to continue: components, RNGs, counters and partial metrics."""
+
+    config: Config
+    device: torch.device
+    spec: EnvSpec
+    env: gym.Env
+    eval_env: gym.Env
+    agent: SAC
+    model: GaussianEnsemble | None
+    model_optimizer: torch.optim.Optimizer | None
+    real_buffer: ReplayBuffer
+    model_buffer: ReplayBuffer | None
+    generators: dict[str, torch.Generator]
+    rng: np.random.Generator
+    terminated: TerminationFn
+    obs: np.ndarray
+    episode_return: float = 0.0
+    episode_length: int = 0
+    env_step: int = 0
+    sac_updates: int = 0
+    k: int = 1
+    model_info: dict[str, float] = field(default_factory=dict)
+    epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
+    initial_states: torch.Tensor | None = None
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs."""
+        return self.env_step // self.config.train.epoch_length
+
+    @property
+    def uses_model(self) -> bool:
+        """True for MBPO, False for the SAC-only baseline."""
+        return self.model is not None
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """After every real env step."""
+
+    env_step: int
+    episode_return: float | None
+    """The return of the episode that just ended, if one did."""
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """At each epoch end (and at the last step): the epoch's metrics."""
+
+    env_step: int
+    epoch: int
+    metrics: dict[str, float]
+
+
+Event = StepEvent | EpochEvent
+Callback = Callable[[Event], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+# ---------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch's global RNGs (used for network initialization only)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_run(config: Config, device: torch.device | None = None) -> RunState:
+    """All components of a fresh run, determined by `config.train.seed`."""
+    device = device or resolve_device(config.train.device)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    seed = config.train.seed
+    seed_everything(seed)
+    env, eval_env = make_env(config.env), make_env(config.env)
+    spec = env_spec(env)
+    obs, _ = env.reset(seed=seed)
+    eval_env.reset(seed=seed + 1)
+
+    agent = SAC(spec.obs_dim, spec.act_dim, config.sac).to(device)
+    model = optimizer = model_buffer = None
+    if config.algo == "mbpo":
+        model = GaussianEnsemble(spec.obs_dim, spec.act_dim, config.model).to(device)
+        optimizer = make_model_optimizer(model)
+        model_buffer = ReplayBuffer(1, spec.obs_dim, spec.act_dim, device)
+    generators = {}
+    for offset, name in enumerate(("sample", "act", "model", "rollout")):
+        generators[name] = torch.Generator(device=device)
+        generators[name].manual_seed(seed * 1000 + offset + 1)
+    state = RunState(
+        config=config,
+        device=device,
+        spec=spec,
+        env=env,
+        eval_env=eval_env,
+        agent=agent,
+        model=model,
+        model_optimizer=optimizer,
+        real_buffer=ReplayBuffer(min(config.sac.buffer_size, config.train.steps), spec.obs_dim, spec.act_dim, device),
+        model_buffer=model_buffer,
+        generators=generators,
+        rng=np.random.default_rng(seed),
+        terminated=termination_fn(config.env.termination, config.env.id),
+        obs=np.asarray(obs, dtype=np.float32),
+    )
+    if model is not None and config.rollout.from_initial_states:
+        state.initial_states = initial_state_pool(config, device)
+    return state
+
+
+def initial_state_pool(config: Config, device: torch.device) -> torch.Tensor:
+    """Observations of environment resets `P x D`, for rollouts branched from the initial states."""
+    env = make_env(config.env)
+    pool = [env.reset(seed=config.train.seed + 10_000 + i)[0] for i in range(INITIAL_STATE_POOL)]
+    env.close()
+    return torch.as_tensor(np.stack(pool), dtype=torch.float32, device=device)
+
+
+def to_env_action(action: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """Rescale an action from `[-1, 1]^A` to the task's bounds."""
+    return spec.act_low + (action + 1.0) * 0.5 * (spec.act_high - spec.act_low)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------------------------
+
+
+def env_step(state: RunState) -> tuple[float | None, bool]:
+    """Act (uniformly at random during exploration), step the env, store the transition.
+
+    Returns the return of the episode that ended (if any) and whether the policy acted.
+    """
+    cfg = state.config
+    exploring = state.env_step < cfg.train.init_steps
+    if exploring:
+        action = state.rng.uniform(-1.0, 1.0, size=state.spec.act_dim).astype(np.float32)
+    else:
+        obs = torch.as_tensor(state.obs, device=state.device).unsqueeze(0)
+        action = state.agent.act(obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
+        if not np.isfinite(action).all():
+            raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
+    next_obs, reward, terminated, truncated, _ = state.env.step(to_env_action(action, state.spec))
+    next_obs = np.asarray(next_obs, dtype=np.float32)
+    state.real_buffer.add(_transition(state.obs, action, float(reward), next_obs, terminated, state.device))
+    state.episode_return += float(reward)
+    state.episode_length += 1
+    finished = None
+    if terminated or truncated:
+        finished = state.episode_return
+        state.epoch_acc.episode_returns.append(finished)
+        next_obs = np.asarray(state.env.reset()[0], dtype=np.float32)
+        state.episode_return, state.episode_length = 0.0, 0
+    state.obs = next_obs
+    return finished, not exploring
+
+
+def _transition(obs: np.ndarray, act: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+                device: torch.device) -> Batch:
+    row = np.concatenate([obs, act, [reward], next_obs, [float(terminated)]]).astype(np.float32)
+    t = torch.as_tensor(row, device=device).unsqueeze(0)
+    d, a = obs.shape[0], act.shape[0]
+    return Batch(t[:, :d], t[:, d : d + a], t[:, d + a], t[:, d + a + 1 : 2 * d + a + 1], t[:, -1])
+
+
+def train_model(state: RunState) -> None:
+    """Retrain the ensemble on all real data (early stopping on the holdout split)."""
+    assert state.model is not None and state.model_optimizer is not None
+    data = state.real_buffer.ordered()
+    inputs = torch.cat([data.obs, data.act], dim=-1)
+    targets = model_targets(data.obs, data.reward, data.next_obs)
+    result = fit_ensemble(state.model, state.model_optimizer, inputs, targets, state.generators["model"])
+    elite_losses = [result.holdout_losses[i] for i in result.elites]
+    if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
+        raise NumericalError(f"non-finite loss in model training at env step {state.env_step}")
+    state.model_info = {
+        "model_train_loss": result.train_loss,
+        "model_holdout_loss": float(np.mean(elite_losses)),
+        "model_elite_loss_min": min(elite_losses),
+        "model_elite_loss_max": max(elite_losses),
+        "model_epochs": float(result.epochs),
+    }
+
+
+def rollout_model(state: RunState) -> None:
+    """Set k from the schedule, size the model buffer for it, and branch rollouts into it."""
+    cfg = state.config
+    assert state.model is not None and state.model_buffer is not None
+    state.k = rollout_length(state.epoch, cfg.rollout.schedule)
+    capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
+                                     cfg.rollout.train_freq, cfg.rollout.retain_epochs)
+    if capacity != state.model_buffer.capacity:
+        state.model_buffer = state.model_buffer.resized(capacity)
+    gen = state.generators["rollout"]
+    if state.initial_states is not None:
+        pool = state.initial_states
+        start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
+    else:
+        start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
+    members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
+                             state.model_buffer, gen)
+    if not math.isfinite(stats.mean_reward):
+        raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
+    state.model_info["rollout_mean_length"] = stats.mean_length
+
+
+def sac_updates(state: RunState) -> None:
+    """G SAC updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
+    cfg = state.config.sac
+    groups = cfg.updates_per_step
+    batches = mixed_batch(state.real_buffer, state.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
+                          state.generators["sample"])
+    critic_losses = []
+    for g in range(groups):
+        info = state.agent.update(Batch(*(t[g] for t in batches)), state.generators["sample"])
+        critic_losses.append(info.critic_loss)
+        acc = state.epoch_acc
+        acc.add("critic_loss", info.critic_loss)
+        acc.add("actor_loss", info.actor_loss)
+        acc.add("alpha_loss", info.alpha_loss)
+        acc.add("entropy", info.entropy)
+        acc.sums["alpha"] = info.alpha
+        acc.updates += 1
+    state.sac_updates += groups
+    if not bool(torch.isfinite(torch.stack(critic_losses)).all()):
+        raise NumericalError(f"non-finite SAC critic loss at env step {state.env_step}")
+
+
+@torch.no_grad()
+def evaluate(agent: SAC, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
+             deterministic: bool = True, generator: torch.Generator | None = None) -> tuple[list[float], list[int]]:
+    """Run `episodes` episodes (mean actions by default) with resets seeded `seed, seed + 1, ...`."""
+    returns, lengths = [], []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, length, done = 0.0, 0, False
+        while not done:
+            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
+            action = agent.act(x, deterministic=deterministic, generator=generator)[0].cpu().numpy()
+            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return returns, lengths
+
+
+def end_epoch(state: RunState) -> dict[str, float]:
+    """Evaluate, then collect the epoch's metrics (one device read) and reset the accumulator."""
+    cfg = state.config
+    acc = state.epoch_acc
+    start = time.perf_counter()
+    episodes = cfg.train.eval_episodes
+    eval_seed = (cfg.train.seed + 1) * 1_000_003 + state.epoch * max(episodes, 1)
+    returns, lengths = evaluate(state.agent, state.eval_env, state.spec, episodes, eval_seed % 2**31, state.device)
+    acc.seconds["eval"] += time.perf_counter() - start
+    metrics: dict[str, float] = {"epoch": float(state.epoch)}
+    if returns:
+        metrics["eval_return"] = float(np.mean(returns))
+        metrics["eval_return_std"] = float(np.std(returns))
+        metrics["eval_length"] = float(np.mean(lengths))
+    if acc.episode_returns:
+        metrics["train_return"] = float(np.mean(acc.episode_returns))
+    if acc.updates:
+        keys = sorted(acc.sums)
+        values = torch.stack([acc.sums[k] for k in keys]).tolist()
+        for key, value in zip(keys, values, strict=True):
+            metrics[key] = value if key == "alpha" else value / acc.updates
+    if state.uses_model:
+        assert state.model_buffer is not None
+        metrics.update(state.model_info)
+        metrics["rollout_k"] = float(state.k)
+        metrics["model_buffer_size"] = float(len(state.model_buffer))
+    metrics["sac_updates"] = float(state.sac_updates)
+    for phase, seconds in acc.seconds.items():
+        metrics[f"time_{phase}"] = seconds
+    state.epoch_acc = EpochAccumulator()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
+    """Run MBPO (or SAC-only) from `state` until `config.train.steps` real steps or `should_stop()`.
+
+    Each real step: retrain the model and branch rollouts when due, act in the env, then G SAC
+    updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics.
+    """
+    cfg = state.config
+    total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
+    notify = callback or (lambda event: None)
+    seconds = state.epoch_acc.seconds
+    while state.env_step < total:
+        # -- Model: every train_freq steps after exploration, retrain and branch k-step rollouts.
+        since_start = state.env_step - init_steps
+        if state.uses_model and since_start >= 0 and since_start % cfg.rollout.train_freq == 0:
+            start = time.perf_counter()
+            train_model(state)
+            seconds["model"] += time.perf_counter() - start
+            start = time.perf_counter()
+            rollout_model(state)
+            seconds["rollout"] += time.perf_counter() - start
+
+        # -- Environment: one real step (uniform random actions during exploration).
+        start = time.perf_counter()
+        finished, policy_acted = env_step(state)
+        seconds["env"] += time.perf_counter() - start
+
+        # -- Agent: G SAC updates on minibatches of real and model data.
+        if policy_acted:
+            start = time.perf_counter()
+            sac_updates(state)
+            seconds["sac"] += time.perf_counter() - start
+
+        state.env_step += 1
+        notify(StepEvent(state.env_step, finished))
+        if state.env_step % epoch_length == 0 or state.env_step == total:
+            metrics = end_epoch(state)
+            seconds = state.epoch_acc.seconds
+            notify(EpochEvent(state.env_step, state.epoch, metrics))
+        if should_stop is not None and should_stop():
+            break
+    return state

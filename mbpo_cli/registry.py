@@ -1,0 +1,722 @@
+"""Run registry: every run, its metrics, checkpoints and evaluations in one SQL database.
+
+The default store is SQLite at ``<runs_dir>/registry.db`` (WAL mode, busy timeout, write transactions
+taken with ``BEGIN IMMEDIATE``) so that several training processes can write the same registry at once.
+Set ``MBPO_REGISTRY_URL`` to any SQLAlchemy URL to use another database. Callers only ever see frozen
+dataclasses (:class:`RunInfo`, :class:`CheckpointInfo`, :class:`EvalInfo`), never ORM objects or sessions.
+"""
+
+import os
+import re
+import secrets
+import socket
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Text,
+    TypeDecorator,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from mbpo_cli import __version__
+
+SCHEMA_VERSION = 1
+URL_ENV_VAR = "MBPO_REGISTRY_URL"
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+GROUP_KINDS = ("seeds", "ablation")
+CHECKPOINT_KINDS = ("periodic", "final", "best")
+
+_BUSY_TIMEOUT_MS = 30_000
+_LOCK_RETRIES = 5
+_MAX_NAME_LEN = 80
+_MIN_PREFIX_LEN = 4
+_WRITE_OPTION = "mbpo_write"
+
+T = TypeVar("T")
+
+
+class RegistryError(Exception):
+    """A registry problem that the user can act on; the message is one line."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime column that stores UTC and always reads back timezone-aware UTC values."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Reject naive datetimes and normalise aware ones to UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("registry datetimes must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC to values from backends (such as SQLite) that drop the timezone."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class _Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime}  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
+
+
+class _SchemaVersion(_Base):
+    __tablename__ = "schema_version"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int]
+
+
+class _Group(_Base):
+    __tablename__ = "groups"
+    name: Mapped[str] = mapped_column(primary_key=True)
+    kind: Mapped[str]
+    created_at: Mapped[datetime]
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class _Run(_Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    preset: Mapped[str | None]
+    env_id: Mapped[str]
+    algo: Mapped[str]
+    seed: Mapped[int]
+    status: Mapped[str] = mapped_column(index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    group: Mapped[str | None] = mapped_column("group_name", ForeignKey("groups.name"), index=True)
+    variant: Mapped[str | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    host: Mapped[str]
+    device: Mapped[str]
+    version: Mapped[str]
+    git_commit: Mapped[str | None]
+    command: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    env_steps: Mapped[int] = mapped_column(default=0)
+    target_steps: Mapped[int]
+    wall_seconds: Mapped[float] = mapped_column(default=0.0)
+
+
+class _Metric(_Base):
+    __tablename__ = "metrics"
+    # One unique index serves run_id lookups, (run_id, key, step) range reads and the upsert target.
+    __table_args__ = (Index("ux_metrics_run_key_step", "run_id", "key", "step", unique=True),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    step: Mapped[int]
+    key: Mapped[str]
+    value: Mapped[float]
+    wall_time: Mapped[float]
+
+
+class _Checkpoint(_Base):
+    __tablename__ = "checkpoints"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int]
+    path: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int]
+    sha256: Mapped[str]
+    created_at: Mapped[datetime]
+    kind: Mapped[str]
+
+
+class _Evaluation(_Base):
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    checkpoint: Mapped[str] = mapped_column(Text)
+    episodes: Mapped[int]
+    seed: Mapped[int | None]
+    deterministic: Mapped[bool]
+    returns: Mapped[list[float]] = mapped_column(JSON)
+    lengths: Mapped[list[int]] = mapped_column(JSON)
+    mean: Mapped[float]
+    std: Mapped[float]
+    created_at: Mapped[datetime]
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    return {f.name: _jsonable(getattr(record, f.name)) for f in fields(record)}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of the ``runs`` table (``group`` is the ``group_name`` column)."""
+
+    id: str
+    name: str
+    preset: str | None
+    env_id: str
+    algo: str
+    seed: int
+    status: str
+    config: dict[str, Any]
+    group: str | None
+    variant: str | None
+    created_at: datetime
+    started_at: datetime
+    ended_at: datetime | None
+    heartbeat_at: datetime | None
+    host: str
+    device: str
+    version: str
+    git_commit: str | None
+    command: str
+    error: str | None
+    env_steps: int
+    target_steps: int
+    wall_seconds: float
+
+    @property
+    def display_status(self) -> str:
+        """The status to show a user: a running run whose heartbeat stopped is ``interrupted (stale)``."""
+        return "interrupted (stale)" if is_stale(self) else self.status
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields plus ``display_status``, JSON-serializable (datetimes as ISO 8601 strings)."""
+        return {**_record_dict(self), "display_status": self.display_status}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One saved checkpoint of a run."""
+
+    id: int
+    run_id: str
+    step: int
+    path: str
+    bytes: int
+    sha256: str
+    created_at: datetime
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-serializable."""
+        return _record_dict(self)
+
+
+@dataclass(frozen=True)
+class EvalInfo:
+    """One evaluation of a checkpoint over several episodes."""
+
+    id: int
+    run_id: str
+    checkpoint: str
+    episodes: int
+    seed: int | None
+    deterministic: bool
+    returns: list[float]
+    lengths: list[int]
+    mean: float
+    std: float
+    created_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-serializable."""
+        return _record_dict(self)
+
+
+_RecordT = TypeVar("_RecordT", RunInfo, CheckpointInfo, EvalInfo)
+
+
+def _to_record(cls: type[_RecordT], row: Any) -> _RecordT:
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+def sanitize_name(name: str) -> str:
+    """Make ``name`` safe as a run name and directory name.
+
+    Characters other than ``[A-Za-z0-9._-]`` become ``-``, runs of dots collapse to one (so no ``..``),
+    leading dots and dashes are dropped and the result is cut to 80 characters.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", name)
+    cleaned = re.sub(r"\.{2,}", ".", cleaned).lstrip(".-")[:_MAX_NAME_LEN]
+    if not cleaned:
+        raise RegistryError(f"invalid run name {name!r}: use letters, digits, '.', '_' or '-'")
+    return cleaned
+
+
+def is_stale(run: RunInfo, now: datetime | None = None, timeout_s: float = 120.0) -> bool:
+    """Whether ``run`` claims to be running but has not sent a heartbeat for ``timeout_s`` seconds."""
+    if run.status != "running":
+        return False
+    last = run.heartbeat_at or run.started_at
+    return (now or _utcnow()) - last > timedelta(seconds=timeout_s)
+
+
+def default_url(runs_dir: Path) -> str:
+    """``$MBPO_REGISTRY_URL`` if set, else the SQLite file ``<runs_dir>/registry.db``."""
+    return os.environ.get(URL_ENV_VAR) or f"sqlite:///{(runs_dir / 'registry.db').absolute()}"
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise RegistryError(f"invalid {what} {value!r}: expected one of {', '.join(allowed)}")
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return "locked" in message or "busy" in message
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for other backends and in-memory databases."""
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _prepare_sqlite_dir(db_file: Path) -> None:
+    directory = db_file.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RegistryError(f"cannot write runs directory {directory}: {exc.strerror or exc}") from exc
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise RegistryError(f"cannot write runs directory {directory}: permission denied")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Use WAL, a busy timeout and foreign keys, and let the registry issue BEGIN itself.
+
+    pysqlite's own implicit BEGIN is turned off so that write transactions can start with
+    ``BEGIN IMMEDIATE``: taking the write lock up front avoids the read-then-write upgrade that makes
+    SQLite fail at once with "database is locked" instead of waiting for the busy timeout.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _upsert_metrics_sqlite(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Insert metric rows with SQLite's ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany."""
+    stmt = sqlite_insert(_Metric.__table__)
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["run_id", "key", "step"],
+        set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
+    )
+    conn.execute(upsert, params)
+
+
+def _replace_metrics(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Portable upsert for other databases: delete the matching (run_id, key, step) rows, then insert."""
+    table = _Metric.__table__
+    match = delete(table).where(
+        table.c.run_id == bindparam("run_id"),
+        table.c.key == bindparam("key"),
+        table.c.step == bindparam("step"),
+    )
+    conn.execute(match, params)
+    conn.execute(insert(table), params)
+
+
+class Registry:
+    """The run registry. Each method runs in its own short transaction; the object holds no session."""
+
+    def __init__(self, url: str) -> None:
+        """Connect to ``url``, create missing tables and check the schema version."""
+        try:
+            parsed = make_url(url)
+            self._engine = create_engine(parsed)
+        except (ArgumentError, ImportError) as exc:
+            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
+        db_file = _sqlite_file(parsed)
+        if db_file is not None:
+            _prepare_sqlite_dir(db_file)
+        self.url = url
+        self.where = str(db_file) if db_file else parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            _configure_sqlite(self._engine)
+        self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
+        try:
+            self._write(self._init_schema)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    @classmethod
+    def open(cls, runs_dir: Path) -> "Registry":
+        """Open the registry for ``runs_dir`` (see :func:`default_url`)."""
+        return cls(default_url(runs_dir))
+
+    def close(self) -> None:
+        """Release all pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> "Registry":
+        """Use the registry as a context manager that closes it on exit."""
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Close the registry."""
+        self.close()
+
+    def _init_schema(self, s: Session) -> None:
+        _Base.metadata.create_all(s.connection())
+        stored = s.scalar(select(_SchemaVersion.version))
+        if stored is None:
+            s.add(_SchemaVersion(id=1, version=SCHEMA_VERSION))
+        elif stored > SCHEMA_VERSION:
+            raise RegistryError(
+                f"registry {self.where} has schema version {stored}, newer than this program's "
+                f"{SCHEMA_VERSION}: upgrade mbpo"
+            )
+
+    def _transaction(self, fn: Callable[[Session], T], *, write: bool) -> T:
+        """Run ``fn`` in one transaction, retrying a few times while the database is locked."""
+        engine = self._write_engine if write else self._engine
+        attempt = 0
+        while True:
+            try:
+                with Session(engine, expire_on_commit=False) as s, s.begin():
+                    return fn(s)
+            except OperationalError as exc:
+                if not _is_locked(exc) or attempt >= _LOCK_RETRIES:
+                    raise RegistryError(f"registry {self.where}: {_one_line(exc.orig)}") from exc
+            time.sleep(0.05 * 2**attempt)
+            attempt += 1
+
+    def _write(self, fn: Callable[[Session], T]) -> T:
+        return self._transaction(fn, write=True)
+
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return self._transaction(fn, write=False)
+
+    def _require_run(self, s: Session, run_id: str) -> None:
+        if s.scalar(select(_Run.id).where(_Run.id == run_id)) is None:
+            raise RegistryError(f"no run {run_id!r} in {self.where}")
+
+    # ----- runs and groups -----
+
+    def create_run(
+        self,
+        *,
+        name: str | None,
+        preset: str | None,
+        env_id: str,
+        algo: str,
+        seed: int,
+        config: dict[str, Any],
+        device: str,
+        command: str,
+        target_steps: int,
+        group: str | None = None,
+        variant: str | None = None,
+        git_commit: str | None = None,
+    ) -> RunInfo:
+        """Register a new run with status ``running``; ``name=None`` derives a name from preset/env/algo."""
+        wanted = sanitize_name(name) if name is not None else None
+
+        def create(s: Session) -> RunInfo:
+            run_id = secrets.token_hex(4)
+            while s.get(_Run, run_id) is not None:
+                run_id = secrets.token_hex(4)
+            run_name = wanted or sanitize_name(f"{preset or env_id.lower()}-{algo}-s{seed}-{run_id}")
+            if s.scalar(select(_Run.id).where(_Run.name == run_name)) is not None:
+                raise RegistryError(f"run name {run_name!r} is already taken in {self.where}")
+            if group is not None and s.get(_Group, group) is None:
+                raise RegistryError(f"no group {group!r} in {self.where}")
+            now = _utcnow()
+            row = _Run(
+                id=run_id,
+                name=run_name,
+                preset=preset,
+                env_id=env_id,
+                algo=algo,
+                seed=seed,
+                status="running",
+                config=config,
+                group=group,
+                variant=variant,
+                created_at=now,
+                started_at=now,
+                ended_at=None,
+                heartbeat_at=now,
+                host=socket.gethostname(),
+                device=device,
+                version=__version__,
+                git_commit=git_commit,
+                command=command,
+                error=None,
+                env_steps=0,
+                target_steps=target_steps,
+                wall_seconds=0.0,
+            )
+            s.add(row)
+            s.flush()
+            return _to_record(RunInfo, row)
+
+        try:
+            return self._write(create)
+        except IntegrityError as exc:
+            raise RegistryError(f"cannot create run in {self.where}: {_one_line(exc.orig)}") from exc
+
+    def ensure_group(self, name: str, kind: str, info: dict[str, Any] | None = None) -> None:
+        """Create group ``name`` if missing; a given ``info`` replaces the stored one."""
+        _check(kind, GROUP_KINDS, "group kind")
+
+        def ensure(s: Session) -> None:
+            row = s.get(_Group, name)
+            if row is None:
+                s.add(_Group(name=name, kind=kind, created_at=_utcnow(), info=info or {}))
+            elif row.kind != kind:
+                raise RegistryError(f"group {name!r} already exists with kind {row.kind!r}, not {kind!r}")
+            elif info is not None:
+                row.info = info
+
+        self._write(ensure)
+
+    def get_run(self, ref: str) -> RunInfo:
+        """Find a run by id, exact name, or unique id prefix of at least 4 characters."""
+
+        def find(s: Session) -> RunInfo:
+            row = s.get(_Run, ref) or s.scalar(select(_Run).where(_Run.name == ref))
+            if row is None and len(ref) >= _MIN_PREFIX_LEN:
+                matches = s.scalars(
+                    select(_Run).where(_Run.id.startswith(ref, autoescape=True)).order_by(_Run.id).limit(6)
+                ).all()
+                if len(matches) > 1:
+                    ids = ", ".join(m.id for m in matches[:5])
+                    raise RegistryError(f"run id prefix {ref!r} is ambiguous in {self.where}: matches {ids}")
+                row = matches[0] if matches else None
+            if row is None:
+                raise RegistryError(f"no run {ref!r} in {self.where}")
+            return _to_record(RunInfo, row)
+
+        return self._read(find)
+
+    def list_runs(
+        self, *, status: str | None = None, preset: str | None = None, group: str | None = None
+    ) -> list[RunInfo]:
+        """Runs matching all given filters, newest first."""
+        query = select(_Run).order_by(_Run.created_at.desc(), _Run.id)
+        if status is not None:
+            query = query.where(_Run.status == status)
+        if preset is not None:
+            query = query.where(_Run.preset == preset)
+        if group is not None:
+            query = query.where(_Run.group == group)
+        return self._read(lambda s: [_to_record(RunInfo, r) for r in s.scalars(query)])
+
+    def runs_in_group(self, group: str) -> list[RunInfo]:
+        """The runs of ``group`` in creation order."""
+        query = select(_Run).where(_Run.group == group).order_by(_Run.created_at, _Run.id)
+        return self._read(lambda s: [_to_record(RunInfo, r) for r in s.scalars(query)])
+
+    def group_names(self) -> list[str]:
+        """All group names, sorted."""
+        return self._read(lambda s: list(s.scalars(select(_Group.name).order_by(_Group.name))))
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Change a run's status; ending sets ``ended_at``, going back to running clears it and the error."""
+        _check(status, RUN_STATUSES, "run status")
+
+        now = _utcnow()
+        values: dict[str, Any] = {"status": status}
+        if status == "running":
+            values.update(ended_at=None, error=None, heartbeat_at=now)
+        else:
+            values.update(ended_at=now, error=error)
+        self._update_run(run_id, values)
+
+    def heartbeat(
+        self, run_id: str, *, env_steps: int | None = None, wall_seconds: float | None = None
+    ) -> None:
+        """Record that the run is alive, optionally with its progress."""
+        values: dict[str, Any] = {"heartbeat_at": _utcnow()}
+        if env_steps is not None:
+            values["env_steps"] = env_steps
+        if wall_seconds is not None:
+            values["wall_seconds"] = wall_seconds
+        self._update_run(run_id, values)
+
+    def update_config(self, run_id: str, config: dict[str, Any]) -> None:
+        """Replace the run's stored resolved config."""
+        self._update_run(run_id, {"config": config})
+
+    def _update_run(self, run_id: str, values: dict[str, Any]) -> None:
+        def apply(s: Session) -> None:
+            if s.execute(update(_Run).where(_Run.id == run_id).values(**values)).rowcount == 0:
+                raise RegistryError(f"no run {run_id!r} in {self.where}")
+
+        self._write(apply)
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run; its metrics, checkpoints and evaluations go with it (ON DELETE CASCADE)."""
+
+        def apply(s: Session) -> None:
+            if s.execute(delete(_Run).where(_Run.id == run_id)).rowcount == 0:
+                raise RegistryError(f"no run {run_id!r} in {self.where}")
+
+        self._write(apply)
+
+    # ----- metrics -----
+
+    def log_metrics(
+        self, run_id: str, rows: Sequence[tuple[int, str, float]], wall_time: float | None = None
+    ) -> None:
+        """Store ``(step, key, value)`` rows in one transaction; an existing (step, key) is replaced."""
+        stamp = time.time() if wall_time is None else wall_time
+        latest = {(int(step), key): float(value) for step, key, value in rows}
+        params = [
+            {"run_id": run_id, "step": step, "key": key, "value": value, "wall_time": stamp}
+            for (step, key), value in latest.items()
+        ]
+        if not params:
+            return
+
+        def apply(s: Session) -> None:
+            self._require_run(s, run_id)
+            conn = s.connection()
+            if conn.dialect.name == "sqlite":
+                _upsert_metrics_sqlite(conn, params)
+            else:
+                _replace_metrics(conn, params)
+
+        self._write(apply)
+
+    def metrics(self, run_id: str, key: str | None = None) -> list[tuple[int, str, float]]:
+        """The run's ``(step, key, value)`` rows, optionally for one key, ordered by step then key."""
+        query = select(_Metric.step, _Metric.key, _Metric.value).where(_Metric.run_id == run_id)
+        if key is not None:
+            query = query.where(_Metric.key == key)
+        query = query.order_by(_Metric.step, _Metric.key)
+        return self._read(lambda s: [(step, k, value) for step, k, value in s.execute(query)])
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        """The distinct metric keys the run has logged, sorted."""
+        query = select(_Metric.key).where(_Metric.run_id == run_id).distinct().order_by(_Metric.key)
+        return self._read(lambda s: list(s.scalars(query)))
+
+    def delete_metrics_after(self, run_id: str, step: int) -> int:
+        """Delete the run's metric rows with a step greater than ``step``; returns how many were deleted."""
+        stmt = delete(_Metric).where(_Metric.run_id == run_id, _Metric.step > step)
+        return self._write(lambda s: s.execute(stmt).rowcount)
+
+    # ----- checkpoints and evaluations -----
+
+    def add_checkpoint(
+        self, run_id: str, *, step: int, path: str, bytes: int, sha256: str, kind: str
+    ) -> None:
+        """Record a checkpoint file of the run."""
+        _check(kind, CHECKPOINT_KINDS, "checkpoint kind")
+        row = _Checkpoint(
+            run_id=run_id, step=step, path=path, bytes=bytes, sha256=sha256, created_at=_utcnow(), kind=kind
+        )
+
+        def apply(s: Session) -> None:
+            self._require_run(s, run_id)
+            s.add(row)
+
+        self._write(apply)
+
+    def checkpoints(self, run_id: str) -> list[CheckpointInfo]:
+        """The run's checkpoints ordered by step, then by insertion."""
+        query = (
+            select(_Checkpoint).where(_Checkpoint.run_id == run_id).order_by(_Checkpoint.step, _Checkpoint.id)
+        )
+        return self._read(lambda s: [_to_record(CheckpointInfo, r) for r in s.scalars(query)])
+
+    def remove_checkpoint(self, run_id: str, path: str) -> None:
+        """Forget the run's checkpoint rows for ``path`` (the file itself is left alone)."""
+        stmt = delete(_Checkpoint).where(_Checkpoint.run_id == run_id, _Checkpoint.path == path)
+        self._write(lambda s: s.execute(stmt))
+
+    def add_evaluation(
+        self,
+        run_id: str,
+        *,
+        checkpoint: str,
+        episodes: int,
+        seed: int | None,
+        deterministic: bool,
+        returns: list[float],
+        lengths: list[int],
+    ) -> EvalInfo:
+        """Record an evaluation; its mean and (population) std are computed from ``returns``."""
+        if not returns or len(returns) != len(lengths):
+            raise RegistryError(
+                f"evaluation needs one length per return and at least one episode, got "
+                f"{len(returns)} returns and {len(lengths)} lengths"
+            )
+        row = _Evaluation(
+            run_id=run_id,
+            checkpoint=checkpoint,
+            episodes=episodes,
+            seed=seed,
+            deterministic=deterministic,
+            returns=[float(r) for r in returns],
+            lengths=[int(n) for n in lengths],
+            mean=statistics.fmean(returns),
+            std=statistics.pstdev(returns),
+            created_at=_utcnow(),
+        )
+
+        def apply(s: Session) -> EvalInfo:
+            self._require_run(s, run_id)
+            s.add(row)
+            s.flush()
+            return _to_record(EvalInfo, row)
+
+        return self._write(apply)
+
+    def evaluations(self, run_id: str) -> list[EvalInfo]:
+        """The run's evaluations in the order they were recorded."""
+        query = select(_Evaluation).where(_Evaluation.run_id == run_id).order_by(_Evaluation.id)
+        return self._read(lambda s: [_to_record(EvalInfo, r) for r in s.scalars(query)])
