@@ -21,7 +21,7 @@ import torch
 from mbpo_cli import __version__
 from mbpo_cli.buffer import ReplayBuffer
 from mbpo_cli.engine import EpochAccumulator, RunState
-from mbpo_cli.envs import get_env_state, set_env_state
+from mbpo_cli.envs import EnvSpec, get_env_state, set_env_state
 
 FORMAT_VERSION = 1
 """Bumped whenever the checkpoint layout changes; older checkpoints are refused with a clear error."""
@@ -60,7 +60,7 @@ def capture(state: RunState) -> dict[str, Any]:
         "obs": torch.from_numpy(state.obs.copy()),
         "agent": state.agent.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in state.agent.optimizers().items()},
-        "real_buffer": state.real_buffer.state_dict(),
+        "real_buffer": _buffer_state(state.real_buffer),
         "model_info": dict(state.model_info),
         "epoch_acc": {
             "sums": {k: v.cpu() for k, v in acc.sums.items()},
@@ -81,7 +81,7 @@ def capture(state: RunState) -> dict[str, Any]:
     if state.model is not None and state.model_optimizer is not None and state.model_buffer is not None:
         payload["model"] = state.model.state_dict()
         payload["model_optimizer"] = state.model_optimizer.state_dict()
-        payload["model_buffer"] = state.model_buffer.state_dict()
+        payload["model_buffer"] = _buffer_state(state.model_buffer)
     if state.initial_states is not None:
         payload["initial_states"] = state.initial_states.cpu()
     return payload
@@ -109,14 +109,15 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     state.agent.load_state_dict(payload["agent"])
     for name, opt in state.agent.optimizers().items():
         opt.load_state_dict(payload["optimizers"][name])
-    state.real_buffer.load_state_dict(payload["real_buffer"])
+        _set_lr(opt, state.config.sac.lr)
+    state.real_buffer = _load_buffer(payload["real_buffer"], state.real_buffer.capacity, state.spec, device)
     if state.model is not None:
         assert state.model_optimizer is not None
         state.model.load_state_dict(payload["model"])
         state.model_optimizer.load_state_dict(payload["model_optimizer"])
+        _set_lr(state.model_optimizer, state.config.model.lr)
         saved = payload["model_buffer"]
-        state.model_buffer = ReplayBuffer(int(saved["capacity"]), state.spec.obs_dim, state.spec.act_dim, device)
-        state.model_buffer.load_state_dict(saved)
+        state.model_buffer = _load_buffer(saved, int(saved["capacity"]), state.spec, device)
     if "initial_states" in payload:
         state.initial_states = payload["initial_states"].to(device)
     state.model_info = dict(payload["model_info"])
@@ -144,6 +145,35 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     env_state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in payload["env"].items()}
     set_env_state(state.env, env_state)
     return exact
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Apply the config's learning rate: `load_state_dict` restores the saved one (resume --force may change it)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _buffer_state(buffer: ReplayBuffer) -> dict[str, Any]:
+    """The buffer's contents plus its write position (sampling draws physical slots, so the layout matters)."""
+    return {**buffer.state_dict(), "ptr": buffer.ptr}
+
+
+def _load_buffer(saved: dict[str, Any], capacity: int, spec: EnvSpec, device: torch.device) -> ReplayBuffer:
+    """A buffer of `capacity` holding `saved`, with the saved physical layout when the capacity is unchanged.
+
+    `ReplayBuffer.state_dict` stores the transitions oldest first; once a ring buffer has wrapped,
+    its oldest transition sits at slot `ptr`, not 0, so the rows are rotated back into place (the
+    indices drawn by `sample` would otherwise pick other transitions after a resume). A different
+    capacity (a run extended with --steps) keeps the newest transitions, oldest first.
+    """
+    buffer = ReplayBuffer(int(saved["capacity"]), spec.obs_dim, spec.act_dim, device)
+    buffer.load_state_dict({k: v for k, v in saved.items() if k != "ptr"})
+    ptr = int(saved.get("ptr", 0))
+    if buffer.size == buffer.capacity and ptr:
+        for store in buffer.data:
+            store.copy_(torch.roll(store, ptr, dims=0))
+        buffer.ptr = ptr
+    return buffer if buffer.capacity == capacity else buffer.resized(capacity)
 
 
 def _as_tuples(value: Any) -> Any:

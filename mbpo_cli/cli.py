@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import traceback
@@ -22,7 +23,7 @@ from mbpo_cli.config import ConfigError, EnvConfig, preset_names, resolve_config
 from mbpo_cli.display import RichReporter, summary_table
 from mbpo_cli.engine import NumericalError
 from mbpo_cli.envs import EnvError, env_spec, make_env
-from mbpo_cli.registry import Registry, RegistryError, RunInfo
+from mbpo_cli.registry import URL_ENV_VAR, Registry, RegistryError, RunInfo
 from mbpo_cli.runner import (
     Outcome,
     Reporter,
@@ -38,13 +39,18 @@ from mbpo_cli.runner import (
 
 app = typer.Typer(
     name="mbpo",
-    help="Model-Based Policy Optimization (Janner et al. 2019): train, resume, inspect and compare runs.",
+    help="Model-Based Policy Optimization (Janner et al. 2019): train, resume, inspect and compare runs.\n\n"
+    "Examples: `mbpo train --preset hopper --seed 1`, `mbpo runs list`, `mbpo resume 3f9a1c2e`",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-runs_app = typer.Typer(help="List, show and delete runs in the registry.", no_args_is_help=True)
+runs_app = typer.Typer(
+    help="List, show and delete runs in the registry.\n\n"
+    "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
 
 out = Console()
@@ -89,7 +95,7 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     debug = ctx.obj.debug if isinstance(ctx.obj, Globals) else False
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, typer.Abort):
         raise
     except USER_ERRORS as error:
         if debug:
@@ -116,6 +122,21 @@ def handled(ctx: typer.Context) -> Iterator[None]:
 def open_registry(ctx: typer.Context) -> Registry:
     """The registry of the chosen runs directory."""
     return Registry.open(ctx.obj.runs_dir)
+
+
+def existing_registry(ctx: typer.Context) -> Registry | None:
+    """The registry if it exists; None (and nothing created) when the default SQLite file is not there yet."""
+    if not os.environ.get(URL_ENV_VAR) and not (ctx.obj.runs_dir / "registry.db").is_file():
+        return None
+    return open_registry(ctx)
+
+
+def registry_of(ctx: typer.Context, ref: str) -> Registry:
+    """The existing registry for a command about run `ref`; a missing registry means no such run."""
+    registry = existing_registry(ctx)
+    if registry is None:
+        raise RegistryError(f"no run {ref!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
+    return registry
 
 
 def _summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
@@ -234,7 +255,7 @@ def resume(
         mbpo resume hopper-mbpo-s0-3f9a1c2e --steps 200000
     """
     with handled(ctx):
-        registry = open_registry(ctx)
+        registry = registry_of(ctx, run)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force)
         _finish(outcome, ctx, as_json)
@@ -271,9 +292,8 @@ def runs_list(
     with handled(ctx):
         if status is not None and status not in ("running", "finished", "interrupted", "failed"):
             raise RunError(f"--status: expected running, finished, interrupted or failed, got {status!r}")
-        registry = open_registry(ctx)
-        runs = registry.list_runs(preset=preset)
-        rows = [_run_dict(registry, r) for r in runs]
+        registry = existing_registry(ctx)
+        rows = [] if registry is None else [_run_dict(registry, r) for r in registry.list_runs(preset=preset)]
         if status is not None:
             rows = [r for r in rows if r["status"].split(" ")[0] == status]
         if as_json:
@@ -281,7 +301,8 @@ def runs_list(
             return
         table = Table(title=f"Runs in {ctx.obj.runs_dir}")
         for column in ("id", "name", "status", "group", "algo", "env", "seed", "steps", "last eval", "created"):
-            table.add_column(column)
+            # the id stays whole on narrow terminals (it is what other commands take); the other columns give way
+            table.add_column(column, no_wrap=column == "id", min_width=8 if column == "id" else None)
         for r in rows:
             last = r["last_eval_return"]
             table.add_row(r["id"], r["name"], r["status"], r["group"] or "", r["algo"], r["env_id"], str(r["seed"]),
@@ -301,7 +322,7 @@ def runs_show(
     Example: mbpo runs show 3f9a1c2e --json
     """
     with handled(ctx):
-        registry = open_registry(ctx)
+        registry = registry_of(ctx, run)
         info = registry.get_run(run)
         data = _run_dict(registry, info)
         data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]
@@ -343,7 +364,7 @@ def runs_delete(
     Example: mbpo runs delete 3f9a1c2e --yes
     """
     with handled(ctx):
-        registry = open_registry(ctx)
+        registry = registry_of(ctx, run)
         info = registry.get_run(run)
         folder = run_dir(ctx.obj.runs_dir, info.id)
         if is_locked(folder):

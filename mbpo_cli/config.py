@@ -208,7 +208,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = str(getattr(err, "problem", None) or err).strip().splitlines()
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem[0] if problem else 'parse error'}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     if data is None:
@@ -220,7 +223,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         return data
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a preset name or a file path")
-    candidate = (path.parent / base) if base.endswith((".yaml", ".yml")) else preset_path(base)
+    try:
+        candidate = (path.parent / base) if base.endswith((".yaml", ".yml")) else preset_path(base)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: base: {err}") from None
+    if not candidate.is_file():
+        raise ConfigError(f"{path}: base: no such config file {candidate}")
     return deep_merge(_read_yaml(candidate, (*seen, path.resolve())), data)
 
 

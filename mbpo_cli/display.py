@@ -86,6 +86,8 @@ class RichReporter:
         if self.live is not None:
             self.live.stop()
             self.live = None
+            if not self.console.is_terminal:  # Live ends its last line only on a terminal
+                self.console.line()
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

@@ -586,9 +586,12 @@ class Registry:
             values["wall_seconds"] = wall_seconds
         self._update_run(run_id, values)
 
-    def update_config(self, run_id: str, config: dict[str, Any]) -> None:
-        """Replace the run's stored resolved config."""
-        self._update_run(run_id, {"config": config})
+    def update_config(self, run_id: str, config: dict[str, Any], *, target_steps: int | None = None) -> None:
+        """Replace the run's stored resolved config (and its step target, when given)."""
+        values: dict[str, Any] = {"config": config}
+        if target_steps is not None:
+            values["target_steps"] = target_steps
+        self._update_run(run_id, values)
 
     def _update_run(self, run_id: str, values: dict[str, Any]) -> None:
         def apply(s: Session) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -46,7 +46,7 @@ class Reporter(Protocol):
 
 
 class SilentReporter:
-    """Reports nothing (machine-readable output modes)."""
+    """No progress display (machine-readable output modes); messages and warnings go to stderr, one line each."""
 
     def start(self, run: RunInfo, config: Config, from_step: int) -> None:
         """Nothing."""
@@ -58,7 +58,8 @@ class SilentReporter:
         """Nothing."""
 
     def message(self, text: str) -> None:
-        """Nothing."""
+        """A line on stderr (stdout stays machine-readable)."""
+        print(text, file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         """Nothing."""
@@ -332,13 +333,25 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
 def latest_good_checkpoint(
     registry: Registry, run: RunInfo, reporter: Reporter
 ) -> tuple[CheckpointInfo, dict[str, Any]]:
-    """The newest full checkpoint that verifies and loads; older ones are tried with a warning each."""
+    """The newest full checkpoint that verifies and loads; older ones are tried with a warning each.
+
+    Unusable checkpoints newer than the one returned are forgotten and their files deleted: the run
+    continues from an earlier step and rewrites them, and they must not count towards `keep_checkpoints`.
+    """
     full = [c for c in registry.checkpoints(run.id) if c.kind != "best"]
+    rejected: list[CheckpointInfo] = []
     for info in reversed(full):
         try:
-            return info, load_file(Path(info.path), info.sha256)
+            payload = load_file(Path(info.path), info.sha256)
         except CheckpointError as err:
             reporter.message(f"warning: {err}; trying the previous checkpoint")
+            rejected.append(info)
+            continue
+        for bad in rejected:
+            with suppress(OSError):
+                Path(bad.path).unlink(missing_ok=True)
+            registry.remove_checkpoint(run.id, bad.path)
+        return info, payload
     raise RunError(f"run {run.id} has no usable checkpoint to resume from")
 
 
@@ -375,6 +388,8 @@ def resume_run(
     config = build_config({**recorded.to_dict(), "train": {**recorded.to_dict()["train"], **overrides}}, "resume")
     with run_lock(folder):
         info, payload = latest_good_checkpoint(registry, run, reporter)
+        if steps is not None and steps < info.step:
+            raise RunError(f"run {run.id}: --steps {steps} is below its checkpoint at env step {info.step}")
         saved = build_config(payload["config"], info.path).to_dict()
         drift = {k: v for k, v in config_diff(saved, config.to_dict()).items()
                  if k not in ("train.steps", "train.device")}
@@ -387,7 +402,7 @@ def resume_run(
             raise RunError(str(err)) from None
         registry.delete_metrics_after(run.id, state.env_step)
         if config.to_dict() != run.config:
-            registry.update_config(run.id, config.to_dict())
+            registry.update_config(run.id, config.to_dict(), target_steps=config.train.steps)
             config_file.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         if not exact:
             reporter.message("resuming on another device type: the continuation is not bitwise exact")
