@@ -161,3 +161,14 @@ def test_sac_only_has_no_model_and_reports_every_epoch() -> None:
     seen, _ = _metrics({**TINY, "algo": "sac"})
     assert len(seen) == 3
     assert "model_holdout_loss" not in seen[-1] and "critic_loss" in seen[-1]
+
+
+@pytest.mark.parametrize(
+    "section",
+    [{"rollout": {**TINY["rollout"], "from_initial_states": True}},
+     {"model": {**TINY["model"], "use_elites": False}},
+     {"model": {**TINY["model"], "deterministic": True}}],
+)
+def test_ablation_switches_run(section: dict) -> None:
+    seen, _ = _metrics({**TINY, **section, "train": {**TINY["train"], "steps": 200}})
+    assert seen[-1]["model_buffer_size"] > 0 and np.isfinite(seen[-1]["model_holdout_loss"])

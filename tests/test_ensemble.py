@@ -73,7 +73,8 @@ def test_disagreement_grows_away_from_data(probabilistic: tuple[GaussianEnsemble
 
     def spread(obs: torch.Tensor, act: torch.Tensor) -> float:
         x = model.normalize(torch.cat([obs, act], 1)).unsqueeze(0).expand(model.config.ensemble_size, -1, -1)
-        mean, _ = model(x)
+        with torch.no_grad():
+            mean, _ = model(x)
         return float(mean.std(dim=0).mean())
 
     assert spread(outside_obs[outside], outside_act[outside]) > 3 * spread(inside_obs, inside_act)
@@ -85,9 +86,10 @@ def test_deterministic_model_fits_and_predicts_mean() -> None:
     obs, act, reward, next_obs = pendulum_data(500, gen)
     members = model.elites
     r1, n1 = model.sample(obs, act, torch.Generator().manual_seed(0), members)
-    r2, n2 = model.sample(obs, act, torch.Generator().manual_seed(0), members)
-    assert torch.equal(n1, n2)
-    assert float((n1 - next_obs).pow(2).mean()) < 2e-3
+    r2, n2 = model.sample(obs, act, torch.Generator().manual_seed(1), members)
+    # No sampling noise: only the member assignment differs between the two calls.
+    assert torch.allclose(n1, n2, atol=0.05) and torch.allclose(r1, r2, atol=0.05)
+    assert float((n1 - next_obs).pow(2).mean()) < 2e-3 and float((r1 - reward).pow(2).mean()) < 2e-3
 
 
 def test_sample_uses_one_member_per_sample_and_keeps_order(
