@@ -379,6 +379,272 @@ def runs_delete(
         out.print(f"deleted run {info.id}")
 
 
+# ---------------------------------------------------------------------------------------------
+# eval / compare
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_run(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, best, or an env step.")] = "latest",
+    episodes: Annotated[int, typer.Option("--episodes", help="Number of episodes.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Episode i resets the env with seed + i.")] = 0,
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="Sample actions (seeded) instead of the mean.")]
+    = False,
+    video: Annotated[Path | None, typer.Option("--video", help="Film the first episode into FILE.mp4 (needs a "
+                                               "MuJoCo rendering backend and imageio[ffmpeg]).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a run's policy from a checkpoint over seeded episodes and record the result in the registry.
+
+    The same checkpoint, seed and mode give the same returns.
+
+    Examples:
+
+        mbpo eval 3f9a1c2e --episodes 10
+
+        mbpo eval 3f9a1c2e --checkpoint best --seed 100 --json
+
+        mbpo eval 3f9a1c2e --checkpoint 50000 --stochastic --video hopper.mp4
+    """
+    from mbpo_cli import evaluation
+
+    with handled(ctx), _escaped(USER_ERRORS):
+        if episodes < 1:
+            raise evaluation.EvalError(f"--episodes: must be at least 1, got {episodes}")
+        if seed < 0:
+            raise evaluation.EvalError(f"--seed: must be >= 0, got {seed}")
+        if video is not None:
+            evaluation.check_video_path(video)
+        registry = registry_of(ctx, run)
+        info = registry.get_run(run)
+        policy = evaluation.load_policy(registry, info, checkpoint)
+        deterministic = not stochastic
+        # the video first: a missing encoder or rendering backend must fail before anything is recorded
+        film = evaluation.record_video(video, policy, seed, deterministic) if video is not None else None
+        result = evaluation.run_episodes(policy, episodes, seed, deterministic)
+        eval_id = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
+        data = {
+            "evaluation_id": eval_id, "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+            "checkpoint_step": policy.checkpoint.step, "checkpoint_path": policy.checkpoint.path,
+            "episodes": episodes, "seed": seed, "deterministic": deterministic,
+            "returns": result.returns, "lengths": result.lengths,
+            "mean": result.mean, "std": result.std, "min": result.min, "max": result.max,
+            "video": None if film is None else {"path": str(video), **film},
+        }
+        if as_json:
+            print(json.dumps(data))
+            return
+        mode = "mean action" if deterministic else "sampled actions"
+        table = Table(title=f"{info.name}: {policy.label} ({mode})")
+        for column in ("episode", "reset seed", "return", "length"):
+            table.add_column(column, justify="right")
+        for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True)):
+            table.add_row(str(i + 1), str(seed + i), f"{ret:,.2f}", f"{length:,}")
+        table.add_section()
+        for label, value in (("mean", result.mean), ("std", result.std), ("min", result.min), ("max", result.max)):
+            table.add_row(label, "", f"{value:,.2f}", "")
+        out.print(table)
+        out.print(f"recorded evaluation {eval_id} of run {info.id} ({episodes} episodes)")
+        if film is not None:
+            out.print(f"video: {video} ({film['frames']} frames at {film['fps']} fps, {film['backend']}; "
+                      f"return {film['return']:,.2f})")
+
+
+@contextmanager
+def _escaped(kinds: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Re-raise `kinds` errors with Rich markup escaped: `handled` prints messages as markup, and these name
+    packages and groups with brackets (`pip install imageio[ffmpeg]`, `hopper-mbpo[batch_size=50000]`)."""
+    from rich.markup import escape
+
+    try:
+        yield
+    except kinds as error:
+        raise type(error)(escape(str(error))) from None
+
+
+def _fmt(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
+    return missing if value is None or value != value else format(value, spec)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after the other
+    """The Rich tables of a compare report (see mbpo_cli.report for the definitions)."""
+    from rich.markup import escape  # group names may hold brackets: hopper-mbpo[batch_size=50000]
+
+    tables = []
+
+    def add_columns(table: Table, columns: list[str]) -> None:
+        for column in columns:
+            if column in ("group", "baseline"):  # a long name wraps, never loses its end
+                table.add_column(column, overflow="fold")
+            else:
+                table.add_column(column, justify="right")
+
+    returns = Table(title="Eval return at milestones (95% CI: bootstrap of the IQM over seeds)")
+    add_columns(returns, ["group", "env step", "seeds", "mean", "IQM", "95% CI"])
+    previous = None
+    for row in report.returns:
+        if previous is not None and row.group != previous:
+            returns.add_section()
+        if row.n_seeds == 0:
+            ci = "no data"
+        elif row.n_seeds == 1:
+            ci = "n/a (1 seed)"
+        else:
+            ci = f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
+        returns.add_row(escape(row.group) if row.group != previous else "", f"{row.step:,}", str(row.n_seeds),
+                        _fmt(row.mean), _fmt(row.iqm), ci)
+        previous = row.group
+    tables.append(returns)
+
+    pairs = {(r.baseline, r.threshold) for r in report.efficiency}
+    single = len(pairs) == 1
+    baseline, threshold = next(iter(pairs)) if single else (None, None)
+    if single and threshold is not None:
+        source = "--threshold" if report.threshold_source == "--threshold" else f"final IQM of {baseline}"
+        title = escape(f"Sample efficiency: threshold {threshold:,.1f} ({source})")
+    else:
+        title = "Sample efficiency"
+    efficiency = Table(title=title)
+    columns = ["group"] + ([] if single else ["baseline", "threshold"])
+    columns += ["steps to threshold", "seeds reaching", "x fewer real steps", "norm. AUC (IQM)"]
+    add_columns(efficiency, columns)
+    for row in report.efficiency:
+        if row.threshold is None:
+            steps = "n/a (no threshold)"
+        elif row.steps is None:
+            steps = f"not reached by {row.searched_until:,}"
+        else:
+            steps = f"{row.steps:,.0f}"
+        if row.baseline is None:
+            ratio = "n/a (no baseline)"
+        elif row.group == row.baseline:
+            ratio = "1.00x (baseline)"
+        elif row.ratio is None:
+            ratio = "-"
+        else:
+            ratio = f"{'> ' if row.ratio_is_lower_bound else ''}{row.ratio:.2f}x"
+        reaching = "-" if row.threshold is None else f"{row.seeds_reaching}/{row.n_seeds}"
+        cells = [escape(row.group)] + ([] if single else [escape(row.baseline or "-"), _fmt(row.threshold)])
+        cells += [steps, reaching, ratio, _fmt(row.auc, ".3f")]
+        efficiency.add_row(*cells)
+    tables.append(efficiency)
+
+    wall = Table(title="Wall-clock time (mean per run)")
+    add_columns(wall, ["group", "runs", "wall time", "env steps", "env steps/s", "~wall to threshold"])
+    to_threshold = {row.group: row.wall_to_threshold for row in report.efficiency}
+    for row in report.wall:
+        wall.add_row(escape(row.group), str(row.n_runs), _duration(row.wall_seconds), _fmt(row.env_steps, ",.0f"),
+                     _fmt(row.steps_per_second, ",.1f"), _duration(to_threshold.get(row.group)))
+    tables.append(wall)
+
+    final = Table(title="Final return (IQM at each group's last common eval step) and P(improvement) over the "
+                        "baseline")
+    add_columns(final, ["group", "final step", "seeds", "IQM", "95% CI", "P(better than baseline)", "at step"])
+    for row in report.final:
+        ci = "n/a (1 seed)" if row.n_seeds < 2 else f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
+        if row.baseline is None:
+            p = "n/a (no baseline)"
+        elif row.group == row.baseline:
+            p = "(baseline)"
+        else:
+            p = _fmt(row.p_improvement, ".2f", "n/a")
+        final.add_row(escape(row.group), f"{row.step:,}", str(row.n_seeds), _fmt(row.iqm), ci, p,
+                      "-" if row.p_step is None else f"{row.p_step:,}")
+    tables.append(final)
+    return tables
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Run ids, id prefixes, run names or group names.",
+                                              metavar="RUN_OR_GROUP")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="The baseline run or group (default: the "
+                                                 "SAC-only group of the same env among the arguments).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach (default: the baseline's "
+                                                    "final IQM return).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv (run_id,group,seed,step,return).")]
+    = "table",
+) -> None:
+    """Compare groups of seeds: returns at milestones, sample efficiency vs a baseline, wall clock, final return.
+
+    Runs with the same config apart from the seed (and device, threads) form one group. Statistics are over
+    seeds: IQM with 95% bootstrap intervals (fixed bootstrap seed: the same input gives the same output).
+
+    Examples:
+
+        mbpo compare hopper-seeds hopper-sac-seeds
+
+        mbpo compare 3f9a1c2e 8b7d6e5f --baseline 1a2b3c4d --at 25k,50k,100k --plot curves.png
+
+        mbpo compare hopper-seeds --threshold 3000 --format json
+    """
+    from mbpo_cli import plots
+    from mbpo_cli import report as reports
+
+    with handled(ctx), _escaped(USER_ERRORS):
+        if fmt not in ("table", "json", "csv"):
+            raise RunError(f"--format: expected table, json or csv, got {fmt!r}")
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+            raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
+        try:
+            at_steps = reports.parse_steps(at) if at is not None else None
+            registry = registry_of(ctx, refs[0])
+            runs = reports.resolve_refs(registry, refs)
+            base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
+            curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
+            report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
+        except reports.ReportError as error:
+            raise RunError(str(error)) from None
+        curves_data = reports.plot_data(report, curves)
+        if plot is not None:
+            lines = {r.threshold for r in report.efficiency}
+            line = next(iter(lines)) if len(lines) == 1 else None
+            envs = ", ".join(dict.fromkeys(g.env_id for g in report.groups))
+            plots.plot_curves(curves_data, plot, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)")
+        if fmt == "csv":
+            import csv
+
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["run_id", "group", "seed", "step", "return"])
+            writer.writerows(reports.long_rows(report, curves))
+            return
+        if fmt == "json":
+            data = reports.report_to_dict(report)
+            data["plot"] = None if plot is None else str(plot)
+            print(json.dumps(data, allow_nan=False))
+            return
+        for table in _compare_tables(report):
+            out.print(table)
+        auc = report.auc
+        if auc.start == auc.start:
+            out.print(f"norm. AUC: each run's mean return over env steps {auc.start:,.0f}-{auc.end:,.0f}, scaled so "
+                      f"that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the lowest and highest eval return of any "
+                      "compared run)", highlight=False)
+        for note in report.notes:
+            out.print(f"note: {note}", highlight=False, markup=False)
+        if plot is not None:
+            out.print(f"wrote {plot}")
+        if len(curves_data) <= 10:
+            out.print(plots.text_plot(curves_data), highlight=False, markup=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
