@@ -13,15 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mbpo_cli import __version__
 from mbpo_cli.checkpoint import CheckpointError
-from mbpo_cli.config import ConfigError, EnvConfig, preset_names, resolve_config
+from mbpo_cli.config import Config, ConfigError, EnvConfig, preset_names, resolve_config
 from mbpo_cli.display import RichReporter, summary_table
-from mbpo_cli.engine import NumericalError
+from mbpo_cli.engine import NumericalError, resolve_device
 from mbpo_cli.envs import EnvError, env_spec, make_env
 from mbpo_cli.registry import URL_ENV_VAR, Registry, RegistryError, RunInfo
 from mbpo_cli.runner import (
@@ -100,12 +102,12 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     except USER_ERRORS as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except NumericalError as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] numerical failure: {error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] numerical failure: {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -114,8 +116,8 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         first = str(error).strip().splitlines()
-        err.print(f"[red]error:[/] {type(error).__name__}: {first[0] if first else ''} (rerun with --debug for the "
-                  "traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
+                  "for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -186,7 +188,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and
 
 
 def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
-                       seed: int | None, steps: int | None, device: str | None, algo: str | None):
+                       seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
     """Resolve the config and check the environment before anything is written."""
     dims = None
     if env is not None and preset is None and config is None:
@@ -196,8 +198,17 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
         dims = (spec.obs_dim, spec.act_dim)
     resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_dims=dims, overrides=sets,
                               seed=seed, steps=steps, device=device, algo=algo)
+    check_device(resolved.train.device)
     make_env(resolved.env).close()
     return resolved
+
+
+def check_device(name: str) -> None:
+    """A ConfigError (exit 2) for a device this machine does not have."""
+    try:
+        resolve_device(name)
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(f"--device {name}: {error}") from None
 
 
 @app.command()
@@ -255,6 +266,8 @@ def resume(
         mbpo resume hopper-mbpo-s0-3f9a1c2e --steps 200000
     """
     with handled(ctx):
+        if device is not None:
+            check_device(device)
         registry = registry_of(ctx, run)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force)
@@ -271,9 +284,10 @@ def _last_eval(registry: Registry, run: RunInfo) -> float | None:
     return rows[-1][2] if rows else None
 
 
-def _run_dict(registry: Registry, run: RunInfo) -> dict[str, Any]:
+def _run_dict(registry: Registry, run: RunInfo, runs_dir: Path) -> dict[str, Any]:
     data = run.to_dict()
-    data["status"] = run.display_status
+    alive = run.status == "running" and is_locked(run_dir(runs_dir, run.id))
+    data["status"] = "running" if alive else run.display_status
     data["last_eval_return"] = _last_eval(registry, run)
     return data
 
@@ -293,7 +307,8 @@ def runs_list(
         if status is not None and status not in ("running", "finished", "interrupted", "failed"):
             raise RunError(f"--status: expected running, finished, interrupted or failed, got {status!r}")
         registry = existing_registry(ctx)
-        rows = [] if registry is None else [_run_dict(registry, r) for r in registry.list_runs(preset=preset)]
+        runs = [] if registry is None else registry.list_runs(preset=preset)
+        rows = [_run_dict(registry, r, ctx.obj.runs_dir) for r in runs] if registry is not None else []
         if status is not None:
             rows = [r for r in rows if r["status"].split(" ")[0] == status]
         if as_json:
@@ -324,7 +339,7 @@ def runs_show(
     with handled(ctx):
         registry = registry_of(ctx, run)
         info = registry.get_run(run)
-        data = _run_dict(registry, info)
+        data = _run_dict(registry, info, ctx.obj.runs_dir)
         data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]
         data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
         data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]
@@ -411,7 +426,7 @@ def eval_run(
     """
     from mbpo_cli import evaluation
 
-    with handled(ctx), _escaped(USER_ERRORS):
+    with handled(ctx):
         if episodes < 1:
             raise evaluation.EvalError(f"--episodes: must be at least 1, got {episodes}")
         if seed < 0:
@@ -453,18 +468,6 @@ def eval_run(
                       f"return {film['return']:,.2f})")
 
 
-@contextmanager
-def _escaped(kinds: tuple[type[Exception], ...]) -> Iterator[None]:
-    """Re-raise `kinds` errors with Rich markup escaped: `handled` prints messages as markup, and these name
-    packages and groups with brackets (`pip install imageio[ffmpeg]`, `hopper-mbpo[batch_size=50000]`)."""
-    from rich.markup import escape
-
-    try:
-        yield
-    except kinds as error:
-        raise type(error)(escape(str(error))) from None
-
-
 def _fmt(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
     return missing if value is None or value != value else format(value, spec)
 
@@ -481,7 +484,6 @@ def _duration(seconds: float | None) -> str:
 
 def _compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after the other
     """The Rich tables of a compare report (see mbpo_cli.report for the definitions)."""
-    from rich.markup import escape  # group names may hold brackets: hopper-mbpo[batch_size=50000]
 
     tables = []
 
@@ -598,7 +600,7 @@ def compare(
     from mbpo_cli import plots
     from mbpo_cli import report as reports
 
-    with handled(ctx), _escaped(USER_ERRORS):
+    with handled(ctx):
         if fmt not in ("table", "json", "csv"):
             raise RunError(f"--format: expected table, json or csv, got {fmt!r}")
         if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
@@ -643,6 +645,69 @@ def compare(
             out.print(f"wrote {plot}")
         if len(curves_data) <= 10:
             out.print(plots.text_plot(curves_data), highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    ctx: typer.Context,
+    preset: Annotated[str, typer.Option("--preset", help="Preset whose shapes are timed.")] = "hopper",
+    device: DeviceOpt = None,
+    steps: Annotated[int, typer.Option("--steps", help="Real steps of the end-to-end segment (after exploration).")]
+    = 500,
+    samples: Annotated[int, typer.Option("--samples", help="Real transitions the model retrain is timed on.")]
+    = 10_000,
+    repeats: Annotated[int, typer.Option("--repeats", help="Repetitions per component (medians reported).")] = 20,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time the engine's components and an end-to-end segment at a preset's shapes.
+
+    Components: one SAC update at the preset's batch, one ensemble training minibatch (256 per member), one
+    full model retrain on --samples transitions, one rollout step of the preset's rollout batch, one env
+    step and one evaluation episode. Medians of repeated runs, device synchronized around timed regions.
+
+    Examples:
+
+        mbpo bench --preset hopper --steps 200
+
+        mbpo bench --preset hopper --device cuda --steps 10000 --json
+    """
+    from mbpo_cli import bench as benchmarks
+
+    with handled(ctx):
+        if steps < 1 or samples < 2 or repeats < 1:
+            raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
+        config = resolve_config(preset=preset, device=device, overrides=set_)
+        check_device(config.train.device)
+        dev = resolve_device(config.train.device)
+        timings = benchmarks.bench_components(config, samples, repeats)
+        rate, phases = benchmarks.bench_end_to_end(config, steps)
+        result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
+                                  "threads": torch.get_num_threads()}
+        for timing in timings:
+            result[f"{timing.name}_ms"] = round(timing.median, 4)
+        result["env_steps_per_s"] = round(rate, 2)
+        result["end_to_end_steps"] = steps
+        result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+        if as_json:
+            print(json.dumps(result))
+            return
+        per_step = {t.name: t.median * t.per_env_step for t in timings}
+        total = sum(per_step.values()) or 1.0
+        table = Table(title=f"mbpo bench: {preset} on {dev}")
+        for column in ("component", "median ms", "min ms", "max ms", "runs per env step", "share of env step"):
+            table.add_column(column, justify="right" if column != "component" else "left")
+        for t in timings:
+            table.add_row(t.name, f"{t.median:,.3f}", f"{t.low:,.3f}", f"{t.high:,.3f}", f"{t.per_env_step:g}",
+                          f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-")
+        out.print(table)
+        split = ", ".join(f"{k} {v:,.1f} s" for k, v in phases.items())
+        out.print(f"end to end: {rate:,.2f} env steps/s over {steps:,} steps after exploration ({split})")
 
 
 def main() -> None:
