@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from clihelpers import mbpo, one_error_line, runner
 from rich.console import Console
-from typer.testing import CliRunner, Result
 
 import mbpo_cli.cli as cli_module
 from mbpo_cli import __version__
@@ -42,7 +42,6 @@ for _item in TINY_SETS:
     TINY += ["--set", _item]
 EVAL_STEPS = [100, 200, 300]
 
-runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -55,19 +54,8 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def mbpo(runs_dir: Path, *args: str, input: str | None = None) -> Result:
-    """Invoke the CLI in-process with --runs-dir."""
-    return runner.invoke(app, ["--runs-dir", str(runs_dir), *args], input=input)
 
 
-def one_error_line(result: Result) -> str:
-    """The single stderr line of a failed command (no traceback, nothing else)."""
-    assert "Traceback" not in result.stderr
-    assert "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
 
 
 def tree(folder: Path) -> set[str]:
@@ -383,9 +371,8 @@ def test_internal_failure_exits_1_with_one_line(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr("mbpo_cli.runner.train", _fail_training)
     runs_dir = tmp_path / "runs"
     result = mbpo(runs_dir, "train", *TINY, "--json")
-    assert result.exit_code == 1
     assert result.stdout == ""
-    line = one_error_line(result)
+    line = one_error_line(result, code=1)
     assert "RuntimeError: boom: the engine broke" in line
     assert "--debug" in line
     [run] = json.loads(mbpo(runs_dir, "runs", "list", "--json").stdout)

@@ -21,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clihelpers import mbpo, one_error_line
 from rich.console import Console
-from typer.testing import CliRunner, Result
 
 import mbpo_cli.cli as cli_module
 from mbpo_cli import stats
-from mbpo_cli.cli import app
 from mbpo_cli.registry import Registry, RunInfo
 from mbpo_cli.report import build_report, group_runs, load_curves, parse_steps, resolve_refs
 
-runner = CliRunner()
 MBPO_STEPS = [1000, 2000, 3000, 4000, 5000]
 SAC_STEPS = [1000 * i for i in range(1, 11)]
 
@@ -99,17 +97,8 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_module, "out", Console(width=250))
 
 
-def mbpo(runs_dir: Path, *args: str) -> Result:
-    return runner.invoke(app, ["--runs-dir", str(runs_dir), *args])
 
 
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def compare_json(synthetic: Synthetic, *args: str) -> dict:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
+from clihelpers import mbpo, one_error_line
 
-from mbpo_cli.cli import app
 from mbpo_cli.evaluation import encoder_missing
 from mbpo_cli.registry import Registry
 
@@ -31,7 +30,6 @@ TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu"]
 for _item in TINY_SETS:
     TINY += ["--set", _item]
 
-runner = CliRunner()
 
 
 class Trained(types.SimpleNamespace):
@@ -39,17 +37,8 @@ class Trained(types.SimpleNamespace):
     run_id: str
 
 
-def mbpo(runs_dir: Path, *args: str) -> Result:
-    return runner.invoke(app, ["--runs-dir", str(runs_dir), *args])
 
 
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
