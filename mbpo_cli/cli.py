@@ -224,6 +224,10 @@ def train(
     name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
     algo: Annotated[str | None, typer.Option("--algo", help="mbpo, or sac (SAC only, G=1 unless set).")] = None,
     as_json: JsonOpt = False,
+    group: Annotated[str | None, typer.Option("--group", hidden=True, help="Registry group (used by ablate).")]
+    = None,
+    variant: Annotated[str | None, typer.Option("--variant", hidden=True, help="Variant name (used by ablate).")]
+    = None,
 ) -> None:
     """Train a run and record it in the registry.
 
@@ -243,7 +247,7 @@ def train(
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
-        meta = RunMeta(preset=preset, name=name, command=command_line())
+        meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
         outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
         _finish(outcome, ctx, as_json)
 
@@ -645,6 +649,204 @@ def compare(
             out.print(f"wrote {plot}")
         if len(curves_data) <= 10:
             out.print(plots.text_plot(curves_data), highlight=False, markup=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# ablate
+# ---------------------------------------------------------------------------------------------
+
+
+def _diff_table(plan: Any) -> Table:
+    from mbpo_cli.ablation import describe_value
+
+    table = Table(title=f"Variants of {plan.group}: config differences from the control")
+    for column in ("variant", "key", "control", "variant value"):
+        table.add_column(column, overflow="fold")
+    for name, diff in plan.diffs().items():
+        if not diff:
+            table.add_row(escape(name), "(the full configuration)" if name == "control" else "(no change)", "", "")
+            continue
+        for i, (key, (a, b)) in enumerate(diff.items()):
+            table.add_row(escape(name) if i == 0 else "", key, escape(describe_value(a)), escape(describe_value(b)))
+        table.add_section()
+    return table
+
+
+def _ablation_runs_table(plan: Any, rows: list[dict[str, Any]]) -> Table:
+    done = sum(1 for r in rows if str(r["status"]).startswith("finished"))
+    steps = sum(r["env_steps"] for r in rows)
+    total = sum(r["target_steps"] for r in rows) or 1
+    table = Table(title=f"Ablation {plan.group}: {done}/{len(rows)} runs finished, {steps:,}/{total:,} env steps "
+                        f"({steps / total:.0%})")
+    for column in ("variant", "seed", "run", "env steps", "last eval", "status"):
+        table.add_column(column, justify="right" if column in ("seed", "env steps", "last eval") else "left")
+    for r in rows:
+        last = r["last_eval_return"]
+        table.add_row(escape(r["variant"]), str(r["seed"]), r["id"] or "-", f"{r['env_steps']:,}/{r['target_steps']:,}",
+                      "-" if last is None else f"{last:,.1f}", str(r["status"]))
+    return table
+
+
+def _ablation_report(registry: Registry, plan: Any) -> tuple[Any, list[str]]:
+    """The compare report of the group with the control as baseline (None and a note when not possible)."""
+    from mbpo_cli import report as reports
+
+    runs = registry.runs_in_group(plan.group)
+    control = [r for r in runs if r.variant == "control"]
+    try:
+        curves = reports.load_curves(registry, runs)
+        usable = [r for r in control if len(curves[r.id][0]) > 0]
+        return reports.build_report(runs, curves, baseline_runs=usable or None), []
+    except reports.ReportError as error:
+        return None, [f"no compare report: {error}"]
+
+
+@app.command()
+def ablate(  # noqa: C901 - options, then plan, then run, then report
+    ctx: typer.Context,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Variant: SAC on real data with the same G.")] = False,
+    rollout_length: Annotated[list[int] | None, typer.Option("--rollout-length", help="Variant: fixed rollout "
+                                                              "length K (repeatable).")] = None,
+    from_initial_states: Annotated[bool, typer.Option("--from-initial-states", help="Variant: branch from reset "
+                                                      "states.")] = False,
+    real_ratio: Annotated[list[float] | None, typer.Option("--real-ratio", help="Variant: real-data fraction R "
+                                                           "in [0, 1] (repeatable).")] = None,
+    ensemble_size: Annotated[list[int] | None, typer.Option("--ensemble-size", help="Variant: N members, elites "
+                                                            "min(elites, N) (repeatable; 1 = single model).")]
+    = None,
+    deterministic_model: Annotated[bool, typer.Option("--deterministic-model", help="Variant: deterministic "
+                                                      "model.")] = False,
+    no_elites: Annotated[bool, typer.Option("--no-elites", help="Variant: roll out with every member.")] = False,
+    updates_per_step: Annotated[list[int] | None, typer.Option("--updates-per-step", help="Variant: G "
+                                                               "(repeatable).")] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Custom variant NAME:KEY=VALUE[,KEY=VALUE"
+                                                      "...] (repeatable).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
+    start_seed: Annotated[int, typer.Option("--start-seed", help="First seed.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", help="Runs at a time (each gets cores // jobs threads).")] = 1,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps per run.")] = None,
+    device: DeviceOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Group name (default: <preset>-ablation-<hash>).")]
+    = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run and write nothing.")] = False,
+    resume_group: Annotated[str | None, typer.Option("--resume", help="Continue the unfinished runs of an "
+                                                     "ablation group.", metavar="GROUP")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the MBPO paper's ablations: the full configuration ("control") and one variant per flag, across seeds.
+
+    Every variant x seed is a run in one registry group (kind ablation); runs execute as separate
+    `mbpo train` processes, --jobs at a time. Ctrl-C interrupts them all (each checkpoints); continue with
+    `mbpo ablate --resume GROUP`. At the end: the compare report with the control as the baseline.
+
+    Examples:
+
+        mbpo ablate --preset hopper --no-model --rollout-length 5 --seeds 3 --jobs 3
+
+        mbpo ablate --preset hopper --real-ratio 0.5 --variant wide:model.hidden=400,sac.hidden=512 --dry-run
+
+        mbpo ablate --resume hopper-ablation-3f9a1c
+    """
+    from mbpo_cli import ablation
+    from mbpo_cli import report as reports
+
+    with handled(ctx):
+        flags = ablation.VariantFlags(
+            no_model=no_model, rollout_lengths=rollout_length or (), from_initial_states=from_initial_states,
+            real_ratios=real_ratio or (), ensemble_sizes=ensemble_size or (), deterministic_model=deterministic_model,
+            no_elites=no_elites, updates_per_step=updates_per_step or (), custom=variant or ())
+        if jobs < 1:
+            raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+        runs_dir: Path = ctx.obj.runs_dir
+        if resume_group is not None:
+            given = [preset, config, env, steps, device, name, set_, dry_run] + [f for f in vars(flags).values() if f]
+            if any(x is not None and x is not False for x in given):
+                raise ConfigError("--resume GROUP takes the plan from the group: only --jobs and --json go with it "
+                                  "(no --dry-run)")
+            registry = registry_of(ctx, resume_group)
+            plan = ablation.load_plan(registry, resume_group)
+        else:
+            if seeds < 1:
+                raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+            if start_seed < 0:
+                raise ConfigError(f"--start-seed: must be >= 0, got {start_seed}")
+            control = build_train_config(preset, config, env, set_, None, steps, device, None)
+            source = {"preset": preset, "config": None if config is None else str(config.resolve()), "env": env,
+                      "sets": list(set_ or []), "steps": steps, "device": device}
+            plan = ablation.build_plan(control, source, flags, range(start_seed, start_seed + seeds), name)
+            if dry_run:
+                data = plan.to_dict()
+                data["diffs"] = {k: {key: list(v) for key, v in d.items()} for k, d in plan.diffs().items()}
+                if as_json:
+                    print(json.dumps(data))
+                    return
+                out.print(f"Ablation plan {plan.group} (dry run: nothing is run or written)")
+                out.print(_diff_table(plan))
+                out.print(f"{len(plan.variants)} variants x {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))})"
+                          f" = {len(plan.variants) * len(plan.seeds)} runs, {plan.total_env_steps():,} env steps in "
+                          f"total; --jobs {jobs} with {ablation.threads_per_job(jobs)} threads each", highlight=False)
+                return
+            existing = existing_registry(ctx)
+            if existing is not None and existing.group_info(plan.group) is not None:
+                raise RegistryError(f"group {plan.group!r} already exists; continue it with: mbpo ablate --resume "
+                                    f"{plan.group}, or choose another --name")
+            registry = open_registry(ctx)
+            ablation.create_group(registry, plan)
+        ablation.write_variant_configs(plan, runs_dir)
+        tasks = ablation.plan_tasks(plan, registry, runs_dir)
+        executor = ablation.LocalProcessExecutor()
+        with ablation.StopRequest() as stop:
+            if as_json:
+                signum = ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, stop=stop)
+            else:
+                from rich.live import Live
+
+                with Live(_ablation_runs_table(plan, ablation.run_rows(plan, tasks, registry)), console=out,
+                          refresh_per_second=2) as live:
+                    def tick(current: list[Any]) -> None:
+                        live.update(_ablation_runs_table(plan, ablation.run_rows(plan, current, registry)))
+
+                    signum = ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, on_tick=tick,
+                                              stop=stop)
+                out.print()
+        rows = ablation.run_rows(plan, tasks, registry)
+        report, notes = (None, []) if signum is not None else _ablation_report(registry, plan)
+        failed = [r for r in rows if str(r["status"]).startswith("failed")]
+        busy = [r for r in rows if r["status"] == "busy"]
+        if as_json:
+            data = {"group": plan.group, "interrupted": signum is not None,
+                    "runs": [{k: r[k] for k in ("id", "variant", "seed", "status", "env_steps", "last_eval_return")}
+                             for r in rows],
+                    "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in plan.variants],
+                    "compare": None if report is None else reports.report_to_dict(report), "notes": notes}
+            print(json.dumps(data))
+        else:
+            if report is not None:
+                for table in _compare_tables(report):
+                    out.print(table)
+                for note in report.notes:
+                    out.print(f"note: {note}", highlight=False, markup=False)
+            out.print(_diff_table(plan))
+            for note in notes:
+                out.print(f"note: {note}", highlight=False, markup=False)
+        for r in failed:
+            err.print(f"run {r['id'] or '-'} ({r['variant']}, seed {r['seed']}) failed; its log is under "
+                      f"{ablation.ablation_dir(runs_dir, plan.group) / 'logs'}", highlight=False, soft_wrap=True)
+        for r in busy:
+            err.print(f"run {r['id']} ({r['variant']}, seed {r['seed']}) is running in another process: not started",
+                      highlight=False, soft_wrap=True)
+        if signum is not None:
+            err.print(f"interrupted: continue with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + signum)
+        if failed or busy:
+            err.print(f"continue the unfinished runs with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------

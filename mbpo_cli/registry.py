@@ -559,6 +559,15 @@ class Registry:
         query = select(_Run).where(_Run.group == group).order_by(_Run.created_at, _Run.id)
         return self._read(lambda s: [_to_record(RunInfo, r) for r in s.scalars(query)])
 
+    def group_info(self, name: str) -> dict[str, Any] | None:
+        """A group's kind and info as `{"kind": ..., "info": {...}}`, or None when there is no such group."""
+
+        def read(s: Session) -> dict[str, Any] | None:
+            row = s.get(_Group, name)
+            return None if row is None else {"kind": row.kind, "info": dict(row.info or {})}
+
+        return self._read(read)
+
     def group_names(self) -> list[str]:
         """All group names, sorted."""
         return self._read(lambda s: list(s.scalars(select(_Group.name).order_by(_Group.name))))
