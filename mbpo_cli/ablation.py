@@ -26,14 +26,13 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 import yaml
 
 from mbpo_cli.config import Config, ConfigError, build_config, config_diff, parse_override, with_overrides
 from mbpo_cli.registry import Registry, RegistryError, RunInfo, sanitize_name
-from mbpo_cli.runner import RunError, is_locked, run_dir
+from mbpo_cli.runner import RunError, StopSignals, is_locked, run_dir
 
 CONTROL = "control"
 GROUP_KIND = "ablation"
@@ -377,30 +376,9 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-class StopRequest:
-    """SIGINT/SIGTERM while the ablation runs: remember the first signal (the children are then interrupted)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def __enter__(self) -> StopRequest:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor, jobs: int,
             on_tick: Callable[[list[Task]], None] | None = None, poll_seconds: float = 0.25,
-            stop: StopRequest | None = None) -> int | None:
+            stop: StopSignals | None = None) -> int | None:
     """Run the pending tasks, ``jobs`` at a time; returns the stop signal's number if one arrived, else None.
 
     ``on_tick`` is called about once a second (and at the end) for the display.

@@ -32,6 +32,7 @@ from mbpo_cli.runner import (
     RunError,
     RunMeta,
     SilentReporter,
+    StopSignals,
     command_line,
     is_locked,
     resume_run,
@@ -799,7 +800,7 @@ def ablate(  # noqa: C901 - options, then plan, then run, then report
         ablation.write_variant_configs(plan, runs_dir)
         tasks = ablation.plan_tasks(plan, registry, runs_dir)
         executor = ablation.LocalProcessExecutor()
-        with ablation.StopRequest() as stop:
+        with StopSignals() as stop:
             if as_json:
                 signum = ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, stop=stop)
             else:

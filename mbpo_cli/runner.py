@@ -136,10 +136,9 @@ def is_locked(folder: Path) -> bool:
 class StopSignals:
     """SIGINT/SIGTERM request a clean stop after the current step; repeats during the save are ignored."""
 
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
+    def __init__(self, reporter: Reporter | None = None) -> None:
+        self.reporter = reporter or SilentReporter()
         self.signum: int | None = None
-        self.saving = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
@@ -252,7 +251,6 @@ class Session:
                 self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
                 self.reporter.stop()
                 raise
-            signals.saving = True
             stopped = signals.requested() and self.state.env_step < self.state.config.train.steps
             self.save_checkpoint("periodic" if stopped else "final")
             self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())

@@ -14,6 +14,7 @@ from clihelpers import mbpo, one_error_line
 from mbpo_cli import ablation
 from mbpo_cli.config import ConfigError, resolve_config
 from mbpo_cli.registry import Registry
+from mbpo_cli.runner import StopSignals
 
 TINY = ["train.init_steps=100", "train.epoch_length=100", "sac.updates_per_step=1", "rollout.batch_size=300",
         "model.max_epochs=3", "train.eval_episodes=1", "sac.hidden=32", "model.hidden=32"]
@@ -117,7 +118,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
 class FakeExecutor:
     """Runs 'finish' after a few polls unless interrupted; records what it was asked."""
 
-    def __init__(self, stop_after: int | None = None, stop: ablation.StopRequest | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, stop: StopSignals | None = None) -> None:
         self.stop_after, self.stop = stop_after, stop
         self.submitted: list[list[str]] = []
         self.interrupted: list[int] = []
@@ -153,7 +154,7 @@ def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
 
     # Ctrl-C once two runs are going: both are interrupted, nothing new starts, the signal is returned
     tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
-    stop = ablation.StopRequest()
+    stop = StopSignals()
     executor = FakeExecutor(stop_after=2, stop=stop)
     assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, poll_seconds=0, stop=stop) == 2
     assert executor.interrupted == [0, 1] and len(executor.submitted) == 2
