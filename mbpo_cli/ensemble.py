@@ -209,4 +209,4 @@ def fit_ensemble(
 
 def make_model_optimizer(model: GaussianEnsemble) -> torch.optim.Adam:
     """Adam over the networks and the log-variance bounds."""
-    return torch.optim.Adam(model.parameters(), lr=model.config.lr, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=model.config.lr)
