@@ -43,7 +43,6 @@ for _item in TINY_SETS:
 EVAL_STEPS = [100, 200, 300]
 
 
-
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No registry URL or runs dir from the environment; restore torch's thread count after tiny runs."""
@@ -52,10 +51,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-
-
 
 
 def tree(folder: Path) -> set[str]:

@@ -97,10 +97,6 @@ def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli_module, "out", Console(width=250))
 
 
-
-
-
-
 def compare_json(synthetic: Synthetic, *args: str) -> dict:
     result = mbpo(synthetic.runs_dir, "compare", *args, "--format", "json")
     assert result.exit_code == 0, result.output

@@ -31,14 +31,9 @@ for _item in TINY_SETS:
     TINY += ["--set", _item]
 
 
-
 class Trained(types.SimpleNamespace):
     runs_dir: Path
     run_id: str
-
-
-
-
 
 
 @pytest.fixture(scope="module")
