@@ -107,8 +107,8 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     state.episode_length = int(counters["episode_length"])
     state.obs = payload["obs"].numpy().copy()
     state.agent.load_state_dict(payload["agent"])
-    for name, opt in state.agent.optimizers().items():
-        opt.load_state_dict(payload["optimizers"][name])
+    state.agent.load_optimizer_states(payload["optimizers"])
+    for opt in state.agent.optimizers().values():
         _set_lr(opt, state.config.sac.lr)
     state.real_buffer = _load_buffer(payload["real_buffer"], state.real_buffer.capacity, state.spec, device)
     if state.model is not None:

@@ -134,6 +134,9 @@ class TrainConfig:
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     threads: int | None = None
     """CPU threads for torch (None: all cores)."""
+    cuda_graphs: bool = True
+    """On CUDA, run each SAC update as a captured CUDA graph (checked against eager at capture; falls
+    back to eager, with the reason shown, when capture is not possible). No effect on CPU."""
     checkpoint_every: int = 1
     """Epochs between checkpoints."""
     keep_checkpoints: int = 2

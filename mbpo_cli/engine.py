@@ -85,6 +85,8 @@ class RunState:
     model_info: dict[str, float] = field(default_factory=dict)
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
     initial_states: torch.Tensor | None = None
+    update_mode: str | None = None
+    """How SAC updates run in this process (CUDA graph or eager); decided at the first update."""
 
     @property
     def epoch(self) -> int:
@@ -115,7 +117,15 @@ class EpochEvent:
     metrics: dict[str, float]
 
 
-Event = StepEvent | EpochEvent
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something the user should know about how the run executes (said once, one line)."""
+
+    env_step: int
+    text: str
+
+
+Event = StepEvent | EpochEvent | NoticeEvent
 Callback = Callable[[Event], None]
 
 
@@ -271,25 +281,38 @@ def rollout_model(state: RunState) -> None:
     state.model_info["rollout_mean_length"] = stats.mean_length
 
 
+def prepare_updates(state: RunState) -> str:
+    """Capture the SAC update as a CUDA graph when on CUDA and `train.cuda_graphs`; says how updates run.
+
+    The example minibatch comes from a dedicated generator, so capturing leaves the run's random
+    streams (and therefore its numbers) as they were.
+    """
+    if not state.config.train.cuda_graphs:
+        return "eager (train.cuda_graphs is off)"
+    gen = torch.Generator(device=state.device).manual_seed(state.config.train.seed)
+    example = state.real_buffer.sample(state.config.sac.batch_size, gen)
+    return state.agent.use_cuda_graph(example, gen)
+
+
 def sac_updates(state: RunState) -> None:
     """G SAC updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
     cfg = state.config.sac
     groups = cfg.updates_per_step
     batches = mixed_batch(state.real_buffer, state.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
                           state.generators["sample"])
-    critic_losses = []
+    critic_loss_sum = torch.zeros((), device=state.device)
+    acc = state.epoch_acc
     for g in range(groups):
         info = state.agent.update(Batch(*(t[g] for t in batches)), state.generators["sample"])
-        critic_losses.append(info.critic_loss)
-        acc = state.epoch_acc
+        critic_loss_sum += info.critic_loss
         acc.add("critic_loss", info.critic_loss)
         acc.add("actor_loss", info.actor_loss)
         acc.add("alpha_loss", info.alpha_loss)
         acc.add("entropy", info.entropy)
-        acc.sums["alpha"] = info.alpha
+        acc.sums["alpha"] = info.alpha.clone()
         acc.updates += 1
     state.sac_updates += groups
-    if not bool(torch.isfinite(torch.stack(critic_losses)).all()):
+    if not bool(torch.isfinite(critic_loss_sum)):
         raise NumericalError(f"non-finite SAC critic loss at env step {state.env_step}")
 
 
@@ -378,6 +401,10 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
         seconds["env"] += time.perf_counter() - start
 
         # -- Agent: G SAC updates on minibatches of real and model data.
+        if policy_acted and state.update_mode is None:
+            state.update_mode = prepare_updates(state)
+            if state.device.type == "cuda":
+                notify(NoticeEvent(state.env_step, f"SAC updates: {state.update_mode}"))
         if policy_acted:
             start = time.perf_counter()
             sac_updates(state)

@@ -5,10 +5,10 @@ function of run records and their evaluation curves, returning frozen dataclasse
 
 Definitions (all aggregates are over seeds, i.e. runs of one group):
 
-* **Groups.** Runs with the same config apart from ``train.seed``, ``train.device`` and ``train.threads``
-  form one group. It is named after its registry group (plus ``/variant``) when all its runs carry the same
-  one, else ``<preset or env id>-<algo>``; groups that would share a name get the differing config keys
-  (or a short hash) in brackets.
+* **Groups.** Runs with the same config apart from ``train.seed``, ``train.device``, ``train.threads`` and
+  ``train.cuda_graphs`` form one group. It is named after its registry group (plus ``/variant``) when all its
+  runs carry the same one, else ``<preset or env id>-<algo>``; groups that would share a name get the
+  differing config keys (or a short hash) in brackets.
 * **Final step** of a group: the last eval step that every one of its runs reached (the shortest run's).
   Its **final return** is the IQM over runs of the return at that step.
 * **Returns at milestones**: mean, IQM and 95% percentile-bootstrap CI of the IQM (2,000 resamples, seed 0)
@@ -40,7 +40,7 @@ from mbpo_cli.registry import Registry, RegistryError, RunInfo
 
 Curve = stats.Curve
 
-IGNORED_KEYS = ("train.seed", "train.device", "train.threads")
+IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs")
 """Config keys that may differ between the seeds of one group."""
 
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {

@@ -24,7 +24,7 @@ import yaml
 
 from mbpo_cli.checkpoint import CheckpointError, capture, load_file, policy_payload, restore, save_file
 from mbpo_cli.config import Config, build_config, config_diff
-from mbpo_cli.engine import EpochEvent, Event, RunState, StepEvent, build_run, resolve_device, train
+from mbpo_cli.engine import Event, NoticeEvent, RunState, StepEvent, build_run, resolve_device, train
 from mbpo_cli.registry import CheckpointInfo, Registry, RunInfo
 
 HEARTBEAT_SECONDS = 10.0
@@ -202,7 +202,9 @@ class Session:
                 self.last_heartbeat = now
                 self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=self.wall_seconds())
             return
-        assert isinstance(event, EpochEvent)
+        if isinstance(event, NoticeEvent):
+            self.reporter.message(event.text)
+            return
         metrics = dict(event.metrics)
         metrics["wall_seconds"] = self.wall_seconds()
         self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in metrics.items()])

@@ -13,6 +13,7 @@ from torch import nn
 
 from mbpo_cli.buffer import Batch
 from mbpo_cli.config import SACConfig
+from mbpo_cli.graphs import CapturedStep, capture_step, set_capturable
 from mbpo_cli.nets import BatchedMLP
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -30,10 +31,16 @@ class Actor(nn.Module):
         mean, log_std = self.net(obs.unsqueeze(0)).squeeze(0).split(self.act_dim, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized action `B x A` and its log-probability `B` (tanh correction included)."""
+    def sample(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterized action `B x A` and its log-probability `B` (tanh correction included).
+
+        The standard normal `noise` (`B x A`) is drawn from `generator` unless given.
+        """
         mean, log_std = self._dist(obs)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         pre_tanh = mean + noise * log_std.exp()
         action = torch.tanh(pre_tanh)
         gaussian = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
@@ -90,17 +97,55 @@ class SAC(nn.Module):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=True)
+        self.graph: CapturedStep[UpdateInfo] | None = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name (their states belong in a checkpoint)."""
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
     def update(self, batch: Batch, generator: torch.Generator) -> UpdateInfo:
-        """One gradient step on critics, actor and temperature from a minibatch of `B` transitions."""
+        """One gradient step on critics, actor and temperature from a minibatch of `B` transitions.
+
+        The policy noise (`2 x B x A`: next-state actions, then current-state actions) is drawn from
+        `generator` here; the step itself runs as a captured CUDA graph once `use_cuda_graph` has
+        installed one, else eagerly. The returned tensors are valid until the next update.
+        """
+        noise = torch.randn((2, *batch.act.shape), generator=generator, device=batch.act.device,
+                            dtype=batch.act.dtype)
+        if self.graph is not None:
+            return self.graph(*batch, noise)
+        return self.update_with_noise(batch, noise)
+
+    def use_cuda_graph(self, batch: Batch, generator: torch.Generator) -> str:
+        """Capture the update for minibatches shaped like `batch` (CUDA only); says how updates will run.
+
+        Capture and its check against eager execution leave the agent's state as it was; `generator`
+        draws only the check's noise (pass a dedicated one to keep the training streams untouched).
+        Optimizer states restored from a checkpoint must be loaded before this call.
+        """
+        noise = torch.randn((2, *batch.act.shape), generator=generator, device=batch.act.device,
+                            dtype=batch.act.dtype)
+
+        def step(obs: torch.Tensor, act: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
+                 done: torch.Tensor, noise: torch.Tensor) -> UpdateInfo:
+            return self.update_with_noise(Batch(obs, act, reward, next_obs, done), noise)
+
+        self.graph, mode = capture_step(step, [*batch, noise], self, list(self.optimizers().values()))
+        return mode
+
+    def load_optimizer_states(self, states: dict[str, dict]) -> None:
+        """Load optimizer states saved by `optimizers()` (any device); updates run eagerly until recaptured."""
+        self.graph = None
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(states[name])
+        set_capturable(list(self.optimizers().values()), False)
+
+    def update_with_noise(self, batch: Batch, noise: torch.Tensor) -> UpdateInfo:
+        """The update as a pure function of the minibatch and the policy noise `2 x B x A` (capturable)."""
         cfg = self.config
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
-            next_act, next_logp = self.actor.sample(batch.next_obs, generator)
+            next_act, next_logp = self.actor.sample(batch.next_obs, noise=noise[0])
             next_q = self.critic_target(batch.next_obs, next_act).min(dim=0).values
             target = batch.reward + cfg.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
         q = self.critic(batch.obs, batch.act)
@@ -109,7 +154,7 @@ class SAC(nn.Module):
         critic_loss.backward()
         self.critic_optimizer.step()
 
-        act, logp = self.actor.sample(batch.obs, generator)
+        act, logp = self.actor.sample(batch.obs, noise=noise[1])
         frozen = [p.detach() for p in self.critic.parameters()]
         q_pi = self.critic(batch.obs, act, frozen).min(dim=0).values
         actor_loss = (alpha * logp - q_pi).mean()
