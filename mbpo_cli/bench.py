@@ -73,8 +73,12 @@ def _fill(state: RunState, n: int) -> None:
                                 torch.zeros(n, device=device)))
 
 
-def bench_components(config: Config, samples: int, repeats: int = 20) -> list[Timing]:
-    """Time SAC update, model minibatch, model retrain, rollout step, env step and evaluation."""
+def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[list[Timing], str]:
+    """Time SAC update, model minibatch, model retrain, rollout step, env step and evaluation.
+
+    Also says how the SAC update ran; when it ran as a CUDA graph, the eager update is timed beside it
+    (`sac_update_eager`, for the side-by-side ratio).
+    """
     device = resolve_device(config.train.device)
     big = dataclasses.replace(config.sac, buffer_size=max(samples, config.sac.batch_size))
     cfg = dataclasses.replace(config, algo="mbpo", sac=big, train=dataclasses.replace(config.train, steps=samples))
@@ -87,8 +91,14 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> list[Ti
     per_step_rollouts = 1.0 / cfg.rollout.train_freq
 
     batch = state.real_buffer.sample(cfg.sac.batch_size, gen)
-    timings.append(Timing("sac_update", measure(lambda: state.agent.update(batch, gen), device, repeats * 5),
-                          float(cfg.sac.updates_per_step)))
+    eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
+    mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
+    updates_per_step = float(cfg.sac.updates_per_step)
+    if state.agent.graph is None:
+        timings.append(Timing("sac_update", eager, updates_per_step))
+    else:
+        graphed = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
+        timings += [Timing("sac_update", graphed, updates_per_step), Timing("sac_update_eager", eager, 0.0)]
 
     data = state.real_buffer.ordered()
     inputs = torch.cat([data.obs, data.act], dim=-1)
@@ -131,7 +141,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> list[Ti
     evaluation = measure(lambda: evaluate(state.agent, state.eval_env, state.spec, 1, 0, device), device,
                          max(3, repeats // 4), warmup=1)
     timings.append(Timing("eval_episode", evaluation, cfg.train.eval_episodes / epoch))
-    return timings
+    return timings, mode
 
 
 def bench_end_to_end(config: Config, steps: int) -> tuple[float, dict[str, float]]:
