@@ -78,6 +78,15 @@ class Plan:
         """Variant name -> {dotted key: (control value, variant value)}."""
         return {v.name: config_diff(self.control, self.configs[v.name]) for v in self.variants}
 
+    def same_as_control(self) -> list[str]:
+        """Variants that train exactly as the control does (their differences change no behaviour).
+
+        A rollout schedule whose min and max lengths are equal is one constant length, whatever its epochs;
+        so `--rollout-length K` on a preset that already rolls out K steps repeats the control.
+        """
+        control = _behaviour(self.control)
+        return [v.name for v in self.variants if v.name != CONTROL and _behaviour(self.configs[v.name]) == control]
+
     def total_env_steps(self) -> int:
         """Real env steps over all runs."""
         return sum(int(self.configs[v.name]["train"]["steps"]) for v in self.variants) * len(self.seeds)
@@ -193,6 +202,14 @@ def check_variant(variant: Variant) -> None:
         raise ConfigError("variant name 'control' is reserved for the unchanged configuration")
 
 
+def _behaviour(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config with a constant rollout schedule written one way."""
+    schedule = config["rollout"]["schedule"]
+    if schedule[2] == schedule[3]:
+        config = {**config, "rollout": {**config["rollout"], "schedule": [0, 0, schedule[2], schedule[3]]}}
+    return config
+
+
 def default_group_name(source: dict[str, Any], plan_data: Any) -> str:
     """``<preset>-ablation-<short hash>`` (the hash covers the plan and the time, so reruns get new names)."""
     stem = source.get("preset") or (Path(source["config"]).stem if source.get("config") else source.get("env"))
@@ -279,11 +296,17 @@ def variant_file(runs_dir: Path, group: str, variant: str) -> Path:
 
 
 def write_variant_configs(plan: Plan, runs_dir: Path) -> None:
-    """Write every variant's resolved config as YAML (what its `mbpo train --config` reads)."""
+    """Write every variant's resolved config as YAML (what its `mbpo train --config` reads).
+
+    A plan made from a preset names it as the file's `base:` (every key is set, so the base changes no
+    value; it records the runs' preset in the registry).
+    """
+    preset = plan.source.get("preset")
     for variant in plan.variants:
         path = variant_file(runs_dir, plan.group, variant.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(plan.configs[variant.name], sort_keys=False))
+        data = ({"base": preset} if preset else {}) | plan.configs[variant.name]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def create_group(registry: Registry, plan: Plan) -> None:

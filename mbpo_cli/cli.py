@@ -21,7 +21,7 @@ from rich.table import Table
 
 from mbpo_cli import __version__
 from mbpo_cli.checkpoint import CheckpointError
-from mbpo_cli.config import Config, ConfigError, EnvConfig, preset_names, resolve_config
+from mbpo_cli.config import Config, ConfigError, EnvConfig, base_preset, preset_names, resolve_config
 from mbpo_cli.display import RichReporter, summary_table
 from mbpo_cli.engine import NumericalError, resolve_device
 from mbpo_cli.envs import EnvError, env_spec, make_env
@@ -248,6 +248,8 @@ def train(
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
+        if preset is None and config is not None:
+            preset = base_preset(config)
         meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
         outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
         _finish(outcome, ctx, as_json)
@@ -688,6 +690,12 @@ def _ablation_runs_table(plan: Any, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _same_as_control_notes(plan: Any) -> list[str]:
+    return [f"variant {name} trains exactly as the control does (a constant rollout schedule is the same "
+            "whatever its epochs): seed for seed on one device its runs repeat the control's numbers"
+            for name in plan.same_as_control()]
+
+
 def _ablation_report(registry: Registry, plan: Any) -> tuple[Any, list[str]]:
     """The compare report of the group with the control as baseline (None and a note when not possible)."""
     from mbpo_cli import report as reports
@@ -782,14 +790,19 @@ def ablate(  # noqa: C901 - options, then plan, then run, then report
             if dry_run:
                 data = plan.to_dict()
                 data["diffs"] = {k: {key: list(v) for key, v in d.items()} for k, d in plan.diffs().items()}
+                data["same_as_control"] = plan.same_as_control()
                 if as_json:
                     print(json.dumps(data))
                     return
                 out.print(f"Ablation plan {plan.group} (dry run: nothing is run or written)")
                 out.print(_diff_table(plan))
+                threads = ablation.threads_per_job(jobs)
                 out.print(f"{len(plan.variants)} variants x {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))})"
                           f" = {len(plan.variants) * len(plan.seeds)} runs, {plan.total_env_steps():,} env steps in "
-                          f"total; --jobs {jobs} with {ablation.threads_per_job(jobs)} threads each", highlight=False)
+                          f"total; --jobs {jobs} with {threads} thread{'s' if threads > 1 else ''} each",
+                          highlight=False)
+                for note in _same_as_control_notes(plan):
+                    out.print(f"note: {note}", highlight=False, markup=False)
                 return
             existing = existing_registry(ctx)
             if existing is not None and existing.group_info(plan.group) is not None:
@@ -816,6 +829,7 @@ def ablate(  # noqa: C901 - options, then plan, then run, then report
                 out.print()
         rows = ablation.run_rows(plan, tasks, registry)
         report, notes = (None, []) if signum is not None else _ablation_report(registry, plan)
+        notes += _same_as_control_notes(plan)
         failed = [r for r in rows if str(r["status"]).startswith("failed")]
         busy = [r for r in rows if r["status"] == "busy"]
         if as_json:

@@ -201,6 +201,19 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return _read_yaml(path, seen=())
 
 
+def base_preset(path: Path) -> str | None:
+    """The preset a config file builds on through its `base:` chain, if any (call after a successful load)."""
+    for _ in range(32):
+        data = yaml.safe_load(path.read_text())
+        base = data.get("base") if isinstance(data, dict) else None
+        if not isinstance(base, str):
+            return None
+        if not base.endswith((".yaml", ".yml")):
+            return base
+        path = path.parent / base
+    return None
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")

@@ -56,6 +56,8 @@ def test_flags_give_the_expected_variants_and_diffs() -> None:
     assert diffs["G=5"] == {"sac.updates_per_step": (7, 5)}
     assert diffs["wide"] == {"model.hidden": (200, 400), "rollout.schedule": ([1, 15, 1, 1], [0, 0, 3, 3])}
     assert plan.total_env_steps() == 12 * 2 * 20_000
+    # the preset rolls out 1 step at every epoch, so k=1 repeats the control; k=5 does not
+    assert plan.same_as_control() == ["k=1"]
     # the plan survives the group's info (JSON) round trip
     again = ablation.Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert again.configs == plan.configs and again.variants == plan.variants and again.seeds == [0, 1]
@@ -186,6 +188,7 @@ def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[
     members = registry.runs_in_group(GROUP)
     assert len(members) == 4
     assert {(r.variant, r.algo, r.env_steps) for r in members} == {("control", "mbpo", 200), ("no-model", "sac", 200)}
+    assert {r.preset for r in members} == {"inverted_pendulum"}
     assert all(r.config["sac"]["updates_per_step"] == 1 and r.config["train"]["threads"] >= 1 for r in members)
     plan = ablation.load_plan(registry, GROUP)
     assert [v.name for v in plan.variants] == ["control", "no-model"] and plan.seeds == [0, 1]
