@@ -85,6 +85,8 @@ class CapturedStep(Generic[Out]):
         self.static_inputs = [t.detach().clone() for t in inputs]
         set_capturable(optimizers, True)
         before = TrainingState(module, optimizers)
+        # Warm-up and capture share one side stream, so libraries' per-stream handles (cuBLAS workspaces)
+        # exist before capture starts.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -92,7 +94,7 @@ class CapturedStep(Generic[Out]):
                 step(*self.static_inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=side):
             self.outputs = step(*self.static_inputs)
         before.restore()
 
