@@ -115,6 +115,7 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
         assert state.model_optimizer is not None
         state.model.load_state_dict(payload["model"])
         state.model_optimizer.load_state_dict(payload["model_optimizer"])
+        state.model.graph = None
         _set_lr(state.model_optimizer, state.config.model.lr)
         saved = payload["model_buffer"]
         state.model_buffer = _load_buffer(saved, int(saved["capacity"]), state.spec, device)

@@ -86,7 +86,8 @@ class RunState:
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
     initial_states: torch.Tensor | None = None
     update_mode: str | None = None
-    """How SAC updates run in this process (CUDA graph or eager); decided at the first update."""
+    """How SAC updates and model training steps run in this process (CUDA graphs or eager); decided once
+    exploration is over."""
 
     @property
     def epoch(self) -> int:
@@ -282,16 +283,30 @@ def rollout_model(state: RunState) -> None:
 
 
 def prepare_updates(state: RunState) -> str:
-    """Capture the SAC update as a CUDA graph when on CUDA and `train.cuda_graphs`; says how updates run.
+    """Capture the SAC update and the model's training step as CUDA graphs when on CUDA and
+    `train.cuda_graphs`; says how they will run.
 
-    The example minibatch comes from a dedicated generator, so capturing leaves the run's random
-    streams (and therefore its numbers) as they were.
+    Capture leaves every parameter and optimizer state as it was, and its example minibatches come from a
+    dedicated generator, so the run's random streams (and therefore its numbers) are untouched.
     """
     if not state.config.train.cuda_graphs:
-        return "eager (train.cuda_graphs is off)"
-    gen = torch.Generator(device=state.device).manual_seed(state.config.train.seed)
-    example = state.real_buffer.sample(state.config.sac.batch_size, gen)
-    return state.agent.use_cuda_graph(example, gen)
+        return "SAC updates and model training: eager (train.cuda_graphs is off)"
+    cfg, spec, device = state.config, state.spec, state.device
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=device)
+
+    b = cfg.sac.batch_size
+    example = Batch(normal(b, spec.obs_dim), normal(b, spec.act_dim).tanh(), normal(b), normal(b, spec.obs_dim),
+                    torch.zeros(b, device=device))
+    modes = [f"SAC updates: {state.agent.use_cuda_graph(example, gen)}"]
+    if state.model is not None and state.model_optimizer is not None:
+        e, m = cfg.model.ensemble_size, cfg.model.batch_size
+        mode = state.model.use_cuda_graph(state.model_optimizer, normal(e, m, state.model.in_dim),
+                                          normal(e, m, state.model.out_dim))
+        modes.append(f"model training: {mode}")
+    return "; ".join(modes)
 
 
 def sac_updates(state: RunState) -> None:
@@ -385,6 +400,12 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     notify = callback or (lambda event: None)
     seconds = state.epoch_acc.seconds
     while state.env_step < total:
+        # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
+        if state.update_mode is None and state.env_step >= init_steps:
+            state.update_mode = prepare_updates(state)
+            if state.device.type == "cuda":
+                notify(NoticeEvent(state.env_step, state.update_mode))
+
         # -- Model: every train_freq steps after exploration, retrain and branch k-step rollouts.
         since_start = state.env_step - init_steps
         if state.uses_model and since_start >= 0 and since_start % cfg.rollout.train_freq == 0:
@@ -401,10 +422,6 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
         seconds["env"] += time.perf_counter() - start
 
         # -- Agent: G SAC updates on minibatches of real and model data.
-        if policy_acted and state.update_mode is None:
-            state.update_mode = prepare_updates(state)
-            if state.device.type == "cuda":
-                notify(NoticeEvent(state.env_step, f"SAC updates: {state.update_mode}"))
         if policy_acted:
             start = time.perf_counter()
             sac_updates(state)

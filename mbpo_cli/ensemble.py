@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mbpo_cli.config import ModelConfig
+from mbpo_cli.graphs import CapturedStep, capture_step
 from mbpo_cli.nets import BatchedMLP
 
 
@@ -53,6 +54,8 @@ class GaussianEnsemble(nn.Module):
         self.register_buffer("holdout_losses", torch.zeros(config.ensemble_size))
         decay = torch.tensor(config.weight_decay, dtype=torch.float32)
         self.register_buffer("decay", decay)
+        self.graph: CapturedStep[torch.Tensor] | None = None
+        self.graph_key: tuple[torch.optim.Optimizer, torch.Size] | None = None
 
     # -- prediction -------------------------------------------------------------------------------
 
@@ -72,6 +75,7 @@ class GaussianEnsemble(nn.Module):
         """Normalized inputs `E x B x in` -> mean and log-variance `E x B x out` (None if deterministic)."""
         return self._head(self.net(x))
 
+    @torch.no_grad()
     def sample(
         self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator, members: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +116,33 @@ class GaussianEnsemble(nn.Module):
             fit = fit + 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
         decay = torch.stack(self.net.decay_terms())
         return fit + (self.decay * decay).sum()
+
+    def train_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One gradient step on normalized inputs `E x B x in`, targets `E x B x out`; the loss, detached.
+
+        Runs as the captured CUDA graph when one exists for this optimizer and this minibatch shape (the
+        returned loss is then valid until the next step), else eagerly.
+        """
+        if self.graph is not None and self.graph_key == (optimizer, x.shape):
+            return self.graph(x, y)
+        return self._eager_step(optimizer, x, y)
+
+    def _eager_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def use_cuda_graph(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> str:
+        """Capture the training step for minibatches shaped like `x`, `y` (CUDA only); says how steps will run.
+
+        The model's and the optimizer's state are left as they were. Optimizer states restored from a
+        checkpoint must be loaded before this call.
+        """
+        self.graph, mode = capture_step(lambda a, b: self._eager_step(optimizer, a, b), [x, y], self, [optimizer])
+        self.graph_key = (optimizer, x.shape)
+        return mode
 
     @torch.no_grad()
     def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -174,11 +205,7 @@ def fit_ensemble(
         batches = 0
         for start in range(0, n_train, cfg.batch_size):
             idx = order[:, start : start + cfg.batch_size]
-            loss = model.loss(x_train[idx], y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+            total += model.train_step(optimizer, x_train[idx], y_train[idx])
             batches += 1
         epoch += 1
         train_loss = float(total) / batches

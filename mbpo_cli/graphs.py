@@ -11,6 +11,7 @@ same inputs. A capture error or a disagreement leaves the step eager, and the re
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -26,10 +27,15 @@ algorithm under capture, which moves the last bits)."""
 
 
 def set_capturable(optimizers: Sequence[torch.optim.Optimizer], flag: bool) -> None:
-    """Adam's `capturable` (its step count stays on the device, as graph capture requires)."""
+    """Adam's `capturable` flag; capturable keeps the step counts on the parameters' device (moved there)."""
     for opt in optimizers:
         for group in opt.param_groups:
             group["capturable"] = flag
+            for param in group["params"] if flag else ():
+                state = opt.state.get(param, {})
+                step = state.get("step")
+                if isinstance(step, torch.Tensor) and step.device != param.device:
+                    state["step"] = step.to(param.device)
 
 
 def _tensors(state: dict) -> dict[str, torch.Tensor]:
@@ -69,7 +75,8 @@ class TrainingState:
                                         strict=True):
             assert tensor is now
             bound = ATOL + RTOL * saved.abs()
-            worst = max(worst, float(((now.detach() - saved).abs() / bound).max()))
+            ratio = float(((now.detach() - saved).abs() / bound).max()) if saved.numel() else 0.0
+            worst = max(worst, ratio if math.isfinite(ratio) else math.inf)
         return worst
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mbpo_cli.buffer import Batch
-from mbpo_cli.config import SACConfig
+from mbpo_cli.config import ModelConfig, SACConfig
+from mbpo_cli.ensemble import GaussianEnsemble, make_model_optimizer
 from mbpo_cli.graphs import TrainingState
 from mbpo_cli.sac import SAC
 
@@ -97,6 +98,15 @@ def test_cpu_stays_eager_and_unchanged() -> None:
     assert _same(_params(agent), _params(fresh))
 
 
+def test_cpu_model_training_stays_eager_and_unchanged() -> None:
+    torch.manual_seed(0)
+    model = GaussianEnsemble(OBS, ACT, ModelConfig(hidden=16))
+    before = [p.detach().clone() for p in model.parameters()]
+    mode = model.use_cuda_graph(make_model_optimizer(model), torch.randn(7, 8, OBS + ACT), torch.randn(7, 8, OBS + 1))
+    assert model.graph is None and mode.startswith("eager")
+    assert _same(before, [p.detach() for p in model.parameters()])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_replays_match_eager_updates() -> None:
     graphed, eager = _agent("cuda"), _agent("cuda")
@@ -109,4 +119,26 @@ def test_cuda_graph_replays_match_eager_updates() -> None:
         noise = torch.randn(2, B, ACT, generator=torch.Generator(device="cuda").manual_seed(step), device="cuda")
         eager.update_with_noise(batch, noise)
     for a, b in zip(_params(graphed), _params(eager), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_model_steps_match_eager_steps() -> None:
+    def model() -> tuple[GaussianEnsemble, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        m = GaussianEnsemble(OBS, ACT, ModelConfig(hidden=32)).to("cuda")
+        return m, make_model_optimizer(m)
+
+    (graphed, g_opt), (eager, e_opt) = model(), model()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x, y = torch.randn(7, 32, OBS + ACT, generator=gen, device="cuda"), torch.randn(7, 32, OBS + 1, generator=gen,
+                                                                                   device="cuda")
+    mode = graphed.use_cuda_graph(g_opt, x, y)
+    assert graphed.graph is not None, mode
+    for _ in range(10):
+        x.normal_(generator=gen)
+        y.normal_(generator=gen)
+        torch.testing.assert_close(graphed.train_step(g_opt, x, y), eager.train_step(e_opt, x, y), rtol=1e-4,
+                                   atol=1e-5)
+    for a, b in zip(graphed.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
