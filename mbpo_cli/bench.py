@@ -76,8 +76,8 @@ def _fill(state: RunState, n: int) -> None:
 def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[list[Timing], str]:
     """Time SAC update, model minibatch, model retrain, rollout step, env step and evaluation.
 
-    Also says how the SAC update ran; when it ran as a CUDA graph, the eager update is timed beside it
-    (`sac_update_eager`, for the side-by-side ratio).
+    Also says how the SAC update ran; when it (or the model's training step) ran as a CUDA graph, the
+    eager version is timed beside it (`sac_update_eager`, `model_train_step_eager`: side-by-side ratios).
     """
     device = resolve_device(config.train.device)
     big = dataclasses.replace(config.sac, buffer_size=max(samples, config.sac.batch_size))
@@ -107,13 +107,15 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     idx = torch.randint(samples, (cfg.model.ensemble_size, cfg.model.batch_size), generator=gen, device=device)
     x, y = state.model.normalize(inputs)[idx], targets[idx]
 
-    def model_step() -> None:
-        loss = state.model.loss(x, y)  # type: ignore[union-attr]
-        state.model_optimizer.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        loss.backward()
-        state.model_optimizer.step()  # type: ignore[union-attr]
-
-    timings.append(Timing("model_train_step", measure(model_step, device, repeats * 5), 0.0))
+    model, optimizer = state.model, state.model_optimizer
+    eager = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
+    if cfg.train.cuda_graphs:
+        model.use_cuda_graph(optimizer, x, y)
+    if model.graph is None:
+        timings.append(Timing("model_train_step", eager, 0.0))
+    else:
+        graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
+        timings += [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
     retrain = measure(lambda: fit_ensemble(state.model, state.model_optimizer, inputs, targets,  # type: ignore[arg-type]
                                            state.generators["model"]), device, 1, warmup=0)
     timings.append(Timing("model_retrain", retrain, per_step_rollouts))
