@@ -121,10 +121,12 @@ def capture_step(step: Callable[..., Out], inputs: Sequence[torch.Tensor], modul
     """
     if not all(t.is_cuda for t in inputs):
         return None, "eager (CUDA graphs need a CUDA device)"
+    device = inputs[0].device
     start = TrainingState(module, optimizers)
     try:
-        captured = CapturedStep(step, inputs, module, optimizers)
-        torch.cuda.synchronize()
+        with torch.cuda.device(device):
+            captured = CapturedStep(step, inputs, module, optimizers)
+        torch.cuda.synchronize(device)
     except RuntimeError as err:
         start.restore()
         set_capturable(optimizers, False)
