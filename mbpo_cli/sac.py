@@ -98,6 +98,7 @@ class SAC(nn.Module):
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=True)
         self.graph: CapturedStep[UpdateInfo] | None = None
+        self.graph_shape: torch.Size | None = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name (their states belong in a checkpoint)."""
@@ -108,11 +109,11 @@ class SAC(nn.Module):
 
         The policy noise (`2 x B x A`: next-state actions, then current-state actions) is drawn from
         `generator` here; the step itself runs as a captured CUDA graph once `use_cuda_graph` has
-        installed one, else eagerly. The returned tensors are valid until the next update.
+        installed one for this minibatch shape, else eagerly. The returned tensors are valid until the next update.
         """
         noise = torch.randn((2, *batch.act.shape), generator=generator, device=batch.act.device,
                             dtype=batch.act.dtype)
-        if self.graph is not None:
+        if self.graph is not None and batch.obs.shape == self.graph_shape:
             return self.graph(*batch, noise)
         return self.update_with_noise(batch, noise)
 
@@ -131,6 +132,7 @@ class SAC(nn.Module):
             return self.update_with_noise(Batch(obs, act, reward, next_obs, done), noise)
 
         self.graph, mode = capture_step(step, [*batch, noise], self, list(self.optimizers().values()))
+        self.graph_shape = batch.obs.shape
         return mode
 
     def load_optimizer_states(self, states: dict[str, dict]) -> None:
