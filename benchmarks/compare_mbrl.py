@@ -231,6 +231,23 @@ def variant_agent(sac_config: Any, linear_actor: bool, linear_critic: bool, seed
     return agent
 
 
+def _actor_alpha_target_steps(agent: Any, actor_loss: Any, logp: Any) -> None:
+    """The update's tail, as `mbpo_cli.sac.SAC.update_with_noise` does it: actor step, temperature step,
+    target lerp."""
+    import torch
+
+    agent.actor_optimizer.zero_grad(set_to_none=True)
+    actor_loss.backward()
+    agent.actor_optimizer.step()
+    alpha_loss = -(agent.log_alpha * (logp.detach() + agent.target_entropy)).mean()
+    agent.alpha_optimizer.zero_grad(set_to_none=True)
+    alpha_loss.backward()
+    agent.alpha_optimizer.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(list(agent.critic_target.parameters()), list(agent.critic.parameters()),
+                             agent.config.tau)
+
+
 def one_pass_actor_update(agent: Any) -> Callable[[Any, Any], None]:
     """Our update with one actor forward over [next_obs; obs] (512 rows) instead of two of 256.
 
@@ -256,16 +273,7 @@ def one_pass_actor_update(agent: Any) -> Callable[[Any, Any], None]:
         agent.critic_optimizer.step()
         frozen = [p.detach() for p in agent.critic.parameters()]
         q_pi = agent.critic(batch.obs, act, frozen).min(dim=0).values
-        actor_loss = (alpha * logp - q_pi).mean()
-        agent.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        agent.actor_optimizer.step()
-        alpha_loss = -(agent.log_alpha * (logp.detach() + agent.target_entropy)).mean()
-        agent.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        agent.alpha_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(list(agent.critic_target.parameters()), list(agent.critic.parameters()), cfg.tau)
+        _actor_alpha_target_steps(agent, (alpha * logp - q_pi).mean(), logp)
 
     return update
 
@@ -277,21 +285,13 @@ def compiled_loss_update(agent: Any) -> Callable[[Any, Any], None]:
     optimizer steps and the target update stay eager.
     """
     import torch
-    from torch.nn import functional as F
 
     cfg = agent.config
-
-    def squash(obs: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = agent.actor._dist(obs)
-        pre_tanh = mean + noise * log_std.exp()
-        gaussian = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-        correction = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
-        return torch.tanh(pre_tanh), (gaussian - correction).sum(dim=-1)
 
     @torch.compile(dynamic=False)
     def critic_loss_fn(obs, act, reward, next_obs, done, noise, alpha):  # type: ignore[no-untyped-def]
         with torch.no_grad():
-            next_act, next_logp = squash(next_obs, noise)
+            next_act, next_logp = agent.actor.sample(next_obs, noise=noise)
             next_q = agent.critic_target(next_obs, next_act).min(dim=0).values
             target = reward + cfg.gamma * (1.0 - done) * (next_q - alpha * next_logp)
         q = agent.critic(obs, act)
@@ -299,7 +299,7 @@ def compiled_loss_update(agent: Any) -> Callable[[Any, Any], None]:
 
     @torch.compile(dynamic=False)
     def actor_loss_fn(obs, noise, alpha, frozen):  # type: ignore[no-untyped-def]
-        act, logp = squash(obs, noise)
+        act, logp = agent.actor.sample(obs, noise=noise)
         q_pi = agent.critic(obs, act, frozen).min(dim=0).values
         return (alpha * logp - q_pi).mean(), logp
 
@@ -312,15 +312,7 @@ def compiled_loss_update(agent: Any) -> Callable[[Any, Any], None]:
         agent.critic_optimizer.step()
         frozen = [p.detach() for p in agent.critic.parameters()]
         actor_loss, logp = actor_loss_fn(batch.obs, noise[1], alpha, frozen)
-        agent.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        agent.actor_optimizer.step()
-        alpha_loss = -(agent.log_alpha * (logp.detach() + agent.target_entropy)).mean()
-        agent.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        agent.alpha_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(list(agent.critic_target.parameters()), list(agent.critic.parameters()), cfg.tau)
+        _actor_alpha_target_steps(agent, actor_loss, logp)
 
     return update
 
