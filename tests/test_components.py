@@ -8,7 +8,7 @@ import torch
 from mbpo_cli import termination
 from mbpo_cli.buffer import Batch, ReplayBuffer, mixed_batch
 from mbpo_cli.config import build_config
-from mbpo_cli.engine import EpochEvent, build_run, train
+from mbpo_cli.engine import EpochEvent, NoticeEvent, build_run, train
 from mbpo_cli.rollout import model_buffer_capacity, rollout_length
 
 
@@ -172,3 +172,19 @@ def test_sac_only_has_no_model_and_reports_every_epoch() -> None:
 def test_ablation_switches_run(section: dict) -> None:
     seen, _ = _metrics({**TINY, **section, "train": {**TINY["train"], "steps": 200}})
     assert seen[-1]["model_buffer_size"] > 0 and np.isfinite(seen[-1]["model_holdout_loss"])
+
+
+def test_update_mode_is_decided_once_after_exploration() -> None:
+    """On CPU the run decides (eagerly) how its updates run when exploration ends, and says nothing about it."""
+    config = {**TINY, "train": {**TINY["train"], "steps": 150}}
+    state = build_run(build_config(config))
+    events: list[object] = []
+    train(state, events.append, should_stop=lambda: state.env_step >= 100)
+    assert state.update_mode is None  # still exploring: nothing captured yet
+    train(state, events.append)
+    assert state.update_mode == ("SAC updates: eager (CUDA graphs need a CUDA device); "
+                                 "model training: eager (CUDA graphs need a CUDA device)")
+    assert not any(isinstance(e, NoticeEvent) for e in events)
+    off = build_run(build_config({**config, "train": {**config["train"], "cuda_graphs": False}}))
+    train(off)
+    assert off.update_mode == "SAC updates and model training: eager (train.cuda_graphs is off)"
