@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from mbpo_cli.buffer import Batch, ReplayBuffer
-from mbpo_cli.checkpoint import capture, load_file, save_file
-from mbpo_cli.config import resolve_config
-from mbpo_cli.engine import build_run
-from mbpo_cli.rollout import model_buffer_capacity, rollout_length
+from mbpo_cli.config.load import resolve_config
+from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.rollout import model_buffer_capacity, rollout_length
+from mbpo_cli.engine.state import build_run
+from mbpo_cli.nn.batch import Batch
+from mbpo_cli.runs.checkpoint import capture, load_file, save_file
 
 
 def fill(buffer: ReplayBuffer, n: int) -> None:

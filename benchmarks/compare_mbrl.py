@@ -2,7 +2,7 @@
 
 Hopper shapes (obs 11, act 3), `resolve_config(preset="hopper")` on our side:
 
-* ``sac_update``: ours ``mbpo_cli.sac.SAC.update(batch, gen)`` against pranz24's
+* ``sac_update``: ours ``mbpo_cli.agents.sac.SAC.update(batch, gen)`` against pranz24's
   ``SAC.update_parameters(memory, 256, updates)`` as vendored in ``mbrl.third_party`` (2 x 256 ReLU,
   automatic entropy tuning, target update every call). Both get one fixed minibatch of 256: ours as
   tensors, theirs as the numpy arrays its memory returns, so its numpy -> tensor copies count as its cost.
@@ -152,7 +152,7 @@ def _variant_classes() -> tuple[type, type]:
     from torch import nn
     from torch.nn import functional as F
 
-    from mbpo_cli.sac import LOG_STD_MAX, LOG_STD_MIN, Actor, TwinCritic
+    from mbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN, Actor, TwinCritic
 
     class LinearActor(Actor):
         """`mbpo_cli.sac.Actor` with plain nn.Linear layers (addmm) instead of a 1-member BatchedMLP (baddbmm)."""
@@ -216,7 +216,7 @@ def variant_agent(sac_config: Any, linear_actor: bool, linear_critic: bool, seed
     """An `mbpo_cli.sac.SAC` whose actor and/or critics are swapped for the nn.Linear versions."""
     import torch
 
-    from mbpo_cli.sac import SAC
+    from mbpo_cli.agents.sac import SAC
 
     linear_actor_cls, linear_critic_cls = _variant_classes()
     torch.manual_seed(seed)
@@ -232,7 +232,7 @@ def variant_agent(sac_config: Any, linear_actor: bool, linear_critic: bool, seed
 
 
 def _actor_alpha_target_steps(agent: Any, actor_loss: Any, logp: Any) -> None:
-    """The update's tail, as `mbpo_cli.sac.SAC.update_with_noise` does it: actor step, temperature step,
+    """The update's tail, as `mbpo_cli.agents.sac.SAC.update_with_noise` does it: actor step, temperature step,
     target lerp."""
     import torch
 
@@ -362,7 +362,7 @@ def check_same_update(reference: Any, candidate: Callable[[Any, Any], object], a
     ours_out = reference.actor.mean_action(batch.obs)
     theirs_out = agent.actor.mean_action(batch.obs)
     if not torch.allclose(ours_out, theirs_out, atol=1e-4, rtol=1e-3):
-        raise AssertionError("a SAC variant diverged from mbpo_cli.sac.SAC.update")
+        raise AssertionError("a SAC variant diverged from mbpo_cli.agents.sac.SAC.update")
 
 
 def build_sac(variants: bool) -> Component:
@@ -370,9 +370,9 @@ def build_sac(variants: bool) -> Component:
     import torch
     from mbrl.types import TransitionBatch
 
-    from mbpo_cli.buffer import Batch
-    from mbpo_cli.config import resolve_config
-    from mbpo_cli.sac import SAC
+    from mbpo_cli.agents.sac import SAC
+    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.nn.batch import Batch
 
     cfg = resolve_config(preset="hopper")
     data_gen = torch.Generator().manual_seed(0)
@@ -406,7 +406,7 @@ def build_sac(variants: bool) -> Component:
 def sac_variants(cfg: Any, batch: Any, ours: Any) -> list[Contender]:
     import torch
 
-    from mbpo_cli.sac import SAC
+    from mbpo_cli.agents.sac import SAC
 
     out: list[Contender] = []
     for label, actor, critic in (("ours: nn.Linear actor", True, False), ("ours: nn.Linear twin critic", False, True),
@@ -443,8 +443,8 @@ def sac_variants(cfg: Any, batch: Any, ours: Any) -> list[Contender]:
 def build_model(variants: bool) -> Component:
     import torch
 
-    from mbpo_cli.config import resolve_config
-    from mbpo_cli.ensemble import GaussianEnsemble, make_model_optimizer
+    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
     cfg = resolve_config(preset="hopper")
     e, b = cfg.model.ensemble_size, cfg.model.batch_size
@@ -481,7 +481,7 @@ def model_variants(cfg: Any, x: Any, y: Any, ours_step: Callable[..., None], the
                    y_theirs: Any) -> list[Contender]:
     import torch
 
-    from mbpo_cli.ensemble import GaussianEnsemble
+    from mbpo_cli.models.ensemble import GaussianEnsemble
 
     out: list[Contender] = []
     torch.manual_seed(0)
@@ -548,7 +548,7 @@ def check_same_model_step(cfg: Any, x: Any, y: Any, candidate: Any, optimizer: A
 
     import torch
 
-    from mbpo_cli.ensemble import GaussianEnsemble, make_model_optimizer
+    from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
     torch.manual_seed(0)
     reference = GaussianEnsemble(OBS, ACT, cfg.model)
@@ -579,12 +579,12 @@ def build_rollout(variants: bool, states: int) -> Component:
     from mbrl.types import TransitionBatch
     from mbrl.util.replay_buffer import ReplayBuffer as MbrlBuffer
 
-    from mbpo_cli import termination
-    from mbpo_cli.buffer import ReplayBuffer
-    from mbpo_cli.config import resolve_config
-    from mbpo_cli.ensemble import GaussianEnsemble
-    from mbpo_cli.rollout import branched_rollout
-    from mbpo_cli.sac import SAC
+    from mbpo_cli.agents.sac import SAC
+    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.engine.buffer import ReplayBuffer
+    from mbpo_cli.engine.rollout import branched_rollout
+    from mbpo_cli.models import termination
+    from mbpo_cli.models.ensemble import GaussianEnsemble
 
     cfg = resolve_config(preset="hopper")
     data_gen = torch.Generator().manual_seed(0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner, Result
 
-from mbpo_cli.cli import app
+from mbpo_cli.cli.app import app
 
 runner = CliRunner()
 

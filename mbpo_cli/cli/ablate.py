@@ -1,0 +1,245 @@
+"""`mbpo ablate`: the paper's ablations across seeds.
+
+The command composes three layers: the plan and its execution (`mbpo_cli.sweeps.ablation`), the compare
+report of the finished group (`mbpo_cli.reports.compare`), and the tables that show them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.live import Live
+
+from mbpo_cli.cli import common
+from mbpo_cli.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    EnvOpt,
+    JsonOpt,
+    PresetOpt,
+    SetOpt,
+    build_train_config,
+    existing_registry,
+    handled,
+    open_registry,
+    registry_of,
+)
+from mbpo_cli.cli.tables import ablation_runs_table, compare_tables, diff_table
+from mbpo_cli.config.load import ConfigError
+from mbpo_cli.runs.registry import Registry, RegistryError
+from mbpo_cli.runs.session import StopSignals
+from mbpo_cli.sweeps import ablation, executors, variants
+
+if TYPE_CHECKING:  # the reports (scipy) load only when an ablation ends: every command starts faster
+    from mbpo_cli.reports import compare as reports
+
+
+def _same_as_control_notes(plan: variants.Plan) -> list[str]:
+    return [f"variant {name} trains exactly as the control does (a constant rollout schedule is the same "
+            "whatever its epochs): seed for seed on one device its runs repeat the control's numbers"
+            for name in plan.same_as_control()]
+
+
+def _note(text: str) -> None:
+    common.out.print(f"note: {text}", highlight=False, markup=False)
+
+
+def _new_plan(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None, steps: int | None,
+              device: str | None, flags: variants.VariantFlags, seeds: int, start_seed: int,
+              name: str | None) -> variants.Plan:
+    """The validated plan of a new ablation (nothing written)."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    if start_seed < 0:
+        raise ConfigError(f"--start-seed: must be >= 0, got {start_seed}")
+    control = build_train_config(preset, config, env, sets, None, steps, device, None)
+    source = {"preset": preset, "config": None if config is None else str(config.resolve()), "env": env,
+              "sets": list(sets or []), "steps": steps, "device": device}
+    return variants.build_plan(control, source, flags, range(start_seed, start_seed + seeds), name)
+
+
+def _print_plan(plan: variants.Plan, jobs: int, as_json: bool) -> None:
+    """The dry run's output: the plan, its config differences and its size."""
+    if as_json:
+        data = plan.to_dict()
+        data["diffs"] = {k: {key: list(v) for key, v in d.items()} for k, d in plan.diffs().items()}
+        data["same_as_control"] = plan.same_as_control()
+        print(json.dumps(data))
+        return
+    common.out.print(f"Ablation plan {plan.group} (dry run: nothing is run or written)")
+    common.out.print(diff_table(plan))
+    threads = ablation.threads_per_job(jobs)
+    runs = len(plan.variants) * len(plan.seeds)
+    common.out.print(f"{len(plan.variants)} variants x {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))}) = "
+                     f"{runs} runs, {plan.total_env_steps():,} env steps in total; --jobs {jobs} with {threads} "
+                     f"thread{'s' if threads > 1 else ''} each", highlight=False)
+    for note in _same_as_control_notes(plan):
+        _note(note)
+
+
+def _create_group(ctx: typer.Context, plan: variants.Plan) -> Registry:
+    """The registry with the new ablation group in it (an existing group of that name is an error)."""
+    existing = existing_registry(ctx)
+    if existing is not None and existing.group_info(plan.group) is not None:
+        raise RegistryError(f"group {plan.group!r} already exists; continue it with: mbpo ablate --resume "
+                            f"{plan.group}, or choose another --name")
+    registry = open_registry(ctx)
+    ablation.create_group(registry, plan)
+    return registry
+
+
+def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, jobs: int,
+             as_json: bool) -> tuple[list[ablation.Task], int | None]:
+    """Run the plan's unfinished runs (a live table unless --json); the tasks and the stop signal, if any."""
+    ablation.write_variant_configs(plan, runs_dir)
+    tasks = ablation.plan_tasks(plan, registry, runs_dir)
+    executor = executors.LocalProcessExecutor()
+    with StopSignals() as stop:
+        if as_json:
+            return tasks, ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, stop=stop)
+        table = ablation_runs_table(plan, ablation.run_rows(plan, tasks, registry))
+        with Live(table, console=common.out, refresh_per_second=2) as live:
+            def tick(current: list[ablation.Task]) -> None:
+                live.update(ablation_runs_table(plan, ablation.run_rows(plan, current, registry)))
+
+            signum = ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, on_tick=tick, stop=stop)
+        common.out.print()
+    return tasks, signum
+
+
+def _ablation_report(registry: Registry, plan: variants.Plan) -> tuple[reports.Report | None, list[str]]:
+    """The compare report of the group with the control as baseline (None and a note when not possible)."""
+    from mbpo_cli.reports import compare as reports
+
+    runs = registry.runs_in_group(plan.group)
+    control = [r for r in runs if r.variant == variants.CONTROL]
+    try:
+        curves = reports.load_curves(registry, runs)
+        usable = [r for r in control if len(curves[r.id][0]) > 0]
+        return reports.build_report(runs, curves, baseline_runs=usable or None), []
+    except reports.ReportError as error:
+        return None, [f"no compare report: {error}"]
+
+
+def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry, signum: int | None,
+            as_json: bool) -> list[dict[str, Any]]:
+    """Print the end report (compare tables, config differences, notes, or one JSON object); the run rows."""
+    from mbpo_cli.reports import compare as reports
+
+    rows = ablation.run_rows(plan, tasks, registry)
+    report, notes = (None, []) if signum is not None else _ablation_report(registry, plan)
+    notes += _same_as_control_notes(plan)
+    if as_json:
+        keys = ("id", "variant", "seed", "status", "env_steps", "last_eval_return")
+        print(json.dumps({"group": plan.group, "interrupted": signum is not None,
+                          "runs": [{k: r[k] for k in keys} for r in rows],
+                          "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in plan.variants],
+                          "compare": None if report is None else reports.report_to_dict(report), "notes": notes}))
+        return rows
+    if report is not None:
+        for table in compare_tables(report):
+            common.out.print(table)
+        for note in report.notes:
+            _note(note)
+    common.out.print(diff_table(plan))
+    for note in notes:
+        _note(note)
+    return rows
+
+
+def _exit_status(plan: variants.Plan, rows: list[dict[str, Any]], runs_dir: Path, signum: int | None) -> None:
+    """Say which runs need attention and how to continue; exit 128 + signal when stopped, 1 when runs remain."""
+    failed = [r for r in rows if str(r["status"]).startswith("failed")]
+    busy = [r for r in rows if r["status"] == "busy"]
+
+    def say(text: str) -> None:
+        common.err.print(text, highlight=False, soft_wrap=True)
+
+    for r in failed:
+        say(f"run {r['id'] or '-'} ({r['variant']}, seed {r['seed']}) failed; its log is under "
+            f"{ablation.ablation_dir(runs_dir, plan.group) / 'logs'}")
+    for r in busy:
+        say(f"run {r['id']} ({r['variant']}, seed {r['seed']}) is running in another process: not started")
+    if signum is not None:
+        say(f"interrupted: continue with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}")
+        raise typer.Exit(128 + signum)
+    if failed or busy:
+        say(f"continue the unfinished runs with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}")
+        raise typer.Exit(1)
+
+
+def ablate(
+    ctx: typer.Context,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Variant: SAC on real data with the same G.")] = False,
+    rollout_length: Annotated[list[int] | None, typer.Option("--rollout-length", help="Variant: fixed rollout "
+                                                              "length K (repeatable).")] = None,
+    from_initial_states: Annotated[bool, typer.Option("--from-initial-states", help="Variant: branch from reset "
+                                                      "states.")] = False,
+    real_ratio: Annotated[list[float] | None, typer.Option("--real-ratio", help="Variant: real-data fraction R "
+                                                           "in [0, 1] (repeatable).")] = None,
+    ensemble_size: Annotated[list[int] | None, typer.Option("--ensemble-size", help="Variant: N members, elites "
+                                                            "min(elites, N) (repeatable; 1 = single model).")]
+    = None,
+    deterministic_model: Annotated[bool, typer.Option("--deterministic-model", help="Variant: deterministic "
+                                                      "model.")] = False,
+    no_elites: Annotated[bool, typer.Option("--no-elites", help="Variant: roll out with every member.")] = False,
+    updates_per_step: Annotated[list[int] | None, typer.Option("--updates-per-step", help="Variant: G "
+                                                               "(repeatable).")] = None,
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Custom variant NAME:KEY=VALUE[,KEY=VALUE"
+                                                      "...] (repeatable).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
+    start_seed: Annotated[int, typer.Option("--start-seed", help="First seed.")] = 0,
+    jobs: Annotated[int, typer.Option("--jobs", help="Runs at a time (each gets cores // jobs threads).")] = 1,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps per run.")] = None,
+    device: DeviceOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Group name (default: <preset>-ablation-<hash>).")]
+    = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run and write nothing.")] = False,
+    resume_group: Annotated[str | None, typer.Option("--resume", help="Continue the unfinished runs of an "
+                                                     "ablation group.", metavar="GROUP")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the MBPO paper's ablations: the full configuration ("control") and one variant per flag, across seeds.
+
+    Every variant x seed is a run in one registry group (kind ablation); runs execute as separate
+    `mbpo train` processes, --jobs at a time. Ctrl-C interrupts them all (each checkpoints); continue with
+    `mbpo ablate --resume GROUP`. At the end: the compare report with the control as the baseline.
+
+    Examples:
+
+        mbpo ablate --preset hopper --no-model --rollout-length 5 --seeds 3 --jobs 3
+
+        mbpo ablate --preset hopper --real-ratio 0.5 --variant wide:model.hidden=400,sac.hidden=512 --dry-run
+
+        mbpo ablate --resume hopper-ablation-3f9a1c
+    """
+    with handled(ctx):
+        flags = variants.VariantFlags(
+            no_model=no_model, rollout_lengths=rollout_length or (), from_initial_states=from_initial_states,
+            real_ratios=real_ratio or (), ensemble_sizes=ensemble_size or (), deterministic_model=deterministic_model,
+            no_elites=no_elites, updates_per_step=updates_per_step or (), custom=variant or ())
+        if jobs < 1:
+            raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+        if resume_group is not None:
+            given = [preset, config, env, steps, device, name, set_, dry_run] + [f for f in vars(flags).values() if f]
+            if any(x is not None and x is not False for x in given):
+                raise ConfigError("--resume GROUP takes the plan from the group: only --jobs and --json go with it "
+                                  "(no --dry-run)")
+            registry = registry_of(ctx, resume_group)
+            plan = ablation.load_plan(registry, resume_group)
+        else:
+            plan = _new_plan(preset, config, env, set_, steps, device, flags, seeds, start_seed, name)
+            if dry_run:
+                _print_plan(plan, jobs, as_json)
+                return
+            registry = _create_group(ctx, plan)
+        tasks, signum = _execute(plan, registry, ctx.obj.runs_dir, jobs, as_json)
+        rows = _report(plan, tasks, registry, signum, as_json)
+        _exit_status(plan, rows, ctx.obj.runs_dir, signum)

@@ -1,0 +1,73 @@
+"""`mbpo bench`: timings of the engine's components."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.table import Table
+
+from mbpo_cli.cli import common
+from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, handled
+from mbpo_cli.config.load import ConfigError, resolve_config
+from mbpo_cli.engine.state import resolve_device
+
+
+def bench(
+    ctx: typer.Context,
+    preset: Annotated[str, typer.Option("--preset", help="Preset whose shapes are timed.")] = "hopper",
+    device: DeviceOpt = None,
+    steps: Annotated[int, typer.Option("--steps", help="Real steps of the end-to-end segment (after exploration).")]
+    = 500,
+    samples: Annotated[int, typer.Option("--samples", help="Real transitions the model retrain is timed on.")]
+    = 10_000,
+    repeats: Annotated[int, typer.Option("--repeats", help="Repetitions per component (medians reported).")] = 20,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time the engine's components and an end-to-end segment at a preset's shapes.
+
+    Components: one SAC update at the preset's batch, one ensemble training minibatch (256 per member), one
+    full model retrain on --samples transitions, one rollout step of the preset's rollout batch, one env
+    step and one evaluation episode. Medians of repeated runs, device synchronized around timed regions.
+
+    Examples:
+
+        mbpo bench --preset hopper --steps 200
+
+        mbpo bench --preset hopper --device cuda --steps 10000 --json
+    """
+    from mbpo_cli.engine import bench as benchmarks
+
+    with handled(ctx):
+        if steps < 1 or samples < 2 or repeats < 1:
+            raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
+        config = resolve_config(preset=preset, device=device, overrides=set_)
+        check_device(config.train.device)
+        dev = resolve_device(config.train.device)
+        timings, update_mode = benchmarks.bench_components(config, samples, repeats)
+        rate, phases = benchmarks.bench_end_to_end(config, steps)
+        result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
+                                  "threads": torch.get_num_threads(), "sac_update_mode": update_mode}
+        for timing in timings:
+            result[f"{timing.name}_ms"] = round(timing.median, 4)
+        result["env_steps_per_s"] = round(rate, 2)
+        result["end_to_end_steps"] = steps
+        result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+        if as_json:
+            print(json.dumps(result))
+            return
+        per_step = {t.name: t.median * t.per_env_step for t in timings}
+        total = sum(per_step.values()) or 1.0
+        table = Table(title=f"mbpo bench: {preset} on {dev}")
+        for column in ("component", "median ms", "min ms", "max ms", "runs per env step", "share of env step"):
+            table.add_column(column, justify="right" if column != "component" else "left")
+        for t in timings:
+            table.add_row(t.name, f"{t.median:,.3f}", f"{t.low:,.3f}", f"{t.high:,.3f}", f"{t.per_env_step:g}",
+                          f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-")
+        common.out.print(table)
+        common.out.print(f"SAC update: {update_mode}", highlight=False)
+        split = ", ".join(f"{k} {v:,.1f} s" for k, v in phases.items())
+        common.out.print(f"end to end: {rate:,.2f} env steps/s over {steps:,} steps after exploration ({split})")

@@ -1,0 +1,160 @@
+"""What every command shares: consoles, error handling, registry access, common options."""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mbpo_cli.cli.display import summary_table
+from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
+from mbpo_cli.config.schema import Config, EnvConfig
+from mbpo_cli.engine.envs import EnvError, env_spec, make_env
+from mbpo_cli.engine.loop import NumericalError
+from mbpo_cli.engine.state import resolve_device
+from mbpo_cli.runs.checkpoint import CheckpointError
+from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
+from mbpo_cli.runs.session import Outcome, RunError, run_dir
+
+out = Console()
+err = Console(stderr=True)
+
+USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
+
+
+@dataclass
+class Globals:
+    """Options shared by every command."""
+
+    runs_dir: Path
+    debug: bool
+
+
+@contextmanager
+def handled(ctx: typer.Context) -> Iterator[None]:
+    """Bad input: one line on stderr, exit 2. Internal failure: one line, exit 1. Tracebacks with --debug."""
+    debug = ctx.obj.debug if isinstance(ctx.obj, Globals) else False
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except USER_ERRORS as error:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except NumericalError as error:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] numerical failure: {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        first = str(error).strip().splitlines()
+        err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
+                  "for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def open_registry(ctx: typer.Context) -> Registry:
+    """The registry of the chosen runs directory."""
+    return Registry.open(ctx.obj.runs_dir)
+
+
+def existing_registry(ctx: typer.Context) -> Registry | None:
+    """The registry if it exists; None (and nothing created) when the default SQLite file is not there yet."""
+    if not os.environ.get(URL_ENV_VAR) and not (ctx.obj.runs_dir / "registry.db").is_file():
+        return None
+    return open_registry(ctx)
+
+
+def registry_of(ctx: typer.Context, ref: str) -> Registry:
+    """The existing registry for a command about run `ref`; a missing registry means no such run."""
+    registry = existing_registry(ctx)
+    if registry is None:
+        raise RegistryError(f"no run {ref!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
+    return registry
+
+
+def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
+    run = outcome.run
+    metrics = outcome.last_metrics
+    steps = outcome.env_steps_this_session
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": outcome.status,
+        "env": run.env_id,
+        "algo": run.algo,
+        "seed": run.seed,
+        "env_steps": run.env_steps,
+        "final_eval_return": metrics.get("eval_return"),
+        "best_eval_return": outcome.best_eval,
+        "wall_seconds": round(outcome.wall_seconds, 2),
+        "steps_per_second": round(steps / max(metrics.get("wall_seconds", outcome.wall_seconds), 1e-9), 2)
+        if steps else 0.0,
+        "run_dir": str(run_dir(runs_dir, run.id)),
+    }
+
+
+def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
+    summary = run_summary(outcome, ctx.obj.runs_dir)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(summary_table(summary))
+        if outcome.status == "interrupted":
+            out.print(f"Interrupted at env step {outcome.run.env_steps:,}. Continue with: "
+                      f"[bold]mbpo resume {outcome.run.id}[/]")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
+# ---------------------------------------------------------------------------------------------
+# train / resume
+# ---------------------------------------------------------------------------------------------
+
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="A bundled preset: " + ", ".join(preset_names()))]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A YAML config file (may name a `base:` preset).")]
+EnvOpt = Annotated[str | None, typer.Option("--env", help="Any gymnasium env id with a Box action space.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set model.ensemble_size=5.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and no progress display.")]
+
+
+def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
+                       seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
+    """Resolve the config and check the environment before anything is written."""
+    dims = None
+    if env is not None and preset is None and config is None:
+        probe = make_env(EnvConfig(id=env))
+        spec = env_spec(probe)
+        probe.close()
+        dims = (spec.obs_dim, spec.act_dim)
+    resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_dims=dims, overrides=sets,
+                              seed=seed, steps=steps, device=device, algo=algo)
+    check_device(resolved.train.device)
+    make_env(resolved.env).close()
+    return resolved
+
+
+def check_device(name: str) -> None:
+    """A ConfigError (exit 2) for a device this machine does not have."""
+    try:
+        resolve_device(name)
+    except (ValueError, RuntimeError) as error:
+        raise ConfigError(f"--device {name}: {error}") from None
+

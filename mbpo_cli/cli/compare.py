@@ -1,0 +1,93 @@
+"""`mbpo compare`: groups of seeds against a baseline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mbpo_cli.cli import common
+from mbpo_cli.cli.common import handled, registry_of
+from mbpo_cli.cli.tables import compare_tables
+from mbpo_cli.runs.session import RunError
+
+
+def compare(
+    ctx: typer.Context,
+    refs: Annotated[list[str], typer.Argument(help="Run ids, id prefixes, run names or group names.",
+                                              metavar="RUN_OR_GROUP")],
+    baseline: Annotated[str | None, typer.Option("--baseline", help="The baseline run or group (default: the "
+                                                 "SAC-only group of the same env among the arguments).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach (default: the baseline's "
+                                                    "final IQM return).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
+    = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv (run_id,group,seed,step,return).")]
+    = "table",
+) -> None:
+    """Compare groups of seeds: returns at milestones, sample efficiency vs a baseline, wall clock, final return.
+
+    Runs with the same config apart from the seed (and device, threads) form one group. Statistics are over
+    seeds: IQM with 95% bootstrap intervals (fixed bootstrap seed: the same input gives the same output).
+
+    Examples:
+
+        mbpo compare hopper-seeds hopper-sac-seeds
+
+        mbpo compare 3f9a1c2e 8b7d6e5f --baseline 1a2b3c4d --at 25k,50k,100k --plot curves.png
+
+        mbpo compare hopper-seeds --threshold 3000 --format json
+    """
+    from mbpo_cli.reports import compare as reports
+    from mbpo_cli.reports import plots
+
+    with handled(ctx):
+        if fmt not in ("table", "json", "csv"):
+            raise RunError(f"--format: expected table, json or csv, got {fmt!r}")
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+            raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
+        try:
+            at_steps = reports.parse_steps(at) if at is not None else None
+            registry = registry_of(ctx, refs[0])
+            runs = reports.resolve_refs(registry, refs)
+            base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
+            curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
+            report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
+        except reports.ReportError as error:
+            raise RunError(str(error)) from None
+        curves_data = reports.plot_data(report, curves)
+        if plot is not None:
+            lines = {r.threshold for r in report.efficiency}
+            line = next(iter(lines)) if len(lines) == 1 else None
+            envs = ", ".join(dict.fromkeys(g.env_id for g in report.groups))
+            plots.plot_curves(curves_data, plot, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)")
+        if fmt == "csv":
+            import csv
+
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["run_id", "group", "seed", "step", "return"])
+            writer.writerows(reports.long_rows(report, curves))
+            return
+        if fmt == "json":
+            data = reports.report_to_dict(report)
+            data["plot"] = None if plot is None else str(plot)
+            print(json.dumps(data, allow_nan=False))
+            return
+        for table in compare_tables(report):
+            common.out.print(table)
+        auc = report.auc
+        if auc.start == auc.start:
+            common.out.print(f"norm. AUC: each run's mean return over env steps {auc.start:,.0f}-{auc.end:,.0f}, "
+                             f"scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the lowest and highest eval "
+                             "return of any compared run)", highlight=False)
+        for note in report.notes:
+            common.out.print(f"note: {note}", highlight=False, markup=False)
+        if plot is not None:
+            common.out.print(f"wrote {plot}")
+        if len(curves_data) <= 10:
+            common.out.print(plots.text_plot(curves_data), highlight=False, markup=False)
+

@@ -1,0 +1,82 @@
+"""`mbpo eval`: a run's policy from a checkpoint over seeded episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mbpo_cli.cli import common
+from mbpo_cli.cli.common import JsonOpt, handled, registry_of
+
+
+def eval_run(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, best, or an env step.")] = "latest",
+    episodes: Annotated[int, typer.Option("--episodes", help="Number of episodes.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Episode i resets the env with seed + i.")] = 0,
+    stochastic: Annotated[bool, typer.Option("--stochastic", help="Sample actions (seeded) instead of the mean.")]
+    = False,
+    video: Annotated[Path | None, typer.Option("--video", help="Film the first episode into FILE.mp4 (needs a "
+                                               "MuJoCo rendering backend and imageio[ffmpeg]).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate a run's policy from a checkpoint over seeded episodes and record the result in the registry.
+
+    The same checkpoint, seed and mode give the same returns.
+
+    Examples:
+
+        mbpo eval 3f9a1c2e --episodes 10
+
+        mbpo eval 3f9a1c2e --checkpoint best --seed 100 --json
+
+        mbpo eval 3f9a1c2e --checkpoint 50000 --stochastic --video hopper.mp4
+    """
+    from mbpo_cli.runs import evaluation
+
+    with handled(ctx):
+        if episodes < 1:
+            raise evaluation.EvalError(f"--episodes: must be at least 1, got {episodes}")
+        if seed < 0:
+            raise evaluation.EvalError(f"--seed: must be >= 0, got {seed}")
+        if video is not None:
+            evaluation.check_video_path(video)
+        registry = registry_of(ctx, run)
+        info = registry.get_run(run)
+        policy = evaluation.load_policy(registry, info, checkpoint)
+        deterministic = not stochastic
+        # the video first: a missing encoder or rendering backend must fail before anything is recorded
+        film = evaluation.record_video(video, policy, seed, deterministic) if video is not None else None
+        result = evaluation.run_episodes(policy, episodes, seed, deterministic)
+        eval_id = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
+        data = {
+            "evaluation_id": eval_id, "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+            "checkpoint_step": policy.checkpoint.step, "checkpoint_path": policy.checkpoint.path,
+            "episodes": episodes, "seed": seed, "deterministic": deterministic,
+            "returns": result.returns, "lengths": result.lengths,
+            "mean": result.mean, "std": result.std, "min": result.min, "max": result.max,
+            "video": None if film is None else {"path": str(video), **film},
+        }
+        if as_json:
+            print(json.dumps(data))
+            return
+        mode = "mean action" if deterministic else "sampled actions"
+        table = Table(title=f"{info.name}: {policy.label} ({mode})")
+        for column in ("episode", "reset seed", "return", "length"):
+            table.add_column(column, justify="right")
+        for i, (ret, length) in enumerate(zip(result.returns, result.lengths, strict=True)):
+            table.add_row(str(i + 1), str(seed + i), f"{ret:,.2f}", f"{length:,}")
+        table.add_section()
+        for label, value in (("mean", result.mean), ("std", result.std), ("min", result.min), ("max", result.max)):
+            table.add_row(label, "", f"{value:,.2f}", "")
+        common.out.print(table)
+        common.out.print(f"recorded evaluation {eval_id} of run {info.id} ({episodes} episodes)")
+        if film is not None:
+            common.out.print(f"video: {video} ({film['frames']} frames at {film['fps']} fps, {film['backend']}; "
+                             f"return {film['return']:,.2f})")
+

@@ -1,0 +1,93 @@
+"""`mbpo train` and `mbpo resume`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mbpo_cli.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    EnvOpt,
+    JsonOpt,
+    PresetOpt,
+    SetOpt,
+    build_train_config,
+    check_device,
+    finish,
+    handled,
+    open_registry,
+    registry_of,
+)
+from mbpo_cli.cli.display import RichReporter
+from mbpo_cli.config.load import ConfigError, base_preset
+from mbpo_cli.runs.session import Reporter, RunMeta, SilentReporter, command_line, resume_run, start_run
+
+
+def train(
+    ctx: typer.Context,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
+    set_: SetOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (train.seed).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps (train.steps).")] = None,
+    device: DeviceOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
+    algo: Annotated[str | None, typer.Option("--algo", help="mbpo, or sac (SAC only, G=1 unless set).")] = None,
+    as_json: JsonOpt = False,
+    group: Annotated[str | None, typer.Option("--group", hidden=True, help="Registry group (used by ablate).")]
+    = None,
+    variant: Annotated[str | None, typer.Option("--variant", hidden=True, help="Variant name (used by ablate).")]
+    = None,
+) -> None:
+    """Train a run and record it in the registry.
+
+    Examples:
+
+        mbpo train --preset inverted_pendulum --steps 3000
+
+        mbpo train --preset hopper --seed 1 --set rollout.batch_size=50000
+
+        mbpo train --preset hopper --algo sac            # the SAC baseline (G=1)
+
+        mbpo train --env Pendulum-v1 --steps 5000 --json
+    """
+    with handled(ctx):
+        if algo is not None and algo not in ("mbpo", "sac"):
+            raise ConfigError(f"--algo: expected mbpo or sac, got {algo!r}")
+        cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
+        registry = open_registry(ctx)
+        reporter: Reporter = SilentReporter() if as_json else RichReporter()
+        if preset is None and config is not None:
+            preset = base_preset(config)
+        meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
+        outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
+        finish(outcome, ctx, as_json)
+
+
+def resume(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    steps: Annotated[int | None, typer.Option("--steps", help="New total of env steps (extends a run).")] = None,
+    device: DeviceOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Accept a changed config (recorded).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue a run from its newest good checkpoint: same id, same curves, same registry rows.
+
+    Examples:
+
+        mbpo resume 3f9a1c2e
+
+        mbpo resume hopper-mbpo-s0-3f9a1c2e --steps 200000
+    """
+    with handled(ctx):
+        if device is not None:
+            check_device(device)
+        registry = registry_of(ctx, run)
+        reporter: Reporter = SilentReporter() if as_json else RichReporter()
+        outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force)
+        finish(outcome, ctx, as_json)
+

@@ -1,0 +1,169 @@
+"""Component and end-to-end timings of the engine at a preset's shapes (`mbpo bench`).
+
+Every timed region is warmed up, repeated, and bracketed by device synchronization; results are
+medians (with min and max) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.loop import evaluate, train
+from mbpo_cli.engine.rollout import branched_rollout
+from mbpo_cli.engine.state import RunState, build_run, resolve_device
+from mbpo_cli.models.ensemble import fit_ensemble, model_targets
+from mbpo_cli.nn.batch import Batch
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Repeated measurements of one component, in milliseconds."""
+
+    name: str
+    samples: list[float]
+    per_env_step: float
+    """How many times the component runs per real env step in a full run (for the share column)."""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def low(self) -> float:
+        return min(self.samples)
+
+    @property
+    def high(self) -> float:
+        return max(self.samples)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 3) -> list[float]:
+    """Wall time of `fn` in ms, `repeats` times after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def _fill(state: RunState, n: int) -> None:
+    """Fill the real buffer with `n` random transitions near the task's start states."""
+    spec, device = state.spec, state.device
+    gen = torch.Generator(device=device).manual_seed(0)
+    obs = torch.as_tensor(state.obs, device=device) + 0.1 * torch.randn(n, spec.obs_dim, generator=gen, device=device)
+    act = torch.rand(n, spec.act_dim, generator=gen, device=device) * 2 - 1
+    next_obs = obs + 0.01 * torch.randn(n, spec.obs_dim, generator=gen, device=device)
+    state.real_buffer.add(Batch(obs, act, torch.randn(n, generator=gen, device=device), next_obs,
+                                torch.zeros(n, device=device)))
+
+
+def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[list[Timing], str]:
+    """Time SAC update, model minibatch, model retrain, rollout step, env step and evaluation.
+
+    Also says how the SAC update ran; when it (or the model's training step) ran as a CUDA graph, the
+    eager version is timed beside it (`sac_update_eager`, `model_train_step_eager`: side-by-side ratios).
+    """
+    device = resolve_device(config.train.device)
+    big = dataclasses.replace(config.sac, buffer_size=max(samples, config.sac.batch_size))
+    cfg = dataclasses.replace(config, algo="mbpo", sac=big, train=dataclasses.replace(config.train, steps=samples))
+    state = build_run(cfg, device)
+    _fill(state, samples)
+    assert state.model is not None and state.model_optimizer is not None
+    gen = state.generators["sample"]
+    timings: list[Timing] = []
+    epoch = cfg.train.epoch_length
+    per_step_rollouts = 1.0 / cfg.rollout.train_freq
+
+    batch = state.real_buffer.sample(cfg.sac.batch_size, gen)
+    eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
+    mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
+    updates_per_step = float(cfg.sac.updates_per_step)
+    if state.agent.graph is None:
+        timings.append(Timing("sac_update", eager, updates_per_step))
+    else:
+        graphed = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
+        timings += [Timing("sac_update", graphed, updates_per_step), Timing("sac_update_eager", eager, 0.0)]
+
+    data = state.real_buffer.ordered()
+    inputs = torch.cat([data.obs, data.act], dim=-1)
+    targets = model_targets(data.obs, data.reward, data.next_obs)
+    state.model.fit_normalizer(inputs)
+    idx = torch.randint(samples, (cfg.model.ensemble_size, cfg.model.batch_size), generator=gen, device=device)
+    x, y = state.model.normalize(inputs)[idx], targets[idx]
+
+    model, optimizer = state.model, state.model_optimizer
+    eager = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
+    if cfg.train.cuda_graphs:
+        model.use_cuda_graph(optimizer, x, y)
+    if model.graph is None:
+        timings.append(Timing("model_train_step", eager, 0.0))
+    else:
+        graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
+        timings += [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
+    retrain = measure(lambda: fit_ensemble(state.model, state.model_optimizer, inputs, targets,  # type: ignore[arg-type]
+                                           state.generators["model"]), device, 1, warmup=0)
+    timings.append(Timing("model_retrain", retrain, per_step_rollouts))
+
+    start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
+    sink = ReplayBuffer(cfg.rollout.batch_size, state.spec.obs_dim, state.spec.act_dim, device)
+
+    def rollout_step() -> None:
+        sink.ptr = sink.size = 0
+        branched_rollout(state.model, state.agent, start, 1, state.model.elites,  # type: ignore[union-attr]
+                         state.terminated, sink, gen)
+
+    timings.append(Timing("rollout_step", measure(rollout_step, device, max(3, repeats // 4)), per_step_rollouts))
+
+    env = state.env
+    env.reset(seed=0)
+    action = env.action_space.sample()
+
+    def env_step() -> None:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+
+    timings.append(Timing("env_step", measure(env_step, device, repeats * 50), 1.0))
+    evaluation = measure(lambda: evaluate(state.agent, state.eval_env, state.spec, 1, 0, device), device,
+                         max(3, repeats // 4), warmup=1)
+    timings.append(Timing("eval_episode", evaluation, cfg.train.eval_episodes / epoch))
+    return timings, mode
+
+
+def bench_end_to_end(config: Config, steps: int) -> tuple[float, dict[str, float]]:
+    """Real env steps per second over `steps` training steps after exploration, and the phase split (s)."""
+    cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=config.train.init_steps + steps))
+    state = build_run(cfg)
+    phases: dict[str, float] = {}
+
+    def collect(event: object) -> None:
+        metrics = getattr(event, "metrics", None)
+        if metrics is not None and state.env_step > cfg.train.init_steps:
+            for key, value in metrics.items():
+                if key.startswith("time_"):
+                    phases[key[5:]] = phases.get(key[5:], 0.0) + value
+
+    train(state, should_stop=lambda: state.env_step >= cfg.train.init_steps)
+    start = time.perf_counter()
+    train(state, collect)
+    _sync(state.device)
+    elapsed = time.perf_counter() - start
+    return steps / elapsed, phases

@@ -1,0 +1,123 @@
+"""Environments: creation with clear errors, task dimensions, and exact state capture for resume."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mbpo_cli.config.schema import EnvConfig
+
+
+class EnvError(ValueError):
+    """An environment that cannot be used: the message is one line."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What the engine needs to know of a task."""
+
+    obs_dim: int
+    act_dim: int
+    act_low: np.ndarray
+    act_high: np.ndarray
+    max_episode_steps: int | None
+
+
+def make_env(config: EnvConfig) -> gym.Env:
+    """A gymnasium environment for `config`, or an EnvError (unknown id, discrete actions, bad kwargs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            env = gym.make(config.id, **config.kwargs)
+        except gym.error.Error as err:
+            raise EnvError(f"environment '{config.id}': {err}") from None
+        except TypeError as err:
+            raise EnvError(f"environment '{config.id}': bad env.kwargs: {err}") from None
+        except ImportError as err:
+            raise EnvError(f"environment '{config.id}' needs a missing package: {err}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        kind = type(env.action_space).__name__
+        env.close()
+        raise EnvError(
+            f"environment '{config.id}' has a {kind} action space; the supported agents (MBPO, SAC) "
+            "need a continuous Box action space"
+        )
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env.close()
+        raise EnvError(f"environment '{config.id}' needs a flat Box observation space")
+    return env
+
+
+def env_spec(env: gym.Env) -> EnvSpec:
+    """Dimensions and action bounds of `env`."""
+    space = env.action_space
+    assert isinstance(space, gym.spaces.Box)
+    return EnvSpec(
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        act_dim=int(np.prod(space.shape)),
+        act_low=space.low.astype(np.float32),
+        act_high=space.high.astype(np.float32),
+        max_episode_steps=env.spec.max_episode_steps if env.spec is not None else None,
+    )
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    wrapper: Any = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, gym.wrappers.TimeLimit):
+            return wrapper
+        wrapper = wrapper.env
+    return None
+
+
+def get_env_state(env: gym.Env) -> dict[str, Any]:
+    """The environment's full state mid-episode: physics, RNG and time-limit counter.
+
+    For MuJoCo tasks the physics is `mj_getState(mjSTATE_INTEGRATION)` (qpos, qvel, act, time,
+    warm-start, ...), which makes the continued trajectory bitwise identical.
+    """
+    base = env.unwrapped
+    state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
+    limit = _time_limit(env)
+    if limit is not None:
+        state["elapsed_steps"] = limit._elapsed_steps
+    data = getattr(base, "data", None)
+    model = getattr(base, "model", None)
+    if data is not None and model is not None:
+        import mujoco
+
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
+        mujoco.mj_getState(model, data, physics, spec)
+        state["mujoco"] = physics
+    elif hasattr(base, "state"):
+        state["classic"] = np.array(base.state, dtype=np.float64)
+    else:
+        raise EnvError(f"cannot capture the state of {type(base).__name__} for exact resume")
+    return state
+
+
+def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    """Restore what `get_env_state` captured (the env must have been reset once)."""
+    base = env.unwrapped
+    base.np_random.bit_generator.state = state["np_random"]
+    limit = _time_limit(env)
+    if limit is not None and "elapsed_steps" in state:
+        limit._elapsed_steps = state["elapsed_steps"]
+    if "mujoco" in state:
+        import mujoco
+
+        physics = np.asarray(state["mujoco"], dtype=np.float64)
+        mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(base.model, base.data)
+    else:
+        base.state = np.array(state["classic"])
+
+
+def to_env_action(action: np.ndarray, spec: EnvSpec) -> np.ndarray:
+    """Rescale an action from `[-1, 1]^A` to the task's bounds."""
+    return spec.act_low + (action + 1.0) * 0.5 * (spec.act_high - spec.act_low)

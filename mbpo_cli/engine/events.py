@@ -1,0 +1,36 @@
+"""What the training loop reports through its callback: one event type per kind of news."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """After every real env step."""
+
+    env_step: int
+    episode_return: float | None
+    """The return of the episode that just ended, if one did."""
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """At each epoch end (and at the last step): the epoch's metrics."""
+
+    env_step: int
+    epoch: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something the user should know about how the run executes (said once, one line)."""
+
+    env_step: int
+    text: str
+
+
+Event = StepEvent | EpochEvent | NoticeEvent
+Callback = Callable[[Event], None]

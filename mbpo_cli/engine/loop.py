@@ -1,0 +1,268 @@
+"""The MBPO training loop (Janner et al. 2019, Algorithm 2) and the SAC-only baseline on the same path.
+
+`train(state, callback)` advances a `RunState` (see `mbpo_cli.engine.state`) until `config.train.steps`
+real steps, reporting through `callback` (progress each step, metrics at each epoch end).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbpo_cli.agents.sac import SAC
+from mbpo_cli.engine.buffer import mixed_batch
+from mbpo_cli.engine.envs import EnvSpec, to_env_action
+from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, StepEvent
+from mbpo_cli.engine.rollout import branched_rollout, model_buffer_capacity, rollout_length
+from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.models.ensemble import fit_ensemble, model_targets
+from mbpo_cli.nn.batch import Batch
+
+
+class NumericalError(RuntimeError):
+    """A NaN or inf appeared; the message names the phase and the env step."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases
+# ---------------------------------------------------------------------------------------------
+
+
+def env_step(state: RunState) -> tuple[float | None, bool]:
+    """Act (uniformly at random during exploration), step the env, store the transition.
+
+    Returns the return of the episode that ended (if any) and whether the policy acted.
+    """
+    cfg = state.config
+    exploring = state.env_step < cfg.train.init_steps
+    if exploring:
+        action = state.rng.uniform(-1.0, 1.0, size=state.spec.act_dim).astype(np.float32)
+    else:
+        obs = torch.as_tensor(state.obs, device=state.device).unsqueeze(0)
+        action = state.agent.act(obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
+        if not np.isfinite(action).all():
+            raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
+    next_obs, reward, terminated, truncated, _ = state.env.step(to_env_action(action, state.spec))
+    next_obs = np.asarray(next_obs, dtype=np.float32)
+    state.real_buffer.add(_transition(state.obs, action, float(reward), next_obs, terminated, state.device))
+    state.episode_return += float(reward)
+    state.episode_length += 1
+    finished = None
+    if terminated or truncated:
+        finished = state.episode_return
+        state.epoch_acc.episode_returns.append(finished)
+        next_obs = np.asarray(state.env.reset()[0], dtype=np.float32)
+        state.episode_return, state.episode_length = 0.0, 0
+    state.obs = next_obs
+    return finished, not exploring
+
+
+def _transition(obs: np.ndarray, act: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,
+                device: torch.device) -> Batch:
+    row = np.concatenate([obs, act, [reward], next_obs, [float(terminated)]]).astype(np.float32)
+    t = torch.as_tensor(row, device=device).unsqueeze(0)
+    d, a = obs.shape[0], act.shape[0]
+    return Batch(t[:, :d], t[:, d : d + a], t[:, d + a], t[:, d + a + 1 : 2 * d + a + 1], t[:, -1])
+
+
+def train_model(state: RunState) -> None:
+    """Retrain the ensemble on all real data (early stopping on the holdout split)."""
+    assert state.model is not None and state.model_optimizer is not None
+    data = state.real_buffer.ordered()
+    inputs = torch.cat([data.obs, data.act], dim=-1)
+    targets = model_targets(data.obs, data.reward, data.next_obs)
+    result = fit_ensemble(state.model, state.model_optimizer, inputs, targets, state.generators["model"])
+    elite_losses = [result.holdout_losses[i] for i in result.elites]
+    if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
+        raise NumericalError(f"non-finite loss in model training at env step {state.env_step}")
+    state.model_info = {
+        "model_train_loss": result.train_loss,
+        "model_holdout_loss": float(np.mean(elite_losses)),
+        "model_elite_loss_min": min(elite_losses),
+        "model_elite_loss_max": max(elite_losses),
+        "model_epochs": float(result.epochs),
+    }
+
+
+def rollout_model(state: RunState) -> None:
+    """Set k from the schedule, size the model buffer for it, and branch rollouts into it."""
+    cfg = state.config
+    assert state.model is not None and state.model_buffer is not None
+    state.k = rollout_length(state.epoch, cfg.rollout.schedule)
+    capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
+                                     cfg.rollout.train_freq, cfg.rollout.retain_epochs)
+    if capacity != state.model_buffer.capacity:
+        state.model_buffer = state.model_buffer.resized(capacity)
+    gen = state.generators["rollout"]
+    if state.initial_states is not None:
+        pool = state.initial_states
+        start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
+    else:
+        start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
+    members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
+                             state.model_buffer, gen)
+    if not math.isfinite(stats.mean_reward):
+        raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
+    state.model_info["rollout_mean_length"] = stats.mean_length
+
+
+def prepare_updates(state: RunState) -> str:
+    """Capture the SAC update and the model's training step as CUDA graphs when on CUDA and
+    `train.cuda_graphs`; says how they will run.
+
+    Capture leaves every parameter and optimizer state as it was, and its example minibatches come from a
+    dedicated generator, so the run's random streams (and therefore its numbers) are untouched.
+    """
+    if not state.config.train.cuda_graphs:
+        return "SAC updates and model training: eager (train.cuda_graphs is off)"
+    cfg, spec, device = state.config, state.spec, state.device
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=device)
+
+    b = cfg.sac.batch_size
+    example = Batch(normal(b, spec.obs_dim), normal(b, spec.act_dim).tanh(), normal(b), normal(b, spec.obs_dim),
+                    torch.zeros(b, device=device))
+    modes = [f"SAC updates: {state.agent.use_cuda_graph(example, gen)}"]
+    if state.model is not None and state.model_optimizer is not None:
+        e, m = cfg.model.ensemble_size, cfg.model.batch_size
+        mode = state.model.use_cuda_graph(state.model_optimizer, normal(e, m, state.model.in_dim),
+                                          normal(e, m, state.model.out_dim))
+        modes.append(f"model training: {mode}")
+    return "; ".join(modes)
+
+
+def sac_updates(state: RunState) -> None:
+    """G SAC updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
+    cfg = state.config.sac
+    groups = cfg.updates_per_step
+    batches = mixed_batch(state.real_buffer, state.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
+                          state.generators["sample"])
+    critic_loss_sum = torch.zeros((), device=state.device)
+    acc = state.epoch_acc
+    for g in range(groups):
+        info = state.agent.update(Batch(*(t[g] for t in batches)), state.generators["sample"])
+        critic_loss_sum += info.critic_loss
+        acc.add("critic_loss", info.critic_loss)
+        acc.add("actor_loss", info.actor_loss)
+        acc.add("alpha_loss", info.alpha_loss)
+        acc.add("entropy", info.entropy)
+        acc.sums["alpha"] = info.alpha.clone()
+        acc.updates += 1
+    state.sac_updates += groups
+    if not bool(torch.isfinite(critic_loss_sum)):
+        raise NumericalError(f"non-finite SAC critic loss at env step {state.env_step}")
+
+
+@torch.no_grad()
+def evaluate(agent: SAC, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
+             deterministic: bool = True, generator: torch.Generator | None = None) -> tuple[list[float], list[int]]:
+    """Run `episodes` episodes (mean actions by default) with resets seeded `seed, seed + 1, ...`."""
+    returns, lengths = [], []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        total, length, done = 0.0, 0, False
+        while not done:
+            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
+            action = agent.act(x, deterministic=deterministic, generator=generator)[0].cpu().numpy()
+            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return returns, lengths
+
+
+def end_epoch(state: RunState) -> dict[str, float]:
+    """Evaluate, then collect the epoch's metrics (one device read) and reset the accumulator."""
+    cfg = state.config
+    acc = state.epoch_acc
+    start = time.perf_counter()
+    episodes = cfg.train.eval_episodes
+    eval_seed = (cfg.train.seed + 1) * 1_000_003 + state.epoch * max(episodes, 1)
+    returns, lengths = evaluate(state.agent, state.eval_env, state.spec, episodes, eval_seed % 2**31, state.device)
+    acc.seconds["eval"] += time.perf_counter() - start
+    metrics: dict[str, float] = {"epoch": float(state.epoch)}
+    if returns:
+        metrics["eval_return"] = float(np.mean(returns))
+        metrics["eval_return_std"] = float(np.std(returns))
+        metrics["eval_length"] = float(np.mean(lengths))
+    if acc.episode_returns:
+        metrics["train_return"] = float(np.mean(acc.episode_returns))
+    if acc.updates:
+        keys = sorted(acc.sums)
+        values = torch.stack([acc.sums[k] for k in keys]).tolist()
+        for key, value in zip(keys, values, strict=True):
+            metrics[key] = value if key == "alpha" else value / acc.updates
+    if state.uses_model:
+        assert state.model_buffer is not None
+        metrics.update(state.model_info)
+        metrics["rollout_k"] = float(state.k)
+        metrics["model_buffer_size"] = float(len(state.model_buffer))
+    metrics["sac_updates"] = float(state.sac_updates)
+    for phase, seconds in acc.seconds.items():
+        metrics[f"time_{phase}"] = seconds
+    state.epoch_acc = EpochAccumulator()
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
+    """Run MBPO (or SAC-only) from `state` until `config.train.steps` real steps or `should_stop()`.
+
+    Each real step: retrain the model and branch rollouts when due, act in the env, then G SAC
+    updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics.
+    """
+    cfg = state.config
+    total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
+    notify = callback or (lambda event: None)
+    seconds = state.epoch_acc.seconds
+    while state.env_step < total:
+        # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
+        if state.update_mode is None and state.env_step >= init_steps:
+            state.update_mode = prepare_updates(state)
+            if state.device.type == "cuda":
+                notify(NoticeEvent(state.env_step, state.update_mode))
+
+        # -- Model: every train_freq steps after exploration, retrain and branch k-step rollouts.
+        since_start = state.env_step - init_steps
+        if state.uses_model and since_start >= 0 and since_start % cfg.rollout.train_freq == 0:
+            start = time.perf_counter()
+            train_model(state)
+            seconds["model"] += time.perf_counter() - start
+            start = time.perf_counter()
+            rollout_model(state)
+            seconds["rollout"] += time.perf_counter() - start
+
+        # -- Environment: one real step (uniform random actions during exploration).
+        start = time.perf_counter()
+        finished, policy_acted = env_step(state)
+        seconds["env"] += time.perf_counter() - start
+
+        # -- Agent: G SAC updates on minibatches of real and model data.
+        if policy_acted:
+            start = time.perf_counter()
+            sac_updates(state)
+            seconds["sac"] += time.perf_counter() - start
+
+        state.env_step += 1
+        notify(StepEvent(state.env_step, finished))
+        if state.env_step % epoch_length == 0 or state.env_step == total:
+            metrics = end_epoch(state)
+            seconds = state.epoch_acc.seconds
+            notify(EpochEvent(state.env_step, state.epoch, metrics))
+        if should_stop is not None and should_stop():
+            break
+    return state

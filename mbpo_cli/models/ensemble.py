@@ -1,0 +1,239 @@
+"""The probabilistic ensemble dynamics model of MBPO.
+
+E members predict a Gaussian over `[reward, next_obs - obs]` from `[obs, action]` inputs normalized
+by the real data's mean and std. Training follows the official implementation: each member fits its
+own bootstrap of the training split, a holdout split (20%, at most 5,000 samples) drives early
+stopping with per-member best-weight restore, and the members with the lowest holdout MSE are elites.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mbpo_cli.config.schema import ModelConfig
+from mbpo_cli.nn.graphs import CapturedStep, capture_step
+from mbpo_cli.nn.mlp import BatchedMLP
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one retrain did."""
+
+    epochs: int
+    """Training epochs run."""
+    train_loss: float
+    """Mean training loss of the last epoch."""
+    holdout_losses: list[float]
+    """Holdout MSE per member after restoring each member's best weights (E values)."""
+    elites: list[int]
+    """Indices of the elite members, best first."""
+
+
+class GaussianEnsemble(nn.Module):
+    """E probabilistic (or deterministic) networks with learned log-variance bounds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.obs_dim = obs_dim
+        self.in_dim = obs_dim + act_dim
+        self.out_dim = obs_dim + 1
+        head = self.out_dim if config.deterministic else 2 * self.out_dim
+        self.net = BatchedMLP(config.ensemble_size, self.in_dim, head, config.hidden, config.layers,
+                              activation=nn.SiLU, init="truncated_normal")
+        self.max_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1, 1, self.out_dim), -10.0))
+        self.register_buffer("input_mean", torch.zeros(self.in_dim))
+        self.register_buffer("input_std", torch.ones(self.in_dim))
+        self.register_buffer("elites", torch.arange(config.elites))
+        self.register_buffer("holdout_losses", torch.zeros(config.ensemble_size))
+        decay = torch.tensor(config.weight_decay, dtype=torch.float32)
+        self.register_buffer("decay", decay)
+        self.graph: CapturedStep[torch.Tensor] | None = None
+        self.graph_key: tuple[torch.optim.Optimizer, torch.Size] | None = None
+
+    # -- prediction -------------------------------------------------------------------------------
+
+    def normalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`... x in` -> the same, standardized by the fitted mean and std."""
+        return (inputs - self.input_mean) / self.input_std
+
+    def _head(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.config.deterministic:
+            return raw, None
+        mean, logvar = raw.split(self.out_dim, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalized inputs `E x B x in` -> mean and log-variance `E x B x out` (None if deterministic)."""
+        return self._head(self.net(x))
+
+    @torch.no_grad()
+    def sample(
+        self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator, members: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One model step for N states: reward `N` and next observation `N x obs`.
+
+        Each sample is assigned a uniformly random member of `members` (M indices) through a random
+        permutation split into M equal shares, so only that member's forward is computed and the
+        batched matmul keeps a static `M x ceil(N/M) x in` shape. The output is sampled from the
+        member's Gaussian (its mean when the model is deterministic).
+        """
+        n, m = obs.shape[0], members.shape[0]
+        share = math.ceil(n / m)
+        order = torch.randperm(n, generator=generator, device=obs.device)
+        if share * m > n:
+            order = torch.cat([order, order[: share * m - n]])
+        x = self.normalize(torch.cat([obs, act], dim=-1))[order].view(m, share, self.in_dim)
+        mean, logvar = self._head(self.net.forward_members(x, members))
+        if logvar is not None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            mean = mean + noise * torch.exp(0.5 * logvar)
+        out = torch.empty(n, self.out_dim, device=obs.device, dtype=mean.dtype)
+        out[order[:n]] = mean.reshape(share * m, self.out_dim)[:n]
+        return out[:, 0], obs + out[:, 1:]
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Training loss on normalized inputs `E x B x in` and targets `E x B x out` (a scalar).
+
+        Gaussian negative log-likelihood (MSE when deterministic) averaged over batch and dims,
+        summed over members, plus the log-variance bound penalty and per-layer L2 weight decay.
+        """
+        mean, logvar = self(x)
+        if logvar is None:
+            fit = (mean - y).pow(2).mean(dim=(1, 2)).sum()
+        else:
+            fit = ((mean - y).pow(2) * torch.exp(-logvar) + logvar).mean(dim=(1, 2)).sum()
+            fit = fit + 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        decay = torch.stack(self.net.decay_terms())
+        return fit + (self.decay * decay).sum()
+
+    def train_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One gradient step on normalized inputs `E x B x in`, targets `E x B x out`; the loss, detached.
+
+        Runs as the captured CUDA graph when one exists for this optimizer and this minibatch shape (the
+        returned loss is then valid until the next step), else eagerly.
+        """
+        if self.graph is not None and self.graph_key == (optimizer, x.shape):
+            return self.graph(x, y)
+        return self._eager_step(optimizer, x, y)
+
+    def _eager_step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def use_cuda_graph(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> str:
+        """Capture the training step for minibatches shaped like `x`, `y` (CUDA only); says how steps will run.
+
+        The model's and the optimizer's state are left as they were. Optimizer states restored from a
+        checkpoint must be loaded before this call.
+        """
+        self.graph, mode = capture_step(lambda a, b: self._eager_step(optimizer, a, b), [x, y], self, [optimizer])
+        self.graph_key = (optimizer, x.shape)
+        return mode
+
+    @torch.no_grad()
+    def holdout_mse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-member MSE of the mean on normalized inputs `H x in`, targets `H x out` -> `E`."""
+        e = self.config.ensemble_size
+        mean, _ = self(x.unsqueeze(0).expand(e, -1, -1))
+        return (mean - y).pow(2).mean(dim=(1, 2))
+
+    def fit_normalizer(self, inputs: torch.Tensor) -> None:
+        """Set the input mean and std from raw inputs `N x in` (a std below 1e-12 becomes 1)."""
+        self.input_mean.copy_(inputs.mean(dim=0))
+        std = inputs.std(dim=0, unbiased=False)
+        self.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+
+def model_targets(obs: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+    """Training targets `N x (1 + obs)`: reward, then the observation change."""
+    return torch.cat([reward.unsqueeze(-1), next_obs - obs], dim=-1)
+
+
+def fit_ensemble(
+    model: GaussianEnsemble,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    generator: torch.Generator,
+) -> FitResult:
+    """Train `model` on raw inputs `N x in` and targets `N x out` until the holdout stops improving.
+
+    Sets the normalizer from the training split, restores each member's best weights, and records
+    the holdout losses and elites on the model.
+    """
+    cfg = model.config
+    device = inputs.device
+    n = inputs.shape[0]
+    e = cfg.ensemble_size
+    n_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    if n - n_holdout < 1:
+        raise ValueError(f"need at least 2 samples to train the model, got {n}")
+    perm = torch.randperm(n, generator=generator, device=device)
+    train_idx, holdout_idx = perm[n_holdout:], perm[:n_holdout]
+    n_train = train_idx.shape[0]
+    model.fit_normalizer(inputs[train_idx])
+    x_train, y_train = model.normalize(inputs[train_idx]), targets[train_idx]
+    x_hold, y_hold = model.normalize(inputs[holdout_idx]), targets[holdout_idx]
+    if n_holdout == 0:
+        x_hold, y_hold = x_train, y_train
+    bootstrap = torch.randint(n_train, (e, n_train), generator=generator, device=device)
+
+    params = list(model.net.parameters())
+    best_params = [p.detach().clone() for p in params]
+    best = torch.full((e,), math.inf, device=device)
+    epochs_since_improvement = 0
+    epoch = 0
+    train_loss = math.nan
+    while cfg.max_epochs is None or epoch < cfg.max_epochs:
+        shuffle = torch.rand(e, n_train, generator=generator, device=device).argsort(dim=1)
+        order = bootstrap.gather(1, shuffle)
+        total = torch.zeros((), device=device)
+        batches = 0
+        for start in range(0, n_train, cfg.batch_size):
+            idx = order[:, start : start + cfg.batch_size]
+            total += model.train_step(optimizer, x_train[idx], y_train[idx])
+            batches += 1
+        epoch += 1
+        train_loss = float(total) / batches
+        losses = model.holdout_mse(x_hold, y_hold)
+        improved = (best - losses) / best > cfg.improvement
+        improved |= torch.isinf(best) & torch.isfinite(losses)
+        best = torch.where(improved, losses, best)
+        with torch.no_grad():
+            for saved, p in zip(best_params, params, strict=True):
+                saved[improved] = p[improved]
+        epochs_since_improvement = 0 if bool(improved.any()) else epochs_since_improvement + 1
+        if epochs_since_improvement > cfg.patience:
+            break
+    with torch.no_grad():
+        for saved, p in zip(best_params, params, strict=True):
+            p.copy_(saved)
+    losses = model.holdout_mse(x_hold, y_hold)
+    ranking = losses.argsort()
+    model.holdout_losses.copy_(losses)
+    model.elites.copy_(ranking[: cfg.elites])
+    return FitResult(
+        epochs=epoch,
+        train_loss=train_loss,
+        holdout_losses=losses.tolist(),
+        elites=ranking[: cfg.elites].tolist(),
+    )
+
+
+def make_model_optimizer(model: GaussianEnsemble) -> torch.optim.Adam:
+    """Adam over the networks and the log-variance bounds."""
+    return torch.optim.Adam(model.parameters(), lr=model.config.lr)

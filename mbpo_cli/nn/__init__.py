@@ -1,0 +1,1 @@
+"""Layer 1 (with `config`): batched MLPs, CUDA-graph capture of training steps, the transition `Batch`."""

@@ -1,0 +1,240 @@
+"""Full-state checkpoints: capture and restore a RunState exactly, written atomically and verified.
+
+A checkpoint holds tensors and plain Python values only, so it loads with
+`torch.load(..., weights_only=True)` (no arbitrary pickle). Files are written to a temporary file in
+the same folder, fsynced and renamed; their sha256 is recorded so a corrupt file is detected before
+it is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mbpo_cli import __version__
+from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.envs import EnvSpec, get_env_state, set_env_state
+from mbpo_cli.engine.state import EpochAccumulator, RunState
+
+FORMAT_VERSION = 1
+"""Bumped whenever the checkpoint layout changes; older checkpoints are refused with a clear error."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written, read or used (one-line message)."""
+
+
+def _tensorize(value: Any) -> Any:
+    """numpy arrays -> tensors, recursively (weights_only loading accepts tensors, not arrays)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _tensorize(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_tensorize(v) for v in value)
+    return value
+
+
+def capture(state: RunState) -> dict[str, Any]:
+    """Everything needed to continue `state` bit for bit."""
+    acc = state.epoch_acc
+    payload: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "version": __version__,
+        "config": state.config.to_dict(),
+        "device": str(state.device),
+        "counters": {
+            "env_step": state.env_step,
+            "sac_updates": state.sac_updates,
+            "k": state.k,
+            "episode_return": state.episode_return,
+            "episode_length": state.episode_length,
+        },
+        "obs": torch.from_numpy(state.obs.copy()),
+        "agent": state.agent.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in state.agent.optimizers().items()},
+        "real_buffer": _buffer_state(state.real_buffer),
+        "model_info": dict(state.model_info),
+        "epoch_acc": {
+            "sums": {k: v.cpu() for k, v in acc.sums.items()},
+            "updates": acc.updates,
+            "seconds": dict(acc.seconds),
+            "episode_returns": list(acc.episode_returns),
+        },
+        "rng": {
+            "generators": {name: g.get_state() for name, g in state.generators.items()},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_global": _tensorize(list(np.random.get_state())),
+            "python": random.getstate(),
+            "exploration": state.rng.bit_generator.state,
+        },
+        "env": _tensorize(get_env_state(state.env)),
+    }
+    if state.model is not None and state.model_optimizer is not None and state.model_buffer is not None:
+        payload["model"] = state.model.state_dict()
+        payload["model_optimizer"] = state.model_optimizer.state_dict()
+        payload["model_buffer"] = _buffer_state(state.model_buffer)
+    if state.initial_states is not None:
+        payload["initial_states"] = state.initial_states.cpu()
+    return payload
+
+
+def restore(state: RunState, payload: dict[str, Any]) -> bool:
+    """Load `payload` into a freshly built `state` of the same config.
+
+    Returns True when the continuation is exact (same device type as the checkpoint); across
+    devices the torch generators cannot be restored and are reseeded from the seed and env step.
+    """
+    if payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format {payload.get('format')} (mbpo {payload.get('version')}) is not "
+            f"readable by mbpo {__version__} (format {FORMAT_VERSION})"
+        )
+    device = state.device
+    counters = payload["counters"]
+    state.env_step = int(counters["env_step"])
+    state.sac_updates = int(counters["sac_updates"])
+    state.k = int(counters["k"])
+    state.episode_return = float(counters["episode_return"])
+    state.episode_length = int(counters["episode_length"])
+    state.obs = payload["obs"].numpy().copy()
+    state.agent.load_state_dict(payload["agent"])
+    state.agent.load_optimizer_states(payload["optimizers"])
+    for opt in state.agent.optimizers().values():
+        _set_lr(opt, state.config.sac.lr)
+    state.real_buffer = _load_buffer(payload["real_buffer"], state.real_buffer.capacity, state.spec, device)
+    if state.model is not None:
+        assert state.model_optimizer is not None
+        state.model.load_state_dict(payload["model"])
+        state.model_optimizer.load_state_dict(payload["model_optimizer"])
+        state.model.graph = None
+        _set_lr(state.model_optimizer, state.config.model.lr)
+        saved = payload["model_buffer"]
+        state.model_buffer = _load_buffer(saved, int(saved["capacity"]), state.spec, device)
+    if "initial_states" in payload:
+        state.initial_states = payload["initial_states"].to(device)
+    state.model_info = dict(payload["model_info"])
+    acc = payload["epoch_acc"]
+    state.epoch_acc = EpochAccumulator(
+        sums={k: v.to(device) for k, v in acc["sums"].items()},
+        updates=int(acc["updates"]),
+        seconds=dict(acc["seconds"]),
+        episode_returns=list(acc["episode_returns"]),
+    )
+    rng = payload["rng"]
+    exact = torch.device(payload["device"]).type == device.type
+    for offset, (name, generator) in enumerate(state.generators.items()):
+        if exact:
+            generator.set_state(rng["generators"][name])
+        else:
+            generator.manual_seed(state.config.train.seed * 1000 + 7 * state.env_step + offset)
+    torch.set_rng_state(rng["torch"])
+    if exact and device.type == "cuda" and rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    kind, keys, pos, has_gauss, cached = rng["numpy_global"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    random.setstate(_as_tuples(rng["python"]))
+    state.rng.bit_generator.state = rng["exploration"]
+    env_state = {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in payload["env"].items()}
+    set_env_state(state.env, env_state)
+    return exact
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Apply the config's learning rate: `load_state_dict` restores the saved one (resume --force may change it)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _buffer_state(buffer: ReplayBuffer) -> dict[str, Any]:
+    """The buffer's contents plus its write position (sampling draws physical slots, so the layout matters)."""
+    return {**buffer.state_dict(), "ptr": buffer.ptr}
+
+
+def _load_buffer(saved: dict[str, Any], capacity: int, spec: EnvSpec, device: torch.device) -> ReplayBuffer:
+    """A buffer of `capacity` holding `saved`, with the saved physical layout when the capacity is unchanged.
+
+    `ReplayBuffer.state_dict` stores the transitions oldest first; once a ring buffer has wrapped,
+    its oldest transition sits at slot `ptr`, not 0, so the rows are rotated back into place (the
+    indices drawn by `sample` would otherwise pick other transitions after a resume). A different
+    capacity (a run extended with --steps) keeps the newest transitions, oldest first.
+    """
+    buffer = ReplayBuffer(int(saved["capacity"]), spec.obs_dim, spec.act_dim, device)
+    buffer.load_state_dict({k: v for k, v in saved.items() if k != "ptr"})
+    ptr = int(saved.get("ptr", 0))
+    if buffer.size == buffer.capacity and ptr:
+        for store in buffer.data:
+            store.copy_(torch.roll(store, ptr, dims=0))
+        buffer.ptr = ptr
+    return buffer if buffer.capacity == capacity else buffer.resized(capacity)
+
+
+def _as_tuples(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(v) for v in value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+def save_file(payload: dict[str, Any], path: Path) -> tuple[int, str]:
+    """Write `payload` atomically to `path` (temp file, fsync, rename); returns (bytes, sha256)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def load_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """Read a checkpoint, verifying its sha256 when given; CheckpointError if missing or corrupt."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(f"checkpoint {path} is corrupt (sha256 mismatch)")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {str(err).splitlines()[0]}") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"checkpoint {path} is not an mbpo checkpoint")
+    return payload
+
+
+def policy_payload(state: RunState, eval_return: float) -> dict[str, Any]:
+    """A small file with the actor only: the best-evaluation policy."""
+    return {
+        "format": FORMAT_VERSION,
+        "version": __version__,
+        "config": state.config.to_dict(),
+        "env_step": state.env_step,
+        "eval_return": eval_return,
+        "actor": state.agent.actor.state_dict(),
+    }

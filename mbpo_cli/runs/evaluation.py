@@ -1,0 +1,352 @@
+"""`mbpo eval`: load a run's policy from a checkpoint, evaluate it over seeded episodes, optionally film one.
+
+Evaluation runs on the CPU (one observation at a time; a small MLP gains nothing from a GPU), so the
+same checkpoint, seed and mode give the same returns on every machine. Episode ``i`` resets the
+environment with seed ``seed + i``; ``--stochastic`` samples actions from the policy with a
+``torch.Generator`` seeded ``seed``, otherwise the policy's mean action is used.
+
+Video recording runs in a child process (``python -c _CHILD``) because MuJoCo and PyOpenGL
+pick their OpenGL backend from ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` once per process, at first use: each
+candidate backend (EGL, OSMesa) is tried in a fresh process, and a backend that cannot render cannot crash
+or poison the main process. The MP4 encoder (imageio + imageio-ffmpeg) is optional and imported lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mbpo_cli.agents.sac import SAC
+from mbpo_cli.config.load import ConfigError, build_config
+from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.envs import env_spec, make_env, to_env_action
+from mbpo_cli.engine.loop import evaluate
+from mbpo_cli.runs.checkpoint import CheckpointError, load_file
+from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
+from mbpo_cli.runs.session import RunError
+
+ENCODER_HINT = "pip install imageio[ffmpeg]"
+BACKENDS = ("egl", "osmesa")
+"""MuJoCo's headless OpenGL backends, tried in a child process each (see :func:`backend_order`)."""
+BACKEND_EXIT = 3
+"""Exit status of the video child process when the rendering backend does not work."""
+VIDEO_TIMEOUT_S = 1800
+
+
+class EvalError(RunError):
+    """Bad input to `mbpo eval` or an impossible request (one line; the CLI exits 2)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A run's actor, ready to act, and where it came from."""
+
+    agent: SAC
+    config: Config
+    checkpoint: CheckpointInfo
+
+    @property
+    def label(self) -> str:
+        """How the evaluation names its checkpoint in the registry: ``<kind>:<step>``, e.g. ``best:300``."""
+        return f"{self.checkpoint.kind}:{self.checkpoint.step}"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-episode returns and lengths of one evaluation (std is the population std, as in the registry)."""
+
+    returns: list[float]
+    lengths: list[int]
+
+    @property
+    def mean(self) -> float:
+        """Mean return."""
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation of the returns."""
+        return float(np.std(self.returns))
+
+    @property
+    def min(self) -> float:
+        """Lowest return."""
+        return float(np.min(self.returns))
+
+    @property
+    def max(self) -> float:
+        """Highest return."""
+        return float(np.max(self.returns))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and policies
+# ---------------------------------------------------------------------------------------------
+
+
+def _steps_available(checkpoints: list[CheckpointInfo]) -> str:
+    full = sorted({c.step for c in checkpoints if c.kind != "best"})
+    best = [c.step for c in checkpoints if c.kind == "best"]
+    parts = [f"{s:,}" for s in full] + [f"best (step {s:,})" for s in best]
+    return ", ".join(parts) or "none"
+
+
+def select_checkpoint(checkpoints: list[CheckpointInfo], run: RunInfo, which: str) -> CheckpointInfo:
+    """The checkpoint that ``which`` names: ``latest``, ``best`` or an env step.
+
+    ``latest`` is the newest full checkpoint (the best-policy file when the run has no full one);
+    a step picks the full checkpoint saved at that env step (or the best policy if that is the only
+    file of that step). EvalError when the run has no checkpoint or none matches.
+    """
+    if not checkpoints:
+        raise EvalError(f"run {run.id} has no checkpoints to evaluate")
+    full = [c for c in checkpoints if c.kind != "best"]
+    best = [c for c in checkpoints if c.kind == "best"]
+    if which == "latest":
+        return (full or best)[-1]
+    if which == "best":
+        if not best:
+            raise EvalError(f"run {run.id} has no best-policy checkpoint (available: {_steps_available(checkpoints)})")
+        return best[-1]
+    try:
+        step = int(which.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise EvalError(f"--checkpoint: expected latest, best or an env step, got {which!r}") from None
+    matches = [c for c in full if c.step == step] or [c for c in best if c.step == step]
+    if not matches:
+        raise EvalError(f"run {run.id} has no checkpoint at env step {step:,} "
+                        f"(available: {_steps_available(checkpoints)})")
+    return matches[-1]
+
+
+def actor_state(payload: dict[str, Any], path: str) -> dict[str, torch.Tensor]:
+    """The actor's weights from a best-policy file (key ``actor``) or a full checkpoint (``agent`` = SAC)."""
+    if isinstance(payload.get("actor"), dict):
+        return payload["actor"]
+    agent = payload.get("agent")
+    if isinstance(agent, dict):
+        state = {k[len("actor."):]: v for k, v in agent.items() if k.startswith("actor.")}
+        if state:
+            return state
+    raise CheckpointError(f"checkpoint {path} holds no policy weights")
+
+
+def load_policy(registry: Registry, run: RunInfo, which: str = "latest") -> Policy:
+    """Verify (sha256 from the registry) and load the chosen checkpoint's actor on the CPU."""
+    info = select_checkpoint(registry.checkpoints(run.id), run, which)
+    payload = load_file(Path(info.path), info.sha256)
+    try:
+        config = build_config(payload.get("config") or run.config, info.path)
+    except ConfigError as err:
+        raise CheckpointError(f"checkpoint {info.path} has an unusable config: {err}") from None
+    env = make_env(config.env)
+    spec = env_spec(env)
+    env.close()
+    agent = SAC(spec.obs_dim, spec.act_dim, config.sac)
+    try:
+        agent.actor.load_state_dict(actor_state(payload, info.path))
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {info.path} does not fit the run's policy: "
+                              f"{str(err).splitlines()[0]}") from None
+    agent.eval()
+    return Policy(agent=agent, config=config, checkpoint=info)
+
+
+def run_episodes(policy: Policy, episodes: int, seed: int, deterministic: bool = True) -> EvalResult:
+    """``episodes`` episodes with resets seeded ``seed, seed + 1, ...``; stochastic actions use a generator
+    seeded ``seed``. The same policy, seed and mode give the same returns."""
+    if episodes < 1:
+        raise EvalError(f"--episodes: must be at least 1, got {episodes}")
+    env = make_env(policy.config.env)
+    try:
+        generator = None if deterministic else torch.Generator().manual_seed(seed)
+        returns, lengths = evaluate(policy.agent, env, env_spec(env), episodes, seed, torch.device("cpu"),
+                                    deterministic=deterministic, generator=generator)
+    finally:
+        env.close()
+    return EvalResult(returns=returns, lengths=lengths)
+
+
+def record_evaluation(registry: Registry, policy: Policy, result: EvalResult, seed: int, deterministic: bool) -> int:
+    """Store the evaluation in the registry; returns its id."""
+    info = registry.add_evaluation(policy.checkpoint.run_id, checkpoint=policy.label, episodes=len(result.returns),
+                                   seed=seed, deterministic=deterministic, returns=result.returns,
+                                   lengths=result.lengths)
+    return info.id
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------------
+
+
+def encoder_missing() -> str | None:
+    """None when MP4 can be written (imageio and imageio-ffmpeg installed), else the error message."""
+    missing = [name for name, module in (("imageio", "imageio"), ("imageio-ffmpeg", "imageio_ffmpeg"))
+               if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    verb = "is" if len(missing) == 1 else "are"
+    return f"--video: writing MP4 needs {' and '.join(missing)}, which {verb} not installed: {ENCODER_HINT}"
+
+
+def backend_order() -> list[str]:
+    """Backends to try: ``$MUJOCO_GL`` alone when set; else EGL first on a GPU machine, OSMesa first on a CPU one."""
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen:
+        return [chosen]
+    return list(BACKENDS) if torch.cuda.is_available() else list(reversed(BACKENDS))
+
+
+def _backend_env(backend: str) -> dict[str, str]:
+    env = dict(os.environ, MUJOCO_GL=backend)
+    if backend in ("egl", "osmesa"):
+        env["PYOPENGL_PLATFORM"] = backend
+    else:
+        env.pop("PYOPENGL_PLATFORM", None)
+    return env
+
+
+BACKEND_HELP = {
+    "osmesa": "OSMesa for CPU rendering (Debian: apt-get install libosmesa6)",
+    "egl": "EGL (a GPU driver's libEGL, or Mesa's: apt-get install libegl1 libegl-mesa0)",
+}
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:120] if lines else "no output"
+
+
+_LIBRARIES = {"osmesa": "OSMesa", "egl": "EGL"}
+
+
+def _why(backend: str, stderr: str) -> str:
+    """Why a backend failed: its missing library when that is the cause (PyOpenGL's own error is cryptic)."""
+    import ctypes.util
+
+    library = _LIBRARIES.get(backend)
+    if library is not None and ctypes.util.find_library(library) is None:
+        return f"lib{library} not found"
+    return _last_line(stderr)
+
+
+def no_backend_message(failures: dict[str, str]) -> str:
+    """One line naming the backends that failed, why, and what to install."""
+    tried = "; ".join(f"{b}: {why}" for b, why in failures.items())
+    if os.environ.get("MUJOCO_GL", "").strip():
+        backend = next(iter(failures))
+        return f"--video: MUJOCO_GL={backend} cannot render here ({tried}); unset MUJOCO_GL to try egl and osmesa"
+    needs = " or ".join(BACKEND_HELP[b] for b in failures if b in BACKEND_HELP)
+    return f"--video: no MuJoCo rendering backend works here ({tried}); install {needs}"
+
+
+def check_video_path(path: Path) -> None:
+    """EvalError unless ``path`` ends in .mp4."""
+    if path.suffix.lower() != ".mp4":
+        raise EvalError(f"--video: the file must end in .mp4, got {str(path)!r}")
+
+
+def record_video(path: Path, policy: Policy, seed: int, deterministic: bool) -> dict[str, Any]:
+    """Film the first evaluation episode (reset seed ``seed``, same actions as :func:`run_episodes`) into ``path``.
+
+    Checks the encoder, then tries each backend of :func:`backend_order` in a fresh child process until one
+    renders a first frame. Returns the child's report: ``return``, ``length``, ``frames``, ``fps``, ``backend``.
+    EvalError (nothing written) when the encoder is missing or no backend can render.
+    """
+    check_video_path(path)
+    missing = encoder_missing()
+    if missing:
+        raise EvalError(missing)
+    request = json.dumps({
+        "env": dataclasses.asdict(policy.config.env),
+        "checkpoint": policy.checkpoint.path,
+        "sha256": policy.checkpoint.sha256,
+        "config": policy.config.to_dict(),
+        "seed": seed,
+        "deterministic": deterministic,
+        "output": str(path.absolute()),
+    })
+    failures: dict[str, str] = {}
+    for backend in backend_order():
+        done = subprocess.run([sys.executable, "-c", _CHILD, request], env=_backend_env(backend),
+                              capture_output=True, text=True, timeout=VIDEO_TIMEOUT_S, check=False)
+        if done.returncode == 0:
+            return {**json.loads(done.stdout.strip().splitlines()[-1]), "backend": backend}
+        if done.returncode != BACKEND_EXIT:
+            raise RuntimeError(f"video recording failed: {_last_line(done.stderr or done.stdout)}")
+        failures[backend] = _why(backend, done.stderr)
+    raise EvalError(no_backend_message(failures))
+
+
+# ----- the child process ------------------------------------------------------------------------
+
+_CHILD = f"""
+import json, sys, warnings
+request = json.loads(sys.argv[1])
+env_config = request["env"]
+try:  # any failure before the first frame is the backend's: importing mujoco loads the MUJOCO_GL backend
+    import gymnasium as gym
+    import numpy as np
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = gym.make(env_config["id"], render_mode="rgb_array", **env_config["kwargs"])
+    obs, _ = env.reset(seed=request["seed"])
+    frame = env.render()
+    if frame is None or np.ndim(frame) != 3:
+        raise RuntimeError("the environment rendered no RGB frame")
+except Exception as err:
+    print(type(err).__name__ + ": " + (str(err).strip().splitlines() or [""])[0], file=sys.stderr)
+    sys.exit({BACKEND_EXIT})
+from mbpo_cli.runs.evaluation import film
+try:
+    film(env, obs, frame, request)
+finally:
+    env.close()
+"""
+"""The video child: renders a first frame with only gymnasium and mujoco imported (a backend that fails costs
+about a second), then films the episode with :func:`film`."""
+
+
+def film(env: Any, obs: Any, frame: np.ndarray, request: dict[str, Any]) -> None:
+    """In the child: load the actor, play one episode from the reset that gave ``obs`` and ``frame``, stream the
+    frames into an MP4 (a temporary file renamed at the end) and print a JSON report on stdout."""
+    import imageio.v2 as imageio  # optional: checked by the parent before it starts this process
+
+    config = build_config(request["config"], "video")
+    payload = load_file(Path(request["checkpoint"]), request["sha256"])
+    spec = env_spec(env)
+    agent = SAC(spec.obs_dim, spec.act_dim, config.sac)
+    agent.actor.load_state_dict(actor_state(payload, request["checkpoint"]))
+    deterministic = bool(request["deterministic"])
+    generator = None if deterministic else torch.Generator().manual_seed(int(request["seed"]))
+    fps = int(env.metadata.get("render_fps") or 30)
+    output = Path(request["output"])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    total, length, frames, done = 0.0, 0, 0, False
+    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error") as writer:
+        writer.append_data(frame)
+        frames += 1
+        while not done:
+            with torch.no_grad():
+                x = torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0)
+                action = agent.act(x, deterministic=deterministic, generator=generator)[0].numpy()
+            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
+            total += float(reward)
+            length += 1
+            done = terminated or truncated
+            writer.append_data(np.asarray(env.render()))
+            frames += 1
+    os.replace(tmp, output)
+    print(json.dumps({"return": total, "length": length, "frames": frames, "fps": fps}))

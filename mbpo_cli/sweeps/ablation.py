@@ -1,0 +1,231 @@
+"""`mbpo ablate`: the MBPO paper's ablations as one command, across seeds, in parallel, resumable.
+
+An ablation is a *plan* (the control config, its variants and the seeds) executed as one registry group
+of kind ``ablation``: every variant x seed is one run, recorded with its ``variant`` name. The plan is
+stored in the group's ``info`` so that ``mbpo ablate --resume GROUP`` can rebuild it.
+
+The plan and its variants are in `mbpo_cli.sweeps.variants`. Runs execute as separate ``mbpo train`` /
+``mbpo resume`` processes through an executor (`mbpo_cli.sweeps.executors`); the scheduling here only speaks
+to its protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
+from mbpo_cli.runs.session import RunError, StopSignals, is_locked, run_dir
+from mbpo_cli.sweeps.executors import Executor, mbpo_command
+from mbpo_cli.sweeps.variants import Plan
+
+GROUP_KIND = "ablation"
+ABLATIONS_DIR = "ablations"
+"""Folder under the runs directory holding each ablation's resolved variant configs and child logs."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Execution
+# ---------------------------------------------------------------------------------------------
+
+
+def ablation_dir(runs_dir: Path, group: str) -> Path:
+    """Where an ablation's variant configs and child logs live."""
+    return runs_dir / ABLATIONS_DIR / group
+
+
+def variant_file(runs_dir: Path, group: str, variant: str) -> Path:
+    """The resolved config file of one variant."""
+    return ablation_dir(runs_dir, group) / "configs" / f"{sanitize_name(variant)}.yaml"
+
+
+def write_variant_configs(plan: Plan, runs_dir: Path) -> None:
+    """Write every variant's resolved config as YAML (what its `mbpo train --config` reads).
+
+    A plan made from a preset names it as the file's `base:` (every key is set, so the base changes no
+    value; it records the runs' preset in the registry).
+    """
+    preset = plan.source.get("preset")
+    for variant in plan.variants:
+        path = variant_file(runs_dir, plan.group, variant.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = ({"base": preset} if preset else {}) | plan.configs[variant.name]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def create_group(registry: Registry, plan: Plan) -> None:
+    """Create the ablation's registry group with the plan in its info; an existing group is an error."""
+    if registry.group_info(plan.group) is not None:
+        raise RegistryError(f"group {plan.group!r} already exists; continue it with: mbpo ablate --resume "
+                            f"{plan.group}, or choose another --name")
+    registry.ensure_group(plan.group, GROUP_KIND, {"ablation": plan.to_dict()})
+
+
+def load_plan(registry: Registry, group: str) -> Plan:
+    """The plan of an existing ablation group."""
+    found = registry.group_info(group)
+    if found is None:
+        raise RegistryError(f"no group {group!r} in {registry.where}")
+    if found["kind"] != GROUP_KIND or "ablation" not in found["info"]:
+        raise RunError(f"group {group!r} is not an ablation (kind {found['kind']!r})")
+    return Plan.from_dict(found["info"]["ablation"])
+
+
+@dataclass
+class Task:
+    """One variant x seed of the plan and what is happening to it."""
+
+    variant: str
+    seed: int
+    run_id: str | None = None
+    state: str = "pending"
+    """pending, skipped (finished before), running, finished, interrupted, failed, busy (another process)."""
+    action: str = "train"
+    """train (never started) or resume."""
+    exit_code: int | None = None
+    handle: Any = None
+    log: Path | None = None
+
+    @property
+    def label(self) -> str:
+        """``variant/s<seed>``."""
+        return f"{self.variant}/s{self.seed}"
+
+
+def run_name(group: str, variant: str, seed: int) -> str:
+    """The registry name of one run of the ablation."""
+    return sanitize_name(f"{group}-{variant}-s{seed}")
+
+
+def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
+    """The tasks of the plan, matched with the group's runs: finished ones are skipped, others resumed.
+
+    A run stopped before its first full checkpoint has nothing to resume from: it is deleted and trained again.
+    """
+    existing: dict[tuple[str | None, int], RunInfo] = {}
+    for run in registry.runs_in_group(plan.group):
+        existing[(run.variant, run.seed)] = run  # the newest wins
+    tasks = []
+    for variant in plan.variants:
+        for seed in plan.seeds:
+            task = Task(variant.name, seed)
+            run = existing.get((variant.name, seed))
+            if run is not None:
+                task.run_id = run.id
+                if run.status == "finished":
+                    task.state = "skipped"
+                elif run.status == "running" and is_locked(run_dir(runs_dir, run.id)):
+                    task.state = "busy"
+                elif not any(c.kind != "best" for c in registry.checkpoints(run.id)):
+                    # stopped before its first checkpoint: nothing to resume from, so train it again
+                    registry.delete_run(run.id)
+                    shutil.rmtree(run_dir(runs_dir, run.id), ignore_errors=True)
+                    task.run_id = None
+                else:
+                    task.action = "resume"
+            tasks.append(task)
+    return tasks
+
+
+def task_argv(task: Task, plan: Plan, runs_dir: Path, threads: int) -> list[str]:
+    """The child command line of a task."""
+    base = [*mbpo_command(), "--runs-dir", str(runs_dir)]
+    if task.action == "resume":
+        assert task.run_id is not None
+        return [*base, "resume", task.run_id, "--json"]
+    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, task.variant)),
+            "--seed", str(task.seed), "--set", f"train.threads={threads}", "--group", plan.group,
+            "--variant", task.variant, "--name", run_name(plan.group, task.variant, task.seed), "--json"]
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads for each of ``jobs`` concurrent runs (no oversubscription)."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor, jobs: int,
+            on_tick: Callable[[list[Task]], None] | None = None, poll_seconds: float = 0.25,
+            stop: StopSignals | None = None) -> int | None:
+    """Run the pending tasks, ``jobs`` at a time; returns the stop signal's number if one arrived, else None.
+
+    ``on_tick`` is called about once a second (and at the end) for the display.
+    """
+    threads = threads_per_job(jobs)
+    logs = ablation_dir(runs_dir, plan.group) / "logs"
+    queue = [t for t in tasks if t.state == "pending"]
+    active: list[Task] = []
+    last_tick = 0.0
+    stopping = False
+    while queue or active:
+        if stop is not None and stop.signum is not None and not stopping:
+            stopping = True
+            for task in active:
+                executor.interrupt(task.handle)
+        while queue and len(active) < jobs and not stopping:
+            task = queue.pop(0)
+            task.log = logs / f"{sanitize_name(task.variant)}-s{task.seed}.log"
+            task.handle = executor.submit(task_argv(task, plan, runs_dir, threads), task.log)
+            task.state = "running"
+            active.append(task)
+        for task in list(active):
+            code = executor.poll(task.handle)
+            if code is None:
+                continue
+            active.remove(task)
+            task.exit_code = code
+            task.state = {0: "finished", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
+            _attach_run(task, plan, registry)
+        if stopping and not active:
+            break
+        now = time.monotonic()
+        if on_tick is not None and now - last_tick >= 1.0:
+            last_tick = now
+            _attach_runs(active, plan, registry)
+            on_tick(tasks)
+        time.sleep(poll_seconds)
+    if on_tick is not None:
+        on_tick(tasks)
+    return None if stop is None else stop.signum
+
+
+def _attach_run(task: Task, plan: Plan, registry: Registry) -> None:
+    if task.run_id is None:
+        with suppress(RegistryError):
+            task.run_id = registry.get_run(run_name(plan.group, task.variant, task.seed)).id
+
+
+def _attach_runs(tasks: Sequence[Task], plan: Plan, registry: Registry) -> None:
+    for task in tasks:
+        _attach_run(task, plan, registry)
+
+
+def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict[str, Any]]:
+    """One row per task: variant, seed, run id, status (registry), steps and last eval return."""
+    rows = []
+    for task in tasks:
+        row: dict[str, Any] = {"variant": task.variant, "seed": task.seed, "id": task.run_id, "status": task.state,
+                               "env_steps": 0, "target_steps": plan.configs[task.variant]["train"]["steps"],
+                               "last_eval_return": None}
+        if task.run_id is not None:
+            try:
+                run = registry.get_run(task.run_id)
+            except RegistryError:
+                run = None
+            if run is not None:
+                row["env_steps"] = run.env_steps
+                row["target_steps"] = run.target_steps
+                if task.state not in ("running", "pending"):
+                    row["status"] = run.display_status if task.state != "skipped" else "finished (earlier)"
+                evals = registry.metrics(run.id, "eval_return")
+                row["last_eval_return"] = evals[-1][2] if evals else None
+        rows.append(row)
+    return rows
+

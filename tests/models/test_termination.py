@@ -1,0 +1,65 @@
+"""The known termination functions: hand-built observations, and agreement with gymnasium's own."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from mbpo_cli.models import termination
+
+
+def _obs(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_termination_hand_built() -> None:
+    hop = _obs([[1.25, 0.0] + [0.0] * 9, [0.6, 0.0] + [0.0] * 9, [1.2, 0.25] + [0.0] * 9,
+                [1.2, 0.0, 150.0] + [0.0] * 8, [float("nan"), 0.0] + [0.0] * 9])
+    assert termination.hopper(hop).tolist() == [False, True, True, True, True]
+    walker = _obs([[1.2, 0.1] + [0.0] * 15, [0.7, 0.0] + [0.0] * 15, [2.1, 0.0] + [0.0] * 15,
+                   [1.2, 1.2] + [0.0] * 15])
+    assert termination.walker2d(walker).tolist() == [False, True, True, True]
+    ant = _obs([[0.55] + [0.0] * 26, [0.1] + [0.0] * 26, [1.1] + [0.0] * 26, [0.5, float("inf")] + [0.0] * 25])
+    assert termination.ant(ant).tolist() == [False, True, True, True]
+    humanoid = _obs([[1.4] + [0.0] * 44, [0.9] + [0.0] * 44, [2.1] + [0.0] * 44])
+    assert termination.humanoid(humanoid).tolist() == [False, True, True]
+    pend = _obs([[0.0, 0.1, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0], [0.0, -0.21, 0.0, 0.0]])
+    assert termination.inverted_pendulum(pend).tolist() == [False, True, True]
+    upright = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    fallen = [0.0, np.sin(0.8), 0.0, np.cos(0.8), 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert termination.inverted_double_pendulum(_obs([upright, fallen])).tolist() == [False, True]
+    assert termination.never(hop).tolist() == [False] * 5
+
+
+@pytest.mark.parametrize(
+    ("env_id", "kwargs", "name"),
+    [
+        ("Hopper-v5", {}, "hopper"),
+        ("Walker2d-v5", {}, "walker2d"),
+        ("Ant-v5", {"include_cfrc_ext_in_observation": False}, "ant"),
+        ("Humanoid-v5", {"include_cinert_in_observation": False, "include_cvel_in_observation": False,
+                         "include_qfrc_actuator_in_observation": False, "include_cfrc_ext_in_observation": False},
+         "humanoid"),
+        ("InvertedPendulum-v5", {}, "inverted_pendulum"),
+        ("InvertedDoublePendulum-v5", {}, "inverted_double_pendulum"),
+        ("HalfCheetah-v5", {}, "halfcheetah"),
+    ],
+)
+def test_termination_matches_environment(env_id: str, kwargs: dict, name: str) -> None:
+    """On random-action trajectories the function agrees with gymnasium's own `terminated`."""
+    env = gym.make(env_id, **kwargs)
+    fn = termination.termination_fn("auto", env_id)
+    assert termination.termination_name("auto", env_id) == name
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    ours, theirs = [], []
+    for _ in range(600):
+        obs, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        ours.append(bool(fn(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))[0]))
+        theirs.append(terminated)
+        if terminated or truncated:
+            env.reset()
+    env.close()
+    assert ours == theirs
+    if name not in ("halfcheetah",):
+        assert any(theirs), "the trajectory should include terminations"

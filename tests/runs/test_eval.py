@@ -1,0 +1,186 @@
+"""Tests for `mbpo eval` (mbpo_cli.evaluation) on a real tiny training run.
+
+The run is tiny (300 env steps, small networks, one thread). With `train.keep_checkpoints` = 2 it keeps the
+full checkpoints of steps 200 and 300 (step 100's was deleted) plus the best-policy file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from clihelpers import mbpo, one_error_line
+
+from mbpo_cli.runs.evaluation import encoder_missing
+from mbpo_cli.runs.registry import Registry
+
+TINY_SETS = [
+    "train.init_steps=200", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
+    "sac.updates_per_step=1", "sac.hidden=32", "sac.batch_size=32", "rollout.batch_size=500",
+    "model.max_epochs=5", "model.hidden=32", "model.batch_size=32",
+]
+TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu"]
+for _item in TINY_SETS:
+    TINY += ["--set", _item]
+
+
+class Trained(types.SimpleNamespace):
+    runs_dir: Path
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    runs_dir = tmp_path_factory.mktemp("eval") / "runs"
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MBPO_REGISTRY_URL", raising=False)
+        result = mbpo(runs_dir, "train", *TINY, "--json", "--name", "tiny-eval")
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    yield Trained(runs_dir=runs_dir, run_id=json.loads(result.stdout)["id"])
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
+    monkeypatch.delenv("MBPO_RUNS_DIR", raising=False)
+
+
+def eval_json(trained: Trained, *args: str) -> dict:
+    result = mbpo(trained.runs_dir, "eval", trained.run_id, "--json", *args)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+def evaluations(trained: Trained) -> list:
+    with Registry.open(trained.runs_dir) as registry:
+        return registry.evaluations(trained.run_id)
+
+
+def test_eval_records_the_episodes(trained: Trained) -> None:
+    before = len(evaluations(trained))
+    data = eval_json(trained, "--episodes", "3", "--seed", "7")
+    assert data["episodes"] == 3 and len(data["returns"]) == 3 and len(data["lengths"]) == 3
+    assert data["checkpoint"] == "final:300" and data["checkpoint_step"] == 300  # latest = newest full checkpoint
+    assert data["deterministic"] is True and data["seed"] == 7
+    assert data["mean"] == pytest.approx(sum(data["returns"]) / 3)
+    assert (data["min"], data["max"]) == (min(data["returns"]), max(data["returns"]))
+    # InvertedPendulum-v5 pays 1 per step alive and 0 on the step that ends the episode
+    assert all(n - 1 <= r <= n for r, n in zip(data["returns"], data["lengths"], strict=True))
+    recorded = evaluations(trained)
+    assert len(recorded) == before + 1
+    last = recorded[-1]
+    assert last.id == data["evaluation_id"]
+    assert (last.episodes, last.seed, last.deterministic, last.checkpoint) == (3, 7, True, "final:300")
+    assert last.returns == data["returns"] and last.lengths == data["lengths"]
+    assert last.mean == pytest.approx(data["mean"]) and last.std == pytest.approx(data["std"])
+
+
+def test_same_seed_same_returns(trained: Trained) -> None:
+    first = eval_json(trained, "--episodes", "3", "--seed", "11")
+    again = eval_json(trained, "--episodes", "3", "--seed", "11")
+    assert first["returns"] == again["returns"] and first["lengths"] == again["lengths"]
+    sampled = eval_json(trained, "--episodes", "3", "--seed", "11", "--stochastic")
+    assert sampled["deterministic"] is False
+    assert eval_json(trained, "--episodes", "3", "--seed", "11", "--stochastic")["returns"] == sampled["returns"]
+
+
+def test_table_output(trained: Trained) -> None:
+    result = mbpo(trained.runs_dir, "eval", "tiny-eval", "--episodes", "2")
+    assert result.exit_code == 0, result.output
+    for word in ("episode", "reset seed", "return", "length", "mean", "std", "min", "max", "recorded evaluation"):
+        assert word in result.stdout
+
+
+def test_best_checkpoint(trained: Trained) -> None:
+    data = eval_json(trained, "--checkpoint", "best", "--episodes", "2")
+    assert data["checkpoint"].startswith("best:")
+    assert Path(data["checkpoint_path"]).name == "best-policy.pt"
+    assert evaluations(trained)[-1].checkpoint == data["checkpoint"]
+
+
+def test_checkpoint_by_step(trained: Trained) -> None:
+    with Registry.open(trained.runs_dir) as registry:
+        steps = sorted({c.step for c in registry.checkpoints(trained.run_id) if c.kind != "best"})
+    assert steps == [200, 300]
+    data = eval_json(trained, "--checkpoint", "200", "--episodes", "2")
+    assert data["checkpoint"] == "periodic:200"
+    assert Path(data["checkpoint_path"]).name == "step-0000000200.pt"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--checkpoint", "100"], "no checkpoint at env step 100 (available: 200, 300, best"),
+        (["--checkpoint", "soon"], "--checkpoint: expected latest, best or an env step"),
+        (["--episodes", "0"], "--episodes: must be at least 1"),
+        (["--video", "film.gif"], "--video: the file must end in .mp4"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(trained: Trained, args: list[str], message: str) -> None:
+    before = len(evaluations(trained))
+    assert message in one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, *args))
+    assert len(evaluations(trained)) == before
+
+
+def test_unknown_run(trained: Trained, tmp_path: Path) -> None:
+    assert "no run 'nope'" in one_error_line(mbpo(trained.runs_dir, "eval", "nope"))
+    assert "no run 'nope'" in one_error_line(mbpo(tmp_path / "none", "eval", "nope"))
+
+
+def test_run_without_checkpoints(tmp_path: Path) -> None:
+    with Registry.open(tmp_path) as registry:
+        run = registry.create_run(name="empty", preset=None, env_id="InvertedPendulum-v5", algo="mbpo", seed=0,
+                                  config={}, device="cpu", command="test", target_steps=100)
+    assert "has no checkpoints" in one_error_line(mbpo(tmp_path, "eval", run.id))
+
+
+def _backend_renders(backend: str) -> bool:
+    """Independently of mbpo: can MuJoCo render a frame with this backend here?"""
+    code = ("import gymnasium as gym; env = gym.make('InvertedPendulum-v5', render_mode='rgb_array'); "
+            "env.reset(seed=0); assert env.render().ndim == 3")
+    env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=120).returncode == 0
+
+
+def test_video_writes_a_file_or_says_what_is_missing(trained: Trained, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    path = tmp_path / "episode.mp4"
+    before = len(evaluations(trained))
+    result = mbpo(trained.runs_dir, "eval", trained.run_id, "--episodes", "1", "--video", str(path), "--json")
+    if encoder_missing() is not None:  # imageio-ffmpeg is not installed here: one line naming the package
+        line = one_error_line(result)
+        assert "pip install imageio[ffmpeg]" in line
+        assert not path.exists() and len(evaluations(trained)) == before
+    elif any(_backend_renders(b) for b in ("egl", "osmesa")):
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert path.read_bytes()[4:8] == b"ftyp"
+        assert data["video"]["return"] == data["returns"][0]  # the first evaluation episode, filmed
+        assert data["video"]["frames"] == data["lengths"][0] + 1
+    else:
+        line = one_error_line(result)
+        assert "no MuJoCo rendering backend works here" in line and "libosmesa6" in line
+        assert not path.exists() and len(evaluations(trained)) == before
+
+
+def test_video_with_a_backend_that_cannot_render(trained: Trained, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend is tried in a child process: a broken one is a clear one-line error, and nothing is recorded."""
+    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    monkeypatch.setenv("MUJOCO_GL", "bogus")
+    before = len(evaluations(trained))
+    line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(tmp_path / "x.mp4")))
+    assert "MUJOCO_GL=bogus cannot render here" in line
+    assert len(evaluations(trained)) == before

@@ -1,0 +1,235 @@
+"""Tests for `mbpo ablate` (mbpo_cli.ablation): plans, validation, a real small ablation, interrupt and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clihelpers import mbpo, one_error_line
+
+from mbpo_cli.config.load import ConfigError, resolve_config
+from mbpo_cli.runs.registry import Registry
+from mbpo_cli.runs.session import StopSignals
+from mbpo_cli.sweeps import ablation, variants
+
+TINY = ["train.init_steps=100", "train.epoch_length=100", "sac.updates_per_step=1", "rollout.batch_size=300",
+        "model.max_epochs=3", "train.eval_episodes=1", "sac.hidden=32", "model.hidden=32"]
+TINY_ARGS = [arg for s in TINY for arg in ("--set", s)]
+GROUP = "ip-abl"
+
+
+def plan_for(flags: variants.VariantFlags, sets: list[str] | None = None) -> variants.Plan:
+    control = resolve_config(preset="inverted_pendulum", overrides=sets)
+    return variants.build_plan(control, {"preset": "inverted_pendulum"}, flags, [0, 1], "g")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+# ---------------------------------------------------------------------------------------------
+
+
+def test_flags_give_the_expected_variants_and_diffs() -> None:
+    flags = variants.VariantFlags(
+        no_model=True, rollout_lengths=[1, 5], from_initial_states=True, real_ratios=[0.5], ensemble_sizes=[1, 3],
+        deterministic_model=True, no_elites=True, updates_per_step=[5],
+        custom=["wide:model.hidden=400,rollout.schedule=[0,0,3,3]"])
+    plan = plan_for(flags, ["sac.updates_per_step=7"])
+    names = [v.name for v in plan.variants]
+    assert names == ["control", "no-model", "k=1", "k=5", "from-initial-states", "real-ratio=0.5", "single-model",
+                     "ensemble=3", "deterministic-model", "no-elites", "G=5", "wide"]
+    diffs = plan.diffs()
+    assert diffs["control"] == {}
+    # the paper's no-model ablation keeps G (here the --set value), unlike the G=1 SAC baseline
+    assert diffs["no-model"] == {"algo": ("mbpo", "sac")}
+    assert plan.configs["no-model"]["sac"]["updates_per_step"] == 7
+    assert diffs["k=5"] == {"rollout.schedule": ([1, 15, 1, 1], [0, 0, 5, 5])}
+    assert diffs["from-initial-states"] == {"rollout.from_initial_states": (False, True)}
+    assert diffs["real-ratio=0.5"] == {"sac.real_ratio": (0.05, 0.5)}
+    assert diffs["single-model"] == {"model.ensemble_size": (7, 1), "model.elites": (5, 1)}
+    assert diffs["ensemble=3"] == {"model.ensemble_size": (7, 3), "model.elites": (5, 3)}
+    assert diffs["deterministic-model"] == {"model.deterministic": (False, True)}
+    assert diffs["no-elites"] == {"model.use_elites": (True, False)}
+    assert diffs["G=5"] == {"sac.updates_per_step": (7, 5)}
+    assert diffs["wide"] == {"model.hidden": (200, 400), "rollout.schedule": ([1, 15, 1, 1], [0, 0, 3, 3])}
+    assert plan.total_env_steps() == 12 * 2 * 20_000
+    # the preset rolls out 1 step at every epoch, so k=1 repeats the control; k=5 does not
+    assert plan.same_as_control() == ["k=1"]
+    # the plan survives the group's info (JSON) round trip
+    again = variants.Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.configs == plan.configs and again.variants == plan.variants and again.seeds == [0, 1]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (variants.VariantFlags(), "no variants"),
+    (variants.VariantFlags(custom=["x:algo=sac,model.hidden=10"]), "algo=sac (no model) cannot be combined"),
+    (variants.VariantFlags(custom=["nonsense"]), "expected NAME:KEY=VALUE"),
+    (variants.VariantFlags(custom=["x:model.bogus=1"]), "model.bogus: unknown key"),
+    (variants.VariantFlags(no_model=True, custom=["no-model:algo=sac"]), "given twice"),
+    (variants.VariantFlags(ensemble_sizes=[0]), "--ensemble-size"),
+])
+def test_bad_plans_are_config_errors(flags: variants.VariantFlags, message: str) -> None:
+    with pytest.raises(ConfigError, match="^.*" + message.replace("(", r"\(").replace(")", r"\)")):
+        plan_for(flags)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rollout-length", "0"], "--rollout-length: must be at least 1, got 0"),
+    (["--real-ratio", "1.5"], "--real-ratio: must be in [0, 1], got 1.5"),
+    (["--variant", "x:algo=sac,rollout.schedule=[0,0,5,5]"], "variant x: algo=sac (no model) cannot be combined"),
+    (["--no-model", "--jobs", "0"], "--jobs: must be at least 1"),
+    (["--no-model", "--set", "sac.real_ratio=2"], "sac.real_ratio: must be in [0, 1]"),
+])
+def test_invalid_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    runs = tmp_path / "runs"
+    line = one_error_line(mbpo(runs, "ablate", "--preset", "inverted_pendulum", *args))
+    assert message in line
+    assert not runs.exists()
+
+
+def test_resume_of_unknown_group_and_with_plan_options(tmp_path: Path) -> None:
+    assert "no run 'nope'" in one_error_line(mbpo(tmp_path, "ablate", "--resume", "nope"))
+    line = one_error_line(mbpo(tmp_path, "ablate", "--resume", "nope", "--no-model"))
+    assert "--resume GROUP takes the plan from the group" in line
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--rollout-length", "5",
+                  "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "no-model" in result.stdout and "rollout.schedule" in result.stdout and "k=5" in result.stdout
+    assert "3 variants x 2 seeds (0, 1) = 6 runs, 120,000 env steps" in " ".join(result.stdout.split())
+    result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--steps", "1000", "--dry-run",
+                  "--json", "--name", "mine")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["group"] == "mine" and data["total_env_steps"] == 2 * 3 * 1000
+    assert data["diffs"]["no-model"] == {"algo": ["mbpo", "sac"]}
+    assert not runs.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The executor loop (a fake executor: no processes)
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeExecutor:
+    """Runs 'finish' after a few polls unless interrupted; records what it was asked."""
+
+    def __init__(self, stop_after: int | None = None, stop: StopSignals | None = None) -> None:
+        self.stop_after, self.stop = stop_after, stop
+        self.submitted: list[list[str]] = []
+        self.interrupted: list[int] = []
+        self.polls: dict[int, int] = {}
+
+    def submit(self, argv: list[str], log: Path) -> int:
+        self.submitted.append(argv)
+        if self.stop is not None and len(self.submitted) == self.stop_after:
+            self.stop.signum = 2  # as the SIGINT handler would
+        return len(self.submitted) - 1
+
+    def poll(self, handle: int) -> int | None:
+        if handle in self.interrupted:
+            return 130
+        self.polls[handle] = self.polls.get(handle, 0) + 1
+        return 0 if self.polls[handle] > 3 else None
+
+    def interrupt(self, handle: int) -> None:
+        self.interrupted.append(handle)
+
+
+def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
+    plan = plan_for(variants.VariantFlags(no_model=True))
+    registry = Registry.open(tmp_path)
+    tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
+    executor = FakeExecutor()
+    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, poll_seconds=0) is None
+    assert [t.state for t in tasks] == ["finished"] * 4
+    assert len(executor.submitted) == 4
+    argv = executor.submitted[0]
+    assert argv[argv.index("--variant") + 1] == "control" and argv[argv.index("--group") + 1] == "g"
+    assert f"train.threads={ablation.threads_per_job(2)}" in argv
+
+    # Ctrl-C once two runs are going: both are interrupted, nothing new starts, the signal is returned
+    tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
+    stop = StopSignals()
+    executor = FakeExecutor(stop_after=2, stop=stop)
+    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, poll_seconds=0, stop=stop) == 2
+    assert executor.interrupted == [0, 1] and len(executor.submitted) == 2
+    assert [t.state for t in tasks] == ["interrupted", "interrupted", "pending", "pending"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A real small ablation, then --resume
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    runs = tmp_path_factory.mktemp("ablate") / "runs"
+    result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--seeds", "2", "--jobs", "2",
+                  "--steps", "200", "--name", GROUP, *TINY_ARGS, "--json")
+    assert result.exit_code == 0, result.output
+    return runs, json.loads(result.stdout)
+
+
+def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[Path, dict[str, Any]]) -> None:
+    runs, data = ablated
+    assert data["group"] == GROUP and not data["interrupted"]
+    assert sorted((r["variant"], r["seed"], r["status"]) for r in data["runs"]) == [
+        ("control", 0, "finished"), ("control", 1, "finished"), ("no-model", 0, "finished"),
+        ("no-model", 1, "finished")]
+    assert data["compare"]["baselines"] == {"InvertedPendulum-v5": f"{GROUP}/control"}
+    registry = Registry.open(runs)
+    members = registry.runs_in_group(GROUP)
+    assert len(members) == 4
+    assert {(r.variant, r.algo, r.env_steps) for r in members} == {("control", "mbpo", 200), ("no-model", "sac", 200)}
+    assert {r.preset for r in members} == {"inverted_pendulum"}
+    assert all(r.config["sac"]["updates_per_step"] == 1 and r.config["train"]["threads"] >= 1 for r in members)
+    plan = ablation.load_plan(registry, GROUP)
+    assert [v.name for v in plan.variants] == ["control", "no-model"] and plan.seeds == [0, 1]
+    result = mbpo(runs, "compare", GROUP, "--baseline", f"{GROUP}-control-s0", "--format", "json")
+    assert result.exit_code == 0, result.output
+    groups = {g["name"]: g["n_seeds"] for g in json.loads(result.stdout)["groups"]}
+    assert groups == {f"{GROUP}/control": 2, f"{GROUP}/no-model": 2}
+    # the same group name again is refused (one line, exit 2)
+    line = one_error_line(mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--name", GROUP))
+    assert "already exists" in line and "--resume" in line
+
+
+def test_resume_continues_unfinished_runs_and_skips_finished(ablated: tuple[Path, dict[str, Any]]) -> None:
+    runs, _ = ablated
+    registry = Registry.open(runs)
+    by_key = {(r.variant, r.seed): r for r in registry.runs_in_group(GROUP)}
+    # control seed 1: interrupted with 100 env steps left (target raised to 300, as after a Ctrl-C)
+    interrupted = by_key[("control", 1)]
+    config = dict(interrupted.config)
+    config["train"] = {**config["train"], "steps": 300}
+    registry.update_config(interrupted.id, config, target_steps=300)
+    (runs / interrupted.id / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    registry.set_status(interrupted.id, "interrupted")
+    # no-model seed 1: never started
+    gone = by_key[("no-model", 1)]
+    registry.delete_run(gone.id)
+    shutil.rmtree(runs / gone.id)
+    finished = {k: registry.get_run(r.id).ended_at for k, r in by_key.items() if k[1] == 0}
+
+    result = mbpo(runs, "ablate", "--resume", GROUP, "--jobs", "2", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    statuses = {(r["variant"], r["seed"]): r["status"] for r in data["runs"]}
+    assert statuses[("control", 0)] == statuses[("no-model", 0)] == "finished (earlier)"
+    after = {(r.variant, r.seed): r for r in registry.runs_in_group(GROUP)}
+    assert len(after) == 4 and all(r.status == "finished" for r in after.values())
+    for key, ended in finished.items():
+        assert after[key].ended_at == ended  # not rerun
+    assert after[("control", 1)].id == interrupted.id and after[("control", 1)].env_steps == 300
+    assert after[("no-model", 1)].id != gone.id and after[("no-model", 1)].env_steps == 200
+    # nothing left to do: a second resume only reports
+    result = mbpo(runs, "ablate", "--resume", GROUP, "--json")
+    assert result.exit_code == 0, result.output
+    assert all(r["status"] == "finished (earlier)" for r in json.loads(result.stdout)["runs"])
