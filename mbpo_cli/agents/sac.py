@@ -1,4 +1,5 @@
-"""Soft actor-critic: twin critics as one batched network, a tanh-Gaussian actor, learned temperature.
+"""Soft actor-critic (Haarnoja et al. 2018): twin critics as one batched network, a tanh-Gaussian actor, and a
+learned temperature.
 
 Actions live in `[-1, 1]^A`; the environment layer rescales them to the task's bounds.
 """
@@ -6,14 +7,14 @@ Actions live in `[-1, 1]^A`; the environment layer rescales them to the task's b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.agents.networks import Critics
 from mbpo_cli.config.schema import SACConfig
 from mbpo_cli.nn.batch import Batch
-from mbpo_cli.nn.graphs import CapturedStep, capture_step, set_capturable
 from mbpo_cli.nn.mlp import BatchedMLP
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
@@ -54,102 +55,44 @@ class Actor(nn.Module):
         return torch.tanh(mean)
 
 
-class TwinCritic(nn.Module):
-    """Two Q networks evaluated as one batched network: `(obs, act) -> 2 x B`."""
+class SAC(GraphedAgent):
+    """The agent: actor, twin critics with their targets, and the temperature, with their optimizers."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int) -> None:
-        super().__init__()
-        self.net = BatchedMLP(2, obs_dim + act_dim, 1, hidden, layers)
-
-    def forward(
-        self, obs: torch.Tensor, act: torch.Tensor, params: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Q values `2 x B` for `B x obs`, `B x A`."""
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(2, -1, -1)
-        return self.net(x, params).squeeze(-1)
-
-
-@dataclass
-class UpdateInfo:
-    """Losses of one SAC update, kept on the device (read once per epoch)."""
-
-    critic_loss: torch.Tensor
-    actor_loss: torch.Tensor
-    alpha_loss: torch.Tensor
-    alpha: torch.Tensor
-    entropy: torch.Tensor
-
-
-class SAC(nn.Module):
-    """The agent: networks, target critics, temperature and their optimizers."""
-
-    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig, gamma: float = 0.99) -> None:
         super().__init__()
         self.config = config
+        self.gamma = gamma
         self.actor = Actor(obs_dim, act_dim, config.hidden, config.layers)
-        self.critic = TwinCritic(obs_dim, act_dim, config.hidden, config.layers)
-        self.critic_target = TwinCritic(obs_dim, act_dim, config.hidden, config.layers)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+        self.critic = Critics(obs_dim, act_dim, config.hidden, config.layers)
+        self.critic_target = frozen_copy(Critics(obs_dim, act_dim, config.hidden, config.layers), self.critic)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_alpha)))
         target = config.target_entropy if config.target_entropy is not None else -float(act_dim)
         self.register_buffer("target_entropy", torch.tensor(target))
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=True)
-        self.graph: CapturedStep[UpdateInfo] | None = None
-        self.graph_shape: torch.Size | None = None
+
+    @property
+    def policy(self) -> nn.Module:
+        """The actor."""
+        return self.actor
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name (their states belong in a checkpoint)."""
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
-    def update(self, batch: Batch, generator: torch.Generator) -> UpdateInfo:
-        """One gradient step on critics, actor and temperature from a minibatch of `B` transitions.
+    def noise_shape(self, batch: Batch) -> tuple[int, ...]:
+        """Policy noise `2 x B x A`: next-state actions, then current-state actions."""
+        return (2, *batch.act.shape)
 
-        The policy noise (`2 x B x A`: next-state actions, then current-state actions) is drawn from
-        `generator` here; the step itself runs as a captured CUDA graph once `use_cuda_graph` has
-        installed one for this minibatch shape, else eagerly. The returned tensors are valid until the next update.
-        """
-        noise = torch.randn((2, *batch.act.shape), generator=generator, device=batch.act.device,
-                            dtype=batch.act.dtype)
-        if self.graph is not None and batch.obs.shape == self.graph_shape:
-            return self.graph(*batch, noise)
-        return self.update_with_noise(batch, noise)
-
-    def use_cuda_graph(self, batch: Batch, generator: torch.Generator) -> str:
-        """Capture the update for minibatches shaped like `batch` (CUDA only); says how updates will run.
-
-        Capture and its check against eager execution leave the agent's state as it was; `generator`
-        draws only the check's noise (pass a dedicated one to keep the training streams untouched).
-        Optimizer states restored from a checkpoint must be loaded before this call.
-        """
-        noise = torch.randn((2, *batch.act.shape), generator=generator, device=batch.act.device,
-                            dtype=batch.act.dtype)
-
-        def step(obs: torch.Tensor, act: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-                 done: torch.Tensor, noise: torch.Tensor) -> UpdateInfo:
-            return self.update_with_noise(Batch(obs, act, reward, next_obs, done), noise)
-
-        self.graph, mode = capture_step(step, [*batch, noise], self, list(self.optimizers().values()))
-        self.graph_shape = batch.obs.shape
-        return mode
-
-    def load_optimizer_states(self, states: dict[str, dict]) -> None:
-        """Load optimizer states saved by `optimizers()` (any device); updates run eagerly until recaptured."""
-        self.graph = None
-        for name, opt in self.optimizers().items():
-            opt.load_state_dict(states[name])
-        set_capturable(list(self.optimizers().values()), False)
-
-    def update_with_noise(self, batch: Batch, noise: torch.Tensor) -> UpdateInfo:
-        """The update as a pure function of the minibatch and the policy noise `2 x B x A` (capturable)."""
-        cfg = self.config
+    def update_with_noise(self, batch: Batch, noise: torch.Tensor | None, phase: int = 0) -> UpdateInfo:
+        """One gradient step on critics, actor and temperature, a pure function of minibatch and noise."""
+        assert noise is not None
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             next_act, next_logp = self.actor.sample(batch.next_obs, noise=noise[0])
             next_q = self.critic_target(batch.next_obs, next_act).min(dim=0).values
-            target = batch.reward + cfg.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
+            target = batch.reward + self.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
         q = self.critic(batch.obs, batch.act)
         critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -169,14 +112,17 @@ class SAC(nn.Module):
         alpha_loss.backward()
         self.alpha_optimizer.step()
 
-        with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), cfg.tau)
-        return UpdateInfo(critic_loss.detach(), actor_loss.detach(), alpha_loss.detach(), alpha,
-                          -logp.detach().mean())
+        soft_update(self.critic_target, self.critic, self.config.tau)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+                "alpha_loss": alpha_loss.detach(), "entropy": -logp.detach().mean()}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """The entropy temperature."""
+        return {"alpha": float(self.log_alpha.detach().exp())}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions `B x A` in `[-1, 1]` for observations `B x obs`."""
+        """Actions `B x A` in `[-1, 1]` for observations `B x obs`: tanh of the mean, or a sample."""
         if deterministic:
             return self.actor.mean_action(obs)
         return self.actor.sample(obs, generator)[0]

@@ -176,7 +176,8 @@ def ablate(
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     env: EnvOpt = None,
-    no_model: Annotated[bool, typer.Option("--no-model", help="Variant: SAC on real data with the same G.")] = False,
+    no_model: Annotated[bool, typer.Option("--no-model", help="Variant: the agent on real data with the same "
+                                          "G.")] = False,
     rollout_length: Annotated[list[int] | None, typer.Option("--rollout-length", help="Variant: fixed rollout "
                                                               "length K (repeatable).")] = None,
     from_initial_states: Annotated[bool, typer.Option("--from-initial-states", help="Variant: branch from reset "

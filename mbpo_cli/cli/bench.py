@@ -50,7 +50,7 @@ def bench(
         timings, update_mode = benchmarks.bench_components(config, samples, repeats)
         rate, phases = benchmarks.bench_end_to_end(config, steps)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
-                                  "threads": torch.get_num_threads(), "sac_update_mode": update_mode}
+                                  "threads": torch.get_num_threads(), "update_mode": update_mode}
         for timing in timings:
             result[f"{timing.name}_ms"] = round(timing.median, 4)
         result["env_steps_per_s"] = round(rate, 2)
@@ -68,6 +68,6 @@ def bench(
             table.add_row(t.name, f"{t.median:,.3f}", f"{t.low:,.3f}", f"{t.high:,.3f}", f"{t.per_env_step:g}",
                           f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-")
         common.out.print(table)
-        common.out.print(f"SAC update: {update_mode}", highlight=False)
+        common.out.print(f"{config.agent.name.upper()} update: {update_mode}", highlight=False)
         split = ", ".join(f"{k} {v:,.1f} s" for k, v in phases.items())
         common.out.print(f"end to end: {rate:,.2f} env steps/s over {steps:,} steps after exploration ({split})")

@@ -17,10 +17,11 @@ from rich.markup import escape
 
 from mbpo_cli.cli.display import summary_table
 from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
-from mbpo_cli.config.schema import Config, EnvConfig
-from mbpo_cli.engine.envs import EnvError, env_spec, make_env
+from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.loop import NumericalError
 from mbpo_cli.engine.state import resolve_device
+from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
@@ -129,7 +130,7 @@ def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
 
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="A bundled preset: " + ", ".join(preset_names()))]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="A YAML config file (may name a `base:` preset).")]
-EnvOpt = Annotated[str | None, typer.Option("--env", help="Any gymnasium env id with a Box action space.")]
+EnvOpt = Annotated[str | None, typer.Option("--env", help="Any gymnasium env id (Box or Discrete actions).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set model.ensemble_size=5.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and no progress display.")]
@@ -137,17 +138,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and
 
 def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
                        seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
-    """Resolve the config and check the environment before anything is written."""
-    dims = None
+    """Resolve the config and check the task (environment, agent, custom functions) before anything is written.
+
+    `--env ENV_ID` says on stderr which termination the task gets and why.
+    """
+    facts, note = None, None
     if env is not None and preset is None and config is None:
-        probe = make_env(EnvConfig(id=env))
-        spec = env_spec(probe)
-        probe.close()
-        dims = (spec.obs_dim, spec.act_dim)
-    resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_dims=dims, overrides=sets,
+        facts, note = task_facts(env)
+    resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets,
                               seed=seed, steps=steps, device=device, algo=algo)
     check_device(resolved.train.device)
-    make_env(resolved.env).close()
+    check_task(resolved)
+    if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
     return resolved
 
 

@@ -20,7 +20,7 @@ def compare(
     refs: Annotated[list[str], typer.Argument(help="Run ids, id prefixes, run names or group names.",
                                               metavar="RUN_OR_GROUP")],
     baseline: Annotated[str | None, typer.Option("--baseline", help="The baseline run or group (default: the "
-                                                 "SAC-only group of the same env among the arguments).")] = None,
+                                                 "model-free group of the same env among the arguments).")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach (default: the baseline's "
                                                     "final IQM return).")] = None,

@@ -44,7 +44,7 @@ class RichReporter:
     def start(self, run: RunInfo, config: Config, from_step: int) -> None:
         """Show the run header and start the live display."""
         self.from_step = from_step
-        what = f"{config.algo.upper()} on {config.env.id}"
+        what = f"{config.label.upper()} on {config.env.id}"
         self.console.print(f"[bold]{what}[/]  run [cyan]{run.id}[/] ({run.name})  seed {config.train.seed}  "
                            f"device {run.device}")
         self.task = self.progress.add_task(run.id, total=config.train.steps, completed=from_step, rate="")

@@ -21,7 +21,7 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.display import RichReporter
-from mbpo_cli.config.load import ConfigError, base_preset
+from mbpo_cli.config.load import base_preset
 from mbpo_cli.runs.session import Reporter, RunMeta, SilentReporter, command_line, resume_run, start_run
 
 
@@ -35,7 +35,9 @@ def train(
     steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps (train.steps).")] = None,
     device: DeviceOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
-    algo: Annotated[str | None, typer.Option("--algo", help="mbpo, or sac (SAC only, G=1 unless set).")] = None,
+    algo: Annotated[str | None, typer.Option("--algo", help="mbpo; model-free (the base agent without a model, "
+                                             "G=1 unless set); or sac (SAC without a model, G=1 unless set).")]
+    = None,
     as_json: JsonOpt = False,
     group: Annotated[str | None, typer.Option("--group", hidden=True, help="Registry group (used by ablate).")]
     = None,
@@ -52,11 +54,13 @@ def train(
 
         mbpo train --preset hopper --algo sac            # the SAC baseline (G=1)
 
+        mbpo train --preset inverted_pendulum --set agent.name=td3    # MBPO with TD3 as its agent
+
+        mbpo train --preset cartpole --algo model-free   # DQN alone (G=1)
+
         mbpo train --env Pendulum-v1 --steps 5000 --json
     """
     with handled(ctx):
-        if algo is not None and algo not in ("mbpo", "sac"):
-            raise ConfigError(f"--algo: expected mbpo or sac, got {algo!r}")
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()

@@ -11,12 +11,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from mbpo_cli.config.schema import KNOWN_TERMINATIONS, Config
+from mbpo_cli.config.schema import KNOWN_TERMINATIONS, TERMINATION_MODES, Config
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PRESETS_DIRS = (PACKAGE_DIR / "presets", PACKAGE_DIR.parent / "presets")
@@ -126,10 +127,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Dotted `KEY=VALUE` overrides applied to a raw config mapping (validated later)."""
+    """Dotted `KEY=VALUE` overrides applied to a raw config mapping (validated later).
+
+    An override of a key by its old name (`sac.updates_per_step`, see :data:`LEGACY_AGENT_KEYS`) overrides the
+    key under its new name.
+    """
     result = deep_merge({}, data)
     for text in overrides:
         path, value = parse_override(text)
+        if len(path) == 2 and path[0] == "sac" and path[1] in LEGACY_AGENT_KEYS:
+            path = ["agent", path[1]]
         node = result
         for part in path[:-1]:
             child = node.get(part)
@@ -139,9 +146,44 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return result
 
 
+LEGACY_AGENT_KEYS = ("updates_per_step", "batch_size", "real_ratio", "gamma", "buffer_size")
+"""Keys that moved from the `sac` section to `agent` when other base agents arrived."""
+
+
+def migrate(data: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Configs written before the `agent` section (runs in older registries, old files) in today's layout.
+
+    `sac.<key>` for the keys of :data:`LEGACY_AGENT_KEYS` becomes `agent.<key>`, and `algo: sac` becomes
+    `algo: model_free` with `agent.name: sac`. A key given under both names with different values is an error.
+    """
+    result = deep_merge({}, data)
+    sac, agent = result.get("sac"), result.get("agent")
+    if isinstance(sac, Mapping) and any(k in sac for k in LEGACY_AGENT_KEYS):
+        agent = dict(agent) if isinstance(agent, Mapping) else {}
+        sac = dict(sac)
+        for key in LEGACY_AGENT_KEYS:
+            if key not in sac:
+                continue
+            value = sac.pop(key)
+            if key in agent and agent[key] != value:
+                raise ConfigError(f"{source}: sac.{key}: the old name of agent.{key}, which is set to "
+                                  f"{agent[key]!r}; set only agent.{key}")
+            agent[key] = value
+        result["sac"], result["agent"] = sac, agent
+    if result.get("algo") == "sac":
+        agent = dict(result.get("agent") or {})
+        if agent.get("name", "sac") != "sac":
+            raise ConfigError(f"{source}: algo: sac means SAC without a model, but agent.name is "
+                              f"{agent['name']!r}; use algo: model_free")
+        result["algo"], result["agent"] = "model_free", {**agent, "name": "sac"}
+    return result
+
+
 def build_config(data: Mapping[str, Any], source: str = "config") -> Config:
     """A validated Config from raw data; every problem raises ConfigError naming `source` and key."""
-    config = _build(Config, data, source, prefix="")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: top level: expected a mapping, got {_describe(data)}")
+    config = _build(Config, migrate(data, source), source, prefix="")
     _check_ranges(config, source)
     return config
 
@@ -233,8 +275,18 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         positive(f"model.{key}", getattr(c.model, key))
     for key in ("batch_size", "train_freq", "retain_epochs"):
         positive(f"rollout.{key}", getattr(c.rollout, key))
-    for key in ("updates_per_step", "batch_size", "hidden", "layers", "buffer_size", "lr", "init_alpha"):
+    for key in ("updates_per_step", "batch_size", "buffer_size"):
+        positive(f"agent.{key}", getattr(c.agent, key))
+    for key in ("hidden", "layers", "lr", "init_alpha", "tau"):
         positive(f"sac.{key}", getattr(c.sac, key))
+    for key in ("hidden", "layers", "lr", "tau", "policy_delay"):
+        positive(f"td3.{key}", getattr(c.td3, key))
+    for key in ("hidden", "layers", "lr", "tau"):
+        positive(f"ddpg.{key}", getattr(c.ddpg, key))
+    for key in ("hidden", "layers", "lr", "tau", "epsilon_decay_steps", "max_grad_norm"):
+        positive(f"dqn.{key}", getattr(c.dqn, key))
+    for key in ("hidden", "layers", "lr", "batch_size", "max_epochs"):
+        positive(f"done_model.{key}", getattr(c.done_model, key))
     for key in ("steps", "epoch_length", "checkpoint_every", "keep_checkpoints", "threads"):
         positive(f"train.{key}", getattr(c.train, key))
     positive("model.lr", c.model.lr)
@@ -251,12 +303,28 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
     min_epoch, max_epoch, min_k, max_k = c.rollout.schedule
     if min_epoch < 0 or max_epoch < min_epoch or min_k < 1 or max_k < 1:
         fail("rollout.schedule", f"need 0 <= min_epoch <= max_epoch and k >= 1, got {list(c.rollout.schedule)}")
-    if not 0.0 <= c.sac.real_ratio <= 1.0:
-        fail("sac.real_ratio", f"must be in [0, 1], got {c.sac.real_ratio}")
-    if not 0.0 <= c.sac.gamma <= 1.0:
-        fail("sac.gamma", f"must be in [0, 1], got {c.sac.gamma}")
-    if not 0.0 < c.sac.tau <= 1.0:
-        fail("sac.tau", f"must be in (0, 1], got {c.sac.tau}")
+    if not 0.0 <= c.agent.real_ratio <= 1.0:
+        fail("agent.real_ratio", f"must be in [0, 1], got {c.agent.real_ratio}")
+    if not 0.0 <= c.agent.gamma <= 1.0:
+        fail("agent.gamma", f"must be in [0, 1], got {c.agent.gamma}")
+    for section in ("sac", "td3", "ddpg", "dqn"):
+        tau = getattr(c, section).tau
+        if not 0.0 < tau <= 1.0:
+            fail(f"{section}.tau", f"must be in (0, 1], got {tau}")
+    for key in ("policy_noise", "noise_clip", "exploration_noise"):
+        if getattr(c.td3, key) < 0:
+            fail(f"td3.{key}", f"must be >= 0, got {getattr(c.td3, key)}")
+    if c.ddpg.exploration_noise < 0:
+        fail("ddpg.exploration_noise", f"must be >= 0, got {c.ddpg.exploration_noise}")
+    for key in ("epsilon_start", "epsilon_end"):
+        if not 0.0 <= getattr(c.dqn, key) <= 1.0:
+            fail(f"dqn.{key}", f"must be in [0, 1], got {getattr(c.dqn, key)}")
+    if not 0.0 < c.done_model.holdout_ratio < 1.0:
+        fail("done_model.holdout_ratio", f"must be in (0, 1), got {c.done_model.holdout_ratio}")
+    if not 0.0 < c.done_model.threshold < 1.0:
+        fail("done_model.threshold", f"must be in (0, 1), got {c.done_model.threshold}")
+    if c.done_model.patience < 0:
+        fail("done_model.patience", f"must be >= 0, got {c.done_model.patience}")
     if c.train.init_steps < 0:
         fail("train.init_steps", f"must be >= 0, got {c.train.init_steps}")
     if c.train.eval_episodes < 0:
@@ -265,8 +333,18 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         fail("train.seed", f"must be >= 0, got {c.train.seed}")
     if c.train.device != "auto" and c.train.device != "cpu" and not c.train.device.startswith("cuda"):
         fail("train.device", f"expected auto, cpu, cuda or cuda:N, got {c.train.device!r}")
-    if c.env.termination not in ("auto", "never", *KNOWN_TERMINATIONS):
-        fail("env.termination", f"expected auto or one of {', '.join(('never', *KNOWN_TERMINATIONS))}")
+    termination = c.env.termination
+    if termination not in (*TERMINATION_MODES, *KNOWN_TERMINATIONS) and not _is_function_ref(termination):
+        fail("env.termination", f"expected known, learned, never, auto, module:function or a task name "
+                                f"({', '.join(KNOWN_TERMINATIONS)}), got {termination!r}")
+    if c.env.reward != "model" and not _is_function_ref(c.env.reward):
+        fail("env.reward", f"expected model or module:function, got {c.env.reward!r}")
+
+
+def _is_function_ref(text: str) -> bool:
+    """`package.module:function` (checked for importability when a run starts, not here)."""
+    module, sep, name = text.partition(":")
+    return bool(sep) and all(p.isidentifier() for p in module.split(".")) and name.isidentifier()
 
 
 def with_overrides(config: Config, overrides: list[str], source: str = "--set") -> Config:
@@ -286,23 +364,41 @@ def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") ->
     return diff
 
 
-def env_defaults(env_id: str, obs_dim: int, act_dim: int) -> dict[str, Any]:
-    """Defaults for a gymnasium task without a preset, chosen from its dimensions.
+@dataclass(frozen=True)
+class TaskFacts:
+    """What the defaults of a task without a preset depend on (measured on the environment when a run starts)."""
+
+    obs_dim: int
+    act_dim: int
+    """Action dimensions (the number of choices for a discrete task)."""
+    discrete: bool
+    """A Discrete action space."""
+    termination: str
+    """The default `env.termination`: known, learned or never."""
+
+
+def env_defaults(env_id: str, facts: TaskFacts) -> dict[str, Any]:
+    """Defaults for a gymnasium task without a preset, chosen from its facts.
 
     The paper's locomotion settings (G = 20, 1000-step epochs, 5,000 random steps), a wider model
-    for large observations (as for Humanoid), and the usual SAC entropy target -|A|.
+    for large observations (as for Humanoid), DQN for discrete actions, and the usual SAC entropy target -|A|.
     """
-    return {
-        "env": {"id": env_id},
-        "model": {"hidden": 200 if obs_dim < 40 else 400},
+    data: dict[str, Any] = {
+        "env": {"id": env_id, "termination": facts.termination},
+        "agent": {"name": "dqn" if facts.discrete else "sac"},
+        "model": {"hidden": 200 if facts.obs_dim < 40 else 400},
         "rollout": {"schedule": [20, 100, 1, 1]},
-        "sac": {"target_entropy": -float(act_dim)},
         "train": {"steps": 100_000},
     }
+    if not facts.discrete:
+        data["sac"] = {"target_entropy": -float(facts.act_dim)}
+    return data
 
 
-SAC_BASELINE_UPDATES = 1
-"""G of the SAC-only baseline when `--algo sac` switches a preset (standard SAC)."""
+BASELINE_UPDATES = 1
+"""G of the model-free baseline when `--algo model-free` (or `--algo sac`) switches an MBPO source."""
+ALGO_CHOICES = ("mbpo", "model-free", "sac")
+"""`--algo` values: MBPO, the base agent without a model, or SAC without a model."""
 
 
 def resolve_config(
@@ -310,7 +406,7 @@ def resolve_config(
     preset: str | None = None,
     config_file: Path | None = None,
     env_id: str | None = None,
-    env_dims: tuple[int, int] | None = None,
+    env_facts: TaskFacts | None = None,
     overrides: list[str] | None = None,
     seed: int | None = None,
     steps: int | None = None,
@@ -319,7 +415,9 @@ def resolve_config(
 ) -> Config:
     """The run config from exactly one source (preset, file or env id) plus command-line overrides.
 
-    `--algo sac` on an MBPO source sets G to 1 (standard SAC) unless `sac.updates_per_step` is set.
+    `--algo model-free` on an MBPO source trains the configured base agent without a model at the standard
+    ratio of one update per env step (G = 1) unless `agent.updates_per_step` is set; `--algo sac` does the same
+    with SAC as the agent.
     """
     chosen = [x for x in (preset, config_file, env_id) if x is not None]
     if len(chosen) > 1:
@@ -330,19 +428,32 @@ def resolve_config(
     elif config_file is not None:
         data, source = read_yaml(config_file), str(config_file)
     elif env_id is not None:
-        if env_dims is None:
-            raise ConfigError(f"--env {env_id}: the environment's dimensions are needed")
-        data, source = env_defaults(env_id, *env_dims), f"--env {env_id}"
+        if env_facts is None:
+            raise ConfigError(f"--env {env_id}: the environment's facts are needed")
+        data, source = env_defaults(env_id, env_facts), f"--env {env_id}"
     else:
         raise ConfigError("choose a task: --preset NAME, --config FILE or --env ENV_ID")
+    data = migrate(data, source)
     extra = list(overrides or [])
-    sets_updates = any(parse_override(o)[0] == ["sac", "updates_per_step"] for o in extra)
     if algo is not None:
-        if algo == "sac" and data.get("algo", "mbpo") != "sac" and not sets_updates:
-            extra.insert(0, f"sac.updates_per_step={SAC_BASELINE_UPDATES}")
-        extra.insert(0, f"algo={algo}")
+        extra = _algo_overrides(algo, data, extra) + extra
     for key, value in (("train.seed", seed), ("train.steps", steps), ("train.device", device)):
         if value is not None:
             extra.append(f"{key}={value}")
     config = build_config(data, source)
     return build_config(apply_overrides(data, extra), "command line") if extra else config
+
+
+def _algo_overrides(algo: str, data: Mapping[str, Any], overrides: list[str]) -> list[str]:
+    """The overrides `--algo` stands for (see :func:`resolve_config`)."""
+    algo = algo.replace("_", "-")
+    if algo not in ALGO_CHOICES:
+        raise ConfigError(f"--algo: expected {', '.join(ALGO_CHOICES)}, got {algo!r}")
+    if algo == "mbpo":
+        return ["algo=mbpo"]
+    result = ["algo=model_free"] + (["agent.name=sac"] if algo == "sac" else [])
+    sets_updates = any(parse_override(o)[0] in (["agent", "updates_per_step"], ["sac", "updates_per_step"])
+                       for o in overrides)
+    if data.get("algo", "mbpo") == "mbpo" and not sets_updates:
+        result.append(f"agent.updates_per_step={BASELINE_UPDATES}")
+    return result

@@ -15,16 +15,29 @@ KNOWN_TERMINATIONS = ("hopper", "walker2d", "halfcheetah", "ant", "humanoid", "i
 """Tasks whose termination function is known (`mbpo_cli.models.termination` implements each)."""
 
 
+TERMINATION_MODES = ("known", "learned", "never", "auto")
+"""`env.termination` values besides a task name and `module:function`."""
+
+AGENTS = ("sac", "td3", "ddpg", "dqn")
+"""The base agents (`agent.name`)."""
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """The task."""
 
     id: str = "InvertedPendulum-v5"
-    """Gymnasium environment id (continuous Box action space)."""
+    """Gymnasium environment id (a flat Box observation; Box actions for sac/td3/ddpg, Discrete for dqn)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for `gymnasium.make`, e.g. v5 observation options."""
-    termination: str = "auto"
-    """Termination function for model rollouts: auto (by env id), never, or a task name (hopper, ...)."""
+    termination: str = "known"
+    """How model rollouts decide that an episode ends: known (the paper's function for this task; an error for
+    a task without one), learned (a classifier trained with the model on real transitions, see `done_model`),
+    never, a task name (hopper, ...), `module:function` (vectorized: next observations `N x D` -> bool `N`), or
+    auto (known when the task has a known function, else never: what runs recorded before `known` existed use)."""
+    reward: str = "model"
+    """Where model rollouts take their rewards: model (predicted by the ensemble, as in the paper) or
+    `module:function` of `(obs N x D, act N x A, next_obs N x D)` -> `N`."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,33 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DoneModelConfig:
+    """The learned termination classifier (used when `env.termination` is learned).
+
+    An MLP on the next observation trained on real transitions with a class-weighted binary cross-entropy
+    (weights from the done/not-done frequencies, since terminations are rare), with early stopping on a
+    stratified holdout split; its holdout accuracy and recall on terminal transitions are logged per retrain.
+    """
+
+    hidden: int = 200
+    """Units per hidden layer."""
+    layers: int = 2
+    """Hidden layers (SiLU)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 256
+    """Minibatch size."""
+    holdout_ratio: float = 0.2
+    """Fraction of the terminal and of the other transitions held out for early stopping and the metrics."""
+    patience: int = 5
+    """Stop after more than this many epochs without a 1% better holdout loss."""
+    max_epochs: int = 100
+    """Cap on training epochs per retrain."""
+    threshold: float = 0.5
+    """A next state terminates when the predicted probability exceeds this."""
+
+
+@dataclass(frozen=True)
 class RolloutConfig:
     """Branched model rollouts."""
 
@@ -75,34 +115,105 @@ class RolloutConfig:
     """Epochs of model rollouts kept in the model buffer."""
     from_initial_states: bool = False
     """Branch from environment reset states instead of real-buffer states (an ablation)."""
+    when: Literal["step", "episode"] = "step"
+    """step: retrain and roll out every `train_freq` real steps (the paper); episode: at the start of each
+    real episode (as MATLAB's MBPO agent), the model buffer keeping as many generations as step mode would."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """The base agent and how the loop feeds it (every agent)."""
+
+    name: Literal["sac", "td3", "ddpg", "dqn"] = "sac"
+    """sac, td3 or ddpg (continuous Box actions), or dqn (Discrete actions); each has its own section."""
+    updates_per_step: int = 20
+    """G: agent updates per real env step."""
+    batch_size: int = 256
+    """Minibatch size."""
+    real_ratio: float = 0.05
+    """Fraction of each minibatch drawn from real data (the rest from the model buffer)."""
+    gamma: float = 0.99
+    """Discount."""
+    buffer_size: int = 1_000_000
+    """Capacity of the real replay buffer."""
 
 
 @dataclass(frozen=True)
 class SACConfig:
-    """Soft actor-critic."""
+    """Soft actor-critic (Haarnoja et al. 2018): twin critics, a tanh-Gaussian actor, a learned temperature."""
 
-    updates_per_step: int = 20
-    """G: SAC updates per real env step."""
-    batch_size: int = 256
-    """Minibatch size."""
     lr: float = 3e-4
     """Adam learning rate for actor, critics and temperature."""
-    gamma: float = 0.99
-    """Discount."""
     tau: float = 5e-3
     """Target network smoothing coefficient."""
     target_entropy: float | None = None
     """Entropy target for automatic temperature tuning (None: -action_dim)."""
-    real_ratio: float = 0.05
-    """Fraction of each minibatch drawn from real data (the rest from the model buffer)."""
     hidden: int = 256
     """Units per hidden layer of actor and critics."""
     layers: int = 2
     """Hidden layers of actor and critics."""
     init_alpha: float = 1.0
     """Initial entropy temperature."""
-    buffer_size: int = 1_000_000
-    """Capacity of the real replay buffer."""
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    """TD3 (Fujimoto et al. 2018): twin critics, target policy smoothing, delayed actor updates."""
+
+    lr: float = 3e-4
+    """Adam learning rate for actor and critics."""
+    tau: float = 5e-3
+    """Target network smoothing coefficient (targets move on actor updates)."""
+    hidden: int = 256
+    """Units per hidden layer of actor and critics."""
+    layers: int = 2
+    """Hidden layers of actor and critics."""
+    policy_noise: float = 0.2
+    """Std of the Gaussian noise added to target actions (actions in [-1, 1])."""
+    noise_clip: float = 0.5
+    """Clip of the target action noise."""
+    policy_delay: int = 2
+    """Critic updates per actor (and target) update."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise on the actor's action when acting to explore (real steps and rollouts)."""
+
+
+@dataclass(frozen=True)
+class DDPGConfig:
+    """DDPG (Lillicrap et al. 2016): one critic and a deterministic actor, both with soft target copies."""
+
+    lr: float = 3e-4
+    """Adam learning rate for actor and critic."""
+    tau: float = 5e-3
+    """Target network smoothing coefficient."""
+    hidden: int = 256
+    """Units per hidden layer of actor and critic."""
+    layers: int = 2
+    """Hidden layers of actor and critic."""
+    exploration_noise: float = 0.1
+    """Std of the Gaussian noise on the actor's action when acting to explore (real steps and rollouts)."""
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Double DQN (van Hasselt et al. 2016) with a soft-updated target network and an epsilon-greedy policy."""
+
+    lr: float = 1e-3
+    """Adam learning rate."""
+    tau: float = 5e-3
+    """Target network smoothing coefficient (1.0 with a large G is a hard copy every update)."""
+    hidden: int = 256
+    """Units per hidden layer."""
+    layers: int = 2
+    """Hidden layers (ReLU)."""
+    epsilon_start: float = 1.0
+    """Exploration rate at env step 0."""
+    epsilon_end: float = 0.05
+    """Exploration rate once the decay is over (also in model rollouts)."""
+    epsilon_decay_steps: int = 2500
+    """Real env steps over which epsilon falls linearly from start to end."""
+    max_grad_norm: float = 10.0
+    """Gradient norm clip of each update."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +235,7 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch (None: all cores)."""
     cuda_graphs: bool = True
-    """On CUDA, run each SAC update as a captured CUDA graph (checked against eager at capture; falls
+    """On CUDA, run each agent update as a captured CUDA graph (checked against eager at capture; falls
     back to eager, with the reason shown, when capture is not possible). No effect on CPU."""
     checkpoint_every: int = 1
     """Epochs between checkpoints."""
@@ -138,16 +249,38 @@ class Config:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     """The task."""
-    algo: Literal["mbpo", "sac"] = "mbpo"
-    """mbpo, or sac (SAC on real data only, the same code path without a model)."""
+    algo: Literal["mbpo", "model_free"] = "mbpo"
+    """mbpo, or model_free (the base agent on real data only, the same code path without a model)."""
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """The base agent and its update ratio."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The dynamics model."""
+    done_model: DoneModelConfig = field(default_factory=DoneModelConfig)
+    """The learned termination classifier (env.termination: learned)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     """Model rollouts."""
     sac: SACConfig = field(default_factory=SACConfig)
-    """The agent."""
+    """SAC's hyperparameters (agent.name: sac)."""
+    td3: TD3Config = field(default_factory=TD3Config)
+    """TD3's hyperparameters (agent.name: td3)."""
+    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+    """DDPG's hyperparameters (agent.name: ddpg)."""
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+    """DQN's hyperparameters (agent.name: dqn)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The run."""
+
+    @property
+    def uses_model(self) -> bool:
+        """True for MBPO, False for the base agent alone."""
+        return self.algo == "mbpo"
+
+    @property
+    def label(self) -> str:
+        """How runs are named and grouped: mbpo (with SAC, the paper's), mbpo-<agent>, or the agent alone."""
+        if self.algo == "model_free":
+            return self.agent.name
+        return "mbpo" if self.agent.name == "sac" else f"mbpo-{self.agent.name}"
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML/JSON data (tuples as lists)."""

@@ -70,20 +70,23 @@ def _fill(state: RunState, n: int) -> None:
     gen = torch.Generator(device=device).manual_seed(0)
     obs = torch.as_tensor(state.obs, device=device) + 0.1 * torch.randn(n, spec.obs_dim, generator=gen, device=device)
     act = torch.rand(n, spec.act_dim, generator=gen, device=device) * 2 - 1
+    if spec.discrete:
+        act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
     next_obs = obs + 0.01 * torch.randn(n, spec.obs_dim, generator=gen, device=device)
     state.real_buffer.add(Batch(obs, act, torch.randn(n, generator=gen, device=device), next_obs,
                                 torch.zeros(n, device=device)))
 
 
 def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[list[Timing], str]:
-    """Time SAC update, model minibatch, model retrain, rollout step, env step and evaluation.
+    """Time the agent's update (`<agent>_update`), model minibatch, model retrain, rollout step, env step and
+    evaluation.
 
-    Also says how the SAC update ran; when it (or the model's training step) ran as a CUDA graph, the
-    eager version is timed beside it (`sac_update_eager`, `model_train_step_eager`: side-by-side ratios).
+    Also says how the agent's update ran; when it (or the model's training step) ran as a CUDA graph, the
+    eager version is timed beside it (`<agent>_update_eager`, `model_train_step_eager`: side-by-side ratios).
     """
     device = resolve_device(config.train.device)
-    big = dataclasses.replace(config.sac, buffer_size=max(samples, config.sac.batch_size))
-    cfg = dataclasses.replace(config, algo="mbpo", sac=big, train=dataclasses.replace(config.train, steps=samples))
+    big = dataclasses.replace(config.agent, buffer_size=max(samples, config.agent.batch_size))
+    cfg = dataclasses.replace(config, algo="mbpo", agent=big, train=dataclasses.replace(config.train, steps=samples))
     state = build_run(cfg, device)
     _fill(state, samples)
     assert state.model is not None and state.model_optimizer is not None
@@ -92,15 +95,16 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     epoch = cfg.train.epoch_length
     per_step_rollouts = 1.0 / cfg.rollout.train_freq
 
-    batch = state.real_buffer.sample(cfg.sac.batch_size, gen)
+    batch = state.real_buffer.sample(cfg.agent.batch_size, gen)
+    name = f"{cfg.agent.name}_update"
     eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
     mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
-    updates_per_step = float(cfg.sac.updates_per_step)
+    updates_per_step = float(cfg.agent.updates_per_step)
     if state.agent.graph is None:
-        timings.append(Timing("sac_update", eager, updates_per_step))
+        timings.append(Timing(name, eager, updates_per_step))
     else:
         graphed = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
-        timings += [Timing("sac_update", graphed, updates_per_step), Timing("sac_update_eager", eager, 0.0)]
+        timings += [Timing(name, graphed, updates_per_step), Timing(f"{name}_eager", eager, 0.0)]
 
     data = state.real_buffer.ordered()
     inputs = torch.cat([data.obs, data.act], dim=-1)
@@ -128,7 +132,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     def rollout_step() -> None:
         sink.ptr = sink.size = 0
         branched_rollout(state.model, state.agent, start, 1, state.model.elites,  # type: ignore[union-attr]
-                         state.terminated, sink, gen)
+                         state.terminated, sink, gen, state.reward_fn)
 
     timings.append(Timing("rollout_step", measure(rollout_step, device, max(3, repeats // 4)), per_step_rollouts))
 

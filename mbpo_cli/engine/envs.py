@@ -18,17 +18,28 @@ class EnvError(ValueError):
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What the engine needs to know of a task."""
+    """What the engine needs to know of a task.
+
+    Actions are float vectors of `act_dim` everywhere inside the engine: in `[-1, 1]^A` for a Box task
+    (rescaled to the task's bounds by :func:`to_env_action`), one-hot over the `act_dim` choices for a
+    Discrete one.
+    """
 
     obs_dim: int
     act_dim: int
     act_low: np.ndarray
     act_high: np.ndarray
     max_episode_steps: int | None
+    discrete: bool = False
+
+    @property
+    def action_space(self) -> str:
+        """How the task acts, in words: `Box(3)` or `Discrete(2)`."""
+        return f"Discrete({self.act_dim})" if self.discrete else f"Box({self.act_dim})"
 
 
 def make_env(config: EnvConfig) -> gym.Env:
-    """A gymnasium environment for `config`, or an EnvError (unknown id, discrete actions, bad kwargs)."""
+    """A gymnasium environment for `config`, or an EnvError (unknown id, bad kwargs, unsupported spaces)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -39,13 +50,12 @@ def make_env(config: EnvConfig) -> gym.Env:
             raise EnvError(f"environment '{config.id}': bad env.kwargs: {err}") from None
         except ImportError as err:
             raise EnvError(f"environment '{config.id}' needs a missing package: {err}") from None
-    if not isinstance(env.action_space, gym.spaces.Box):
-        kind = type(env.action_space).__name__
+    space = env.action_space
+    flat_box = isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+    if not flat_box and not (isinstance(space, gym.spaces.Discrete) and int(space.start) == 0):
         env.close()
-        raise EnvError(
-            f"environment '{config.id}' has a {kind} action space; the supported agents (MBPO, SAC) "
-            "need a continuous Box action space"
-        )
+        raise EnvError(f"environment '{config.id}' has a {space} action space; the agents support a flat Box "
+                       "(sac, td3, ddpg) or a Discrete space starting at 0 (dqn)")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
         raise EnvError(f"environment '{config.id}' needs a flat Box observation space")
@@ -55,14 +65,14 @@ def make_env(config: EnvConfig) -> gym.Env:
 def env_spec(env: gym.Env) -> EnvSpec:
     """Dimensions and action bounds of `env`."""
     space = env.action_space
+    obs_dim = int(np.prod(env.observation_space.shape))
+    limit = env.spec.max_episode_steps if env.spec is not None else None
+    if isinstance(space, gym.spaces.Discrete):
+        n = int(space.n)
+        return EnvSpec(obs_dim, n, np.zeros(n, np.float32), np.ones(n, np.float32), limit, discrete=True)
     assert isinstance(space, gym.spaces.Box)
-    return EnvSpec(
-        obs_dim=int(np.prod(env.observation_space.shape)),
-        act_dim=int(np.prod(space.shape)),
-        act_low=space.low.astype(np.float32),
-        act_high=space.high.astype(np.float32),
-        max_episode_steps=env.spec.max_episode_steps if env.spec is not None else None,
-    )
+    return EnvSpec(obs_dim, int(np.prod(space.shape)), space.low.astype(np.float32), space.high.astype(np.float32),
+                   limit)
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
@@ -96,6 +106,8 @@ def get_env_state(env: gym.Env) -> dict[str, Any]:
         state["mujoco"] = physics
     elif hasattr(base, "state"):
         state["classic"] = np.array(base.state, dtype=np.float64)
+        if hasattr(base, "steps_beyond_terminated"):  # CartPole's warning counter after a termination
+            state["steps_beyond_terminated"] = base.steps_beyond_terminated
     else:
         raise EnvError(f"cannot capture the state of {type(base).__name__} for exact resume")
     return state
@@ -116,8 +128,21 @@ def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
         mujoco.mj_forward(base.model, base.data)
     else:
         base.state = np.array(state["classic"])
+        if "steps_beyond_terminated" in state:
+            base.steps_beyond_terminated = state["steps_beyond_terminated"]
 
 
-def to_env_action(action: np.ndarray, spec: EnvSpec) -> np.ndarray:
-    """Rescale an action from `[-1, 1]^A` to the task's bounds."""
+def to_env_action(action: np.ndarray, spec: EnvSpec) -> np.ndarray | int:
+    """The engine's action `A` as the task takes it: rescaled from `[-1, 1]^A` to the bounds, or the one-hot's index."""
+    if spec.discrete:
+        return int(np.argmax(action))
     return spec.act_low + (action + 1.0) * 0.5 * (spec.act_high - spec.act_low)
+
+
+def random_action(spec: EnvSpec, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random engine action `A` (exploration): uniform in `[-1, 1]^A`, or a uniform one-hot."""
+    if spec.discrete:
+        action = np.zeros(spec.act_dim, dtype=np.float32)
+        action[rng.integers(spec.act_dim)] = 1.0
+        return action
+    return rng.uniform(-1.0, 1.0, size=spec.act_dim).astype(np.float32)

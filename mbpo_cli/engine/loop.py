@@ -1,4 +1,4 @@
-"""The MBPO training loop (Janner et al. 2019, Algorithm 2) and the SAC-only baseline on the same path.
+"""The MBPO training loop (Janner et al. 2019, Algorithm 2) and the base agent alone on the same path.
 
 `train(state, callback)` advances a `RunState` (see `mbpo_cli.engine.state`) until `config.train.steps`
 real steps, reporting through `callback` (progress each step, metrics at each epoch end).
@@ -14,12 +14,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.sac import SAC
+from mbpo_cli.agents.base import Agent
 from mbpo_cli.engine.buffer import mixed_batch
-from mbpo_cli.engine.envs import EnvSpec, to_env_action
+from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, StepEvent
 from mbpo_cli.engine.rollout import branched_rollout, model_buffer_capacity, rollout_length
 from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.models.done import fit_done_classifier
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets
 from mbpo_cli.nn.batch import Batch
 
@@ -41,7 +42,7 @@ def env_step(state: RunState) -> tuple[float | None, bool]:
     cfg = state.config
     exploring = state.env_step < cfg.train.init_steps
     if exploring:
-        action = state.rng.uniform(-1.0, 1.0, size=state.spec.act_dim).astype(np.float32)
+        action = random_action(state.spec, state.rng)
     else:
         obs = torch.as_tensor(state.obs, device=state.device).unsqueeze(0)
         action = state.agent.act(obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
@@ -70,8 +71,23 @@ def _transition(obs: np.ndarray, act: np.ndarray, reward: float, next_obs: np.nd
     return Batch(t[:, :d], t[:, d : d + a], t[:, d + a], t[:, d + a + 1 : 2 * d + a + 1], t[:, -1])
 
 
+def model_due(state: RunState) -> bool:
+    """Whether the model is retrained (and rollouts generated) before this real step.
+
+    After exploration: every `train_freq` steps (`rollout.when: step`, the paper), or at the start of each real
+    episode and at the end of exploration (`rollout.when: episode`).
+    """
+    cfg = state.config
+    since_start = state.env_step - cfg.train.init_steps
+    if not state.uses_model or since_start < 0:
+        return False
+    if cfg.rollout.when == "episode":
+        return since_start == 0 or state.episode_length == 0
+    return since_start % cfg.rollout.train_freq == 0
+
+
 def train_model(state: RunState) -> None:
-    """Retrain the ensemble on all real data (early stopping on the holdout split)."""
+    """Retrain the ensemble (and the learned termination) on all real data, early stopping on holdout splits."""
     assert state.model is not None and state.model_optimizer is not None
     data = state.real_buffer.ordered()
     inputs = torch.cat([data.obs, data.act], dim=-1)
@@ -87,6 +103,12 @@ def train_model(state: RunState) -> None:
         "model_elite_loss_max": max(elite_losses),
         "model_epochs": float(result.epochs),
     }
+    if state.done_model is not None and state.done_optimizer is not None:
+        fit = fit_done_classifier(state.done_model, state.done_optimizer, data.next_obs, data.done,
+                                  state.generators["done"])
+        state.model_info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
+                                 "done_holdout_accuracy": fit.holdout_accuracy,
+                                 "done_holdout_recall": fit.holdout_recall})
 
 
 def rollout_model(state: RunState) -> None:
@@ -106,31 +128,34 @@ def rollout_model(state: RunState) -> None:
         start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
     members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
     stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
-                             state.model_buffer, gen)
+                             state.model_buffer, gen, state.reward_fn)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
     state.model_info["rollout_mean_length"] = stats.mean_length
 
 
 def prepare_updates(state: RunState) -> str:
-    """Capture the SAC update and the model's training step as CUDA graphs when on CUDA and
+    """Capture the agent's update and the model's training step as CUDA graphs when on CUDA and
     `train.cuda_graphs`; says how they will run.
 
     Capture leaves every parameter and optimizer state as it was, and its example minibatches come from a
     dedicated generator, so the run's random streams (and therefore its numbers) are untouched.
     """
+    name = state.config.agent.name.upper()
     if not state.config.train.cuda_graphs:
-        return "SAC updates and model training: eager (train.cuda_graphs is off)"
+        return f"{name} updates and model training: eager (train.cuda_graphs is off)"
     cfg, spec, device = state.config, state.spec, state.device
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
 
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=gen, device=device)
 
-    b = cfg.sac.batch_size
-    example = Batch(normal(b, spec.obs_dim), normal(b, spec.act_dim).tanh(), normal(b), normal(b, spec.obs_dim),
-                    torch.zeros(b, device=device))
-    modes = [f"SAC updates: {state.agent.use_cuda_graph(example, gen)}"]
+    b = cfg.agent.batch_size
+    act = normal(b, spec.act_dim).tanh()
+    if spec.discrete:
+        act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
+    example = Batch(normal(b, spec.obs_dim), act, normal(b), normal(b, spec.obs_dim), torch.zeros(b, device=device))
+    modes = [f"{name} updates: {state.agent.use_cuda_graph(example, gen)}"]
     if state.model is not None and state.model_optimizer is not None:
         e, m = cfg.model.ensemble_size, cfg.model.batch_size
         mode = state.model.use_cuda_graph(state.model_optimizer, normal(e, m, state.model.in_dim),
@@ -139,32 +164,29 @@ def prepare_updates(state: RunState) -> str:
     return "; ".join(modes)
 
 
-def sac_updates(state: RunState) -> None:
-    """G SAC updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
-    cfg = state.config.sac
+def agent_updates(state: RunState) -> None:
+    """G agent updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
+    cfg = state.config.agent
     groups = cfg.updates_per_step
     batches = mixed_batch(state.real_buffer, state.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
                           state.generators["sample"])
-    critic_loss_sum = torch.zeros((), device=state.device)
+    check = torch.zeros((), device=state.device)
     acc = state.epoch_acc
     for g in range(groups):
         info = state.agent.update(Batch(*(t[g] for t in batches)), state.generators["sample"])
-        critic_loss_sum += info.critic_loss
-        acc.add("critic_loss", info.critic_loss)
-        acc.add("actor_loss", info.actor_loss)
-        acc.add("alpha_loss", info.alpha_loss)
-        acc.add("entropy", info.entropy)
-        acc.sums["alpha"] = info.alpha.clone()
+        for key, value in info.items():
+            acc.add(key, value)
+            check += value
         acc.updates += 1
-    state.sac_updates += groups
-    if not bool(torch.isfinite(critic_loss_sum)):
-        raise NumericalError(f"non-finite SAC critic loss at env step {state.env_step}")
+    state.agent_updates += groups
+    if not bool(torch.isfinite(check)):
+        raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
 
 
 @torch.no_grad()
-def evaluate(agent: SAC, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
+def evaluate(agent: Agent, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
              deterministic: bool = True, generator: torch.Generator | None = None) -> tuple[list[float], list[int]]:
-    """Run `episodes` episodes (mean actions by default) with resets seeded `seed, seed + 1, ...`."""
+    """Run `episodes` episodes (greedy or mean actions by default) with resets seeded `seed, seed + 1, ...`."""
     returns, lengths = [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -201,13 +223,14 @@ def end_epoch(state: RunState) -> dict[str, float]:
         keys = sorted(acc.sums)
         values = torch.stack([acc.sums[k] for k in keys]).tolist()
         for key, value in zip(keys, values, strict=True):
-            metrics[key] = value if key == "alpha" else value / acc.updates
+            metrics[key] = value / acc.counts.get(key, acc.updates)
+        metrics.update(state.agent.epoch_metrics())
     if state.uses_model:
         assert state.model_buffer is not None
         metrics.update(state.model_info)
         metrics["rollout_k"] = float(state.k)
         metrics["model_buffer_size"] = float(len(state.model_buffer))
-    metrics["sac_updates"] = float(state.sac_updates)
+    metrics["agent_updates"] = float(state.agent_updates)
     for phase, seconds in acc.seconds.items():
         metrics[f"time_{phase}"] = seconds
     state.epoch_acc = EpochAccumulator()
@@ -220,9 +243,9 @@ def end_epoch(state: RunState) -> dict[str, float]:
 
 
 def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
-    """Run MBPO (or SAC-only) from `state` until `config.train.steps` real steps or `should_stop()`.
+    """Run MBPO (or the base agent alone) from `state` until `config.train.steps` real steps or `should_stop()`.
 
-    Each real step: retrain the model and branch rollouts when due, act in the env, then G SAC
+    Each real step: retrain the model and branch rollouts when due, act in the env, then G agent
     updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics.
     """
     cfg = state.config
@@ -235,10 +258,10 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             state.update_mode = prepare_updates(state)
             if state.device.type == "cuda":
                 notify(NoticeEvent(state.env_step, state.update_mode))
+        state.agent.on_env_step(state.env_step)
 
-        # -- Model: every train_freq steps after exploration, retrain and branch k-step rollouts.
-        since_start = state.env_step - init_steps
-        if state.uses_model and since_start >= 0 and since_start % cfg.rollout.train_freq == 0:
+        # -- Model: when due after exploration, retrain and branch k-step rollouts of the current policy.
+        if model_due(state):
             start = time.perf_counter()
             train_model(state)
             seconds["model"] += time.perf_counter() - start
@@ -251,11 +274,11 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
         finished, policy_acted = env_step(state)
         seconds["env"] += time.perf_counter() - start
 
-        # -- Agent: G SAC updates on minibatches of real and model data.
+        # -- Agent: G updates on minibatches of real and model data.
         if policy_acted:
             start = time.perf_counter()
-            sac_updates(state)
-            seconds["sac"] += time.perf_counter() - start
+            agent_updates(state)
+            seconds["agent"] += time.perf_counter() - start
 
         state.env_step += 1
         notify(StepEvent(state.env_step, finished))

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mbpo_cli.agents.sac import SAC
+from mbpo_cli.agents.base import Agent
 from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.task import RewardFn
 from mbpo_cli.models.ensemble import GaussianEnsemble
 from mbpo_cli.models.termination import TerminationFn
 from mbpo_cli.nn.batch import Batch
@@ -45,18 +46,19 @@ class RolloutStats:
 @torch.no_grad()
 def branched_rollout(
     model: GaussianEnsemble,
-    agent: SAC,
+    agent: Agent,
     start_obs: torch.Tensor,
     k: int,
     members: torch.Tensor,
     terminated: TerminationFn,
     buffer: ReplayBuffer,
     generator: torch.Generator,
+    reward_fn: RewardFn | None = None,
 ) -> RolloutStats:
-    """Roll the current (stochastic) policy for k model steps from `start_obs` (`N x D`).
+    """Roll the current (exploring) policy for k model steps from `start_obs` (`N x D`).
 
-    Each sample at each step uses a random member of `members` and samples from its Gaussian;
-    terminated branches stop. Every transition goes into `buffer`.
+    Each sample at each step uses a random member of `members` and samples from its Gaussian; the reward
+    is the model's unless `reward_fn` gives it; terminated branches stop. Every transition goes into `buffer`.
     """
     obs = start_obs
     transitions = 0
@@ -64,6 +66,8 @@ def branched_rollout(
     for _ in range(k):
         act = agent.act(obs, deterministic=False, generator=generator)
         reward, next_obs = model.sample(obs, act, generator, members)
+        if reward_fn is not None:
+            reward = reward_fn(obs, act, next_obs)
         done = terminated(next_obs)
         buffer.add(Batch(obs, act, reward, next_obs, done.float()))
         transitions += obs.shape[0]

@@ -13,14 +13,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.sac import SAC
+from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
+from mbpo_cli.engine.task import RewardFn, Termination, check_agent, reward_of, termination_of
+from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
-from mbpo_cli.models.termination import TerminationFn, termination_fn
 
-PHASES = ("env", "model", "rollout", "sac", "eval")
+PHASES = ("env", "model", "rollout", "agent", "eval")
 INITIAL_STATE_POOL = 10_000
 
 
@@ -39,6 +41,8 @@ class EpochAccumulator:
     """Sums over the current epoch, kept on the device until the epoch ends."""
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    """How many values each sum holds (an agent may report a key on some updates only, as TD3's actor loss)."""
     updates: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     episode_returns: list[float] = field(default_factory=list)
@@ -46,8 +50,10 @@ class EpochAccumulator:
     def add(self, key: str, value: torch.Tensor) -> None:
         if key in self.sums:
             self.sums[key] += value
+            self.counts[key] += 1
         else:
             self.sums[key] = value.clone()
+            self.counts[key] = 1
 
 
 @dataclass
@@ -59,25 +65,30 @@ class RunState:
     spec: EnvSpec
     env: gym.Env
     eval_env: gym.Env
-    agent: SAC
+    agent: Agent
     model: GaussianEnsemble | None
     model_optimizer: torch.optim.Optimizer | None
     real_buffer: ReplayBuffer
     model_buffer: ReplayBuffer | None
     generators: dict[str, torch.Generator]
     rng: np.random.Generator
-    terminated: TerminationFn
+    termination: Termination
     obs: np.ndarray
+    reward_fn: RewardFn | None = None
+    """A custom reward for model rollouts (None: the model's prediction)."""
+    done_model: DoneClassifier | None = None
+    """The learned termination classifier (env.termination: learned)."""
+    done_optimizer: torch.optim.Optimizer | None = None
     episode_return: float = 0.0
     episode_length: int = 0
     env_step: int = 0
-    sac_updates: int = 0
+    agent_updates: int = 0
     k: int = 1
     model_info: dict[str, float] = field(default_factory=dict)
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
     initial_states: torch.Tensor | None = None
     update_mode: str | None = None
-    """How SAC updates and model training steps run in this process (CUDA graphs or eager); decided once
+    """How agent updates and model training steps run in this process (CUDA graphs or eager); decided once
     exploration is over."""
 
     @property
@@ -87,8 +98,15 @@ class RunState:
 
     @property
     def uses_model(self) -> bool:
-        """True for MBPO, False for the SAC-only baseline."""
+        """True for MBPO, False for the base agent alone."""
         return self.model is not None
+
+    def terminated(self, next_obs: torch.Tensor) -> torch.Tensor:
+        """Termination `N` (bool) of model next observations `N x D`, by the run's termination function."""
+        if self.done_model is not None:
+            return self.done_model(next_obs)
+        assert self.termination.fn is not None
+        return self.termination.fn(next_obs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,28 +121,39 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+GENERATORS = ("sample", "act", "model", "rollout", "done")
+"""The run's torch generators: minibatches and update noise, acting, model training, rollouts, the learned
+termination's training. Each is seeded from the run's seed and its position here."""
+
+
 def build_run(config: Config, device: torch.device | None = None) -> RunState:
     """All components of a fresh run, determined by `config.train.seed`."""
     device = device or resolve_device(config.train.device)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    termination, reward_fn = termination_of(config), reward_of(config)
     seed = config.train.seed
     seed_everything(seed)
     env, eval_env = make_env(config.env), make_env(config.env)
     spec = env_spec(env)
+    check_agent(config, spec)
     obs, _ = env.reset(seed=seed)
     eval_env.reset(seed=seed + 1)
 
-    agent = SAC(spec.obs_dim, spec.act_dim, config.sac).to(device)
-    model = optimizer = model_buffer = None
-    if config.algo == "mbpo":
+    agent = make_agent(config, spec.obs_dim, spec.act_dim).to(device)
+    model = optimizer = model_buffer = done_model = done_optimizer = None
+    if config.uses_model:
         model = GaussianEnsemble(spec.obs_dim, spec.act_dim, config.model).to(device)
         optimizer = make_model_optimizer(model)
         model_buffer = ReplayBuffer(1, spec.obs_dim, spec.act_dim, device)
+        if termination.kind == "learned":
+            done_model = DoneClassifier(spec.obs_dim, config.done_model).to(device)
+            done_optimizer = make_done_optimizer(done_model)
     generators = {}
-    for offset, name in enumerate(("sample", "act", "model", "rollout")):
+    for offset, name in enumerate(GENERATORS):
         generators[name] = torch.Generator(device=device)
         generators[name].manual_seed(seed * 1000 + offset + 1)
+    buffer_size = min(config.agent.buffer_size, config.train.steps)
     state = RunState(
         config=config,
         device=device,
@@ -134,12 +163,15 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
         agent=agent,
         model=model,
         model_optimizer=optimizer,
-        real_buffer=ReplayBuffer(min(config.sac.buffer_size, config.train.steps), spec.obs_dim, spec.act_dim, device),
+        real_buffer=ReplayBuffer(buffer_size, spec.obs_dim, spec.act_dim, device),
         model_buffer=model_buffer,
         generators=generators,
         rng=np.random.default_rng(seed),
-        terminated=termination_fn(config.env.termination, config.env.id),
+        termination=termination,
         obs=np.asarray(obs, dtype=np.float32),
+        reward_fn=reward_fn,
+        done_model=done_model,
+        done_optimizer=done_optimizer,
     )
     if model is not None and config.rollout.from_initial_states:
         state.initial_states = initial_state_pool(config, device)

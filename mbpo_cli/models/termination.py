@@ -86,16 +86,21 @@ _BY_ENV_PREFIX = {
 }
 
 
-def termination_name(setting: str, env_id: str) -> str:
-    """The termination function's name for `setting` (auto picks by env id; unknown envs never end)."""
-    if setting != "auto":
-        return setting
+def known_task(env_id: str) -> str | None:
+    """The task whose termination function `env_id` has (`Hopper-v5` -> hopper), or None for another task."""
     for prefix, name in _BY_ENV_PREFIX.items():
         if env_id.startswith(prefix):
             return name
-    return "never"
+    return None
 
 
-def termination_fn(setting: str, env_id: str) -> TerminationFn:
-    """The termination function for `setting` and `env_id`."""
-    return TERMINATION_FNS[termination_name(setting, env_id)]
+def termination_name(setting: str, env_id: str) -> str | None:
+    """The name of the function `env.termination: setting` stands for, for a task name, known, auto or never.
+
+    known picks by env id (None when the task has no known function); auto does too, falling back to never.
+    """
+    if setting == "known":
+        return known_task(env_id)
+    if setting == "auto":
+        return known_task(env_id) or "never"
+    return setting if setting in TERMINATION_FNS else None

@@ -1,4 +1,5 @@
-"""`mbpo compare`: honest sample-efficiency reports of groups of runs against a baseline (usually SAC).
+"""`mbpo compare`: honest sample-efficiency reports of groups of runs against a baseline (usually the base
+agent without a model).
 
 Everything here except :func:`resolve_refs` and :func:`load_curves` (which read the registry) is a pure
 function of run records and their evaluation curves, returning frozen dataclasses; the CLI only renders.
@@ -313,6 +314,11 @@ def _at(runs: Sequence[RunInfo], curves: Mapping[str, Curve], step: float) -> np
     return values[np.isfinite(values)]
 
 
+def is_model_free(algo: str) -> bool:
+    """Whether a run's algo label (`mbpo`, `mbpo-td3`, ..., `sac`, `dqn`, ...) names an agent without a model."""
+    return not algo.startswith("mbpo")
+
+
 def paper_budgets(env_ids: Sequence[str]) -> list[int]:
     """The paper's budgets for the given env ids (e.g. ``Hopper-v5`` -> 125,000)."""
     return sorted({b for env in env_ids for b in PAPER_BUDGETS.get(env.split("-v")[0], ())})
@@ -327,16 +333,16 @@ def _choose_baselines(groups: Sequence[Group], baseline: Group | None, notes: li
             if baseline.env_id != env:
                 notes.append(f"the baseline {baseline.name} runs {baseline.env_id}: no baseline for the {env} groups")
             continue
-        sac = [g.name for g in groups if g.env_id == env and g.algo == "sac"]
-        if len(sac) == 1:
-            chosen[env] = sac[0]
+        free = [g.name for g in groups if g.env_id == env and is_model_free(g.algo)]
+        if len(free) == 1:
+            chosen[env] = free[0]
         else:
             chosen[env] = None
-            if sac:
-                notes.append(f"several SAC-only groups for {env} ({', '.join(sac)}): choose one with --baseline")
+            if free:
+                notes.append(f"several model-free groups for {env} ({', '.join(free)}): choose one with --baseline")
             else:
-                notes.append(f"no baseline for {env}: no SAC-only (algo sac) group among the arguments; "
-                             "pass --baseline RUN_OR_GROUP")
+                notes.append(f"no baseline for {env}: no model-free group (the base agent without a model, e.g. "
+                             "algo sac) among the arguments; pass --baseline RUN_OR_GROUP")
     return chosen
 
 
@@ -369,7 +375,7 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
     Args:
         runs: the runs to compare (their groups are formed by :func:`group_runs`).
         curves: run id -> ``(steps (N,), returns (N,))`` eval curve, steps sorted.
-        baseline_runs: runs of the baseline group (``--baseline``); None picks the SAC-only group per env.
+        baseline_runs: runs of the baseline group (``--baseline``); None picks the model-free group per env.
         at: env steps for the returns table (default: :func:`stats.milestones` plus the paper's budgets).
         threshold: return to reach (default: the baseline's final IQM return).
         n_resamples: bootstrap resamples per interval.

@@ -52,7 +52,7 @@ def capture(state: RunState) -> dict[str, Any]:
         "device": str(state.device),
         "counters": {
             "env_step": state.env_step,
-            "sac_updates": state.sac_updates,
+            "agent_updates": state.agent_updates,
             "k": state.k,
             "episode_return": state.episode_return,
             "episode_length": state.episode_length,
@@ -64,6 +64,7 @@ def capture(state: RunState) -> dict[str, Any]:
         "model_info": dict(state.model_info),
         "epoch_acc": {
             "sums": {k: v.cpu() for k, v in acc.sums.items()},
+            "counts": dict(acc.counts),
             "updates": acc.updates,
             "seconds": dict(acc.seconds),
             "episode_returns": list(acc.episode_returns),
@@ -82,6 +83,9 @@ def capture(state: RunState) -> dict[str, Any]:
         payload["model"] = state.model.state_dict()
         payload["model_optimizer"] = state.model_optimizer.state_dict()
         payload["model_buffer"] = _buffer_state(state.model_buffer)
+    if state.done_model is not None and state.done_optimizer is not None:
+        payload["done_model"] = state.done_model.state_dict()
+        payload["done_optimizer"] = state.done_optimizer.state_dict()
     if state.initial_states is not None:
         payload["initial_states"] = state.initial_states.cpu()
     return payload
@@ -101,7 +105,7 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     device = state.device
     counters = payload["counters"]
     state.env_step = int(counters["env_step"])
-    state.sac_updates = int(counters["sac_updates"])
+    state.agent_updates = int(counters.get("agent_updates", counters.get("sac_updates", 0)))
     state.k = int(counters["k"])
     state.episode_return = float(counters["episode_return"])
     state.episode_length = int(counters["episode_length"])
@@ -109,7 +113,7 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     state.agent.load_state_dict(payload["agent"])
     state.agent.load_optimizer_states(payload["optimizers"])
     for opt in state.agent.optimizers().values():
-        _set_lr(opt, state.config.sac.lr)
+        _set_lr(opt, getattr(state.config, state.config.agent.name).lr)
     state.real_buffer = _load_buffer(payload["real_buffer"], state.real_buffer.capacity, state.spec, device)
     if state.model is not None:
         assert state.model_optimizer is not None
@@ -119,21 +123,31 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
         _set_lr(state.model_optimizer, state.config.model.lr)
         saved = payload["model_buffer"]
         state.model_buffer = _load_buffer(saved, int(saved["capacity"]), state.spec, device)
+    if state.done_model is not None:
+        assert state.done_optimizer is not None
+        state.done_model.load_state_dict(payload["done_model"])
+        state.done_optimizer.load_state_dict(payload["done_optimizer"])
+        _set_lr(state.done_optimizer, state.config.done_model.lr)
     if "initial_states" in payload:
         state.initial_states = payload["initial_states"].to(device)
     state.model_info = dict(payload["model_info"])
     acc = payload["epoch_acc"]
+    updates = int(acc["updates"])
+    sums = {k: v.to(device) for k, v in acc["sums"].items() if k != "alpha"}  # alpha: an epoch-end value now
     state.epoch_acc = EpochAccumulator(
-        sums={k: v.to(device) for k, v in acc["sums"].items()},
-        updates=int(acc["updates"]),
-        seconds=dict(acc["seconds"]),
+        sums=sums,
+        counts={k: int(acc.get("counts", {}).get(k, updates)) for k in sums},
+        updates=updates,
+        seconds={("agent" if k == "sac" else k): v for k, v in acc["seconds"].items()},
         episode_returns=list(acc["episode_returns"]),
     )
     rng = payload["rng"]
     exact = torch.device(payload["device"]).type == device.type
     for offset, (name, generator) in enumerate(state.generators.items()):
-        if exact:
+        if exact and name in rng["generators"]:
             generator.set_state(rng["generators"][name])
+        elif exact:
+            continue  # a generator newer than the checkpoint, unused by its run: it keeps its seeded state
         else:
             generator.manual_seed(state.config.train.seed * 1000 + 7 * state.env_step + offset)
     torch.set_rng_state(rng["torch"])
@@ -229,12 +243,12 @@ def load_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
 
 
 def policy_payload(state: RunState, eval_return: float) -> dict[str, Any]:
-    """A small file with the actor only: the best-evaluation policy."""
+    """A small file with the acting network only (the actor, or DQN's Q network): the best-evaluation policy."""
     return {
         "format": FORMAT_VERSION,
         "version": __version__,
         "config": state.config.to_dict(),
         "env_step": state.env_step,
         "eval_return": eval_return,
-        "actor": state.agent.actor.state_dict(),
+        "policy": state.agent.policy.state_dict(),
     }

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbpo_cli.agents.sac import SAC
+from mbpo_cli.agents.base import GraphedAgent
+from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.load import ConfigError, build_config
 from mbpo_cli.config.schema import Config
-from mbpo_cli.engine.envs import env_spec, make_env, to_env_action
+from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.engine.loop import evaluate
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
@@ -49,9 +50,9 @@ class EvalError(RunError):
 
 @dataclass(frozen=True)
 class Policy:
-    """A run's actor, ready to act, and where it came from."""
+    """A run's policy, ready to act, and where it came from."""
 
-    agent: SAC
+    agent: GraphedAgent
     config: Config
     checkpoint: CheckpointInfo
 
@@ -129,20 +130,28 @@ def select_checkpoint(checkpoints: list[CheckpointInfo], run: RunInfo, which: st
     return matches[-1]
 
 
-def actor_state(payload: dict[str, Any], path: str) -> dict[str, torch.Tensor]:
-    """The actor's weights from a best-policy file (key ``actor``) or a full checkpoint (``agent`` = SAC)."""
-    if isinstance(payload.get("actor"), dict):
-        return payload["actor"]
-    agent = payload.get("agent")
-    if isinstance(agent, dict):
-        state = {k[len("actor."):]: v for k, v in agent.items() if k.startswith("actor.")}
-        if state:
-            return state
-    raise CheckpointError(f"checkpoint {path} holds no policy weights")
+def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: str, step: int) -> GraphedAgent:
+    """The run's agent on the CPU, acting as it did at env step `step` of the run.
+
+    A full checkpoint restores the whole agent (key ``agent``); a best-policy file restores its acting network
+    (key ``policy``, or ``actor`` in files written before other agents existed).
+    """
+    agent = make_agent(config, spec.obs_dim, spec.act_dim)
+    try:
+        if isinstance(payload.get("agent"), dict):
+            agent.load_state_dict(payload["agent"])
+        elif isinstance(payload.get("policy", payload.get("actor")), dict):
+            agent.policy.load_state_dict(payload.get("policy", payload.get("actor")))
+        else:
+            raise CheckpointError(f"checkpoint {path} holds no policy weights")
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit the run's policy: {str(err).splitlines()[0]}") from None
+    agent.on_env_step(step)
+    return agent.eval()
 
 
 def load_policy(registry: Registry, run: RunInfo, which: str = "latest") -> Policy:
-    """Verify (sha256 from the registry) and load the chosen checkpoint's actor on the CPU."""
+    """Verify (sha256 from the registry) and load the chosen checkpoint's policy on the CPU."""
     info = select_checkpoint(registry.checkpoints(run.id), run, which)
     payload = load_file(Path(info.path), info.sha256)
     try:
@@ -152,13 +161,7 @@ def load_policy(registry: Registry, run: RunInfo, which: str = "latest") -> Poli
     env = make_env(config.env)
     spec = env_spec(env)
     env.close()
-    agent = SAC(spec.obs_dim, spec.act_dim, config.sac)
-    try:
-        agent.actor.load_state_dict(actor_state(payload, info.path))
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {info.path} does not fit the run's policy: "
-                              f"{str(err).splitlines()[0]}") from None
-    agent.eval()
+    agent = policy_agent(config, spec, payload, info.path, info.step)
     return Policy(agent=agent, config=config, checkpoint=info)
 
 
@@ -272,6 +275,7 @@ def record_video(path: Path, policy: Policy, seed: int, deterministic: bool) -> 
         "env": dataclasses.asdict(policy.config.env),
         "checkpoint": policy.checkpoint.path,
         "sha256": policy.checkpoint.sha256,
+        "step": policy.checkpoint.step,
         "config": policy.config.to_dict(),
         "seed": seed,
         "deterministic": deterministic,
@@ -319,15 +323,14 @@ about a second), then films the episode with :func:`film`."""
 
 
 def film(env: Any, obs: Any, frame: np.ndarray, request: dict[str, Any]) -> None:
-    """In the child: load the actor, play one episode from the reset that gave ``obs`` and ``frame``, stream the
+    """In the child: load the policy, play one episode from the reset that gave ``obs`` and ``frame``, stream the
     frames into an MP4 (a temporary file renamed at the end) and print a JSON report on stdout."""
     import imageio.v2 as imageio  # optional: checked by the parent before it starts this process
 
     config = build_config(request["config"], "video")
     payload = load_file(Path(request["checkpoint"]), request["sha256"])
     spec = env_spec(env)
-    agent = SAC(spec.obs_dim, spec.act_dim, config.sac)
-    agent.actor.load_state_dict(actor_state(payload, request["checkpoint"]))
+    agent = policy_agent(config, spec, payload, request["checkpoint"], int(request["step"]))
     deterministic = bool(request["deterministic"])
     generator = None if deterministic else torch.Generator().manual_seed(int(request["seed"]))
     fps = int(env.metadata.get("render_fps") or 30)

@@ -224,7 +224,7 @@ class Session:
             self.save_checkpoint("periodic")
 
     def save_best(self, eval_return: float) -> None:
-        """Write the best-evaluation policy (actor only)."""
+        """Write the best-evaluation policy (its acting network only)."""
         path = self.checkpoint_dir / BEST_POLICY
         size, digest = save_file(policy_payload(self.state, eval_return), path)
         self.registry.remove_checkpoint(self.run.id, str(path))
@@ -312,7 +312,7 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
     """Register a new run, create its folder and train it."""
     device = resolve_device(config.train.device)
     run = registry.create_run(
-        name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.algo, seed=config.train.seed,
+        name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.label, seed=config.train.seed,
         config=config.to_dict(), device=str(device), command=meta.command, target_steps=config.train.steps,
         group=meta.group, variant=meta.variant, git_commit=git_commit(),
     )

@@ -138,8 +138,8 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
     """The variants the flags ask for, in a fixed order (control first); bad values raise ConfigError."""
     variants = [Variant(CONTROL)]
     if flags.no_model:
-        # the paper's "no model" ablation: SAC on real data with the same G (not the G=1 SAC baseline)
-        variants.append(Variant("no-model", ("algo=sac",)))
+        # the paper's "no model" ablation: the agent on real data with the same G (not the G=1 baseline)
+        variants.append(Variant("no-model", ("algo=model_free",)))
     for k in flags.rollout_lengths:
         if k < 1:
             raise ConfigError(f"--rollout-length: must be at least 1, got {k}")
@@ -149,7 +149,7 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
     for ratio in flags.real_ratios:
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"--real-ratio: must be in [0, 1], got {_number(ratio)}")
-        variants.append(Variant(f"real-ratio={_number(ratio)}", (f"sac.real_ratio={ratio!r}",)))
+        variants.append(Variant(f"real-ratio={_number(ratio)}", (f"agent.real_ratio={ratio!r}",)))
     for size in flags.ensemble_sizes:
         if size < 1:
             raise ConfigError(f"--ensemble-size: must be at least 1, got {size}")
@@ -163,7 +163,7 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
     for g in flags.updates_per_step:
         if g < 1:
             raise ConfigError(f"--updates-per-step: must be at least 1, got {g}")
-        variants.append(Variant(f"G={g}", (f"sac.updates_per_step={g}",)))
+        variants.append(Variant(f"G={g}", (f"agent.updates_per_step={g}",)))
     variants.extend(parse_custom(text) for text in flags.custom)
     seen: set[str] = set()
     for variant in variants:
@@ -176,10 +176,10 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
 def check_variant(variant: Variant) -> None:
     """Combinations that make no sense in one variant (one-line ConfigError)."""
     keys = {".".join(parse_override(o)[0]): parse_override(o)[1] for o in variant.overrides}
-    if keys.get("algo") == "sac":
-        model_keys = sorted(k for k in keys if k.startswith(("rollout.", "model.")))
+    if keys.get("algo") in ("sac", "model_free"):
+        model_keys = sorted(k for k in keys if k.startswith(("rollout.", "model.", "done_model.")))
         if model_keys:
-            raise ConfigError(f"variant {variant.name}: algo=sac (no model) cannot be combined with "
+            raise ConfigError(f"variant {variant.name}: algo={keys['algo']} (no model) cannot be combined with "
                               f"{', '.join(model_keys)} (they have no effect without a model)")
     if variant.name == CONTROL and variant.overrides:
         raise ConfigError("variant name 'control' is reserved for the unchanged configuration")

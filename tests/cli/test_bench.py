@@ -17,9 +17,9 @@ def test_bench_json_has_the_documented_keys(tmp_path) -> None:
                 "env_steps_per_s", "model_retrain_ms", "eval_episode_ms"):
         assert key in data, key
     assert data["device"] == "cpu"
-    assert data["sac_update_mode"].startswith("eager")
+    assert data["update_mode"].startswith("eager")
     assert all(data[k] > 0 for k in ("sac_update_ms", "model_train_step_ms", "rollout_step_ms", "env_step_ms"))
-    assert set(data["end_to_end_phase_seconds"]) >= {"env", "model", "rollout", "sac"}
+    assert set(data["end_to_end_phase_seconds"]) >= {"env", "model", "rollout", "agent"}
     assert data["rollout_step_ms"] < 60_000
     assert not (tmp_path / "registry.db").exists()
 

@@ -30,9 +30,9 @@ TINY_SETS = [
     "train.epoch_length=100",
     "train.eval_episodes=1",
     "train.threads=1",
-    "sac.updates_per_step=1",
+    "agent.updates_per_step=1",
     "sac.hidden=32",
-    "sac.batch_size=32",
+    "agent.batch_size=32",
     "rollout.batch_size=500",
     "model.max_epochs=5",
     "model.hidden=32",
@@ -70,7 +70,7 @@ def fake_run(runs_dir: Path, *, status: str = "finished", preset: str = "inverte
     """A registry row, two eval metrics and a run folder, without training."""
     config = resolve_config(preset=preset)
     with Registry.open(runs_dir) as registry:
-        run = registry.create_run(name=None, preset=preset, env_id=config.env.id, algo=config.algo, seed=0,
+        run = registry.create_run(name=None, preset=preset, env_id=config.env.id, algo=config.label, seed=0,
                                   config=config.to_dict(), device="cpu", command="mbpo train", target_steps=500)
         registry.log_metrics(run.id, [(250, "eval_return", 10.0), (500, "eval_return", 20.0)])
         registry.heartbeat(run.id, env_steps=500, wall_seconds=1.0)
@@ -113,7 +113,8 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     ),
     "negative steps": (lambda t: ["train", "--preset", "hopper", "--steps", "-5"], "train.steps: must be positive"),
     "real_ratio out of range": (
-        lambda t: ["train", "--preset", "hopper", "--set", "sac.real_ratio=1.5"], "sac.real_ratio: must be in [0, 1]",
+        lambda t: ["train", "--preset", "hopper", "--set", "agent.real_ratio=1.5"],
+        "agent.real_ratio: must be in [0, 1]",
     ),
     "bad --set syntax": (lambda t: ["train", "--preset", "hopper", "--set", "sac"], "expected KEY=VALUE"),
     "bad algo": (lambda t: ["train", "--preset", "hopper", "--algo", "ppo"], "--algo"),
@@ -127,7 +128,22 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         lambda t: ["train", "--config", _file(t, "kw.yaml", "env:\n  kwargs: {no_such_option: 1}\n")],
         "env.kwargs",
     ),
-    "discrete env": (lambda t: ["train", "--env", "CartPole-v1"], "Discrete action space"),
+    "continuous agent on a discrete task": (
+        lambda t: ["train", "--env", "CartPole-v1", "--set", "agent.name=td3"],
+        "agent.name: td3 needs a continuous action space but CartPole-v1 has Discrete(2): use --set agent.name=dqn",
+    ),
+    "dqn on a continuous task": (
+        lambda t: ["train", "--preset", "hopper", "--set", "agent.name=dqn"],
+        "agent.name: dqn needs a discrete action space but Hopper-v5 has Box(3): use --set agent.name=sac",
+    ),
+    "known termination of a task without one": (
+        lambda t: ["train", "--config", _file(t, "cp.yaml", "env:\n  id: CartPole-v1\nagent:\n  name: dqn\n")],
+        "env.termination: known: CartPole-v1 has no known termination function; use learned, never or module:function",
+    ),
+    "custom termination that cannot be imported": (
+        lambda t: ["train", "--preset", "hopper", "--set", "env.termination=no_such_module_xyz:done"],
+        "env.termination: cannot import 'no_such_module_xyz'",
+    ),
     "show unknown run": (lambda t: ["runs", "show", "nope"], "no run 'nope'"),
     "resume unknown run": (lambda t: ["resume", "nope"], "no run 'nope'"),
     "delete unknown run": (lambda t: ["runs", "delete", "nope", "--yes"], "no run 'nope'"),
@@ -527,10 +543,11 @@ def test_console_script_trains_a_tiny_run(tmp_path: Path) -> None:
 
 def test_console_script_bad_input(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
-    proc = subprocess.run([_console_script(), "--runs-dir", str(runs_dir), "train", "--env", "CartPole-v1"],
-                          capture_output=True, text=True, timeout=120, env=_subprocess_env(), check=False)
+    proc = subprocess.run([_console_script(), "--runs-dir", str(runs_dir), "train", "--env", "CartPole-v1", "--set",
+                           "agent.name=sac"], capture_output=True, text=True, timeout=120, env=_subprocess_env(),
+                          check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().startswith("error: environment 'CartPole-v1' has a Discrete action space")
+    assert proc.stderr.strip().startswith("error: agent.name: sac needs a continuous action space")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stdout == ""
     assert not runs_dir.exists()

@@ -6,6 +6,7 @@ import pytest
 
 from mbpo_cli.config.load import (
     ConfigError,
+    TaskFacts,
     apply_overrides,
     build_config,
     env_defaults,
@@ -64,7 +65,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
 def test_hopper_official_values() -> None:
     c = resolve_config(preset="hopper")
     assert c.env.id == "Hopper-v5"
-    assert c.sac.updates_per_step == 20
+    assert c.agent.updates_per_step == 20
     assert c.rollout.schedule == (20, 150, 1, 15)
     assert c.sac.target_entropy == -1.0
     assert c.rollout.train_freq == 250
@@ -73,7 +74,7 @@ def test_hopper_official_values() -> None:
     # the shared values from the paper's base config
     assert (c.model.ensemble_size, c.model.elites, c.model.hidden, c.model.layers) == (7, 5, 200, 4)
     assert c.rollout.batch_size == 100_000
-    assert c.sac.real_ratio == pytest.approx(0.05)
+    assert c.agent.real_ratio == pytest.approx(0.05)
 
 
 def test_ant_uses_the_truncated_observation() -> None:
@@ -94,7 +95,7 @@ def test_humanoid_official_values() -> None:
 
 
 def test_halfcheetah_uses_forty_updates_per_step() -> None:
-    assert resolve_config(preset="halfcheetah").sac.updates_per_step == 40
+    assert resolve_config(preset="halfcheetah").agent.updates_per_step == 40
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,9 +104,9 @@ def test_halfcheetah_uses_forty_updates_per_step() -> None:
 
 
 def test_user_file_with_base_preset_overrides_it(tmp_path: Path) -> None:
-    path = _write(tmp_path / "mine.yaml", "base: hopper\nsac:\n  updates_per_step: 5\ntrain:\n  seed: 3\n")
+    path = _write(tmp_path / "mine.yaml", "base: hopper\nagent:\n  updates_per_step: 5\ntrain:\n  seed: 3\n")
     c = resolve_config(config_file=path)
-    assert c.sac.updates_per_step == 5
+    assert c.agent.updates_per_step == 5
     assert c.train.seed == 3
     # everything else comes from the preset
     hopper = resolve_config(preset="hopper")
@@ -137,7 +138,7 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     ("text", "key", "expected"),
     [
         ("model.ensemble_size=5", ["model", "ensemble_size"], 5),
-        ("sac.real_ratio=0.5", ["sac", "real_ratio"], 0.5),
+        ("agent.real_ratio=0.5", ["agent", "real_ratio"], 0.5),
         ("model.deterministic=true", ["model", "deterministic"], True),
         ("train.threads=null", ["train", "threads"], None),
         ("rollout.schedule=[1, 2, 3, 4]", ["rollout", "schedule"], [1, 2, 3, 4]),
@@ -153,13 +154,13 @@ def test_parse_override_types(text: str, key: list[str], expected: object) -> No
 def test_dotted_overrides_are_typed_and_validated() -> None:
     c = resolve_config(
         preset="hopper",
-        overrides=["model.ensemble_size=5", "model.elites=3", "sac.real_ratio=0.1", "model.deterministic=true",
+        overrides=["model.ensemble_size=5", "model.elites=3", "agent.real_ratio=0.1", "model.deterministic=true",
                    "rollout.schedule=[1, 10, 1, 4]", "train.threads=2", "model.max_epochs=null",
                    "env.kwargs={exclude_current_positions_from_observation: false}"],
         seed=7, steps=3000, device="cpu",
     )
     assert (c.model.ensemble_size, c.model.elites) == (5, 3)
-    assert c.sac.real_ratio == pytest.approx(0.1) and isinstance(c.sac.real_ratio, float)
+    assert c.agent.real_ratio == pytest.approx(0.1) and isinstance(c.agent.real_ratio, float)
     assert c.model.deterministic is True
     assert c.rollout.schedule == (1, 10, 1, 4)
     assert c.train.threads == 2
@@ -169,8 +170,8 @@ def test_dotted_overrides_are_typed_and_validated() -> None:
 
 
 def test_integer_given_for_a_float_becomes_a_float() -> None:
-    c = resolve_config(preset="hopper", overrides=["sac.real_ratio=1", "sac.target_entropy=-2"])
-    assert c.sac.real_ratio == 1.0 and isinstance(c.sac.real_ratio, float)
+    c = resolve_config(preset="hopper", overrides=["agent.real_ratio=1", "sac.target_entropy=-2"])
+    assert c.agent.real_ratio == 1.0 and isinstance(c.agent.real_ratio, float)
     assert c.sac.target_entropy == -2.0 and isinstance(c.sac.target_entropy, float)
 
 
@@ -190,54 +191,84 @@ def test_with_overrides_returns_a_new_validated_config() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# --algo sac and --env
+# --algo and --env
 # ---------------------------------------------------------------------------------------------
 
 
 def test_algo_sac_on_hopper_uses_one_update_per_step() -> None:
     c = resolve_config(preset="hopper", algo="sac")
-    assert c.algo == "sac"
-    assert c.sac.updates_per_step == 1
+    assert (c.algo, c.agent.name, c.label) == ("model_free", "sac", "sac")
+    assert c.agent.updates_per_step == 1
     # everything else is the preset's
     assert c.sac.target_entropy == -1.0
 
 
 def test_algo_sac_keeps_an_explicit_updates_per_step() -> None:
-    c = resolve_config(preset="hopper", algo="sac", overrides=["sac.updates_per_step=20"])
-    assert (c.algo, c.sac.updates_per_step) == ("sac", 20)
+    c = resolve_config(preset="hopper", algo="sac", overrides=["agent.updates_per_step=20"])
+    assert (c.algo, c.agent.updates_per_step) == ("model_free", 20)
+
+
+def test_algo_model_free_keeps_the_configured_agent() -> None:
+    c = resolve_config(preset="inverted_pendulum", algo="model-free", overrides=["agent.name=td3"])
+    assert (c.algo, c.agent.name, c.agent.updates_per_step, c.label) == ("model_free", "td3", 1, "td3")
+    assert resolve_config(preset="inverted_pendulum", overrides=["agent.name=td3"]).label == "mbpo-td3"
+    assert resolve_config(preset="inverted_pendulum").label == "mbpo"
 
 
 def test_algo_sac_in_the_file_keeps_its_updates_per_step(tmp_path: Path) -> None:
-    path = _write(tmp_path / "sac.yaml", "base: hopper\nalgo: sac\nsac:\n  updates_per_step: 3\n")
-    assert resolve_config(config_file=path, algo="sac").sac.updates_per_step == 3
+    path = _write(tmp_path / "sac.yaml", "base: hopper\nalgo: model_free\nagent:\n  updates_per_step: 3\n")
+    assert resolve_config(config_file=path, algo="sac").agent.updates_per_step == 3
 
 
 def test_algo_mbpo_keeps_the_preset_g() -> None:
     c = resolve_config(preset="hopper", algo="mbpo")
-    assert (c.algo, c.sac.updates_per_step) == ("mbpo", 20)
+    assert (c.algo, c.agent.updates_per_step) == ("mbpo", 20)
 
 
-def test_env_defaults_from_dimensions() -> None:
-    small = env_defaults("Pendulum-v1", 3, 1)
-    assert small["env"] == {"id": "Pendulum-v1"}
+def test_configs_written_before_the_agent_section_still_load(tmp_path: Path) -> None:
+    """Runs in older registries (and old files) name the loop's keys under `sac` and the baseline `algo: sac`."""
+    old = {"algo": "sac", "sac": {"updates_per_step": 3, "real_ratio": 0.5, "gamma": 0.9, "lr": 1e-3},
+           "env": {"id": "Hopper-v5", "termination": "auto"}}
+    c = build_config(old, "run abc")
+    assert (c.algo, c.agent.name, c.agent.updates_per_step, c.agent.real_ratio, c.agent.gamma, c.sac.lr) == (
+        "model_free", "sac", 3, 0.5, 0.9, 1e-3)
+    # the old name on the command line overrides the new key
+    assert resolve_config(preset="hopper", overrides=["sac.updates_per_step=7"]).agent.updates_per_step == 7
+    both = _write(tmp_path / "both.yaml", "agent:\n  updates_per_step: 2\nsac:\n  updates_per_step: 3\n")
+    assert "sac.updates_per_step: the old name of agent.updates_per_step" in _error(config_file=both)
+    clash = _write(tmp_path / "clash.yaml", "algo: sac\nagent:\n  name: dqn\n")
+    assert "use algo: model_free" in _error(config_file=clash)
+
+
+def _facts(obs: int, act: int, discrete: bool = False, termination: str = "never") -> TaskFacts:
+    return TaskFacts(obs, act, discrete, termination)
+
+
+def test_env_defaults_from_facts() -> None:
+    small = env_defaults("Pendulum-v1", _facts(3, 1))
+    assert small["env"] == {"id": "Pendulum-v1", "termination": "never"}
+    assert small["agent"]["name"] == "sac"
     assert small["model"]["hidden"] == 200
     assert small["sac"]["target_entropy"] == -1.0
-    assert env_defaults("Humanoid-v5", 348, 17)["model"]["hidden"] == 400
-    assert env_defaults("Humanoid-v5", 348, 17)["sac"]["target_entropy"] == -17.0
+    assert env_defaults("Humanoid-v5", _facts(348, 17))["model"]["hidden"] == 400
+    assert env_defaults("Humanoid-v5", _facts(348, 17))["sac"]["target_entropy"] == -17.0
+    cartpole = env_defaults("CartPole-v1", _facts(4, 2, discrete=True, termination="learned"))
+    assert cartpole["agent"]["name"] == "dqn" and cartpole["env"]["termination"] == "learned"
+    assert "sac" not in cartpole
 
 
 def test_resolve_from_env_id() -> None:
-    c = resolve_config(env_id="Pendulum-v1", env_dims=(3, 1), steps=2000)
+    c = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), steps=2000)
     assert (c.env.id, c.algo, c.train.steps, c.sac.target_entropy) == ("Pendulum-v1", "mbpo", 2000, -1.0)
-    assert c.sac.updates_per_step == 20
-    assert resolve_config(env_id="Pendulum-v1", env_dims=(3, 1), algo="sac").sac.updates_per_step == 1
+    assert c.agent.updates_per_step == 20
+    assert resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), algo="sac").agent.updates_per_step == 1
 
 
 def test_exactly_one_source() -> None:
     assert "choose a task" in _error()
-    assert "choose one of" in _error(preset="hopper", env_id="Hopper-v5", env_dims=(11, 3))
+    assert "choose one of" in _error(preset="hopper", env_id="Hopper-v5", env_facts=_facts(11, 3))
     assert "choose one of" in _error(preset="hopper", config_file=Path("x.yaml"))
-    assert "dimensions" in _error(env_id="Hopper-v5")
+    assert "facts are needed" in _error(env_id="Hopper-v5")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,19 +286,26 @@ def test_exactly_one_source() -> None:
         ("train:\n  steps: true\n", "train.steps", "expected an integer"),
         ("train:\n  steps: 1.5\n", "train.steps", "expected an integer"),
         ("model:\n  deterministic: 1\n", "model.deterministic", "expected true or false"),
-        ("sac:\n  real_ratio: lots\n", "sac.real_ratio", "expected a number"),
+        ("agent:\n  real_ratio: lots\n", "agent.real_ratio", "expected a number"),
+        ("agent:\n  name: ppo\n", "agent.name", "expected one of sac, td3, ddpg, dqn"),
+        ("dqn:\n  epsilon_end: 2\n", "dqn.epsilon_end", "[0, 1]"),
+        ("td3:\n  policy_delay: 0\n", "td3.policy_delay", "must be positive"),
+        ("done_model:\n  threshold: 1\n", "done_model.threshold", "(0, 1)"),
+        ("env:\n  reward: bogus\n", "env.reward", "model or module:function"),
+        ("rollout:\n  when: sometimes\n", "rollout.when", "expected one of step, episode"),
         ("model: 5\n", "model", "expected a mapping"),
-        ("algo: ppo\n", "algo", "expected one of mbpo, sac"),
+        ("algo: ppo\n", "algo", "expected one of mbpo, model_free"),
         ("rollout:\n  schedule: [1, 2, 3]\n", "rollout.schedule", "4 values"),
         ("train:\n  steps: -5\n", "train.steps", "must be positive"),
         ("train:\n  steps: 0\n", "train.steps", "must be positive"),
-        ("sac:\n  real_ratio: 1.5\n", "sac.real_ratio", "[0, 1]"),
+        ("agent:\n  real_ratio: 1.5\n", "agent.real_ratio", "[0, 1]"),
         ("model:\n  elites: 9\n", "model.elites", "ensemble_size"),
         ("model:\n  weight_decay: [1.0e-4, 1.0e-4]\n", "model.weight_decay", "layers + 1"),
         ("model:\n  weight_decay: [-1, 0, 0, 0, 0]\n", "model.weight_decay", ">= 0"),
         ("rollout:\n  schedule: [20, 10, 1, 1]\n", "rollout.schedule", "min_epoch"),
         ("train:\n  device: gpu\n", "train.device", "cuda"),
-        ("env:\n  termination: bogus\n", "env.termination", "expected auto"),
+        ("env:\n  termination: bogus\n", "env.termination", "expected known, learned"),
+        ("env:\n  termination: 'my mod:fn'\n", "env.termination", "module:function"),
     ],
 )
 def test_bad_file_value_names_file_and_key(tmp_path: Path, yaml_text: str, key: str, words: str) -> None:
@@ -290,7 +328,7 @@ def test_error_in_a_file_inheriting_a_preset_names_the_users_file(tmp_path: Path
         (["train.steps=abc"], "train.steps", "expected an integer"),
         (["train.steps=true"], "train.steps", "expected an integer"),
         (["train.steps=-5"], "train.steps", "must be positive"),
-        (["sac.real_ratio=1.5"], "sac.real_ratio", "[0, 1]"),
+        (["agent.real_ratio=1.5"], "agent.real_ratio", "[0, 1]"),
         (["model.elites=8"], "model.elites", "ensemble_size"),
         (["model.weight_decay=[0.1]"], "model.weight_decay", "layers + 1"),
         (["model.layers=2"], "model.weight_decay", "layers + 1"),
@@ -306,7 +344,7 @@ def test_bad_command_line_values_name_the_key() -> None:
     assert "train.steps: must be positive" in _error(preset="hopper", steps=-1)
     assert "train.seed: must be >= 0" in _error(preset="hopper", seed=-1)
     assert "train.device: " in _error(preset="hopper", device="tpu")
-    assert "algo: expected one of" in _error(preset="hopper", algo="ppo")
+    assert "--algo: expected mbpo, model-free, sac" in _error(preset="hopper", algo="ppo")
 
 
 def test_override_without_equals_sign() -> None:

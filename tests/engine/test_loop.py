@@ -13,7 +13,8 @@ TINY = {
     "env": {"id": "InvertedPendulum-v5"},
     "model": {"hidden": 32, "layers": 2, "weight_decay": [2.5e-5, 5e-5, 1e-4], "max_epochs": 3},
     "rollout": {"batch_size": 200, "schedule": [1, 15, 1, 1], "train_freq": 50},
-    "sac": {"updates_per_step": 2, "hidden": 32, "batch_size": 32},
+    "agent": {"updates_per_step": 2, "batch_size": 32},
+    "sac": {"hidden": 32},
     "train": {"steps": 300, "epoch_length": 100, "init_steps": 100, "eval_episodes": 1, "seed": 3, "threads": 1},
 }
 
@@ -36,7 +37,7 @@ def test_same_seed_same_numbers() -> None:
 
 
 def test_sac_only_has_no_model_and_reports_every_epoch() -> None:
-    seen, _ = _metrics({**TINY, "algo": "sac"})
+    seen, _ = _metrics({**TINY, "algo": "model_free"})
     assert len(seen) == 3
     assert "model_holdout_loss" not in seen[-1] and "critic_loss" in seen[-1]
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from mbpo_cli.config.schema import KNOWN_TERMINATIONS
 from mbpo_cli.models import termination
 
 
@@ -48,8 +49,8 @@ def test_termination_hand_built() -> None:
 def test_termination_matches_environment(env_id: str, kwargs: dict, name: str) -> None:
     """On random-action trajectories the function agrees with gymnasium's own `terminated`."""
     env = gym.make(env_id, **kwargs)
-    fn = termination.termination_fn("auto", env_id)
-    assert termination.termination_name("auto", env_id) == name
+    assert termination.termination_name("known", env_id) == name == termination.termination_name("auto", env_id)
+    fn = termination.TERMINATION_FNS[name]
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     ours, theirs = [], []
@@ -63,3 +64,15 @@ def test_termination_matches_environment(env_id: str, kwargs: dict, name: str) -
     assert ours == theirs
     if name not in ("halfcheetah",):
         assert any(theirs), "the trajectory should include terminations"
+
+
+def test_names_of_settings() -> None:
+    assert termination.known_task("Hopper-v4") == "hopper" and termination.known_task("CartPole-v1") is None
+    assert termination.termination_name("known", "CartPole-v1") is None
+    assert termination.termination_name("auto", "CartPole-v1") == "never"
+    assert termination.termination_name("walker2d", "CartPole-v1") == "walker2d"
+    assert termination.termination_name("bogus", "Hopper-v5") is None
+
+
+def test_every_known_task_has_a_function() -> None:
+    assert set(termination.TERMINATION_FNS) == {*KNOWN_TERMINATIONS, "never"}

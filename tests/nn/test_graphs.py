@@ -21,7 +21,7 @@ OBS, ACT, B = 5, 2, 64
 
 def _agent(device: str = "cpu") -> SAC:
     torch.manual_seed(0)
-    return SAC(OBS, ACT, SACConfig(hidden=32, batch_size=B)).to(device)
+    return SAC(OBS, ACT, SACConfig(hidden=32)).to(device)
 
 
 def _batch(seed: int, device: str = "cpu") -> Batch:

@@ -28,7 +28,7 @@ from mbpo_cli.runs.checkpoint import FORMAT_VERSION, CheckpointError, capture, l
 # SAC updates and evaluations.
 TINY = [
     "train.init_steps=100", "train.epoch_length=50", "train.eval_episodes=1", "train.threads=1",
-    "sac.updates_per_step=1", "sac.hidden=32", "sac.batch_size=32",
+    "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32",
     "model.hidden=32", "model.ensemble_size=3", "model.elites=2", "model.max_epochs=3",
     "rollout.batch_size=200", "rollout.train_freq=50", "rollout.schedule=[1,3,1,4]",
 ]

@@ -23,7 +23,7 @@ from mbpo_cli.runs.registry import Registry
 
 TINY_SETS = [
     "train.init_steps=200", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
-    "sac.updates_per_step=1", "sac.hidden=32", "sac.batch_size=32", "rollout.batch_size=500",
+    "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32", "rollout.batch_size=500",
     "model.max_epochs=5", "model.hidden=32", "model.batch_size=32",
 ]
 TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu"]

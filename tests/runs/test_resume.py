@@ -34,7 +34,7 @@ STEPS = 600
 # 50 steps, rollouts of length 1 -> 4, SAC updates, evaluations and a checkpoint every 50 steps.
 TINY = [
     "train.init_steps=100", "train.epoch_length=50", "train.eval_episodes=1", "train.threads=1",
-    "train.keep_checkpoints=2", "sac.updates_per_step=1", "sac.hidden=32", "sac.batch_size=32",
+    "train.keep_checkpoints=2", "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32",
     "model.hidden=32", "model.ensemble_size=3", "model.elites=2", "model.max_epochs=3",
     "rollout.batch_size=200", "rollout.train_freq=50", "rollout.schedule=[1,3,1,4]",
 ]
@@ -305,7 +305,7 @@ def test_finished_run_refusals_config_change_and_extension(runs_dir: Path, regis
     rows = registry.metrics(run_id)
     assert len({(s, k) for s, k, _ in rows}) == len(rows)
     keys = {k for _, k, _ in rows}
-    for key in ("eval_return", "epoch", "sac_updates", "wall_seconds"):
+    for key in ("eval_return", "epoch", "agent_updates", "wall_seconds"):
         assert key in keys
         assert [s for s, k, _ in rows if k == key] == [50, 100, 150, 200], key
     assert [v for _, k, v in rows if k == "epoch"] == [1.0, 2.0, 3.0, 4.0]

@@ -16,7 +16,7 @@ from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import StopSignals
 from mbpo_cli.sweeps import ablation, variants
 
-TINY = ["train.init_steps=100", "train.epoch_length=100", "sac.updates_per_step=1", "rollout.batch_size=300",
+TINY = ["train.init_steps=100", "train.epoch_length=100", "agent.updates_per_step=1", "rollout.batch_size=300",
         "model.max_epochs=3", "train.eval_episodes=1", "sac.hidden=32", "model.hidden=32"]
 TINY_ARGS = [arg for s in TINY for arg in ("--set", s)]
 GROUP = "ip-abl"
@@ -37,23 +37,23 @@ def test_flags_give_the_expected_variants_and_diffs() -> None:
         no_model=True, rollout_lengths=[1, 5], from_initial_states=True, real_ratios=[0.5], ensemble_sizes=[1, 3],
         deterministic_model=True, no_elites=True, updates_per_step=[5],
         custom=["wide:model.hidden=400,rollout.schedule=[0,0,3,3]"])
-    plan = plan_for(flags, ["sac.updates_per_step=7"])
+    plan = plan_for(flags, ["agent.updates_per_step=7"])
     names = [v.name for v in plan.variants]
     assert names == ["control", "no-model", "k=1", "k=5", "from-initial-states", "real-ratio=0.5", "single-model",
                      "ensemble=3", "deterministic-model", "no-elites", "G=5", "wide"]
     diffs = plan.diffs()
     assert diffs["control"] == {}
     # the paper's no-model ablation keeps G (here the --set value), unlike the G=1 SAC baseline
-    assert diffs["no-model"] == {"algo": ("mbpo", "sac")}
-    assert plan.configs["no-model"]["sac"]["updates_per_step"] == 7
+    assert diffs["no-model"] == {"algo": ("mbpo", "model_free")}
+    assert plan.configs["no-model"]["agent"]["updates_per_step"] == 7
     assert diffs["k=5"] == {"rollout.schedule": ([1, 15, 1, 1], [0, 0, 5, 5])}
     assert diffs["from-initial-states"] == {"rollout.from_initial_states": (False, True)}
-    assert diffs["real-ratio=0.5"] == {"sac.real_ratio": (0.05, 0.5)}
+    assert diffs["real-ratio=0.5"] == {"agent.real_ratio": (0.05, 0.5)}
     assert diffs["single-model"] == {"model.ensemble_size": (7, 1), "model.elites": (5, 1)}
     assert diffs["ensemble=3"] == {"model.ensemble_size": (7, 3), "model.elites": (5, 3)}
     assert diffs["deterministic-model"] == {"model.deterministic": (False, True)}
     assert diffs["no-elites"] == {"model.use_elites": (True, False)}
-    assert diffs["G=5"] == {"sac.updates_per_step": (7, 5)}
+    assert diffs["G=5"] == {"agent.updates_per_step": (7, 5)}
     assert diffs["wide"] == {"model.hidden": (200, 400), "rollout.schedule": ([1, 15, 1, 1], [0, 0, 3, 3])}
     assert plan.total_env_steps() == 12 * 2 * 20_000
     # the preset rolls out 1 step at every epoch, so k=1 repeats the control; k=5 does not
@@ -81,7 +81,7 @@ def test_bad_plans_are_config_errors(flags: variants.VariantFlags, message: str)
     (["--real-ratio", "1.5"], "--real-ratio: must be in [0, 1], got 1.5"),
     (["--variant", "x:algo=sac,rollout.schedule=[0,0,5,5]"], "variant x: algo=sac (no model) cannot be combined"),
     (["--no-model", "--jobs", "0"], "--jobs: must be at least 1"),
-    (["--no-model", "--set", "sac.real_ratio=2"], "sac.real_ratio: must be in [0, 1]"),
+    (["--no-model", "--set", "agent.real_ratio=2"], "agent.real_ratio: must be in [0, 1]"),
 ])
 def test_invalid_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     runs = tmp_path / "runs"
@@ -108,7 +108,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["group"] == "mine" and data["total_env_steps"] == 2 * 3 * 1000
-    assert data["diffs"]["no-model"] == {"algo": ["mbpo", "sac"]}
+    assert data["diffs"]["no-model"] == {"algo": ["mbpo", "model_free"]}
     assert not runs.exists()
 
 
@@ -189,7 +189,7 @@ def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[
     assert len(members) == 4
     assert {(r.variant, r.algo, r.env_steps) for r in members} == {("control", "mbpo", 200), ("no-model", "sac", 200)}
     assert {r.preset for r in members} == {"inverted_pendulum"}
-    assert all(r.config["sac"]["updates_per_step"] == 1 and r.config["train"]["threads"] >= 1 for r in members)
+    assert all(r.config["agent"]["updates_per_step"] == 1 and r.config["train"]["threads"] >= 1 for r in members)
     plan = ablation.load_plan(registry, GROUP)
     assert [v.name for v in plan.variants] == ["control", "no-model"] and plan.seeds == [0, 1]
     result = mbpo(runs, "compare", GROUP, "--baseline", f"{GROUP}-control-s0", "--format", "json")

@@ -1,0 +1,34 @@
+"""Building the configured base agent, and which action space each agent supports."""
+
+from __future__ import annotations
+
+from mbpo_cli.agents.base import ActionSpace, GraphedAgent
+from mbpo_cli.agents.ddpg import DDPG
+from mbpo_cli.agents.dqn import DQN
+from mbpo_cli.agents.sac import SAC
+from mbpo_cli.agents.td3 import TD3
+from mbpo_cli.config.schema import Config
+
+AGENT_TYPES: dict[str, type[GraphedAgent]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "dqn": DQN}
+
+
+def action_space_of(name: str) -> ActionSpace:
+    """The kind of action space agent `name` supports."""
+    return AGENT_TYPES[name].action_space
+
+
+def agents_for(space: ActionSpace) -> list[str]:
+    """The agents that support `space`."""
+    return [name for name, cls in AGENT_TYPES.items() if cls.action_space == space]
+
+
+def make_agent(config: Config, obs_dim: int, act_dim: int) -> GraphedAgent:
+    """The agent `config.agent.name` for observations of `obs_dim` and `act_dim` actions (choices), on the CPU."""
+    name, gamma = config.agent.name, config.agent.gamma
+    if name == "sac":
+        return SAC(obs_dim, act_dim, config.sac, gamma)
+    if name == "td3":
+        return TD3(obs_dim, act_dim, config.td3, gamma)
+    if name == "ddpg":
+        return DDPG(obs_dim, act_dim, config.ddpg, gamma)
+    return DQN(obs_dim, act_dim, config.dqn, gamma)
