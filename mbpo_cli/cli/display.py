@@ -71,8 +71,12 @@ class RichReporter:
         if "model_holdout_loss" in metrics:
             parts.append(f"model loss {metrics['model_holdout_loss']:.4f}")
             parts.append(f"k {int(metrics.get('rollout_k', 0))}")
+        if "done_holdout_recall" in metrics:
+            parts.append(f"done recall {_fmt(metrics['done_holdout_recall'], 2)}")
         if "alpha" in metrics:
             parts.append(f"alpha {metrics['alpha']:.3f}")
+        if "epsilon" in metrics:
+            parts.append(f"epsilon {metrics['epsilon']:.3f}")
         self.status = Text("  ".join(parts))
         if self.live is not None:
             self.live.update(Group(self.progress, self.status))

@@ -100,7 +100,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
     mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
     updates_per_step = float(cfg.agent.updates_per_step)
-    if state.agent.graph is None:
+    if mode.startswith("eager"):
         timings.append(Timing(name, eager, updates_per_step))
     else:
         graphed = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)

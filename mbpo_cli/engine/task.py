@@ -94,17 +94,20 @@ def check_agent(config: Config, spec: EnvSpec) -> None:
 def _sample_states(config: EnvConfig, spec: EnvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real `obs`, random `act` and the resulting `next_obs` (`N x ...`), to try custom functions on."""
     env, rng = make_env(config), np.random.default_rng(0)
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    observations, actions, next_observations = [], [], []
     try:
         obs, _ = env.reset(seed=0)
-        while len(rows) < CHECK_STATES:
+        while len(actions) < CHECK_STATES:
             act = random_action(spec, rng)
             next_obs, _, terminated, truncated, _ = env.step(to_env_action(act, spec))
-            rows.append((np.asarray(obs, np.float32), act, np.asarray(next_obs, np.float32)))
+            observations.append(np.asarray(obs, np.float32))
+            actions.append(act)
+            next_observations.append(np.asarray(next_obs, np.float32))
             obs = env.reset()[0] if terminated or truncated else next_obs
     finally:
         env.close()
-    return tuple(torch.as_tensor(np.stack(col)) for col in zip(*rows, strict=True))  # type: ignore[return-value]
+    return (torch.as_tensor(np.stack(observations)), torch.as_tensor(np.stack(actions)),
+            torch.as_tensor(np.stack(next_observations)))
 
 
 def _call(fn: Callable[..., torch.Tensor], key: str, *args: torch.Tensor) -> torch.Tensor:

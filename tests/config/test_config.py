@@ -20,7 +20,9 @@ from mbpo_cli.config.load import (
 )
 from mbpo_cli.config.schema import Config
 
-ALL_PRESETS = ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum", "walker2d"]
+PAPER_PRESETS = ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum",
+                 "walker2d"]
+ALL_PRESETS = sorted([*PAPER_PRESETS, "cartpole"])
 
 
 def _error(**kwargs: object) -> str:
@@ -52,7 +54,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     config = resolve_config(preset=name)
     assert isinstance(config, Config)
     assert config.algo == "mbpo"
-    assert config.env.id.endswith("-v5")
+    assert config.env.id.endswith("-v5") or name not in PAPER_PRESETS
     assert len(config.model.weight_decay) == config.model.layers + 1
     assert config.model.elites <= config.model.ensemble_size
     assert config.train.init_steps < config.train.steps
@@ -75,6 +77,18 @@ def test_hopper_official_values() -> None:
     assert (c.model.ensemble_size, c.model.elites, c.model.hidden, c.model.layers) == (7, 5, 200, 4)
     assert c.rollout.batch_size == 100_000
     assert c.agent.real_ratio == pytest.approx(0.05)
+
+
+def test_paper_presets_use_sac_and_the_known_termination() -> None:
+    for name in PAPER_PRESETS:
+        c = resolve_config(preset=name)
+        assert (c.agent.name, c.env.termination, c.rollout.when) == ("sac", "known", "step"), name
+
+
+def test_cartpole_preset() -> None:
+    c = resolve_config(preset="cartpole")
+    assert (c.env.id, c.agent.name, c.env.termination, c.train.steps) == ("CartPole-v1", "dqn", "learned", 5000)
+    assert c.rollout.schedule == (0, 0, 1, 1) and c.label == "mbpo-dqn"
 
 
 def test_ant_uses_the_truncated_observation() -> None:

@@ -46,6 +46,7 @@ def sac_curve() -> Curve:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("inverted-pendulum-sac")
 def test_sac_learns_inverted_pendulum(sac_curve: Curve) -> None:
     # A uniform-random policy scores about 20 here (the first evaluations, before any update, agree);
     # a learning agent holds the pole several times longer within the budget.
@@ -55,6 +56,7 @@ def test_sac_learns_inverted_pendulum(sac_curve: Curve) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("inverted-pendulum-sac")
 def test_mbpo_beats_sac_at_equal_real_steps(sac_curve: Curve) -> None:
     # The paper's settings but with 10,000 instead of 100,000 branched rollouts per retrain: with k = 1 the
     # model buffer then holds 10,000 fresh model transitions, still far more than the real data, and every

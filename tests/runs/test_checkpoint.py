@@ -160,8 +160,32 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def test_a_checkpoint_written_before_the_agent_section_continues_exactly(
+    straight_run: tuple[RunState, list[tuple[int, dict[str, float]]]]
+) -> None:
+    """Checkpoints of earlier versions name the agent's update counter, its phase time and its config keys
+    after SAC (and keep the temperature among the epoch sums): they restore and continue as today's."""
+    reference, expected = straight_run
+    first = build_run(tiny_config())
+    before = run_until(first, 237)
+    payload = capture(first)
+    payload["counters"]["sac_updates"] = payload["counters"].pop("agent_updates")
+    acc = payload["epoch_acc"]
+    acc["seconds"]["sac"] = acc["seconds"].pop("agent")
+    acc["sums"]["alpha"] = torch.tensor(0.5)
+    del acc["counts"], payload["rng"]["generators"]["done"]
+    config = payload["config"]
+    config["sac"].update(config.pop("agent"))
+    del config["sac"]["name"]
+    second = build_run(tiny_config())
+    assert restore(second, payload) is True
+    after = run_until(second)
+    assert [(s, m) for s, m in before + after] == expected
+    assert_same_tensors(second.agent.state_dict(), reference.agent.state_dict())
+
+
 def test_restore_then_capture_gives_the_same_payload(tmp_path: Path) -> None:
-    config = tiny_config("algo=sac", steps=150)
+    config = tiny_config("algo=model_free", steps=150)
     state = build_run(config)
     run_until(state, 120)
     path = tmp_path / "sac.pt"

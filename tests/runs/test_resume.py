@@ -28,6 +28,7 @@ from mbpo_cli.runs.checkpoint import CheckpointError, load_file
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import RunError, RunMeta, SilentReporter, is_locked, resume_run, run_dir, run_lock, start_run
 
+pytestmark = pytest.mark.xdist_group("resume")  # one process: the reference run is trained once
 MBPO = str(Path(sys.executable).with_name("mbpo"))
 STEPS = 600
 # Tiny settings (a few seconds of training on one thread) covering exploration, model retrains every
@@ -105,13 +106,14 @@ def reference(runs_dir: Path, registry: Registry) -> dict[str, Any]:
 class Training:
     """A `mbpo train` subprocess of the tiny run, its output going to files."""
 
-    def __init__(self, runs_dir: Path, registry: Registry, *extra: str) -> None:
+    def __init__(self, runs_dir: Path, registry: Registry, *extra: str, command: tuple[str, ...] = tuple(TRAIN),
+                 steps: int = STEPS) -> None:
         self.registry = registry
         self.known = {r.id for r in registry.list_runs()}
         self.out = runs_dir / f"out-{time.monotonic_ns()}"
         self.err = self.out.with_suffix(".err")
         with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([MBPO, "--runs-dir", str(runs_dir), *TRAIN, "--steps", str(STEPS), *extra],
+            self.proc = subprocess.Popen([MBPO, "--runs-dir", str(runs_dir), *command, "--steps", str(steps), *extra],
                                          stdout=out, stderr=err, env=_env(), cwd=runs_dir)
         self.run_id = ""
 
@@ -162,10 +164,14 @@ def assert_same_as_reference(registry: Registry, reference: dict[str, Any], run_
     evals = [(s, v) for s, k, v in got if k == "eval_return"]
     assert evals == [(s, v) for s, k, v in reference["metrics"] if k == "eval_return"]
     assert got == reference["metrics"]
-    agent = final_agent(registry, run_id)
-    assert agent.keys() == reference["agent"].keys()
-    for key, value in reference["agent"].items():
-        assert torch.equal(agent[key], value), key
+    assert_same_weights(final_agent(registry, run_id), reference["agent"])
+
+
+def assert_same_weights(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Every tensor equal, and every other entry (counters kept as extra state) too."""
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert torch.equal(got[key], value) if isinstance(value, torch.Tensor) else got[key] == value, key
 
 
 def full_checkpoints(registry: Registry, run_id: str) -> list[Any]:
@@ -175,6 +181,48 @@ def full_checkpoints(registry: Registry, run_id: str) -> list[Any]:
 # ---------------------------------------------------------------------------------------------
 # Interrupted, then resumed: exactly the uninterrupted run
 # ---------------------------------------------------------------------------------------------
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+SHARED = ("train.init_steps=100", "train.epoch_length=50", "train.eval_episodes=1", "train.threads=1",
+          "agent.updates_per_step=1", "agent.batch_size=32", "model.hidden=32", "model.ensemble_size=3",
+          "model.elites=2", "model.max_epochs=3", "rollout.batch_size=200", "rollout.train_freq=50")
+AGENT_RUNS = {
+    "td3": ["train", "--preset", "inverted_pendulum", *_sets(*SHARED, "agent.name=td3", "td3.hidden=32",
+                                                              "td3.policy_delay=3")],
+    "ddpg": ["train", "--preset", "inverted_pendulum", *_sets(*SHARED, "agent.name=ddpg", "ddpg.hidden=32")],
+    # CartPole from --env: DQN, the learned termination (its classifier is checkpointed too), epsilon-greedy
+    "dqn": ["train", "--env", "CartPole-v1", *_sets(*SHARED, "dqn.hidden=32", "done_model.hidden=16",
+                                                     "done_model.max_epochs=3", "dqn.epsilon_decay_steps=300")],
+}
+
+
+@pytest.mark.parametrize("agent", sorted(AGENT_RUNS))
+def test_every_agent_resumes_exactly_after_kill9(tmp_path: Path, agent: str) -> None:
+    """Each base agent (SAC is the tests above) continues bit for bit after kill -9 after its first checkpoint."""
+    steps, command = 300, AGENT_RUNS[agent]
+    with Registry.open(tmp_path) as reg:
+        ref = summary(mbpo(tmp_path, *command, "--steps", str(steps), "--json"))
+        training = Training(tmp_path, reg, "--json", command=tuple(command), steps=steps)
+        try:
+            run_id = training.wait_for_checkpoint(150)
+            assert training.stop(signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            if training.proc.poll() is None:
+                training.proc.kill()
+        assert reg.get_run(run_id).env_steps < steps
+        out = summary(mbpo(tmp_path, "resume", run_id, "--json"))
+        assert out["status"] == "finished" and out["env_steps"] == steps
+        want, got = comparable_metrics(reg, ref["id"]), comparable_metrics(reg, run_id)
+        assert [r for r in got if r[1] == "eval_return"] == [r for r in want if r[1] == "eval_return"]
+        assert got == want
+        assert_same_weights(final_agent(reg, run_id), final_agent(reg, ref["id"]))
+        keys = {k for _, k, _ in got}
+        assert {"critic_loss", "actor_loss"} <= keys if agent != "dqn" else {"q_loss", "epsilon",
+                                                                             "done_holdout_recall"} <= keys
 
 
 def test_kill9_then_resume_is_exact(

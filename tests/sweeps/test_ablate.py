@@ -177,6 +177,7 @@ def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
     return runs, json.loads(result.stdout)
 
 
+@pytest.mark.xdist_group("ablated")
 def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[Path, dict[str, Any]]) -> None:
     runs, data = ablated
     assert data["group"] == GROUP and not data["interrupted"]
@@ -201,6 +202,7 @@ def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[
     assert "already exists" in line and "--resume" in line
 
 
+@pytest.mark.xdist_group("ablated")
 def test_resume_continues_unfinished_runs_and_skips_finished(ablated: tuple[Path, dict[str, Any]]) -> None:
     runs, _ = ablated
     registry = Registry.open(runs)
