@@ -551,3 +551,29 @@ def test_console_script_bad_input(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stdout == ""
     assert not runs_dir.exists()
+
+
+def test_a_discrete_task_from_env_trains_evaluates_and_is_listed(tmp_path: Path) -> None:
+    """`--env CartPole-v1`: DQN and the learned termination by default (said on stderr), a run recorded as
+    mbpo-dqn, whose greedy and epsilon-greedy policies `mbpo eval` replays from the best-policy file."""
+    runs_dir = tmp_path / "runs"
+    sets = ["train.init_steps=100", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
+            "agent.updates_per_step=1", "agent.batch_size=32", "dqn.hidden=32", "rollout.batch_size=200",
+            "model.max_epochs=5", "model.hidden=32", "done_model.max_epochs=5"]
+    result = mbpo(runs_dir, "train", "--env", "CartPole-v1", "--steps", "300", "--json",
+                  *(arg for item in sets for arg in ("--set", item)))
+    assert result.exit_code == 0, result.output
+    assert "env.termination: learned (CartPole-v1 has no known termination function" in result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["algo"], summary["env"], summary["status"]) == ("mbpo-dqn", "CartPole-v1", "finished")
+    with Registry.open(runs_dir) as registry:
+        run = registry.get_run(summary["id"])
+        recall = registry.metrics(run.id, "done_holdout_recall")
+        epsilon = registry.metrics(run.id, "epsilon")
+    assert (run.config["agent"]["name"], run.config["env"]["termination"]) == ("dqn", "learned")
+    assert recall and epsilon and epsilon[-1][2] < epsilon[0][2]
+    greedy = mbpo(runs_dir, "eval", run.id, "--checkpoint", "best", "--episodes", "2", "--json")
+    assert greedy.exit_code == 0, greedy.output
+    explored = mbpo(runs_dir, "eval", run.id, "--episodes", "2", "--stochastic", "--json")
+    assert explored.exit_code == 0, explored.output
+    assert len(json.loads(greedy.stdout)["returns"]) == len(json.loads(explored.stdout)["returns"]) == 2
