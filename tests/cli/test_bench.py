@@ -28,3 +28,12 @@ def test_bench_rejects_bad_numbers(tmp_path) -> None:
     result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--steps", "0"])
     assert result.exit_code == 2
     assert "must be positive" in result.stderr
+
+
+def test_bench_times_the_presets_agent(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--preset", "cartpole", "--steps", "5",
+                                      "--samples", "300", "--repeats", "2", "--json", "--set", "model.max_epochs=3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["dqn_update_ms"] > 0 and "sac_update_ms" not in data
+    assert data["update_mode"].startswith("eager")

@@ -63,8 +63,19 @@ def test_flags_give_the_expected_variants_and_diffs() -> None:
     assert again.configs == plan.configs and again.variants == plan.variants and again.seeds == [0, 1]
 
 
+def test_a_variant_can_swap_the_base_agent() -> None:
+    plan = plan_for(variants.VariantFlags(no_model=True, custom=["td3:agent.name=td3"]))
+    diffs = plan.diffs()
+    assert diffs["td3"] == {"agent.name": ("sac", "td3")}
+    assert diffs["no-model"] == {"algo": ("mbpo", "model_free")}
+    cartpole = variants.build_plan(resolve_config(preset="cartpole"), {"preset": "cartpole"},
+                                   variants.VariantFlags(no_model=True), [0], "c")
+    assert cartpole.configs["no-model"]["agent"] == cartpole.control["agent"]  # DQN at the same G, without a model
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (variants.VariantFlags(), "no variants"),
+    (variants.VariantFlags(custom=["x:algo=model_free,done_model.hidden=10"]), "algo=model_free (no model) cannot be"),
     (variants.VariantFlags(custom=["x:algo=sac,model.hidden=10"]), "algo=sac (no model) cannot be combined"),
     (variants.VariantFlags(custom=["nonsense"]), "expected NAME:KEY=VALUE"),
     (variants.VariantFlags(custom=["x:model.bogus=1"]), "model.bogus: unknown key"),
