@@ -11,6 +11,7 @@ replay it exactly, one graph per minibatch shape and phase.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar, Literal, Protocol
 
 import torch
@@ -73,12 +74,12 @@ class Agent(Protocol):
         ...
 
 
-class GraphedAgent(nn.Module):
+class GraphedAgent(nn.Module, ABC):
     """The update loop every agent shares: noise drawn outside, then the update eagerly or as a CUDA graph.
 
-    Subclasses implement `update_with_noise(batch, noise, phase)` and, where they need them,
-    `noise_shape(batch)` (policy noise drawn per update), `next_phase()` / `phases()` (steps that differ
-    from update to update) and `optimizers()`.
+    Subclasses implement `update_with_noise(batch, noise, phase)`, `optimizers()`, `act` and `policy` and,
+    where they need them, `noise_shape(batch)` (policy noise drawn per update) and `next_phase()` / `phases()`
+    (steps that differ from update to update).
     """
 
     action_space: ClassVar[ActionSpace] = "continuous"
@@ -99,13 +100,22 @@ class GraphedAgent(nn.Module):
         """The phase of the update about to run (advances the agent's update counter where it has one)."""
         return 0
 
+    @abstractmethod
     def update_with_noise(self, batch: Batch, noise: torch.Tensor | None, phase: int) -> UpdateInfo:
         """The update as a pure function of minibatch, noise and phase (capturable)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions `B x A` for observations `B x D`."""
+
+    @property
+    @abstractmethod
+    def policy(self) -> nn.Module:
+        """The module that acts."""
 
     def _noise(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
         shape = self.noise_shape(batch)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mbpo_cli.agents.base import ActionSpace
 from mbpo_cli.agents.factory import action_space_of, agents_for
 from mbpo_cli.config.load import ConfigError, TaskFacts
 from mbpo_cli.config.schema import Config, EnvConfig
@@ -82,7 +83,7 @@ def reward_of(config: Config) -> RewardFn | None:
 
 def check_agent(config: Config, spec: EnvSpec) -> None:
     """ConfigError unless the agent supports the task's action space, naming the fix."""
-    space = "discrete" if spec.discrete else "continuous"
+    space: ActionSpace = "discrete" if spec.discrete else "continuous"
     name = config.agent.name
     if action_space_of(name) != space:
         fits = ", ".join(agents_for(space))
@@ -94,7 +95,9 @@ def check_agent(config: Config, spec: EnvSpec) -> None:
 def _sample_states(config: EnvConfig, spec: EnvSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real `obs`, random `act` and the resulting `next_obs` (`N x ...`), to try custom functions on."""
     env, rng = make_env(config), np.random.default_rng(0)
-    observations, actions, next_observations = [], [], []
+    observations: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    next_observations: list[np.ndarray] = []
     try:
         obs, _ = env.reset(seed=0)
         while len(actions) < CHECK_STATES:
