@@ -84,6 +84,7 @@ def compare(
             common.out.print(f"norm. AUC: each run's mean return over env steps {auc.start:,.0f}-{auc.end:,.0f}, "
                              f"scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the lowest and highest eval "
                              "return of any compared run)", highlight=False)
+        common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
         for note in report.notes:
             common.out.print(f"note: {note}", highlight=False, markup=False)
         if plot is not None:

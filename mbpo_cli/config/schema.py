@@ -108,7 +108,9 @@ class RolloutConfig:
     batch_size: int = 100_000
     """Number of real states branched from at each retrain."""
     schedule: tuple[int, int, int, int] = (20, 100, 1, 1)
-    """Rollout length schedule [min_epoch, max_epoch, min_k, max_k]."""
+    """Rollout length schedule [min_epoch, max_epoch, min_k, max_k]. Its epoch counts training epochs as the
+    official code does, from the end of random exploration: (env_step - train.init_steps) // epoch_length, so
+    a hopper run (init_steps 5,000) is at epoch 45 at env step 50,000."""
     train_freq: int = 250
     """Real steps between model retrains (and rollouts)."""
     retain_epochs: int = 1

@@ -115,7 +115,7 @@ def rollout_model(state: RunState) -> None:
     """Set k from the schedule, size the model buffer for it, and branch rollouts into it."""
     cfg = state.config
     assert state.model is not None and state.model_buffer is not None
-    state.k = rollout_length(state.epoch, cfg.rollout.schedule)
+    state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
     capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
                                      cfg.rollout.train_freq, cfg.rollout.retain_epochs)
     if capacity != state.model_buffer.capacity:
@@ -212,7 +212,7 @@ def end_epoch(state: RunState) -> dict[str, float]:
     eval_seed = (cfg.train.seed + 1) * 1_000_003 + state.epoch * max(episodes, 1)
     returns, lengths = evaluate(state.agent, state.eval_env, state.spec, episodes, eval_seed % 2**31, state.device)
     acc.seconds["eval"] += time.perf_counter() - start
-    metrics: dict[str, float] = {"epoch": float(state.epoch)}
+    metrics: dict[str, float] = {"epoch": float(state.epoch), "training_epoch": float(state.training_epoch)}
     if returns:
         metrics["eval_return"] = float(np.mean(returns))
         metrics["eval_return_std"] = float(np.std(returns))

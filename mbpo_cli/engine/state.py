@@ -93,8 +93,13 @@ class RunState:
 
     @property
     def epoch(self) -> int:
-        """Completed epochs."""
+        """Completed epochs of real steps, exploration included (evaluations and checkpoints follow it)."""
         return self.env_step // self.config.train.epoch_length
+
+    @property
+    def training_epoch(self) -> int:
+        """Completed epochs after random exploration, the official code's epoch (the rollout schedule's)."""
+        return max(0, self.env_step - self.config.train.init_steps) // self.config.train.epoch_length
 
     @property
     def uses_model(self) -> bool:

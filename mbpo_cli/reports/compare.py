@@ -53,6 +53,9 @@ PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
 }
 """Env-step budgets of the MBPO paper's learning curves (Janner et al. 2019, Figure 2), by env name."""
 
+STEP_AXIS = "env steps count every real step, the random exploration steps (train.init_steps) included"
+"""What every env step in a report counts (also said in the output, to set numbers beside published curves)."""
+
 BOOTSTRAP_SEED = 0
 N_RESAMPLES = 2000
 _MAX_LABEL = 40
@@ -544,6 +547,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "wall_clock": [asdict(r) for r in report.wall],
         "final": [asdict(r) for r in report.final],
         "notes": list(report.notes),
+        "steps": STEP_AXIS,
     })
 
 

@@ -78,7 +78,7 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str)
                 ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-        ax.set_xlabel("env steps")
+        ax.set_xlabel("env steps (random exploration included)")
         ax.set_ylabel("eval return")
         ax.set_title(title)
         ax.grid(alpha=0.3)

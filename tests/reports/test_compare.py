@@ -120,6 +120,7 @@ def test_json_numbers_match_hand_computed_values(synthetic: Synthetic) -> None:
     assert [g["n_seeds"] for g in data["groups"]] == [3, 3]
     # 25/50/75/100% of the shortest run (5,000 steps); Hopper's paper budget (125k) is out of range
     assert data["milestones"] == [1250, 2500, 3750, 5000]
+    assert data["steps"].startswith("env steps count every real step")
     row = next(r for r in data["returns"] if r["group"] == "hopper-mbpo" and r["step"] == 2500)
     assert row["n_seeds"] == 3
     assert row["mean"] == pytest.approx(260.0)  # 250, 260, 270
@@ -185,6 +186,7 @@ def test_table_shows_the_same_numbers(synthetic: Synthetic) -> None:
     assert "1.00" in line_with("hopper-mbpo", "510.0")  # P(better than baseline)
     assert "(baseline)" in line_with("sac-seeds", "260.0", "10,000")
     assert "0 = 25.0 and 1 = 520.0" in text
+    assert "steps: env steps count every real step, the random exploration steps (train.init_steps) included" in text
     # the terminal plot under the tables
     assert "* hopper-mbpo  o sac-seeds" in text
     assert text.rstrip().endswith("* hopper-mbpo  o sac-seeds")
