@@ -6,7 +6,6 @@ report of the finished group (`mbpo_cli.reports.compare`), and the tables that s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +21,7 @@ from mbpo_cli.cli.common import (
     PresetOpt,
     SetOpt,
     build_train_config,
+    emit_json,
     existing_registry,
     handled,
     open_registry,
@@ -67,7 +67,7 @@ def _print_plan(plan: variants.Plan, jobs: int, as_json: bool) -> None:
         data = plan.to_dict()
         data["diffs"] = {k: {key: list(v) for key, v in d.items()} for k, d in plan.diffs().items()}
         data["same_as_control"] = plan.same_as_control()
-        print(json.dumps(data))
+        emit_json(data)
         return
     common.out.print(f"Ablation plan {plan.group} (dry run: nothing is run or written)")
     common.out.print(diff_table(plan))
@@ -134,10 +134,10 @@ def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry,
     notes += _same_as_control_notes(plan)
     if as_json:
         keys = ("id", "variant", "seed", "status", "env_steps", "last_eval_return")
-        print(json.dumps({"group": plan.group, "interrupted": signum is not None,
-                          "runs": [{k: r[k] for k in keys} for r in rows],
-                          "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in plan.variants],
-                          "compare": None if report is None else reports.report_to_dict(report), "notes": notes}))
+        emit_json({"group": plan.group, "interrupted": signum is not None,
+                   "runs": [{k: r[k] for k in keys} for r in rows],
+                   "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in plan.variants],
+                   "compare": None if report is None else reports.report_to_dict(report), "notes": notes})
         return rows
     if report is not None:
         for table in compare_tables(report):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import torch
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, handled
+from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, emit_json, handled
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.engine.state import resolve_device
 
@@ -57,7 +56,7 @@ def bench(
         result["end_to_end_steps"] = steps
         result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
         if as_json:
-            print(json.dumps(result))
+            emit_json(result)
             return
         per_step = {t.name: t.median * t.per_env_step for t in timings}
         total = sum(per_step.values()) or 1.0

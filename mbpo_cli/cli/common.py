@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,6 +63,10 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+    except BrokenPipeError:
+        # the reader of stdout went away (`mbpo runs list --json | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
     except Exception as error:
         if debug:
             traceback.print_exc()
@@ -68,6 +74,22 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
                   "for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def emit_json(data: Any) -> None:
+    """One JSON object on stdout (valid JSON: non-finite numbers become null), flushed."""
+    print(json.dumps(_finite(data), allow_nan=False), flush=True)
 
 
 def open_registry(ctx: typer.Context) -> Registry:
@@ -114,7 +136,7 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
 def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
     summary = run_summary(outcome, ctx.obj.runs_dir)
     if as_json:
-        print(json.dumps(summary))
+        emit_json(summary)
     else:
         out.print(summary_table(summary))
         if outcome.status == "interrupted":

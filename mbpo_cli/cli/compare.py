@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import handled, registry_of
+from mbpo_cli.cli.common import emit_json, handled, registry_of
 from mbpo_cli.cli.tables import compare_tables
 from mbpo_cli.runs.session import RunError
 
@@ -75,7 +74,7 @@ def compare(
         if fmt == "json":
             data = reports.report_to_dict(report)
             data["plot"] = None if plot is None else str(plot)
-            print(json.dumps(data, allow_nan=False))
+            emit_json(data)
             return
         for table in compare_tables(report):
             common.out.print(table)

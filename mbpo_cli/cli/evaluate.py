@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import JsonOpt, handled, registry_of
+from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
 
 
 def eval_run(
@@ -63,7 +62,7 @@ def eval_run(
             "video": None if film is None else {"path": str(video), **film},
         }
         if as_json:
-            print(json.dumps(data))
+            emit_json(data)
             return
         mode = "mean action" if deterministic else "sampled actions"
         table = Table(title=f"{info.name}: {policy.label} ({mode})")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import typer
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import JsonOpt, existing_registry, handled, registry_of
+from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError, is_locked, run_dir
 
@@ -57,7 +56,7 @@ def runs_list(
         if status is not None:
             rows = [r for r in rows if r["status"].split(" ")[0] == status]
         if as_json:
-            print(json.dumps(rows))
+            emit_json(rows)
             return
         table = Table(title=f"Runs in {ctx.obj.runs_dir}")
         for column in ("id", "name", "status", "group", "algo", "env", "seed", "steps", "last eval", "created"):
@@ -90,7 +89,7 @@ def runs_show(
         data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
         data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]
         if as_json:
-            print(json.dumps(data))
+            emit_json(data)
             return
         table = Table(title=f"Run {info.id}", show_header=False, title_justify="left")
         table.add_column("key", style="bold")

@@ -8,6 +8,7 @@ Nothing here imports the engine: a config is checked against the environment onl
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,14 @@ from mbpo_cli.config.schema import KNOWN_TERMINATIONS, TERMINATION_MODES, Config
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 PRESETS_DIRS = (PACKAGE_DIR / "presets", PACKAGE_DIR.parent / "presets")
 """Bundled presets: inside the installed package (the wheel), or beside it in a source checkout."""
+
+
+MAX_INT = 2**53 - 1
+"""Largest integer a config accepts anywhere (exact in JSON, far inside SQLite's 64-bit integers)."""
+MAX_SEED = 2**31 - 1
+"""Largest seed (every generator is seeded from it with room to spare in 64 bits)."""
+MAX_THREADS = 1024
+"""Largest `train.threads` (torch crashes, rather than refuses, at absurd counts)."""
 
 
 class ConfigError(ValueError):
@@ -239,10 +248,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{where}: must be at most {MAX_INT:,} in size, got {value}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -329,8 +342,10 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         fail("train.init_steps", f"must be >= 0, got {c.train.init_steps}")
     if c.train.eval_episodes < 0:
         fail("train.eval_episodes", f"must be >= 0, got {c.train.eval_episodes}")
-    if c.train.seed < 0:
-        fail("train.seed", f"must be >= 0, got {c.train.seed}")
+    if not 0 <= c.train.seed <= MAX_SEED:
+        fail("train.seed", f"must be in [0, {MAX_SEED}], got {c.train.seed}")
+    if c.train.threads is not None and c.train.threads > MAX_THREADS:
+        fail("train.threads", f"must be at most {MAX_THREADS}, got {c.train.threads}")
     if c.train.device != "auto" and c.train.device != "cpu" and not c.train.device.startswith("cuda"):
         fail("train.device", f"expected auto, cpu, cuda or cuda:N, got {c.train.device!r}")
     termination = c.env.termination

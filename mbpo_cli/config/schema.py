@@ -231,11 +231,11 @@ class TrainConfig:
     eval_episodes: int = 5
     """Deterministic evaluation episodes at each epoch end."""
     seed: int = 0
-    """Seed for torch, numpy and the environments."""
+    """Seed for torch, numpy and the environments (0 to 2**31 - 1)."""
     device: str = "auto"
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     threads: int | None = None
-    """CPU threads for torch (None: all cores)."""
+    """CPU threads for torch (None: all cores; at most 1024)."""
     cuda_graphs: bool = True
     """On CUDA, run each agent update as a captured CUDA graph (checked against eager at capture; falls
     back to eager, with the reason shown, when capture is not possible). No effect on CPU."""

@@ -577,3 +577,27 @@ def test_a_discrete_task_from_env_trains_evaluates_and_is_listed(tmp_path: Path)
     explored = mbpo(runs_dir, "eval", run.id, "--episodes", "2", "--stochastic", "--json")
     assert explored.exit_code == 0, explored.output
     assert len(json.loads(greedy.stdout)["returns"]) == len(json.loads(explored.stdout)["returns"]) == 2
+
+
+def test_json_listing_into_a_closed_pipe_and_a_nan_in_a_stored_config(tmp_path: Path) -> None:
+    """`mbpo runs list --json | head -c 1`: no traceback when the reader goes away; NaN (in a config stored by
+    an older version) comes out as null, so the output stays valid JSON."""
+    runs_dir = tmp_path / "runs"
+    with Registry.open(runs_dir) as registry:
+        for seed in range(400):  # enough JSON to overflow the pipe's buffer
+            registry.create_run(name=None, preset=None, env_id="Hopper-v5", algo="mbpo", seed=seed,
+                                config={"model": {"improvement": float("nan")}, "padding": "x" * 200}, device="cpu",
+                                command="mbpo train", target_steps=10)
+    whole = subprocess.run([_console_script(), "--runs-dir", str(runs_dir), "runs", "list", "--json"],
+                           capture_output=True, text=True, timeout=120, env=_subprocess_env(), check=False)
+    assert whole.returncode == 0, whole.stderr
+    rows = json.loads(whole.stdout, parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
+    assert len(rows) == 400 and rows[0]["config"]["model"]["improvement"] is None
+    proc = subprocess.Popen([_console_script(), "--runs-dir", str(runs_dir), "runs", "list", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_subprocess_env())
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(1)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr, stderr

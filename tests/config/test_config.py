@@ -346,6 +346,14 @@ def test_error_in_a_file_inheriting_a_preset_names_the_users_file(tmp_path: Path
         (["model.elites=8"], "model.elites", "ensemble_size"),
         (["model.weight_decay=[0.1]"], "model.weight_decay", "layers + 1"),
         (["model.layers=2"], "model.weight_decay", "layers + 1"),
+        (["sac.lr=.nan"], "sac.lr", "expected a finite number, got nan"),
+        (["model.improvement=.nan"], "model.improvement", "expected a finite number, got nan"),
+        (["agent.real_ratio=.inf"], "agent.real_ratio", "expected a finite number, got inf"),
+        (["model.weight_decay=[0, 0, 0, 0, .nan]"], "model.weight_decay", "expected a finite number"),
+        (["train.steps=100000000000000000000"], "train.steps", "must be at most 9,007,199,254,740,991 in size"),
+        (["train.seed=9223372036854775808"], "train.seed", "must be at most"),
+        (["train.seed=2147483648"], "train.seed", "must be in [0, 2147483647]"),
+        (["train.threads=20000"], "train.threads", "must be at most 1024"),
     ],
 )
 def test_bad_override_names_the_key(overrides: list[str], key: str, words: str) -> None:
