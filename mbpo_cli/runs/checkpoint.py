@@ -242,6 +242,35 @@ def load_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
     return payload
 
 
+FULL_LAYOUT: dict[str, Any] = {
+    "format": int, "config": dict, "device": str, "obs": torch.Tensor, "agent": dict, "optimizers": dict,
+    "real_buffer": dict, "model_info": dict, "env": dict,
+    "counters": {"env_step": int, "k": int, "episode_return": float, "episode_length": int},
+    "epoch_acc": {"sums": dict, "updates": int, "seconds": dict, "episode_returns": list},
+    "rng": {"generators": dict, "torch": torch.Tensor, "numpy_global": list, "python": tuple, "exploration": dict},
+}
+"""What a full checkpoint must hold for `restore` (key -> type, or a nested layout)."""
+
+
+def check_full(payload: dict[str, Any], path: str) -> None:
+    """CheckpointError unless `payload` has the layout of a full checkpoint (a file that unpickles safely but
+    holds something else is as unusable as a corrupt one)."""
+
+    def walk(node: dict[str, Any], layout: dict[str, Any], where: str) -> None:
+        for key, kind in layout.items():
+            value = node.get(key)
+            if isinstance(kind, dict):
+                if not isinstance(value, dict):
+                    raise CheckpointError(f"checkpoint {path} is not a full mbpo checkpoint (no {where}{key})")
+                walk(value, kind, f"{where}{key}.")
+                continue
+            if not isinstance(value, (int, float) if kind is float else kind):
+                raise CheckpointError(f"checkpoint {path} is not a full mbpo checkpoint ({where}{key} is missing "
+                                      "or of the wrong type)")
+
+    walk(payload, FULL_LAYOUT, "")
+
+
 def policy_payload(state: RunState, eval_return: float) -> dict[str, Any]:
     """A small file with the acting network only (the actor, or DQN's Q network): the best-evaluation policy."""
     return {

@@ -27,7 +27,15 @@ from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.events import Event, NoticeEvent, StepEvent
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import RunState, build_run, resolve_device
-from mbpo_cli.runs.checkpoint import CheckpointError, capture, load_file, policy_payload, restore, save_file
+from mbpo_cli.runs.checkpoint import (
+    CheckpointError,
+    capture,
+    check_full,
+    load_file,
+    policy_payload,
+    restore,
+    save_file,
+)
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
 
 HEARTBEAT_SECONDS = 10.0
@@ -346,6 +354,7 @@ def latest_good_checkpoint(
     for info in reversed(full):
         try:
             payload = load_file(Path(info.path), info.sha256)
+            check_full(payload, info.path)
         except CheckpointError as err:
             reporter.message(f"warning: {err}; trying the previous checkpoint")
             rejected.append(info)

@@ -26,7 +26,17 @@ from mbpo_cli.config.load import resolve_config
 from mbpo_cli.runs import checkpoint
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import RunError, RunMeta, SilentReporter, is_locked, resume_run, run_dir, run_lock, start_run
+from mbpo_cli.runs.session import (
+    RunError,
+    RunMeta,
+    SilentReporter,
+    is_locked,
+    latest_good_checkpoint,
+    resume_run,
+    run_dir,
+    run_lock,
+    start_run,
+)
 
 pytestmark = pytest.mark.xdist_group("resume")  # one process: the reference run is trained once
 MBPO = str(Path(sys.executable).with_name("mbpo"))
@@ -393,3 +403,24 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(
         outcome = resume_run(reg, tmp_path, run.id, SilentReporter())  # space is back
         assert outcome.status == "finished" and outcome.run.env_steps == 150
         assert [c.step for c in full_checkpoints(reg, run.id)] == [100, 150]
+
+
+def test_a_checkpoint_holding_something_else_is_skipped_like_a_corrupt_one(tmp_path: Path) -> None:
+    """A file that unpickles safely (and matches its recorded sha256) but is not a full checkpoint, such as
+    `{"format": 1}`: the run resumes from the previous checkpoint with a warning, as for a corrupt file."""
+    config = resolve_config(preset="inverted_pendulum", overrides=[*TINY, "train.keep_checkpoints=3"], steps=150)
+    with Registry.open(tmp_path) as reg:
+        outcome = start_run(config, RunMeta(preset=None, name="odd", command="test"), reg, tmp_path, SilentReporter())
+        assert outcome.status == "finished"
+        newest = full_checkpoints(reg, outcome.run.id)[-1]
+        size, digest = checkpoint.save_file({"format": 1}, Path(newest.path))
+        reg.remove_checkpoint(outcome.run.id, newest.path)
+        reg.add_checkpoint(outcome.run.id, step=newest.step, path=newest.path, bytes=size, sha256=digest,
+                           kind=newest.kind)
+        messages: list[str] = []
+        reporter = SilentReporter()
+        reporter.message = messages.append  # type: ignore[method-assign]
+        info, payload = latest_good_checkpoint(reg, reg.get_run(outcome.run.id), reporter)
+    assert info.step == 100 and payload["counters"]["env_step"] == 100
+    assert messages == [f"warning: checkpoint {newest.path} is not a full mbpo checkpoint (config is missing or of "
+                        "the wrong type); trying the previous checkpoint"]
