@@ -54,8 +54,3 @@ app.command("eval")(evaluate.eval_run)
 app.command()(compare.compare)
 app.command()(ablate.ablate)
 app.command()(bench.bench)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from mbpo_cli.cli.display import summary_table
+from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
@@ -28,8 +27,8 @@ from mbpo_cli.runs.checkpoint import CheckpointError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
 
-out = Console()
-err = Console(stderr=True)
+out = Output()
+err = Output(stderr=True)
 
 USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
 
@@ -65,7 +64,7 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         raise typer.Exit(130) from None
     except BrokenPipeError:
         # the reader of stdout went away (`mbpo runs list --json | head`): stop quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        release_closed_outputs()
         raise typer.Exit(1) from None
     except Exception as error:
         if debug:
@@ -74,6 +73,16 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
                   "for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def release_closed_outputs() -> None:
+    """Point stdout and stderr at /dev/null where their reader has gone, so that no later write or the flush at
+    exit fails (which would print a traceback and change the exit status)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _finite(value: Any) -> Any:
@@ -134,14 +143,20 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
 
 
 def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
+    """Print the run's summary and exit with its status (130/143 after a stop signal, even when the output
+    cannot be written any more: the run, its checkpoint and its status stand)."""
     summary = run_summary(outcome, ctx.obj.runs_dir)
-    if as_json:
-        emit_json(summary)
-    else:
-        out.print(summary_table(summary))
-        if outcome.status == "interrupted":
-            out.print(f"Interrupted at env step {outcome.run.env_steps:,}. Continue with: "
-                      f"[bold]mbpo resume {outcome.run.id}[/]")
+    try:
+        if as_json:
+            emit_json(summary)
+        else:
+            out.print(summary_table(summary))
+            if outcome.status == "interrupted":
+                out.print(f"Interrupted at env step {outcome.run.env_steps:,}. Continue with: "
+                          f"[bold]mbpo resume {outcome.run.id}[/]")
+    except OSError:
+        pass  # the reader of the output went away (`mbpo train | tee` stopped): nothing left to tell
+    release_closed_outputs()
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
 

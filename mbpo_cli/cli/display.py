@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console, Group
@@ -14,6 +16,17 @@ from mbpo_cli.config.schema import Config
 from mbpo_cli.runs.registry import RunInfo
 
 
+class Output(Console):
+    """A Rich console that outlives its reader (`mbpo train | tee` whose tee stopped): once the pipe is closed
+    it writes nothing more, and the command finishes what it was doing (a checkpoint, an exit status)."""
+
+    def on_broken_pipe(self) -> None:
+        """Go quiet and point the stream at /dev/null, instead of Rich's default of exiting with status 1."""
+        self.quiet = True
+        stream = sys.stderr if self.stderr else sys.stdout
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -22,7 +35,7 @@ class RichReporter:
     """Live progress for `mbpo train` and `mbpo resume` (implements runner.Reporter)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Output(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

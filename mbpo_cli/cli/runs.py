@@ -13,7 +13,7 @@ from rich.table import Table
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
 from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError, is_locked, run_dir
+from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
 
 runs_app = typer.Typer(
     help="List, show and delete runs in the registry.\n\n"
@@ -29,8 +29,7 @@ def _last_eval(registry: Registry, run: RunInfo) -> float | None:
 
 def _run_dict(registry: Registry, run: RunInfo, runs_dir: Path) -> dict[str, Any]:
     data = run.to_dict()
-    alive = run.status == "running" and is_locked(run_dir(runs_dir, run.id))
-    data["status"] = "running" if alive else run.display_status
+    data["status"] = live_status(run, run_dir(runs_dir, run.id))
     data["last_eval_return"] = _last_eval(registry, run)
     return data
 

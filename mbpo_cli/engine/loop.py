@@ -243,7 +243,8 @@ def end_epoch(state: RunState) -> dict[str, float]:
 
 
 def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
-    """Run MBPO (or the base agent alone) from `state` until `config.train.steps` real steps or `should_stop()`.
+    """Run MBPO (or the base agent alone) from `state` until `config.train.steps` real steps or `should_stop()`
+    (asked before every step).
 
     Each real step: retrain the model and branch rollouts when due, act in the env, then G agent
     updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics.
@@ -252,7 +253,7 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
     notify = callback or (lambda event: None)
     seconds = state.epoch_acc.seconds
-    while state.env_step < total:
+    while state.env_step < total and not (should_stop is not None and should_stop()):
         # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
         if state.update_mode is None and state.env_step >= init_steps:
             state.update_mode = prepare_updates(state)
@@ -286,6 +287,4 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             metrics = end_epoch(state)
             seconds = state.epoch_acc.seconds
             notify(EpochEvent(state.env_step, state.epoch, metrics))
-        if should_stop is not None and should_stop():
-            break
     return state

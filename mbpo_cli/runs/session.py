@@ -144,23 +144,45 @@ def is_locked(folder: Path) -> bool:
     return False
 
 
+def live_status(run: RunInfo, folder: Path) -> str:
+    """The status to show a user. A `running` run whose lock no live process holds is `interrupted (stale)` at
+    once (its lock file proves it ran on this machine); without a lock file here, its heartbeat decides."""
+    if run.status != "running":
+        return run.status
+    if is_locked(folder):
+        return "running"
+    if (folder / "lock").exists():
+        return "interrupted (stale)"
+    return run.display_status
+
+
 class StopSignals:
-    """SIGINT/SIGTERM request a clean stop after the current step; repeats during the save are ignored."""
+    """SIGINT/SIGTERM request a clean stop after the current step; repeats during the save are ignored.
+
+    The handler only records the signal: output there could fail (a closed pipe) inside whatever the main
+    thread was doing, such as writing the checkpoint. The stop is announced by `requested()`, in the main
+    thread; a repeat is acknowledged by one raw write to stderr whose failure is ignored.
+    """
 
     def __init__(self, reporter: Reporter | None = None) -> None:
         self.reporter = reporter or SilentReporter()
         self.signum: int | None = None
+        self.announced = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
-            self.reporter.message(f"{signal.Signals(signum).name}: finishing the current step and saving a checkpoint")
-        else:
-            self.reporter.message("already stopping: the checkpoint is being saved, please wait")
+            return
+        with suppress(OSError):
+            os.write(2, b"already stopping: the checkpoint is being saved, please wait\n")
 
     def requested(self) -> bool:
-        """True once a stop signal arrived."""
+        """True once a stop signal arrived (the first call after it says so through the reporter)."""
+        if self.signum is not None and not self.announced:
+            self.announced = True
+            self.reporter.message(f"{signal.Signals(self.signum).name}: finishing the current step and saving a "
+                                  "checkpoint")
         return self.signum is not None
 
     def __enter__(self) -> StopSignals:
@@ -178,6 +200,42 @@ class StopSignals:
         return 128 + (self.signum or signal.SIGINT)
 
 
+class SafeReporter:
+    """A reporter whose output may fail (a closed pipe, a full disk) without failing the run: the first
+    OSError ends the display, and training, checkpoints and the registry carry on."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter: Reporter | None = reporter
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self.reporter is None:
+            return
+        try:
+            getattr(self.reporter, name)(*args)
+        except OSError:
+            self.reporter = None
+
+    def start(self, run: RunInfo, config: Config, from_step: int) -> None:
+        """The display's start, if it can still write."""
+        self._call("start", run, config, from_step)
+
+    def step(self, env_step: int, episode_return: float | None) -> None:
+        """The display's step, if it can still write."""
+        self._call("step", env_step, episode_return)
+
+    def epoch(self, env_step: int, metrics: dict[str, float]) -> None:
+        """The display's epoch, if it can still write."""
+        self._call("epoch", env_step, metrics)
+
+    def message(self, text: str) -> None:
+        """The display's message, if it can still write."""
+        self._call("message", text)
+
+    def stop(self) -> None:
+        """The display's stop, if it can still write."""
+        self._call("stop")
+
+
 # ---------------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +244,10 @@ class StopSignals:
 class Session:
     """One process training one run: engine events go to the registry, checkpoints and the reporter."""
 
-    def __init__(self, registry: Registry, run: RunInfo, folder: Path, state: RunState, reporter: Reporter) -> None:
+    def __init__(self, registry: Registry, run: RunInfo, folder: Path, state: RunState, reporter: Reporter,
+                 signals: StopSignals) -> None:
         self.registry = registry
+        self.signals = signals
         self.run = run
         self.folder = folder
         self.state = state
@@ -254,23 +314,23 @@ class Session:
     def execute(self) -> Outcome:
         """Train to the configured steps (or a stop signal), checkpoint, and set the final status."""
         start_step = self.state.env_step
+        signals = self.signals
         self.registry.set_status(self.run.id, "running")
         self.reporter.start(self.run, self.state.config, start_step)
-        with StopSignals(self.reporter) as signals:
-            try:
-                train(self.state, self.on_event, should_stop=signals.requested)
-            except BaseException as err:
-                self.registry.set_status(self.run.id, "failed", error=_one_line(err))
-                self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
-                self.reporter.stop()
-                raise
-            stopped = signals.requested() and self.state.env_step < self.state.config.train.steps
-            self.save_checkpoint("periodic" if stopped else "final")
+        try:
+            train(self.state, self.on_event, should_stop=signals.requested)
+        except BaseException as err:
+            self.registry.set_status(self.run.id, "failed", error=_one_line(err))
             self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
-            status = "interrupted" if stopped else "finished"
-            self.registry.set_status(self.run.id, status)
             self.reporter.stop()
-            code = signals.exit_code if stopped else 0
+            raise
+        stopped = signals.requested() and self.state.env_step < self.state.config.train.steps
+        self.save_checkpoint("periodic" if stopped else "final")
+        self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
+        status = "interrupted" if stopped else "finished"
+        self.registry.set_status(self.run.id, status)
+        self.reporter.stop()
+        code = signals.exit_code if stopped else 0
         return Outcome(
             run=self.registry.get_run(self.run.id),
             status=status,
@@ -317,7 +377,18 @@ def command_line() -> str:
 
 
 def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path, reporter: Reporter) -> Outcome:
-    """Register a new run, create its folder and train it."""
+    """Register a new run, create its folder and train it.
+
+    Stop signals are caught from before the run is registered: one that arrives while the run is being set up
+    stops it after set-up, with a checkpoint at env step 0, marked interrupted.
+    """
+    reporter = SafeReporter(reporter)
+    with StopSignals(reporter) as signals:
+        return _start_run(config, meta, registry, runs_dir, reporter, signals)
+
+
+def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path, reporter: Reporter,
+               signals: StopSignals) -> Outcome:
     device = resolve_device(config.train.device)
     run = registry.create_run(
         name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.label, seed=config.train.seed,
@@ -338,7 +409,7 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
         except BaseException as err:
             registry.set_status(run.id, "failed", error=_one_line(err))
             raise
-        return Session(registry, run, folder, state, reporter).execute()
+        return Session(registry, run, folder, state, reporter, signals).execute()
 
 
 def latest_good_checkpoint(
@@ -371,9 +442,23 @@ def resume_run(
     registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, *, steps: int | None = None,
     device: str | None = None, force: bool = False,
 ) -> Outcome:
-    """Continue run `ref` from its newest good checkpoint, in the same run id and registry rows."""
+    """Continue run `ref` from its newest good checkpoint, in the same run id and registry rows.
+
+    A stop signal from the start on stops the run once it is restored (it is saved again, unchanged).
+    """
+    reporter = SafeReporter(reporter)
+    with StopSignals(reporter) as signals:
+        return _resume_run(registry, runs_dir, ref, reporter, signals, steps=steps, device=device, force=force)
+
+
+def _resume_run(
+    registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, signals: StopSignals, *, steps: int | None,
+    device: str | None, force: bool,
+) -> Outcome:
     run = registry.get_run(ref)
     folder = run_dir(runs_dir, run.id)
+    if not folder.is_dir():
+        raise RunError(f"run {run.id} cannot be resumed: its folder {folder} is gone (with its checkpoints)")
     recorded = build_config(run.config, f"run {run.id}")
     if run.status == "finished" and (steps is None or steps <= run.env_steps):
         raise RunError(
@@ -419,6 +504,6 @@ def resume_run(
         if not exact:
             reporter.message("resuming on another device type: the continuation is not bitwise exact")
         reporter.message(f"resuming run {run.id} from env step {state.env_step} ({Path(info.path).name})")
-        outcome = Session(registry, run, folder, state, reporter).execute()
+        outcome = Session(registry, run, folder, state, reporter, signals).execute()
         outcome.exact_resume = exact
         return outcome

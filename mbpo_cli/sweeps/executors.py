@@ -62,5 +62,5 @@ def mbpo_command() -> list[str]:
     script = Path(sys.executable).parent / "mbpo"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-c", "from mbpo_cli.cli.app import main; main()"]
+    return [sys.executable, "-c", "from mbpo_cli.cli import main; main()"]
 

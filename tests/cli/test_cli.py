@@ -6,8 +6,10 @@ Training runs here are tiny (300 env steps, small networks, one thread) so that 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -601,3 +603,15 @@ def test_json_listing_into_a_closed_pipe_and_a_nan_in_a_stored_config(tmp_path: 
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path: Path) -> None:
+    """SIGINT 0.3 s after starting `mbpo train`: usually while torch and gymnasium are still being imported
+    (about 2 s here), else during set-up. Either way: no traceback, exit 130."""
+    proc = subprocess.Popen([_console_script(), "--runs-dir", str(tmp_path / "runs"), "train", *TINY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_subprocess_env())
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr

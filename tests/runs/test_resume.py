@@ -424,3 +424,75 @@ def test_a_checkpoint_holding_something_else_is_skipped_like_a_corrupt_one(tmp_p
     assert info.step == 100 and payload["counters"]["env_step"] == 100
     assert messages == [f"warning: checkpoint {newest.path} is not a full mbpo checkpoint (config is missing or of "
                         "the wrong type); trying the previous checkpoint"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stops at awkward moments
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_with_the_output_pipe_closed_still_checkpoints(tmp_path: Path, sig: int) -> None:
+    """`mbpo train 2>&1 | tee log` whose tee has gone: the stop must still save, mark the run interrupted and
+    exit 130/143 (the stop notice, which can no longer be written, must not fail the save)."""
+    with Registry.open(tmp_path) as reg:
+        proc = subprocess.Popen([MBPO, "--runs-dir", str(tmp_path), *TRAIN, "--steps", "5000"], env=_env(),
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 120
+        while not any(c.kind == "periodic" for r in reg.list_runs() for c in reg.checkpoints(r.id)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.stdout.close()  # the reader goes away
+        proc.send_signal(sig)
+        assert proc.wait(timeout=120) == 128 + sig
+        (run,) = reg.list_runs()
+        assert run.status == "interrupted" and run.env_steps < 5000
+        newest = full_checkpoints(reg, run.id)[-1]
+        assert newest.step == run.env_steps and load_file(Path(newest.path), newest.sha256)["counters"]["env_step"] \
+            == run.env_steps
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_set_up_leaves_an_interrupted_run_at_step_0(tmp_path: Path, sig: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal arrives while the environment and networks are being built (here: from inside the build)."""
+    from mbpo_cli.runs import session
+
+    real_build = session.build_run
+
+    def build_then_signal(*args: Any, **kwargs: Any) -> Any:
+        state = real_build(*args, **kwargs)
+        os.kill(os.getpid(), sig)
+        return state
+
+    monkeypatch.setattr(session, "build_run", build_then_signal)
+    config = resolve_config(preset="inverted_pendulum", overrides=TINY, steps=150)
+    with Registry.open(tmp_path) as reg:
+        outcome = start_run(config, RunMeta(preset=None, name="early", command="test"), reg, tmp_path,
+                            SilentReporter())
+        assert (outcome.status, outcome.exit_code, outcome.run.env_steps) == ("interrupted", 128 + sig, 0)
+        assert [c.step for c in full_checkpoints(reg, outcome.run.id)] == [0]
+        monkeypatch.undo()
+        resumed = resume_run(reg, tmp_path, "early", SilentReporter())
+        assert (resumed.status, resumed.run.env_steps) == ("finished", 150)
+
+
+def test_resume_of_a_run_whose_folder_is_gone(runs_dir: Path, registry: Registry, reference: dict[str, Any],
+                                              tmp_path: Path) -> None:
+    folder, elsewhere = run_dir(runs_dir, reference["id"]), tmp_path / "moved"
+    folder.rename(elsewhere)
+    try:
+        message = one_line_error(mbpo(runs_dir, "resume", reference["id"], "--steps", str(STEPS + 50)))
+    finally:
+        elsewhere.rename(folder)
+    assert message == (f"error: run {reference['id']} cannot be resumed: its folder {folder} is gone "
+                       "(with its checkpoints)")
+
+
+def test_a_killed_run_shows_as_stale_at_once(runs_dir: Path, registry: Registry, start_training: Any) -> None:
+    training = start_training("--json")
+    run_id = training.wait_for_checkpoint(100)
+    assert training.stop(signal.SIGKILL) == -signal.SIGKILL
+    shown = json.loads(mbpo(runs_dir, "runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "interrupted (stale)"  # not `running` for the heartbeat's 120 s
