@@ -47,7 +47,7 @@ def eval_run(
             evaluation.check_video_path(video)
         registry = registry_of(ctx, run)
         info = registry.get_run(run)
-        policy = evaluation.load_policy(registry, info, checkpoint)
+        policy = evaluation.load_policy(registry, info, ctx.obj.runs_dir, checkpoint)
         deterministic = not stochastic
         # the video first: a missing encoder or rendering backend must fail before anything is recorded
         film = evaluation.record_video(video, policy, seed, deterministic) if video is not None else None
@@ -55,7 +55,7 @@ def eval_run(
         eval_id = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
         data = {
             "evaluation_id": eval_id, "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
-            "checkpoint_step": policy.checkpoint.step, "checkpoint_path": policy.checkpoint.path,
+            "checkpoint_step": policy.checkpoint.step, "checkpoint_path": str(policy.file),
             "episodes": episodes, "seed": seed, "deterministic": deterministic,
             "returns": result.returns, "lengths": result.lengths,
             "mean": result.mean, "std": result.std, "min": result.min, "max": result.max,

@@ -34,7 +34,7 @@ from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.engine.loop import evaluate
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
-from mbpo_cli.runs.session import RunError
+from mbpo_cli.runs.session import RunError, checkpoint_file
 
 ENCODER_HINT = "pip install imageio[ffmpeg]"
 BACKENDS = ("egl", "osmesa")
@@ -55,6 +55,8 @@ class Policy:
     agent: GraphedAgent
     config: Config
     checkpoint: CheckpointInfo
+    file: Path
+    """The checkpoint's file."""
 
     @property
     def label(self) -> str:
@@ -150,10 +152,11 @@ def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: s
     return agent.eval()
 
 
-def load_policy(registry: Registry, run: RunInfo, which: str = "latest") -> Policy:
+def load_policy(registry: Registry, run: RunInfo, runs_dir: Path, which: str = "latest") -> Policy:
     """Verify (sha256 from the registry) and load the chosen checkpoint's policy on the CPU."""
     info = select_checkpoint(registry.checkpoints(run.id), run, which)
-    payload = load_file(Path(info.path), info.sha256)
+    file = checkpoint_file(runs_dir, info.path)
+    payload = load_file(file, info.sha256)
     try:
         config = build_config(payload.get("config") or run.config, info.path)
     except ConfigError as err:
@@ -162,7 +165,7 @@ def load_policy(registry: Registry, run: RunInfo, which: str = "latest") -> Poli
     spec = env_spec(env)
     env.close()
     agent = policy_agent(config, spec, payload, info.path, info.step)
-    return Policy(agent=agent, config=config, checkpoint=info)
+    return Policy(agent=agent, config=config, checkpoint=info, file=file)
 
 
 def run_episodes(policy: Policy, episodes: int, seed: int, deterministic: bool = True) -> EvalResult:
@@ -273,7 +276,7 @@ def record_video(path: Path, policy: Policy, seed: int, deterministic: bool) -> 
         raise EvalError(missing)
     request = json.dumps({
         "env": dataclasses.asdict(policy.config.env),
-        "checkpoint": policy.checkpoint.path,
+        "checkpoint": str(policy.file.absolute()),
         "sha256": policy.checkpoint.sha256,
         "step": policy.checkpoint.step,
         "config": policy.config.to_dict(),

@@ -96,6 +96,22 @@ def run_dir(runs_dir: Path, run_id: str) -> Path:
     return runs_dir / run_id
 
 
+def stored_path(runs_dir: Path, path: Path) -> str:
+    """How the registry records a checkpoint file: relative to the runs directory, so that a moved runs
+    directory, or a relative `--runs-dir` used from another directory, still finds it."""
+    return path.relative_to(runs_dir).as_posix()
+
+
+def checkpoint_file(runs_dir: Path, stored: str) -> Path:
+    """The file a registry row names: relative to the runs directory, or (rows of older versions, which stored
+    paths as given) absolute or relative to the directory they ran in."""
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    inside = runs_dir / path
+    return inside if inside.exists() or not path.exists() else path
+
+
 def git_commit() -> str | None:
     """The current commit of the source checkout, when it is one."""
     try:
@@ -252,6 +268,7 @@ class Session:
         self.folder = folder
         self.state = state
         self.reporter = reporter
+        self.runs_dir = folder.parent
         self.checkpoint_dir = folder / "checkpoints"
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.last_heartbeat = 0.0
@@ -295,20 +312,23 @@ class Session:
         """Write the best-evaluation policy (its acting network only)."""
         path = self.checkpoint_dir / BEST_POLICY
         size, digest = save_file(policy_payload(self.state, eval_return), path)
-        self.registry.remove_checkpoint(self.run.id, str(path))
-        self.registry.add_checkpoint(self.run.id, step=self.state.env_step, path=str(path), bytes=size,
-                                     sha256=digest, kind="best")
+        for row in self.registry.checkpoints(self.run.id):
+            if row.kind == "best":  # one best policy (rows of older versions may name it another way)
+                self.registry.remove_checkpoint(self.run.id, row.path)
+        self.registry.add_checkpoint(self.run.id, step=self.state.env_step, path=stored_path(self.runs_dir, path),
+                                     bytes=size, sha256=digest, kind="best")
 
     def save_checkpoint(self, kind: str) -> None:
         """Write a full-state checkpoint, record it, and keep only the newest `keep_checkpoints`."""
         step = self.state.env_step
         path = self.checkpoint_dir / f"step-{step:010d}.pt"
         size, digest = save_file(capture(self.state), path)
-        self.registry.remove_checkpoint(self.run.id, str(path))
-        self.registry.add_checkpoint(self.run.id, step=step, path=str(path), bytes=size, sha256=digest, kind=kind)
+        stored = stored_path(self.runs_dir, path)
+        self.registry.remove_checkpoint(self.run.id, stored)
+        self.registry.add_checkpoint(self.run.id, step=step, path=stored, bytes=size, sha256=digest, kind=kind)
         full = [c for c in self.registry.checkpoints(self.run.id) if c.kind != "best"]
         for old in full[: -self.state.config.train.keep_checkpoints]:
-            Path(old.path).unlink(missing_ok=True)
+            checkpoint_file(self.runs_dir, old.path).unlink(missing_ok=True)
             self.registry.remove_checkpoint(self.run.id, old.path)
 
     def execute(self) -> Outcome:
@@ -413,7 +433,7 @@ def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path
 
 
 def latest_good_checkpoint(
-    registry: Registry, run: RunInfo, reporter: Reporter
+    registry: Registry, run: RunInfo, reporter: Reporter, runs_dir: Path
 ) -> tuple[CheckpointInfo, dict[str, Any]]:
     """The newest full checkpoint that verifies and loads; older ones are tried with a warning each.
 
@@ -424,15 +444,16 @@ def latest_good_checkpoint(
     rejected: list[CheckpointInfo] = []
     for info in reversed(full):
         try:
-            payload = load_file(Path(info.path), info.sha256)
-            check_full(payload, info.path)
+            file = checkpoint_file(runs_dir, info.path)
+            payload = load_file(file, info.sha256)
+            check_full(payload, str(file))
         except CheckpointError as err:
             reporter.message(f"warning: {err}; trying the previous checkpoint")
             rejected.append(info)
             continue
         for bad in rejected:
             with suppress(OSError):
-                Path(bad.path).unlink(missing_ok=True)
+                checkpoint_file(runs_dir, bad.path).unlink(missing_ok=True)
             registry.remove_checkpoint(run.id, bad.path)
         return info, payload
     raise RunError(f"run {run.id} has no usable checkpoint to resume from")
@@ -484,7 +505,7 @@ def _resume_run(
         overrides["device"] = device
     config = build_config({**recorded.to_dict(), "train": {**recorded.to_dict()["train"], **overrides}}, "resume")
     with run_lock(folder):
-        info, payload = latest_good_checkpoint(registry, run, reporter)
+        info, payload = latest_good_checkpoint(registry, run, reporter, runs_dir)
         if steps is not None and steps < info.step:
             raise RunError(f"run {run.id}: --steps {steps} is below its checkpoint at env step {info.step}")
         saved = build_config(payload["config"], info.path).to_dict()

@@ -540,7 +540,7 @@ def test_console_script_trains_a_tiny_run(tmp_path: Path) -> None:
     assert any((folder / "checkpoints").glob("*.pt"))
     assert {c.kind for c in checkpoints} >= {"final"}
     final = next(c for c in checkpoints if c.kind == "final")
-    assert final.step == 300 and Path(final.path).is_file()
+    assert final.step == 300 and (runs_dir / final.path).is_file() and not Path(final.path).is_absolute()
 
 
 def test_console_script_bad_input(tmp_path: Path) -> None:

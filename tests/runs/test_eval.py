@@ -184,3 +184,25 @@ def test_video_with_a_backend_that_cannot_render(trained: Trained, tmp_path: Pat
     line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(tmp_path / "x.mp4")))
     assert "MUJOCO_GL=bogus cannot render here" in line
     assert len(evaluations(trained)) == before
+
+
+def test_a_moved_runs_directory_and_a_relative_one_from_elsewhere(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint paths are recorded relative to the runs directory: after `mv runs archive`, and with a relative
+    `--runs-dir` given from another directory, eval and resume still find every checkpoint."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "project")
+    trained = mbpo(Path("runs"), "train", *TINY, "--json")
+    assert trained.exit_code == 0, trained.output
+    run_id = json.loads(trained.stdout)["id"]
+    (tmp_path / "project" / "runs").rename(tmp_path / "project" / "archive")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    relative = Path("../project/archive")
+    evaluated = mbpo(relative, "eval", run_id, "--checkpoint", "best", "--episodes", "1", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["checkpoint_path"] == str(relative / run_id / "checkpoints" /
+                                                                  "best-policy.pt")
+    resumed = mbpo(relative, "resume", run_id, "--steps", "400", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["env_steps"] == 400

@@ -30,6 +30,7 @@ from mbpo_cli.runs.session import (
     RunError,
     RunMeta,
     SilentReporter,
+    checkpoint_file,
     is_locked,
     latest_good_checkpoint,
     resume_run,
@@ -85,10 +86,10 @@ def comparable_metrics(registry: Registry, run_id: str) -> list[tuple[int, str, 
     return [row for row in registry.metrics(run_id) if not row[1].startswith(UNTIMED)]
 
 
-def final_agent(registry: Registry, run_id: str) -> dict[str, torch.Tensor]:
+def final_agent(registry: Registry, run_id: str, runs_dir: Path) -> dict[str, torch.Tensor]:
     final = [c for c in registry.checkpoints(run_id) if c.kind == "final"]
     assert len(final) == 1
-    return load_file(Path(final[0].path), final[0].sha256)["agent"]
+    return load_file(checkpoint_file(runs_dir, final[0].path), final[0].sha256)["agent"]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,8 @@ def reference(runs_dir: Path, registry: Registry) -> dict[str, Any]:
     assert out["status"] == "finished" and out["env_steps"] == STEPS
     metrics = comparable_metrics(registry, out["id"])
     assert [s for s, k, _ in metrics if k == "eval_return"] == list(range(50, STEPS + 1, 50))
-    return {"id": out["id"], "metrics": metrics, "agent": final_agent(registry, out["id"])}
+    return {"id": out["id"], "metrics": metrics, "agent": final_agent(registry, out["id"], runs_dir),
+            "runs_dir": runs_dir}
 
 
 class Training:
@@ -174,7 +176,7 @@ def assert_same_as_reference(registry: Registry, reference: dict[str, Any], run_
     evals = [(s, v) for s, k, v in got if k == "eval_return"]
     assert evals == [(s, v) for s, k, v in reference["metrics"] if k == "eval_return"]
     assert got == reference["metrics"]
-    assert_same_weights(final_agent(registry, run_id), reference["agent"])
+    assert_same_weights(final_agent(registry, run_id, reference["runs_dir"]), reference["agent"])
 
 
 def assert_same_weights(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -229,7 +231,7 @@ def test_every_agent_resumes_exactly_after_kill9(tmp_path: Path, agent: str) -> 
         want, got = comparable_metrics(reg, ref["id"]), comparable_metrics(reg, run_id)
         assert [r for r in got if r[1] == "eval_return"] == [r for r in want if r[1] == "eval_return"]
         assert got == want
-        assert_same_weights(final_agent(reg, run_id), final_agent(reg, ref["id"]))
+        assert_same_weights(final_agent(reg, run_id, tmp_path), final_agent(reg, ref["id"], tmp_path))
         keys = {k for _, k, _ in got}
         assert {"critic_loss", "actor_loss"} <= keys if agent != "dqn" else {"q_loss", "epsilon",
                                                                              "done_holdout_recall"} <= keys
@@ -266,6 +268,7 @@ def test_sigint_then_resume_is_exact(
     assert sorted(c.kind for c in rows) == ["best", "periodic", "periodic"]
     on_disk = sorted(p.name for p in (run_dir(runs_dir, run_id) / "checkpoints").iterdir())
     assert on_disk == sorted(Path(c.path).name for c in rows)
+    assert all(not Path(c.path).is_absolute() and c.path.startswith(f"{run_id}/checkpoints/") for c in rows)
 
     result = mbpo(runs_dir, "resume", run_id, "--json")
     assert f"from env step {run.env_steps}" in result.stderr
@@ -281,7 +284,7 @@ def test_sigterm_then_truncated_checkpoint_resumes_from_the_previous(
     assert training.stop(signal.SIGTERM) == 143
     assert registry.get_run(run_id).status == "interrupted"
     newest, previous = full_checkpoints(registry, run_id)[-1], full_checkpoints(registry, run_id)[-2]
-    path = Path(newest.path)
+    path = checkpoint_file(runs_dir, newest.path)
     path.write_bytes(path.read_bytes()[: newest.bytes // 2])
 
     result = mbpo(runs_dir, "resume", run_id, "--json")
@@ -298,9 +301,9 @@ def test_flipped_byte_resumes_from_the_previous_checkpoint(
     run_id = training.wait_for_checkpoint(350)  # the previous one has a wrapped model buffer
     assert training.stop(signal.SIGKILL) == -signal.SIGKILL
     newest, previous = full_checkpoints(registry, run_id)[-1], full_checkpoints(registry, run_id)[-2]
-    data = bytearray(Path(newest.path).read_bytes())
+    data = bytearray(checkpoint_file(runs_dir, newest.path).read_bytes())
     data[len(data) // 3] ^= 0x40
-    Path(newest.path).write_bytes(bytes(data))
+    checkpoint_file(runs_dir, newest.path).write_bytes(bytes(data))
 
     result = mbpo(runs_dir, "resume", run_id)  # the Rich display: warnings on stderr
     assert result.returncode == 0, result.stderr
@@ -319,7 +322,7 @@ def test_keeps_the_last_n_checkpoints(runs_dir: Path, registry: Registry, refere
         "best-policy.pt", f"step-{STEPS - 50:010d}.pt", f"step-{STEPS:010d}.pt"
     ]
     for row in rows:
-        load_file(Path(row.path), row.sha256)
+        load_file(checkpoint_file(runs_dir, row.path), row.sha256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,7 +399,8 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(
         folder = run_dir(tmp_path, run.id) / "checkpoints"
         assert sorted(p.name for p in folder.iterdir()) == ["best-policy.pt", "step-0000000050.pt"]
         (previous,) = full_checkpoints(reg, run.id)
-        assert previous.step == 50 and load_file(Path(previous.path), previous.sha256)["counters"]["env_step"] == 50
+        saved = load_file(checkpoint_file(tmp_path, previous.path), previous.sha256)
+        assert previous.step == 50 and saved["counters"]["env_step"] == 50
 
         with pytest.raises(RunError, match="--steps 40 is below its checkpoint at env step 50"):
             resume_run(reg, tmp_path, run.id, SilentReporter(), steps=40)
@@ -413,17 +417,17 @@ def test_a_checkpoint_holding_something_else_is_skipped_like_a_corrupt_one(tmp_p
         outcome = start_run(config, RunMeta(preset=None, name="odd", command="test"), reg, tmp_path, SilentReporter())
         assert outcome.status == "finished"
         newest = full_checkpoints(reg, outcome.run.id)[-1]
-        size, digest = checkpoint.save_file({"format": 1}, Path(newest.path))
+        size, digest = checkpoint.save_file({"format": 1}, checkpoint_file(tmp_path, newest.path))
         reg.remove_checkpoint(outcome.run.id, newest.path)
         reg.add_checkpoint(outcome.run.id, step=newest.step, path=newest.path, bytes=size, sha256=digest,
                            kind=newest.kind)
         messages: list[str] = []
         reporter = SilentReporter()
         reporter.message = messages.append  # type: ignore[method-assign]
-        info, payload = latest_good_checkpoint(reg, reg.get_run(outcome.run.id), reporter)
+        info, payload = latest_good_checkpoint(reg, reg.get_run(outcome.run.id), reporter, tmp_path)
     assert info.step == 100 and payload["counters"]["env_step"] == 100
-    assert messages == [f"warning: checkpoint {newest.path} is not a full mbpo checkpoint (config is missing or of "
-                        "the wrong type); trying the previous checkpoint"]
+    assert messages == [f"warning: checkpoint {tmp_path / newest.path} is not a full mbpo checkpoint (config is "
+                        "missing or of the wrong type); trying the previous checkpoint"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,8 +453,8 @@ def test_a_stop_with_the_output_pipe_closed_still_checkpoints(tmp_path: Path, si
         (run,) = reg.list_runs()
         assert run.status == "interrupted" and run.env_steps < 5000
         newest = full_checkpoints(reg, run.id)[-1]
-        assert newest.step == run.env_steps and load_file(Path(newest.path), newest.sha256)["counters"]["env_step"] \
-            == run.env_steps
+        saved = load_file(checkpoint_file(tmp_path, newest.path), newest.sha256)
+        assert newest.step == run.env_steps and saved["counters"]["env_step"] == run.env_steps
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
