@@ -24,7 +24,7 @@ from mbpo_cli.engine.loop import NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
-from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
+from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
 
 out = Output()
@@ -58,6 +58,11 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         err.print(f"[red]error:[/] numerical failure: {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except RegistryLost as error:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -101,21 +106,22 @@ def emit_json(data: Any) -> None:
     print(json.dumps(_finite(data), allow_nan=False), flush=True)
 
 
-def open_registry(ctx: typer.Context) -> Registry:
-    """The registry of the chosen runs directory."""
-    return Registry.open(ctx.obj.runs_dir)
+def open_registry(ctx: typer.Context, read_only: bool = False) -> Registry:
+    """The registry of the chosen runs directory (`read_only` for commands that only read: a registry on storage
+    this process cannot write is still readable)."""
+    return Registry.open(ctx.obj.runs_dir, read_only=read_only)
 
 
-def existing_registry(ctx: typer.Context) -> Registry | None:
+def existing_registry(ctx: typer.Context, read_only: bool = False) -> Registry | None:
     """The registry if it exists; None (and nothing created) when the default SQLite file is not there yet."""
     if not os.environ.get(URL_ENV_VAR) and not (ctx.obj.runs_dir / "registry.db").is_file():
         return None
-    return open_registry(ctx)
+    return open_registry(ctx, read_only)
 
 
-def registry_of(ctx: typer.Context, ref: str) -> Registry:
+def registry_of(ctx: typer.Context, ref: str, read_only: bool = False) -> Registry:
     """The existing registry for a command about run `ref`; a missing registry means no such run."""
-    registry = existing_registry(ctx)
+    registry = existing_registry(ctx, read_only)
     if registry is None:
         raise RegistryError(f"no run {ref!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
     return registry

@@ -51,7 +51,7 @@ def compare(
             raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
         try:
             at_steps = reports.parse_steps(at) if at is not None else None
-            registry = registry_of(ctx, refs[0])
+            registry = registry_of(ctx, refs[0], read_only=True)
             runs = reports.resolve_refs(registry, refs)
             base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])

@@ -49,7 +49,7 @@ def runs_list(
     with handled(ctx):
         if status is not None and status not in ("running", "finished", "interrupted", "failed"):
             raise RunError(f"--status: expected running, finished, interrupted or failed, got {status!r}")
-        registry = existing_registry(ctx)
+        registry = existing_registry(ctx, read_only=True)
         runs = [] if registry is None else registry.list_runs(preset=preset)
         rows = [_run_dict(registry, r, ctx.obj.runs_dir) for r in runs] if registry is not None else []
         if status is not None:
@@ -81,7 +81,7 @@ def runs_show(
     Example: mbpo runs show 3f9a1c2e --json
     """
     with handled(ctx):
-        registry = registry_of(ctx, run)
+        registry = registry_of(ctx, run, read_only=True)
         info = registry.get_run(run)
         data = _run_dict(registry, info, ctx.obj.runs_dir)
         data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]

@@ -50,6 +50,7 @@ def env_step(state: RunState) -> tuple[float | None, bool]:
             raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
     next_obs, reward, terminated, truncated, _ = state.env.step(to_env_action(action, state.spec))
     next_obs = np.asarray(next_obs, dtype=np.float32)
+    _check_env_output(state, next_obs, float(reward))
     state.real_buffer.add(_transition(state.obs, action, float(reward), next_obs, terminated, state.device))
     state.episode_return += float(reward)
     state.episode_length += 1
@@ -58,9 +59,20 @@ def env_step(state: RunState) -> tuple[float | None, bool]:
         finished = state.episode_return
         state.epoch_acc.episode_returns.append(finished)
         next_obs = np.asarray(state.env.reset()[0], dtype=np.float32)
+        _check_env_output(state, next_obs, 0.0)
         state.episode_return, state.episode_length = 0.0, 0
     state.obs = next_obs
     return finished, not exploring
+
+
+def _check_env_output(state: RunState, obs: np.ndarray, reward: float) -> None:
+    """NumericalError naming the environment when it returns a NaN or inf, before the value goes anywhere."""
+    if not np.isfinite(obs).all():
+        raise NumericalError(f"environment {state.config.env.id} returned a non-finite observation at env step "
+                             f"{state.env_step}")
+    if not math.isfinite(reward):
+        raise NumericalError(f"environment {state.config.env.id} returned a non-finite reward ({reward}) at env "
+                             f"step {state.env_step}")
 
 
 def _transition(obs: np.ndarray, act: np.ndarray, reward: float, next_obs: np.ndarray, terminated: bool,

@@ -6,11 +6,14 @@ Set ``MBPO_REGISTRY_URL`` to any SQLAlchemy URL to use another database. Callers
 dataclasses (:class:`RunInfo`, :class:`CheckpointInfo`, :class:`EvalInfo`), never ORM objects or sessions.
 """
 
+import math
 import os
 import re
 import secrets
+import shutil
 import socket
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -37,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mbpo_cli import __version__
@@ -55,6 +58,10 @@ _MIN_PREFIX_LEN = 4
 _WRITE_OPTION = "mbpo_write"
 
 T = TypeVar("T")
+
+
+class RegistryLost(RuntimeError):
+    """The registry's database file was deleted or replaced while this process used it (one line; exit 1)."""
 
 
 class RegistryError(Exception):
@@ -311,14 +318,32 @@ def _sqlite_file(parsed: URL) -> Path | None:
     return Path(parsed.database)
 
 
-def _prepare_sqlite_dir(db_file: Path) -> None:
+def _prepare_sqlite_dir(db_file: Path, create: bool) -> None:
+    """The database's folder, created when `create` (the runs directory), else required (an explicit URL)."""
     directory = db_file.parent
+    if not create and not directory.is_dir():
+        raise RegistryError(f"registry URL (${URL_ENV_VAR}) names {db_file}, whose folder {directory} does not "
+                            "exist")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RegistryError(f"cannot write runs directory {directory}: {exc.strerror or exc}") from exc
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not writable(directory):
         raise RegistryError(f"cannot write runs directory {directory}: permission denied")
+
+
+def writable(directory: Path) -> bool:
+    """Whether this process may create files in `directory`."""
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+def _identity(db_file: Path) -> tuple[int, int] | None:
+    """The file's (device, inode), None when it does not exist."""
+    try:
+        stat = db_file.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -369,35 +394,72 @@ def _replace_metrics(conn: Connection, params: list[dict[str, Any]]) -> None:
 class Registry:
     """The run registry. Each method runs in its own short transaction; the object holds no session."""
 
-    def __init__(self, url: str) -> None:
-        """Connect to ``url``, create missing tables and check the schema version."""
+    def __init__(self, url: str, *, create_dir: bool = False, read_only: bool = False) -> None:
+        """Connect to ``url``, create missing tables and check the schema version.
+
+        A SQLite file's folder is created only when `create_dir` (the runs directory; an explicit URL must name
+        an existing folder). `read_only`, for commands that only read: a SQLite file in a folder this process
+        cannot write (archived runs) is read from a private copy, and nothing is written beside it.
+        """
         try:
             parsed = make_url(url)
+        except (ArgumentError, ImportError) as exc:
+            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
+        if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+            raise RegistryError(f"registry URL {url!r} is an in-memory database: nothing would be kept; name a "
+                                "file, e.g. sqlite:////path/to/registry.db")
+        db_file = _sqlite_file(parsed)
+        self._snapshot: Path | None = None
+        if read_only and db_file is not None and db_file.is_file() and not writable(db_file.parent):
+            # SQLite cannot open a WAL database where it may not create its -shm file: read a private copy
+            self._snapshot = Path(tempfile.mkdtemp(prefix="mbpo-registry-"))
+            for suffix in ("", "-wal"):
+                if Path(f"{db_file}{suffix}").is_file():
+                    shutil.copyfile(f"{db_file}{suffix}", self._snapshot / f"registry.db{suffix}")
+            parsed = make_url(f"sqlite:///{self._snapshot / 'registry.db'}")
+        elif db_file is not None:
+            _prepare_sqlite_dir(db_file, create_dir)
+        try:
             self._engine = create_engine(parsed)
         except (ArgumentError, ImportError) as exc:
             raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
-        db_file = _sqlite_file(parsed)
-        if db_file is not None:
-            _prepare_sqlite_dir(db_file)
         self.url = url
         self.where = str(db_file) if db_file else parsed.render_as_string(hide_password=True)
+        self._db_file = None if self._snapshot is not None else db_file
         if parsed.get_backend_name() == "sqlite":
             _configure_sqlite(self._engine)
         self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
+        self._identity: tuple[int, int] | None = None
         try:
             self._write(self._init_schema)
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
+        self._identity = None if db_file is None else _identity(db_file)
 
     @classmethod
-    def open(cls, runs_dir: Path) -> "Registry":
-        """Open the registry for ``runs_dir`` (see :func:`default_url`)."""
-        return cls(default_url(runs_dir))
+    def open(cls, runs_dir: Path, *, read_only: bool = False) -> "Registry":
+        """Open the registry for ``runs_dir`` (see :func:`default_url`), creating the folder if needed.
+
+        `read_only` is for commands that only read (`runs list`, `compare`, ...): a registry in a folder this
+        process cannot write is opened without writing.
+        """
+        url = default_url(runs_dir)
+        return cls(url, create_dir=URL_ENV_VAR not in os.environ or not os.environ[URL_ENV_VAR],
+                   read_only=read_only)
+
+    def check_alive(self) -> None:
+        """RegistryLost when the SQLite file this registry opened was deleted or replaced since (a run that
+        trained on would finish with nothing recorded)."""
+        if self._db_file is not None and self._identity is not None and _identity(self._db_file) != self._identity:
+            raise RegistryLost(f"the registry {self._db_file} was deleted or replaced while this process used it: "
+                               "what it recorded since is lost")
 
     def close(self) -> None:
-        """Release all pooled connections."""
+        """Release all pooled connections (and a read-only copy)."""
         self._engine.dispose()
+        if self._snapshot is not None:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
 
     def __enter__(self) -> "Registry":
         """Use the registry as a context manager that closes it on exit."""
@@ -412,7 +474,11 @@ class Registry:
         stored = s.scalar(select(_SchemaVersion.version))
         if stored is None:
             s.add(_SchemaVersion(id=1, version=SCHEMA_VERSION))
-        elif stored > SCHEMA_VERSION:
+        else:
+            self._check_version(stored)
+
+    def _check_version(self, stored: int) -> None:
+        if stored > SCHEMA_VERSION:
             raise RegistryError(
                 f"registry {self.where} has schema version {stored}, newer than this program's "
                 f"{SCHEMA_VERSION}: upgrade mbpo"
@@ -429,10 +495,13 @@ class Registry:
             except OperationalError as exc:
                 if not _is_locked(exc) or attempt >= _LOCK_RETRIES:
                     raise RegistryError(f"registry {self.where}: {_one_line(exc.orig)}") from exc
+            except DatabaseError as exc:  # not a database (a file that is something else), corrupt, ...
+                raise RegistryError(f"registry {self.where}: {_one_line(exc.orig)}") from exc
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
     def _write(self, fn: Callable[[Session], T]) -> T:
+        self.check_alive()
         return self._transaction(fn, write=True)
 
     def _read(self, fn: Callable[[Session], T]) -> T:
@@ -623,9 +692,13 @@ class Registry:
     def log_metrics(
         self, run_id: str, rows: Sequence[tuple[int, str, float]], wall_time: float | None = None
     ) -> None:
-        """Store ``(step, key, value)`` rows in one transaction; an existing (step, key) is replaced."""
+        """Store ``(step, key, value)`` rows in one transaction; an existing (step, key) is replaced.
+
+        Non-finite values (a metric undefined at that step, such as a recall with no positive example) are not
+        stored: SQLite would turn NaN into NULL, and every reader expects numbers.
+        """
         stamp = time.time() if wall_time is None else wall_time
-        latest = {(int(step), key): float(value) for step, key, value in rows}
+        latest = {(int(step), key): float(value) for step, key, value in rows if math.isfinite(float(value))}
         params = [
             {"run_id": run_id, "step": step, "key": key, "value": value, "wall_time": stamp}
             for (step, key), value in latest.items()

@@ -36,7 +36,7 @@ from mbpo_cli.runs.checkpoint import (
     restore,
     save_file,
 )
-from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
+from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo
 
 HEARTBEAT_SECONDS = 10.0
 BEST_POLICY = "best-policy.pt"
@@ -147,11 +147,13 @@ def run_lock(folder: Path) -> Iterator[None]:
 
 
 def is_locked(folder: Path) -> bool:
-    """True while a live process holds the run's lock."""
+    """True while a live process holds the run's lock (read-only access is enough to ask)."""
     path = folder / "lock"
-    if not path.exists():
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the lock test
+    except OSError:
         return False
-    with open(path, "a") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -340,8 +342,9 @@ class Session:
         try:
             train(self.state, self.on_event, should_stop=signals.requested)
         except BaseException as err:
-            self.registry.set_status(self.run.id, "failed", error=_one_line(err))
-            self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
+            with suppress(RegistryError, RegistryLost):  # the failure itself may be the registry's
+                self.registry.set_status(self.run.id, "failed", error=_one_line(err))
+                self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
             self.reporter.stop()
             raise
         stopped = signals.requested() and self.state.env_step < self.state.config.train.steps

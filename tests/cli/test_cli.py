@@ -197,6 +197,27 @@ def test_registry_url_that_cannot_be_used(tmp_path: Path, monkeypatch: pytest.Mo
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("sqlite://", "is an in-memory database: nothing would be kept"),
+    ("sqlite:////nonexistent/dir/x.db", "names /nonexistent/dir/x.db, whose folder /nonexistent/dir does not exist"),
+])
+def test_registry_urls_that_would_lose_runs_or_invent_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              url: str, message: str) -> None:
+    monkeypatch.setenv("MBPO_REGISTRY_URL", url)
+    assert message in one_error_line(mbpo(tmp_path / "runs", "train", *TINY))
+    assert not (tmp_path / "runs").exists() and not Path("/nonexistent").exists()
+
+
+def test_a_registry_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (runs_dir / "registry.db").write_text("these are my notes, not a database\n")
+    for args in (["runs", "list"], ["train", *TINY]):
+        line = one_error_line(mbpo(runs_dir, *args))
+        assert line == f"error: registry {runs_dir / 'registry.db'}: file is not a database"
+    assert (runs_dir / "registry.db").read_text() == "these are my notes, not a database\n"
+
+
 def test_unknown_option_is_a_usage_error(tmp_path: Path) -> None:
     result = mbpo(tmp_path / "runs", "train", "--no-such-option")
     assert result.exit_code == 2
@@ -615,3 +636,28 @@ def test_ctrl_c_while_the_command_starts_is_one_line(tmp_path: Path) -> None:
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+
+
+def test_read_only_commands_on_a_registry_this_process_cannot_write(trained: Trained,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Archived runs on read-only storage: `runs list`, `runs show` and `compare` read them and write nothing.
+    (The tests may run as root, whom permissions do not stop: the folder is reported unwritable instead.)"""
+    import mbpo_cli.runs.registry as registry_module
+
+    runs_dir = trained.runs_dir
+    with Registry.open(runs_dir) as registry:
+        registry.create_run(name="probe", preset=None, env_id="x", algo="mbpo", seed=0, config={}, device="cpu",
+                            command="", target_steps=1)  # and let its connection checkpoint the WAL away
+    before = {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir()}
+    real_writable = registry_module.writable
+    monkeypatch.setattr(registry_module, "writable", lambda folder: folder != runs_dir and real_writable(folder))
+    listed = mbpo(runs_dir, "runs", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    assert trained.summary["id"] in {r["id"] for r in json.loads(listed.stdout)}
+    shown = mbpo(runs_dir, "runs", "show", trained.summary["id"], "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["evals"], shown.output
+    compared = mbpo(runs_dir, "compare", trained.summary["id"], "--format", "json")
+    assert compared.exit_code == 0, compared.output
+    assert {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir()} == before
+    # a command that writes says why it cannot
+    assert "cannot write runs directory" in one_error_line(mbpo(runs_dir, "train", *TINY))

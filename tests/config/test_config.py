@@ -364,7 +364,7 @@ def test_bad_override_names_the_key(overrides: list[str], key: str, words: str) 
 
 def test_bad_command_line_values_name_the_key() -> None:
     assert "train.steps: must be positive" in _error(preset="hopper", steps=-1)
-    assert "train.seed: must be >= 0" in _error(preset="hopper", seed=-1)
+    assert "train.seed: must be in [0, 2147483647]" in _error(preset="hopper", seed=-1)
     assert "train.device: " in _error(preset="hopper", device="tpu")
     assert "--algo: expected mbpo, model-free, sac" in _error(preset="hopper", algo="ppo")
 

@@ -1,14 +1,17 @@
 """The task as the engine meets it: custom termination and reward functions (called with the right shapes, or a
 one-line error at start), the agent against the action space, the defaults of `--env`, and rollout timing."""
 
+import re
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
 from mbpo_cli.config.load import ConfigError, build_config
 from mbpo_cli.engine import loop
-from mbpo_cli.engine.loop import train
+from mbpo_cli.engine.loop import NumericalError, train
 from mbpo_cli.engine.state import build_run
 from mbpo_cli.engine.task import check_task, task_facts
 
@@ -143,3 +146,43 @@ def test_rollouts_at_the_start_of_each_episode(monkeypatch: pytest.MonkeyPatch) 
     assert all(length == 0 for _, length in calls[1:])
     assert len(calls) > 3  # early InvertedPendulum episodes are short: many starts in 150 steps
     assert torch.isfinite(torch.tensor(state.model_info["model_holdout_loss"]))
+
+
+class _Broken(gym.Env):
+    """A Box task whose observation turns NaN (or its reward inf) after 30 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+
+    def __init__(self, what: str = "obs") -> None:
+        self.what, self.t = what, 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.t += 1
+        obs = np.full(3, np.nan if self.what == "obs" and self.t > 30 else 0.1, np.float32)
+        reward = float("inf") if self.what == "reward" and self.t > 30 else 1.0
+        return obs, reward, False, self.t >= 200, {}
+
+    @property
+    def state(self) -> np.ndarray:
+        return np.zeros(3)
+
+
+@pytest.mark.parametrize(("what", "message"), [
+    ("obs", "environment BrokenTask-v0 returned a non-finite observation at env step 30"),
+    ("reward", "environment BrokenTask-v0 returned a non-finite reward (inf) at env step 30"),
+])
+def test_a_non_finite_observation_or_reward_is_caught_where_it_arrives(what: str, message: str) -> None:
+    gym.register("BrokenTask-v0", entry_point=_Broken, max_episode_steps=200)
+    try:
+        config = build_config({**TINY, "env": {"id": "BrokenTask-v0", "kwargs": {"what": what},
+                                               "termination": "never"}, "algo": "model_free"})
+        with pytest.raises(NumericalError, match=re.escape(message)):
+            train(build_run(config))
+    finally:
+        del gym.registry["BrokenTask-v0"]

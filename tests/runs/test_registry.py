@@ -348,6 +348,7 @@ def _write_from_process(args: tuple[str, int]) -> str:
 
 
 def test_concurrent_writer_processes(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
     url = default_url(tmp_path / "runs")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
@@ -357,3 +358,9 @@ def test_concurrent_writer_processes(tmp_path: Path) -> None:
         for run_id in run_ids:
             assert len(reg.metrics(run_id)) == _BATCHES * _ROWS_PER_BATCH
             assert reg.get_run(run_id).env_steps == _BATCHES * _ROWS_PER_BATCH
+
+
+def test_non_finite_metrics_are_left_out(reg: Registry) -> None:
+    run = _new_run(reg)
+    reg.log_metrics(run.id, [(10, "recall", float("nan")), (10, "loss", float("inf")), (10, "ok", 1.5)])
+    assert reg.metrics(run.id) == [(10, "ok", 1.5)]

@@ -500,3 +500,21 @@ def test_a_killed_run_shows_as_stale_at_once(runs_dir: Path, registry: Registry,
     assert training.stop(signal.SIGKILL) == -signal.SIGKILL
     shown = json.loads(mbpo(runs_dir, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "interrupted (stale)"  # not `running` for the heartbeat's 120 s
+
+
+def test_deleting_the_registry_while_a_run_trains_fails_it_loudly(tmp_path: Path) -> None:
+    """The run would otherwise finish, exit 0, and exist nowhere: its rows went with the deleted file."""
+    with Registry.open(tmp_path) as reg:
+        proc = subprocess.Popen([MBPO, "--runs-dir", str(tmp_path), *TRAIN, "--steps", "5000"], env=_env(),
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not any(c.kind == "periodic" for r in reg.list_runs() for c in reg.checkpoints(r.id)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f"registry.db{suffix}").unlink(missing_ok=True)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert f"error: the registry {tmp_path / 'registry.db'} was deleted or replaced while this process used it" \
+        in stderr, stderr
+    assert "Traceback" not in stderr
