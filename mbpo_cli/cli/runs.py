@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
+from mbpo_cli.cli.run_tables import metrics_summary, metrics_table, run_tables, runs_table
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
 
 runs_app = typer.Typer(
-    help="List, show and delete runs in the registry.\n\n"
-    "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`",
+    help="List, show, inspect the training metrics of, and delete runs in the registry.\n\n"
+    "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`, "
+    "`mbpo runs metrics 3f9a1c2e --keys model_loss,alpha`",
     no_args_is_help=True,
 )
 
@@ -34,7 +36,6 @@ def _run_dict(registry: Registry, run: RunInfo, runs_dir: Path) -> dict[str, Any
     return data
 
 
-@runs_app.command("list")
 @runs_app.command("list")
 def runs_list(
     ctx: typer.Context,
@@ -57,26 +58,17 @@ def runs_list(
         if as_json:
             emit_json(rows)
             return
-        table = Table(title=f"Runs in {ctx.obj.runs_dir}")
-        for column in ("id", "name", "status", "group", "algo", "env", "seed", "steps", "last eval", "created"):
-            # the id stays whole on narrow terminals (it is what other commands take); the other columns give way
-            table.add_column(column, no_wrap=column == "id", min_width=8 if column == "id" else None)
-        for r in rows:
-            last = r["last_eval_return"]
-            table.add_row(r["id"], r["name"], r["status"], r["group"] or "", r["algo"], r["env_id"], str(r["seed"]),
-                          f"{r['env_steps']:,}/{r['target_steps']:,}", "-" if last is None else f"{last:,.1f}",
-                          r["created_at"][:19].replace("T", " "))
-        common.out.print(table)
+        common.out.print(runs_table(rows, f"Runs in {ctx.obj.runs_dir}", common.out.width))
 
 
-@runs_app.command("show")
 @runs_app.command("show")
 def runs_show(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    brief: Annotated[bool, typer.Option("--brief", help="Leave out the config.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one run: its config, evaluation curve and checkpoints.
+    """Show one run: its config, evaluation curve, checkpoints and the evaluations recorded by `mbpo eval`.
 
     Example: mbpo runs show 3f9a1c2e --json
     """
@@ -90,30 +82,10 @@ def runs_show(
         if as_json:
             emit_json(data)
             return
-        table = Table(title=f"Run {info.id}", show_header=False, title_justify="left")
-        table.add_column("key", style="bold")
-        table.add_column("value")
-        for key in ("name", "status", "group", "variant", "preset", "env_id", "algo", "seed", "device", "host",
-                    "version", "git_commit", "created_at", "ended_at", "command", "error"):
-            if data.get(key) is not None:
-                table.add_row(key, str(data[key]))
-        table.add_row("env steps", f"{info.env_steps:,} / {info.target_steps:,}")
-        table.add_row("wall time", f"{info.wall_seconds:,.1f} s")
-        table.add_row("run folder", str(run_dir(ctx.obj.runs_dir, info.id)))
-        common.out.print(table)
-        if data["evals"]:
-            curve = Table(title="Evaluation returns")
-            curve.add_column("env step", justify="right")
-            curve.add_column("return", justify="right")
-            for row in data["evals"]:
-                curve.add_row(f"{row['step']:,}", f"{row['return']:,.1f}")
-            common.out.print(curve)
-        for ckpt in data["checkpoints"]:
-            common.out.print(f"checkpoint [{ckpt['kind']}] step {ckpt['step']:,}: {ckpt['path']} "
-                             f"({ckpt['bytes']:,} bytes)")
+        for table in run_tables(data, info, run_dir(ctx.obj.runs_dir, info.id), show_config=not brief):
+            common.out.print(table)
 
 
-@runs_app.command("delete")
 @runs_app.command("delete")
 def runs_delete(
     ctx: typer.Context,
@@ -139,3 +111,51 @@ def runs_delete(
             shutil.rmtree(folder)
         common.out.print(f"deleted run {info.id}")
 
+
+
+@runs_app.command("metrics")
+def runs_metrics(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    keys: Annotated[str | None, typer.Option("--keys", help="Comma-separated metric keys: their values at each "
+                                             "logged step (without it: a summary of every key).")] = None,
+    last: Annotated[int, typer.Option("--last", min=1, help="With --keys, show only the last N steps.")] = 20,
+    as_csv: Annotated[bool, typer.Option("--csv", help="All rows (of --keys, else of every key) as CSV: "
+                                         "step,key,value.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The training metrics a run logged (losses, alpha, entropy, model loss, rollout length, ...), to see why a
+    run went wrong.
+
+    Examples: `mbpo runs metrics 3f9a1c2e`, `mbpo runs metrics 3f9a1c2e --keys model_loss,alpha --last 50`,
+    `mbpo runs metrics 3f9a1c2e --csv > metrics.csv`
+    """
+    with handled(ctx):
+        registry = registry_of(ctx, run, read_only=True)
+        info = registry.get_run(run)
+        known = registry.metric_keys(info.id)
+        chosen = _chosen_keys(keys, known)
+        rows = [row for row in registry.metrics(info.id) if chosen is None or row[1] in chosen]
+        if as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(["step", "key", "value"])
+            writer.writerows(rows)
+            sys.stdout.flush()
+        elif as_json:
+            emit_json([{"step": step, "key": key, "value": value} for step, key, value in rows])
+        elif chosen is None:
+            common.out.print(metrics_summary(info, rows))
+        else:
+            common.out.print(metrics_table(info, rows, chosen, last))
+
+
+def _chosen_keys(keys: str | None, known: list[str]) -> list[str] | None:
+    """The --keys list, each one known to the run (else a one-line error listing the keys it has)."""
+    if keys is None:
+        return None
+    chosen = [key.strip() for key in keys.split(",") if key.strip()]
+    unknown = [key for key in chosen if key not in known]
+    if not chosen or unknown:
+        raise RunError(f"--keys: {', '.join(unknown) or 'no key given'}: the run has "
+                       f"{', '.join(known) or 'no metrics yet'}")
+    return chosen
