@@ -190,17 +190,18 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
         facts, note = task_facts(env)
     resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets,
                               seed=seed, steps=steps, device=device, algo=algo)
-    check_device(resolved.train.device)
+    check_device(resolved.train.device, "--device" if device is not None else "train.device")
     check_task(resolved)
     if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
         err.print(note, highlight=False, markup=False, soft_wrap=True)
     return resolved
 
 
-def check_device(name: str) -> None:
-    """A ConfigError (exit 2) for a device this machine does not have."""
+def check_device(name: str, source: str = "--device") -> None:
+    """A ConfigError (exit 2) for a device this machine does not have; `source` names where the value came from
+    (`--device`, or `train.device` from a config file or --set)."""
     try:
         resolve_device(name)
     except (ValueError, RuntimeError) as error:
-        raise ConfigError(f"--device {name}: {error}") from None
+        raise ConfigError(f"{source} {name}: {error}") from None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,8 @@ PRESETS_DIRS = (PACKAGE_DIR / "presets", PACKAGE_DIR.parent / "presets")
 """Bundled presets: inside the installed package (the wheel), or beside it in a source checkout."""
 
 
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d{1,3})?")
+"""The values of train.device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
 MAX_INT = 2**53 - 1
 """Largest integer a config accepts anywhere (exact in JSON, far inside SQLite's 64-bit integers)."""
 MAX_SEED = 2**31 - 1
@@ -346,7 +349,7 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         fail("train.seed", f"must be in [0, {MAX_SEED}], got {c.train.seed}")
     if c.train.threads is not None and c.train.threads > MAX_THREADS:
         fail("train.threads", f"must be at most {MAX_THREADS}, got {c.train.threads}")
-    if c.train.device != "auto" and c.train.device != "cpu" and not c.train.device.startswith("cuda"):
+    if not DEVICE_PATTERN.fullmatch(c.train.device):
         fail("train.device", f"expected auto, cpu, cuda or cuda:N, got {c.train.device!r}")
     termination = c.env.termination
     if termination not in (*TERMINATION_MODES, *KNOWN_TERMINATIONS) and not _is_function_ref(termination):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -235,11 +237,21 @@ def load_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is corrupt (sha256 mismatch)")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" not in str(err).lower():
+            raise CheckpointError(f"checkpoint {path} cannot be loaded: {_first_line(err)}") from None
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data, which mbpo "
+                              "never writes: it was not loaded (loading it could run code)") from None
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be loaded: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be loaded: {_first_line(err)}") from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path} is not an mbpo checkpoint")
     return payload
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an error message, without terminal escape codes."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()[0] if str(error).strip() else repr(error)
 
 
 FULL_LAYOUT: dict[str, Any] = {

@@ -146,6 +146,11 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], list[str]], str]] = {
         lambda t: ["train", "--preset", "hopper", "--set", "env.termination=no_such_module_xyz:done"],
         "env.termination: cannot import 'no_such_module_xyz'",
     ),
+    "a CUDA device set in the config, on a machine without CUDA": (
+        lambda t: ["train", "--preset", "hopper", "--set", "train.device=cuda:0"],
+        "error: train.device cuda:0: device 'cuda:0' requested but CUDA is not available here",
+    ) if not torch.cuda.is_available() else (lambda t: ["train", "--preset", "hopper", "--set", "train.device=cuda:x"],
+                                             "train.device: expected auto, cpu, cuda or cuda:N"),
     "show unknown run": (lambda t: ["runs", "show", "nope"], "no run 'nope'"),
     "resume unknown run": (lambda t: ["resume", "nope"], "no run 'nope'"),
     "delete unknown run": (lambda t: ["runs", "delete", "nope", "--yes"], "no run 'nope'"),

@@ -354,6 +354,8 @@ def test_error_in_a_file_inheriting_a_preset_names_the_users_file(tmp_path: Path
         (["train.seed=9223372036854775808"], "train.seed", "must be at most"),
         (["train.seed=2147483648"], "train.seed", "must be in [0, 2147483647]"),
         (["train.threads=20000"], "train.threads", "must be at most 1024"),
+        (["train.device=cudaX"], "train.device", "expected auto, cpu, cuda or cuda:N, got 'cudaX'"),
+        (["train.device=cuda:x"], "train.device", "expected auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_override_names_the_key(overrides: list[str], key: str, words: str) -> None:
