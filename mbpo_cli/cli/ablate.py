@@ -24,6 +24,7 @@ from mbpo_cli.cli.common import (
     emit_json,
     existing_registry,
     handled,
+    note_renamed,
     open_registry,
     registry_of,
 )
@@ -199,7 +200,7 @@ def ablate(
     jobs: Annotated[int, typer.Option("--jobs", help="Runs at a time (each gets cores // jobs threads).")] = 1,
     steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps per run.")] = None,
     device: DeviceOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="Group name (default: <preset>-ablation-<hash>).")]
+    name: Annotated[str | None, typer.Option("--name", help="Group name (default: PRESET-ablation-HASH).")]
     = None,
     set_: SetOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; run and write nothing.")] = False,
@@ -237,6 +238,7 @@ def ablate(
             plan = ablation.load_plan(registry, resume_group)
         else:
             plan = _new_plan(preset, config, env, set_, steps, device, flags, seeds, start_seed, name)
+            note_renamed(name, "group name")
             if dry_run:
                 _print_plan(plan, jobs, as_json)
                 return

@@ -24,7 +24,7 @@ from mbpo_cli.engine.loop import NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
-from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost
+from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost, sanitize_name
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
 
 out = Output()
@@ -104,6 +104,23 @@ def _finite(value: Any) -> Any:
 def emit_json(data: Any) -> None:
     """One JSON object on stdout (valid JSON: non-finite numbers become null), flushed."""
     print(json.dumps(_finite(data), allow_nan=False), flush=True)
+
+
+def emit_yaml(data: Any) -> None:
+    """Print `data` as block YAML, keys in their order."""
+    import yaml
+
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="", flush=True)
+
+
+def note_renamed(name: str | None, what: str) -> None:
+    """Say on stderr when a user-given name is stored in another spelling (names are also folder names)."""
+    if name is None:
+        return
+    stored = sanitize_name(name)
+    if stored != name:
+        err.print(f"note: {what} {name!r} is stored as {stored!r} (names keep letters, digits, '.', '_' and '-')",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 def open_registry(ctx: typer.Context, read_only: bool = False) -> Registry:

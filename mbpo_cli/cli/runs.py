@@ -11,12 +11,14 @@ from typing import Annotated, Any
 import typer
 
 from mbpo_cli.cli import common
+from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
 from mbpo_cli.cli.run_tables import metrics_summary, metrics_table, run_tables, runs_table
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
 
 runs_app = typer.Typer(
+    cls=Group,
     help="List, show, inspect the training metrics of, and delete runs in the registry.\n\n"
     "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`, "
     "`mbpo runs metrics 3f9a1c2e --keys model_loss,alpha`",
@@ -36,7 +38,7 @@ def _run_dict(registry: Registry, run: RunInfo, runs_dir: Path) -> dict[str, Any
     return data
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=Command)
 def runs_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option("--status", help="running, finished, interrupted or failed.")] = None,
@@ -61,7 +63,7 @@ def runs_list(
         common.out.print(runs_table(rows, f"Runs in {ctx.obj.runs_dir}", common.out.width))
 
 
-@runs_app.command("show")
+@runs_app.command("show", cls=Command)
 def runs_show(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
@@ -86,7 +88,7 @@ def runs_show(
             common.out.print(table)
 
 
-@runs_app.command("delete")
+@runs_app.command("delete", cls=Command)
 def runs_delete(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
@@ -113,7 +115,7 @@ def runs_delete(
 
 
 
-@runs_app.command("metrics")
+@runs_app.command("metrics", cls=Command)
 def runs_metrics(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
