@@ -58,6 +58,8 @@ def compare(
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
         except reports.ReportError as error:
             raise RunError(str(error)) from None
+        for warning in report.warnings:  # on stderr whatever the format: the JSON and CSV stay parseable
+            common.err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
         curves_data = reports.plot_data(report, curves)
         if plot is not None:
             lines = {r.threshold for r in report.efficiency}
@@ -78,12 +80,15 @@ def compare(
             return
         for table in compare_tables(report):
             common.out.print(table)
-        auc = report.auc
-        if auc.start == auc.start:
-            common.out.print(f"norm. AUC: each run's mean return over env steps {auc.start:,.0f}-{auc.end:,.0f}, "
-                             f"scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the lowest and highest eval "
-                             "return of any compared run)", highlight=False)
+        for env, auc in report.auc.items():
+            if auc.start == auc.start:
+                of = "" if len(report.auc) == 1 else f" of {env}"
+                common.out.print(f"norm. AUC{of}: each run's mean return over env steps {auc.start:,.0f}-"
+                                 f"{auc.end:,.0f}, scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the "
+                                 f"lowest and highest eval return of any compared run{of})",
+                                 highlight=False, markup=False)
         common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
+        common.out.print(f"values: {reports.VALUES_AT_STEPS}", highlight=False, markup=False)
         for note in report.notes:
             common.out.print(f"note: {note}", highlight=False, markup=False)
         if plot is not None:

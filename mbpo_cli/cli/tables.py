@@ -102,6 +102,8 @@ def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after 
             p = "n/a (no baseline)"
         elif row.group == row.baseline:
             p = "(baseline)"
+        elif row.p_improvement is None and row.p_step is not None:
+            p = "n/a (< 2 runs)"
         else:
             p = fmt_number(row.p_improvement, ".2f", "n/a")
         final.add_row(escape(row.group), f"{row.step:,}", str(row.n_seeds), fmt_number(row.iqm), ci, p,

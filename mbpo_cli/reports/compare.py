@@ -7,22 +7,30 @@ function of run records and their evaluation curves, returning frozen dataclasse
 Definitions (all aggregates are over seeds, i.e. runs of one group):
 
 * **Groups.** Runs with the same config apart from ``train.seed``, ``train.device``, ``train.threads`` and
-  ``train.cuda_graphs`` form one group. It is named after its registry group (plus ``/variant``) when all its
-  runs carry the same one, else ``<preset or env id>-<algo>``; groups that would share a name get the
-  differing config keys (or a short hash) in brackets.
+  ``train.cuda_graphs`` form one group, so a group never mixes environments. It is named after its registry
+  group (plus ``/variant``) when all its runs carry the same one, else ``<preset or env id>-<algo>``; groups
+  that would share a name get the differing config keys (or a short hash) in brackets.
 * **Final step** of a group: the last eval step that every one of its runs reached (the shortest run's).
   Its **final return** is the IQM over runs of the return at that step.
+* **A run's return at an env step** that is not one of its eval steps is linearly interpolated between the
+  two evaluations around it and never extrapolated (:data:`VALUES_AT_STEPS`): before its first or after its
+  last evaluation a run has no value, and it is left out of that step's statistics.
 * **Returns at milestones**: mean, IQM and 95% percentile-bootstrap CI of the IQM (2,000 resamples, seed 0)
-  of the runs that reach the milestone (curves are interpolated linearly, never extrapolated).
+  of the runs that have a value at the milestone. The default milestones are the steps of
+  :func:`stats.milestones` that every compared run covers; a user-given milestone where a group has no run
+  with a value shows no data, with a note.
 * **Steps to threshold**: the first env step where the group's IQM curve (on the union of its runs' eval
   steps up to its final step) reaches the threshold, linearly interpolated. The default threshold is the
   baseline's final return. The ratio baseline steps / group steps says how many times fewer real steps
   the group needed; when the baseline never reaches a user-given threshold the ratio is a lower bound.
-* **Normalized AUC**: each run's mean return over the interval every compared run covers (latest first eval
-  step to shortest last eval step), scaled with low = the lowest and high = the highest eval return of any
-  compared run (0 = the worst return seen, 1 = the best); the group shows the IQM over its runs.
+* **Normalized AUC**, per environment: each run's mean return over the interval every compared run of its env
+  covers (latest first eval step to shortest last eval step), scaled with low = the lowest and high = the
+  highest eval return of any compared run of that env (0 = the worst return seen, 1 = the best); the group
+  shows the IQM over its runs. Returns of different environments are never pooled; comparing several
+  environments at all is warned about (:attr:`Report.warnings`).
 * **Probability of improvement** over the baseline: P(a run of the group beats a run of the baseline),
-  ties counting half, with both measured at the last step both groups reach.
+  ties counting half, with both measured at the last step both groups reach; None (n/a) unless both groups
+  have at least :data:`MIN_RUNS_FOR_P` runs there.
 """
 
 from __future__ import annotations
@@ -55,6 +63,16 @@ PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
 
 STEP_AXIS = "env steps count every real step, the random exploration steps (train.init_steps) included"
 """What every env step in a report counts (also said in the output, to set numbers beside published curves)."""
+
+VALUES_AT_STEPS = (
+    "a run's return at an env step between two of its evaluations is linearly interpolated between those two "
+    "evaluations (exact at an eval step) and never extrapolated: before its first or after its last evaluation a "
+    "run has no value and is left out"
+)
+"""How a return at a milestone (or any step that is not an eval step) is obtained; also said in the output."""
+
+MIN_RUNS_FOR_P = 2
+"""Runs needed in a group and in its baseline for a probability of improvement (one seed is no evidence)."""
 
 BOOTSTRAP_SEED = 0
 N_RESAMPLES = 2000
@@ -170,7 +188,7 @@ def group_runs(runs: Sequence[RunInfo]) -> list[Group]:
     buckets: dict[str, list[RunInfo]] = {}
     signatures: dict[str, dict[str, Any]] = {}
     for run in runs:
-        signature = config_signature(run.config)
+        signature = {**config_signature(run.config), "env.id": run.env_id}  # one env per group, whatever the config
         key = _key(signature)
         buckets.setdefault(key, []).append(run)
         signatures[key] = signature
@@ -278,12 +296,16 @@ class Report:
     efficiency: tuple[EfficiencyRow, ...]
     wall: tuple[WallRow, ...]
     final: tuple[FinalRow, ...]
-    auc: AucInterval
+    auc: dict[str, AucInterval]
+    """Env id -> the AUC interval and normalization of that env's runs."""
     baselines: dict[str, str | None]
     """Env id -> baseline group name (None: no baseline for that env)."""
     threshold_source: str
     """``--threshold`` or ``baseline final IQM``."""
     notes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """Things that make the comparison itself suspect (runs of several environments); the CLI prints them on
+    stderr."""
 
 
 @dataclass(frozen=True)
@@ -315,6 +337,43 @@ def _at(runs: Sequence[RunInfo], curves: Mapping[str, Curve], step: float) -> np
     """(R',) the returns at ``step`` of the runs whose curves cover it."""
     values = stats.curves_on_grid([curves[r.id] for r in runs], np.array([float(step)]))[:, 0]
     return values[np.isfinite(values)]
+
+
+def _auc_interval(runs: Sequence[RunInfo], curves: Mapping[str, Curve]) -> AucInterval:
+    """The interval every one of ``runs`` covers and their lowest and highest eval return (NaN interval if none)."""
+    returns = np.concatenate([curves[r.id][1] for r in runs])
+    start = max(float(curves[r.id][0][0]) for r in runs)
+    end = min(float(curves[r.id][0][-1]) for r in runs)
+    if end <= start:
+        start, end = math.nan, math.nan
+    return AucInterval(start, end, float(returns.min()), float(returns.max()))
+
+
+def _span(runs: Sequence[RunInfo], curves: Mapping[str, Curve]) -> str:
+    """``first-last`` eval step over ``runs``, for notes."""
+    first = min(float(curves[r.id][0][0]) for r in runs)
+    last = max(float(curves[r.id][0][-1]) for r in runs)
+    return f"{first:,.0f}-{last:,.0f}"
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def _env_warnings(groups: Sequence[Group], threshold: float | None) -> list[str]:
+    """One line when the groups span several environments (their returns are on different scales)."""
+    envs: dict[str, list[str]] = {}
+    for group in groups:
+        envs.setdefault(group.env_id, []).append(group.name)
+    if len(envs) < 2:
+        return []
+    listing = "; ".join(f"{env}: {', '.join(names)}" for env, names in envs.items())
+    line = (f"the runs span {len(envs)} environments ({listing}): returns of different environments are not "
+            "comparable; each group holds one env and gets a baseline and an AUC normalization of its own env, but "
+            "the milestone and final-return tables and the plots put them side by side")
+    if threshold is not None:
+        line += f"; --threshold {threshold:g} applies to every env"
+    return [line]
 
 
 def is_model_free(algo: str) -> bool:
@@ -379,7 +438,8 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
         runs: the runs to compare (their groups are formed by :func:`group_runs`).
         curves: run id -> ``(steps (N,), returns (N,))`` eval curve, steps sorted.
         baseline_runs: runs of the baseline group (``--baseline``); None picks the model-free group per env.
-        at: env steps for the returns table (default: :func:`stats.milestones` plus the paper's budgets).
+        at: env steps for the returns table (default: :func:`stats.milestones` plus the paper's budgets,
+            those that every run covers).
         threshold: return to reach (default: the baseline's final IQM return).
         n_resamples: bootstrap resamples per interval.
         seed: bootstrap seed; the same inputs give the same report.
@@ -410,17 +470,23 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
         baseline = containing[0]
     baselines = _choose_baselines(groups, baseline, notes)
     by_name = {g.name: g for g in groups}
+    group_curves = {g.name: _group_curve(g.runs, curves) for g in groups}
 
-    # -- returns at milestones
+    # -- returns at milestones (by default only steps every run covers: no row without data)
     shortest = min(int(curves[r.id][0][-1]) for r in usable)
+    first_common = max(float(curves[r.id][0][0]) for r in usable)
     if at:
         if any(s <= 0 for s in at):
             raise ReportError("--at: env steps must be positive")
         milestones = sorted({int(s) for s in at})
-    else:
-        milestones = stats.milestones(shortest, paper_budgets([g.env_id for g in groups]))
+    elif first_common <= shortest:
+        milestones = stats.milestones(shortest, paper_budgets([g.env_id for g in groups]), first_step=first_common)
         if not milestones:
             milestones = [shortest]
+    else:
+        milestones = sorted({gc.final_step for gc in group_curves.values()})
+        notes.append(f"the runs share no env-step range (one ends at {shortest:,}, another starts at "
+                     f"{first_common:,.0f}): the milestones are each group's final step")
     returns_rows = []
     for group in groups:
         summary = stats.summarize_group(group.name, [curves[r.id] for r in group.runs], milestones,
@@ -428,15 +494,20 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
         for i, step in enumerate(summary.steps):
             returns_rows.append(MilestoneRow(group.name, step, summary.n_seeds[i], summary.mean[i], summary.iqm[i],
                                              summary.ci_low[i], summary.ci_high[i]))
+        empty = [step for i, step in enumerate(summary.steps) if summary.n_seeds[i] == 0]
+        if empty:
+            notes.append(f"no run of {group.name} has a value at env step {', '.join(f'{s:,}' for s in empty)} "
+                         f"(its evaluations span env steps {_span(group.runs, curves)}; never extrapolated): "
+                         "no data")
 
     # -- final returns
-    group_curves = {g.name: _group_curve(g.runs, curves) for g in groups}
     finals: dict[str, FinalRow] = {}
     for group in groups:
         gc = group_curves[group.name]
         low, high = stats.bootstrap_ci(gc.values[:, -1], n_resamples=n_resamples, seed=seed)
         finals[group.name] = FinalRow(group.name, gc.final_step, len(group.runs), float(gc.iqm[-1]), low, high,
                                       None, None, None)
+    too_few = []
     for group in groups:
         base_name = baselines.get(group.env_id)
         if base_name is None or base_name == group.name:
@@ -444,8 +515,16 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
             continue
         p_step = min(group_curves[group.name].final_step, group_curves[base_name].final_step)
         x, y = _at(group.runs, curves, p_step), _at(by_name[base_name].runs, curves, p_step)
-        p = stats.probability_of_improvement(x, y) if x.size and y.size else None
+        p = None
+        if min(x.size, y.size) >= MIN_RUNS_FOR_P:
+            p = stats.probability_of_improvement(x, y)
+        else:
+            too_few.append(f"{group.name} ({_runs(x.size)} against {_runs(y.size)} of {base_name} at env step "
+                           f"{p_step:,})")
         finals[group.name] = replace(finals[group.name], baseline=base_name, p_improvement=p, p_step=p_step)
+    if too_few:
+        notes.append(f"P(better than baseline) is n/a (needs >= {MIN_RUNS_FOR_P} runs per group: a single run says "
+                     f"nothing about the spread over seeds) for {'; '.join(too_few)}")
 
     # -- wall clock
     wall_rows = []
@@ -456,14 +535,13 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
                                  float(np.mean(rates)) if rates else None))
     rate_of = {w.group: w.steps_per_second for w in wall_rows}
 
-    # -- sample efficiency
-    all_returns = np.concatenate([curves[r.id][1] for r in usable])
-    auc_start = max(float(curves[r.id][0][0]) for r in usable)
-    auc_end = min(float(curves[r.id][0][-1]) for r in usable)
-    auc = AucInterval(auc_start, auc_end, float(all_returns.min()), float(all_returns.max()))
-    if auc_end <= auc_start:
-        auc = AucInterval(math.nan, math.nan, auc.low, auc.high)
-        notes.append("the runs share no env-step interval with two or more evals: no normalized AUC")
+    # -- sample efficiency (the AUC is normalized per env: returns of different envs have different scales)
+    aucs_by_env: dict[str, AucInterval] = {}
+    for env in baselines:
+        aucs_by_env[env] = _auc_interval([r for g in groups if g.env_id == env for r in g.runs], curves)
+        if math.isnan(aucs_by_env[env].start):
+            runs_of = "the runs" if len(baselines) == 1 else f"the {env} runs"
+            notes.append(f"{runs_of} share no env-step interval with two or more evals: no normalized AUC")
     thresholds: dict[str, float | None] = {}
     for env, base_name in baselines.items():
         thresholds[env] = threshold if threshold is not None else (
@@ -487,6 +565,7 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
                 ratio, lower = group_curves[base_name].final_step / steps, True
         reaching = 0 if thr is None else sum(
             stats.steps_to_threshold(*curves[r.id], thr) is not None for r in group.runs)
+        auc = aucs_by_env[group.env_id]
         if math.isnan(auc.start):
             auc_value = math.nan
         else:
@@ -504,10 +583,11 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
         efficiency=tuple(efficiency_rows),
         wall=tuple(wall_rows),
         final=tuple(finals[g.name] for g in groups),
-        auc=auc,
+        auc=aucs_by_env,
         baselines=baselines,
         threshold_source="--threshold" if threshold is not None else "baseline final IQM",
         notes=tuple(notes),
+        warnings=tuple(_env_warnings(groups, threshold)),
     )
 
 
@@ -543,17 +623,20 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "baselines": dict(report.baselines),
         "threshold_source": report.threshold_source,
         "efficiency": [asdict(r) for r in report.efficiency],
-        "auc_interval": asdict(report.auc),
+        "auc_interval": asdict(next(iter(report.auc.values()))) if len(report.auc) == 1 else None,
+        "auc_intervals": {env: asdict(interval) for env, interval in report.auc.items()},
         "wall_clock": [asdict(r) for r in report.wall],
         "final": [asdict(r) for r in report.final],
         "notes": list(report.notes),
+        "warnings": list(report.warnings),
         "steps": STEP_AXIS,
+        "interpolation": VALUES_AT_STEPS,
     })
 
 
 def long_rows(report: Report, curves: Mapping[str, Curve]) -> list[tuple[str, str, int, int, float]]:
     """``(run_id, group, seed, step, return)`` for every eval point of every compared run."""
-    rows = []
+    rows: list[tuple[str, str, int, int, float]] = []
     for group in report.groups:
         for run in group.runs:
             steps, values = curves[run.id]

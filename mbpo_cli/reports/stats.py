@@ -238,22 +238,25 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(greater + 0.5 * equal))
 
 
-def milestones(shortest_last_step: int, paper_budgets: Sequence[int] = ()) -> list[int]:
-    """Env steps at which to compare groups.
+def milestones(shortest_last_step: int, paper_budgets: Sequence[int] = (), first_step: float = 0) -> list[int]:
+    """Env steps at which to compare groups: only steps that every compared run covers.
 
     Args:
         shortest_last_step: last eval step of the shortest run being compared.
         paper_budgets: env-step budgets reported in a paper; kept only if <= ``shortest_last_step``.
+        first_step: the latest first eval step of the runs; earlier steps are dropped (a run has no
+            value before its first evaluation).
 
     Returns:
-        Sorted unique positive steps: 25/50/75/100% of ``shortest_last_step`` (rounded half up)
-        plus the reachable paper budgets.
+        Sorted unique positive steps in ``[first_step, shortest_last_step]``: 25/50/75/100% of
+        ``shortest_last_step`` (rounded half up) plus the reachable paper budgets. Empty when
+        ``first_step > shortest_last_step`` (the runs share no step range).
     """
     if shortest_last_step < 0:
         raise ValueError(f"shortest_last_step must be >= 0, got {shortest_last_step}")
     fractions = [int(np.floor(f * shortest_last_step + 0.5)) for f in (0.25, 0.5, 0.75, 1.0)]
     budgets = [int(b) for b in paper_budgets if b <= shortest_last_step]
-    return sorted({m for m in fractions + budgets if m > 0})
+    return sorted({m for m in fractions + budgets if m > 0 and m >= first_step})
 
 
 @dataclass(frozen=True)
