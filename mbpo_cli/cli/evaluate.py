@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.cli.common import Globals, JsonOpt, emit_json, handled, registry_of
+
+if TYPE_CHECKING:
+    from mbpo_cli.runs.evaluation import Attempt
+
+
+def show_attempt(attempt: Attempt) -> None:
+    """--debug: how a video child process ended, and everything it wrote on stderr."""
+    common.err.print(f"--video: the {attempt.backend} child process {attempt.ended}; its stderr:", markup=False,
+                     highlight=False, soft_wrap=True)
+    common.err.print(attempt.stderr.rstrip() or "(nothing)", markup=False, highlight=False, soft_wrap=True)
 
 
 def eval_run(
@@ -50,11 +60,14 @@ def eval_run(
         policy = evaluation.load_policy(registry, info, ctx.obj.runs_dir, checkpoint)
         deterministic = not stochastic
         # the video first: a missing encoder or rendering backend must fail before anything is recorded
-        film = evaluation.record_video(video, policy, seed, deterministic) if video is not None else None
+        debug = isinstance(ctx.obj, Globals) and ctx.obj.debug
+        film = None if video is None else evaluation.record_video(video, policy, seed, deterministic,
+                                                                  on_attempt=show_attempt if debug else None)
         result = evaluation.run_episodes(policy, episodes, seed, deterministic)
-        eval_id = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
+        recorded = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
         data = {
-            "evaluation_id": eval_id, "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+            "evaluation_id": recorded.id, "evaluation_number": recorded.number,
+            "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
             "checkpoint_step": policy.checkpoint.step, "checkpoint_path": str(policy.file),
             "episodes": episodes, "seed": seed, "deterministic": deterministic,
             "returns": result.returns, "lengths": result.lengths,
@@ -74,7 +87,8 @@ def eval_run(
         for label, value in (("mean", result.mean), ("std", result.std), ("min", result.min), ("max", result.max)):
             table.add_row(label, "", f"{value:,.2f}", "")
         common.out.print(table)
-        common.out.print(f"recorded evaluation {eval_id} of run {info.id} ({episodes} episodes)")
+        common.out.print(f"recorded evaluation {recorded.number} of run {info.id} "
+                         f"({episodes} episode{'' if episodes == 1 else 's'})")
         if film is not None:
             common.out.print(f"video: {video} ({film['frames']} frames at {film['fps']} fps, {film['backend']}; "
                              f"return {film['return']:,.2f})")

@@ -8,20 +8,29 @@ environment with seed ``seed + i``; ``--stochastic`` samples actions from the po
 Video recording runs in a child process (``python -c _CHILD``) because MuJoCo and PyOpenGL
 pick their OpenGL backend from ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` once per process, at first use: each
 candidate backend (EGL, OSMesa) is tried in a fresh process, and a backend that cannot render cannot crash
-or poison the main process. The MP4 encoder (imageio + imageio-ffmpeg) is optional and imported lazily.
+or poison the main process. A child that reports a failure before its first frame (PyOpenGL's AttributeError,
+ImportError or OSError for a library that is not there) or dies by a crash signal (EGL's SIGSEGV on some CPU
+machines) means "this backend cannot render here". The main process never renders: it imports MuJoCo with
+rendering disabled (mujoco 4 loads the ``MUJOCO_GL`` backend on import), so that a ``MUJOCO_GL`` meant for the
+video cannot break the evaluation. The MP4 encoder (imageio + imageio-ffmpeg) is optional and imported lazily.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import dataclasses
+import functools
+import importlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +50,11 @@ BACKENDS = ("egl", "osmesa")
 """MuJoCo's headless OpenGL backends, tried in a child process each (see :func:`backend_order`)."""
 BACKEND_EXIT = 3
 """Exit status of the video child process when the rendering backend does not work."""
+BACKEND_MARK = "mbpo-video-backend-failed: "
+"""Starts the video child's last stderr line when it exits with :data:`BACKEND_EXIT` (followed by the error)."""
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP})
+"""Signals that stop a child from outside (a user, the OOM killer): they say nothing about the backend. Any other
+signal that ends the child (SIGSEGV, SIGABRT, SIGBUS, ...) is the backend crashing the process."""
 VIDEO_TIMEOUT_S = 1800
 
 
@@ -152,8 +166,29 @@ def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: s
     return agent.eval()
 
 
+def import_mujoco_without_rendering() -> None:
+    """Import MuJoCo with ``MUJOCO_GL=disable`` unless it is imported already: this process never renders.
+
+    mujoco 4 loads the OpenGL backend that ``MUJOCO_GL`` names when it is imported, and a backend that cannot load
+    here (``osmesa`` without libOSMesa: PyOpenGL's AttributeError) would fail the import, and so the evaluation.
+    ``MUJOCO_GL`` itself is left as it was, for :func:`backend_order` and the video child.
+    """
+    if "mujoco" in sys.modules:
+        return
+    saved = os.environ.get("MUJOCO_GL")
+    os.environ["MUJOCO_GL"] = "disable"
+    try:
+        importlib.import_module("mujoco")
+    finally:
+        if saved is None:
+            os.environ.pop("MUJOCO_GL", None)
+        else:
+            os.environ["MUJOCO_GL"] = saved
+
+
 def load_policy(registry: Registry, run: RunInfo, runs_dir: Path, which: str = "latest") -> Policy:
     """Verify (sha256 from the registry) and load the chosen checkpoint's policy on the CPU."""
+    import_mujoco_without_rendering()
     info = select_checkpoint(registry.checkpoints(run.id), run, which)
     file = checkpoint_file(runs_dir, info.path)
     payload = load_file(file, info.sha256)
@@ -173,6 +208,7 @@ def run_episodes(policy: Policy, episodes: int, seed: int, deterministic: bool =
     seeded ``seed``. The same policy, seed and mode give the same returns."""
     if episodes < 1:
         raise EvalError(f"--episodes: must be at least 1, got {episodes}")
+    import_mujoco_without_rendering()
     env = make_env(policy.config.env)
     try:
         generator = None if deterministic else torch.Generator().manual_seed(seed)
@@ -183,12 +219,24 @@ def run_episodes(policy: Policy, episodes: int, seed: int, deterministic: bool =
     return EvalResult(returns=returns, lengths=lengths)
 
 
-def record_evaluation(registry: Registry, policy: Policy, result: EvalResult, seed: int, deterministic: bool) -> int:
-    """Store the evaluation in the registry; returns its id."""
-    info = registry.add_evaluation(policy.checkpoint.run_id, checkpoint=policy.label, episodes=len(result.returns),
+class Recorded(NamedTuple):
+    """Where an evaluation was recorded."""
+
+    id: int
+    """The registry row's id, shared by every run's evaluations (``mbpo runs show RUN --json``'s ``evaluations``)."""
+    number: int
+    """The run's own evaluation number: 1 for its first evaluation."""
+
+
+def record_evaluation(registry: Registry, policy: Policy, result: EvalResult, seed: int,
+                      deterministic: bool) -> Recorded:
+    """Store the evaluation in the registry; returns its row id and its number among the run's evaluations."""
+    run_id = policy.checkpoint.run_id
+    info = registry.add_evaluation(run_id, checkpoint=policy.label, episodes=len(result.returns),
                                    seed=seed, deterministic=deterministic, returns=result.returns,
                                    lengths=result.lengths)
-    return info.id
+    ids = [e.id for e in registry.evaluations(run_id)]
+    return Recorded(id=info.id, number=ids.index(info.id) + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,33 +276,90 @@ BACKEND_HELP = {
     "egl": "EGL (a GPU driver's libEGL, or Mesa's: apt-get install libegl1 libegl-mesa0)",
 }
 
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:120] if lines else "no output"
-
-
 _LIBRARIES = {"osmesa": "OSMesa", "egl": "EGL"}
 
 
-def _why(backend: str, stderr: str) -> str:
-    """Why a backend failed: its missing library when that is the cause (PyOpenGL's own error is cryptic)."""
-    import ctypes.util
-
+@functools.cache
+def missing_library(backend: str) -> str | None:
+    """``libOSMesa`` / ``libEGL`` when the backend's library cannot be found here, else None."""
     library = _LIBRARIES.get(backend)
     if library is not None and ctypes.util.find_library(library) is None:
-        return f"lib{library} not found"
-    return _last_line(stderr)
+        return f"lib{library}"
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One video child process: the backend it tried, how it ended, and what it wrote."""
+
+    backend: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any] | None:
+        """The child's JSON report (its last stdout line, printed once the video is complete), if it printed one."""
+        lines = self.stdout.strip().splitlines()
+        try:
+            report = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            return None
+        return report if isinstance(report, dict) and "frames" in report else None
+
+    @property
+    def ended(self) -> str:
+        """How the process ended, in words: ``exited with status 3``, ``crashed (SIGSEGV)``, ..."""
+        if self.returncode >= 0:
+            return f"exited with status {self.returncode}"
+        name = _signal_name(-self.returncode)
+        return f"was killed by {name}" if -self.returncode in STOP_SIGNALS else f"crashed ({name})"
+
+    @property
+    def backend_failed(self) -> bool:
+        """The backend cannot render here: the child said so before its first frame, or crashed by a signal."""
+        if self.returncode == BACKEND_EXIT:
+            return True
+        return self.returncode < 0 and -self.returncode not in STOP_SIGNALS
+
+    @property
+    def why(self) -> str:
+        """Why the backend failed, short: its missing library when that is the cause (PyOpenGL's own error is
+        cryptic), else the crash or the child's error line."""
+        if self.returncode < 0:
+            return self.ended
+        library = missing_library(self.backend)
+        if library is not None:
+            return f"{library} not found"
+        marked = [line for line in self.stderr.splitlines() if line.startswith(BACKEND_MARK)]
+        return marked[-1][len(BACKEND_MARK):].strip()[:160] if marked else _last_line(self.stderr)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "no output"
 
 
 def no_backend_message(failures: dict[str, str]) -> str:
-    """One line naming the backends that failed, why, and what to install."""
+    """One line naming the backends that failed, why, and what to install: the libraries that are missing, else
+    the first backend tried (OSMesa on a CPU machine, EGL on a GPU one)."""
     tried = "; ".join(f"{b}: {why}" for b, why in failures.items())
+    needs = [b for b in failures if b in BACKEND_HELP and missing_library(b)]
     if os.environ.get("MUJOCO_GL", "").strip():
         backend = next(iter(failures))
-        return f"--video: MUJOCO_GL={backend} cannot render here ({tried}); unset MUJOCO_GL to try egl and osmesa"
-    needs = " or ".join(BACKEND_HELP[b] for b in failures if b in BACKEND_HELP)
-    return f"--video: no MuJoCo rendering backend works here ({tried}); install {needs}"
+        install = f"install {BACKEND_HELP[backend]}, or " if needs else ""
+        return (f"--video: MUJOCO_GL={backend} cannot render here ({tried}); {install}unset MUJOCO_GL to try "
+                f"egl and osmesa")
+    needs = needs or [b for b in failures if b in BACKEND_HELP][:1]
+    install = f"; install {' or '.join(BACKEND_HELP[b] for b in needs)}" if needs else ""
+    return f"--video: no MuJoCo rendering backend works here ({tried}){install}"
 
 
 def check_video_path(path: Path) -> None:
@@ -263,12 +368,29 @@ def check_video_path(path: Path) -> None:
         raise EvalError(f"--video: the file must end in .mp4, got {str(path)!r}")
 
 
-def record_video(path: Path, policy: Policy, seed: int, deterministic: bool) -> dict[str, Any]:
+def partial_file(output: Path) -> Path:
+    """The file the child writes the video into before renaming it to ``output`` (hidden, next to it)."""
+    return output.with_name(f".{output.stem}.tmp{output.suffix}")
+
+
+def _run_child(backend: str, request: str, output: Path) -> Attempt:
+    """Film in a fresh child process with ``backend``; a failed child's partial file is removed."""
+    done = subprocess.run([sys.executable, "-c", _CHILD, request], env=_backend_env(backend),
+                          capture_output=True, text=True, timeout=VIDEO_TIMEOUT_S, check=False)
+    attempt = Attempt(backend=backend, returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
+    if attempt.report is None:
+        partial_file(output).unlink(missing_ok=True)
+    return attempt
+
+
+def record_video(path: Path, policy: Policy, seed: int, deterministic: bool,
+                 on_attempt: Callable[[Attempt], None] | None = None) -> dict[str, Any]:
     """Film the first evaluation episode (reset seed ``seed``, same actions as :func:`run_episodes`) into ``path``.
 
     Checks the encoder, then tries each backend of :func:`backend_order` in a fresh child process until one
-    renders a first frame. Returns the child's report: ``return``, ``length``, ``frames``, ``fps``, ``backend``.
-    EvalError (nothing written) when the encoder is missing or no backend can render.
+    films the episode; ``on_attempt`` sees each child (``--debug`` shows their stderr). Returns the child's report:
+    ``return``, ``length``, ``frames``, ``fps``, ``backend``. EvalError (nothing written) when the encoder is missing
+    or no backend can render; RuntimeError when a child fails otherwise (its error, or the signal that stopped it).
     """
     check_video_path(path)
     missing = encoder_missing()
@@ -286,20 +408,26 @@ def record_video(path: Path, policy: Policy, seed: int, deterministic: bool) -> 
     })
     failures: dict[str, str] = {}
     for backend in backend_order():
-        done = subprocess.run([sys.executable, "-c", _CHILD, request], env=_backend_env(backend),
-                              capture_output=True, text=True, timeout=VIDEO_TIMEOUT_S, check=False)
-        if done.returncode == 0:
-            return {**json.loads(done.stdout.strip().splitlines()[-1]), "backend": backend}
-        if done.returncode != BACKEND_EXIT:
-            raise RuntimeError(f"video recording failed: {_last_line(done.stderr or done.stdout)}")
-        failures[backend] = _why(backend, done.stderr)
+        attempt = _run_child(backend, request, path.absolute())
+        if on_attempt is not None:
+            on_attempt(attempt)
+        report = attempt.report
+        if report is not None:  # the video is complete (even if the process crashed while exiting)
+            return {**report, "backend": backend}
+        if attempt.backend_failed:
+            failures[backend] = attempt.why
+            continue
+        if attempt.returncode < 0:
+            raise RuntimeError(f"video recording ({backend}) stopped: the child process {attempt.ended}")
+        raise RuntimeError(f"video recording ({backend}) failed: {_last_line(attempt.stderr or attempt.stdout)}")
     raise EvalError(no_backend_message(failures))
 
 
 # ----- the child process ------------------------------------------------------------------------
 
 _CHILD = f"""
-import json, sys, warnings
+import faulthandler, json, sys, traceback, warnings
+faulthandler.enable()  # a backend that crashes the process still leaves the Python stack on stderr (--debug)
 request = json.loads(sys.argv[1])
 env_config = request["env"]
 try:  # any failure before the first frame is the backend's: importing mujoco loads the MUJOCO_GL backend
@@ -313,7 +441,8 @@ try:  # any failure before the first frame is the backend's: importing mujoco lo
     if frame is None or np.ndim(frame) != 3:
         raise RuntimeError("the environment rendered no RGB frame")
 except Exception as err:
-    print(type(err).__name__ + ": " + (str(err).strip().splitlines() or [""])[0], file=sys.stderr)
+    traceback.print_exc()
+    print({BACKEND_MARK!r} + type(err).__name__ + ": " + (str(err).strip().splitlines() or [""])[0], file=sys.stderr)
     sys.exit({BACKEND_EXIT})
 from mbpo_cli.runs.evaluation import film
 try:
@@ -339,7 +468,7 @@ def film(env: Any, obs: Any, frame: np.ndarray, request: dict[str, Any]) -> None
     fps = int(env.metadata.get("render_fps") or 30)
     output = Path(request["output"])
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{output.suffix}")
+    tmp = partial_file(output)
     total, length, frames, done = 0.0, 0, 0, False
     with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error") as writer:
         writer.append_data(frame)

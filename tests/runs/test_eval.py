@@ -18,7 +18,7 @@ import pytest
 import torch
 from clihelpers import mbpo, one_error_line
 
-from mbpo_cli.runs.evaluation import encoder_missing
+from mbpo_cli.runs.evaluation import Attempt, encoder_missing, partial_file
 from mbpo_cli.runs.registry import Registry
 
 TINY_SETS = [
@@ -206,3 +206,131 @@ def test_a_moved_runs_directory_and_a_relative_one_from_elsewhere(tmp_path: Path
     resumed = mbpo(relative, "resume", run_id, "--steps", "400", "--json")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["env_steps"] == 400
+
+
+# ----- rendering backends that cannot render, simulated (the same on every machine) ------------------------------
+
+FAKE_OPENGL = '''"""A stand-in for PyOpenGL that fails as it does where a backend cannot load: with MUJOCO_GL=egl the
+process dies by a signal (as EGL does on some CPU machines), otherwise PyOpenGL's AttributeError for a library
+that is not there."""
+import os
+import signal
+
+if os.environ.get("MUJOCO_GL") == "egl":
+    os.kill(os.getpid(), getattr(signal, os.environ.get("FAKE_EGL_SIGNAL", "SIGSEGV")))
+raise AttributeError("'NoneType' object has no attribute 'glGetError'")
+'''
+
+
+@pytest.fixture
+def broken_opengl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Child processes import the failing PyOpenGL above (this process has imported mujoco already, so it is not
+    affected); the MP4 encoder counts as installed."""
+    package = tmp_path / "fake-site" / "OpenGL"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_OPENGL)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(package.parent),
+                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    return tmp_path
+
+
+def test_video_backends_that_crash_or_cannot_load_are_named(trained: Trained, broken_opengl: Path) -> None:
+    """A child that dies by SIGSEGV (EGL) and one whose PyOpenGL raises AttributeError (OSMesa) both mean 'this
+    backend cannot render': one line naming each backend and why, exit 2, nothing written or recorded."""
+    path = broken_opengl / "film" / "episode.mp4"
+    before = len(evaluations(trained))
+    line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(path)))
+    assert "--video: no MuJoCo rendering backend works here" in line
+    assert "egl: crashed (SIGSEGV)" in line
+    assert "osmesa: libOSMesa not found" in line or "osmesa: AttributeError: 'NoneType' object has no attribute " \
+                                                    "'glGetError'" in line
+    assert "; install " in line
+    assert not path.exists() and not partial_file(path).exists()
+    assert len(evaluations(trained)) == before
+
+
+def test_video_debug_shows_each_backend_child_stderr(trained: Trained, broken_opengl: Path) -> None:
+    result = mbpo(trained.runs_dir, "--debug", "eval", trained.run_id, "--video", str(broken_opengl / "x.mp4"))
+    assert result.exit_code == 2, result.output
+    assert "egl child process crashed (SIGSEGV)" in result.stderr
+    assert "Fatal Python error: Segmentation fault" in result.stderr  # the crashed child's own report
+    assert "osmesa child process exited with status 3" in result.stderr
+    assert 'raise AttributeError("\'NoneType\' object has no attribute \'glGetError\'")' in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --video: no MuJoCo rendering backend")
+
+
+def test_video_child_stopped_from_outside_is_not_a_backend_failure(trained: Trained, broken_opengl: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL (the OOM killer, a user) says nothing about the backend: an internal failure naming the signal."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    monkeypatch.setenv("FAKE_EGL_SIGNAL", "SIGKILL")
+    line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(broken_opengl / "x.mp4")),
+                          code=1)
+    assert "video recording (egl) stopped: the child process was killed by SIGKILL" in line
+
+
+def test_a_mujoco_gl_that_cannot_load_does_not_break_the_evaluation(trained: Trained, broken_opengl: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """MUJOCO_GL is for the video child: mujoco 4 loads that backend when it is imported, and the evaluating
+    process (which never renders) must not fail because the backend cannot load here."""
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    command = [sys.executable, "-c", "from mbpo_cli.cli import main; main()", "--runs-dir", str(trained.runs_dir),
+               "eval", trained.run_id, "--episodes", "1"]
+    plain = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["episodes"] == 1
+    filmed = subprocess.run([*command, "--video", str(broken_opengl / "x.mp4")], capture_output=True, text=True,
+                            timeout=300)
+    assert filmed.returncode == 2, filmed.stderr
+    assert ("MUJOCO_GL=osmesa cannot render here (osmesa: " in filmed.stderr
+            or "pip install imageio[ffmpeg]" in filmed.stderr), filmed.stderr
+
+
+# ----- evaluation numbers ----------------------------------------------------------------------------------------
+
+
+def test_evaluations_are_numbered_per_run(trained: Trained) -> None:
+    """'recorded evaluation N of run X': N counts the run's own evaluations, not every run's."""
+    with Registry.open(trained.runs_dir) as registry:
+        other = registry.create_run(name="other-run", preset=None, env_id="InvertedPendulum-v5", algo="mbpo",
+                                    seed=0, config={}, device="cpu", command="test", target_steps=100)
+        for _ in range(3):
+            registry.add_evaluation(other.id, checkpoint="final:100", episodes=1, seed=0, deterministic=True,
+                                    returns=[1.0], lengths=[1])
+    before = len(evaluations(trained))
+    data = eval_json(trained, "--episodes", "1")
+    assert data["evaluation_number"] == before + 1
+    assert data["evaluation_id"] == evaluations(trained)[-1].id >= data["evaluation_number"] + 3
+    result = mbpo(trained.runs_dir, "eval", trained.run_id, "--episodes", "1")
+    assert result.exit_code == 0, result.output
+    assert f"recorded evaluation {before + 2} of run {trained.run_id} (1 episode)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "stderr", "backend_failed", "ended", "why"),
+    [
+        (-11, "", "Fatal Python error: Segmentation fault", True, "crashed (SIGSEGV)", "crashed (SIGSEGV)"),
+        (-6, "", "", True, "crashed (SIGABRT)", "crashed (SIGABRT)"),
+        (-9, "", "", False, "was killed by SIGKILL", None),
+        (3, "", "Traceback ...\nmbpo-video-backend-failed: ImportError: no EGL here\n", True,
+         "exited with status 3", "ImportError: no EGL here"),
+        (1, "", "Traceback ...\nValueError: bad\n", False, "exited with status 1", None),
+    ],
+)
+def test_video_child_outcomes(returncode: int, stdout: str, stderr: str, backend_failed: bool, ended: str,
+                              why: str | None) -> None:
+    attempt = Attempt(backend="bogus", returncode=returncode, stdout=stdout, stderr=stderr)
+    assert attempt.report is None
+    assert attempt.backend_failed is backend_failed and attempt.ended == ended
+    if why is not None:
+        assert attempt.why == why
+
+
+def test_a_video_child_that_crashes_after_its_report_has_filmed() -> None:
+    """The report is printed once the MP4 is complete and renamed: a crash while the process exits (an OpenGL
+    library's teardown) does not lose the video."""
+    report = {"return": 8.0, "length": 9, "frames": 10, "fps": 25}
+    attempt = Attempt(backend="egl", returncode=-11, stdout=json.dumps(report) + "\n", stderr="")
+    assert attempt.report == report
