@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import torch
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, emit_json, handled
+from mbpo_cli.cli.display import Output
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.engine.state import resolve_device
+
+
+@contextmanager
+def bench_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress line on stderr (what is being timed, how far, time elapsed), cleared when done."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Output(stderr=True), transient=True)
+    task = bar.add_task("starting", total=None)
+
+    def update(what: str, done: int, total: int) -> None:
+        bar.update(task, description=what, completed=done, total=total)
+
+    with bar:
+        yield update
 
 
 def bench(
@@ -46,8 +64,9 @@ def bench(
         config = resolve_config(preset=preset, device=device, overrides=set_)
         check_device(config.train.device)
         dev = resolve_device(config.train.device)
-        timings, update_mode = benchmarks.bench_components(config, samples, repeats)
-        rate, phases = benchmarks.bench_end_to_end(config, steps)
+        with bench_progress() as progress:
+            timings, update_mode = benchmarks.bench_components(config, samples, repeats, progress)
+            rate, phases = benchmarks.bench_end_to_end(config, steps, progress)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
                                   "threads": torch.get_num_threads(), "update_mode": update_mode}
         for timing in timings:

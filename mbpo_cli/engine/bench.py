@@ -16,6 +16,7 @@ import torch
 
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.events import StepEvent
 from mbpo_cli.engine.loop import evaluate, train
 from mbpo_cli.engine.rollout import branched_rollout
 from mbpo_cli.engine.state import RunState, build_run, resolve_device
@@ -43,6 +44,10 @@ class Timing:
     @property
     def high(self) -> float:
         return max(self.samples)
+
+
+_COMPONENTS = 7
+"""The steps of `bench_components` as `progress` counts them: filling the buffer, then six timings."""
 
 
 def _sync(device: torch.device) -> None:
@@ -77,14 +82,24 @@ def _fill(state: RunState, n: int) -> None:
                                 torch.zeros(n, device=device)))
 
 
-def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[list[Timing], str]:
+Progress = Callable[[str, int, int], None]
+"""Told (what is being done, how much of it is done, out of how much) as a benchmark goes."""
+
+
+def _silent(_what: str, _done: int, _total: int) -> None:
+    """The default progress: none."""
+
+
+def bench_components(config: Config, samples: int, repeats: int = 20,
+                     progress: Progress = _silent) -> tuple[list[Timing], str]:
     """Time the agent's update (`<agent>_update`), model minibatch, model retrain, rollout step, env step and
-    evaluation.
+    evaluation; `progress` is told each component as it starts (done out of 8 components).
 
     Also says how the agent's update ran; when it (or the model's training step) ran as a CUDA graph, the
     eager version is timed beside it (`<agent>_update_eager`, `model_train_step_eager`: side-by-side ratios).
     """
     device = resolve_device(config.train.device)
+    progress(f"filling a replay buffer with {samples:,} transitions", 0, _COMPONENTS)
     big = dataclasses.replace(config.agent, buffer_size=max(samples, config.agent.batch_size))
     cfg = dataclasses.replace(config, algo="mbpo", agent=big, train=dataclasses.replace(config.train, steps=samples))
     state = build_run(cfg, device)
@@ -97,6 +112,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
 
     batch = state.real_buffer.sample(cfg.agent.batch_size, gen)
     name = f"{cfg.agent.name}_update"
+    progress(f"timing {name}", 1, _COMPONENTS)
     eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
     mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
     updates_per_step = float(cfg.agent.updates_per_step)
@@ -114,6 +130,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     x, y = state.model.normalize(inputs)[idx], targets[idx]
 
     model, optimizer = state.model, state.model_optimizer
+    progress("timing model_train_step", 2, _COMPONENTS)
     eager = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
     if cfg.train.cuda_graphs:
         model.use_cuda_graph(optimizer, x, y)
@@ -122,6 +139,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
     else:
         graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
         timings += [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
+    progress(f"timing model_retrain (a full fit on {samples:,} transitions)", 3, _COMPONENTS)
     retrain = measure(lambda: fit_ensemble(state.model, state.model_optimizer, inputs, targets,  # type: ignore[arg-type]
                                            state.generators["model"]), device, 1, warmup=0)
     timings.append(Timing("model_retrain", retrain, per_step_rollouts))
@@ -134,6 +152,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
         branched_rollout(state.model, state.agent, start, 1, state.model.elites,  # type: ignore[union-attr]
                          state.terminated, sink, gen, state.reward_fn)
 
+    progress("timing rollout_step", 4, _COMPONENTS)
     timings.append(Timing("rollout_step", measure(rollout_step, device, max(3, repeats // 4)), per_step_rollouts))
 
     env = state.env
@@ -145,27 +164,37 @@ def bench_components(config: Config, samples: int, repeats: int = 20) -> tuple[l
         if terminated or truncated:
             env.reset()
 
+    progress("timing env_step", 5, _COMPONENTS)
     timings.append(Timing("env_step", measure(env_step, device, repeats * 50), 1.0))
+    progress("timing eval_episode", 6, _COMPONENTS)
     evaluation = measure(lambda: evaluate(state.agent, state.eval_env, state.spec, 1, 0, device), device,
                          max(3, repeats // 4), warmup=1)
     timings.append(Timing("eval_episode", evaluation, cfg.train.eval_episodes / epoch))
+    progress("components timed", _COMPONENTS, _COMPONENTS)
     return timings, mode
 
 
-def bench_end_to_end(config: Config, steps: int) -> tuple[float, dict[str, float]]:
-    """Real env steps per second over `steps` training steps after exploration, and the phase split (s)."""
+def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent) -> tuple[float, dict[str, float]]:
+    """Real env steps per second over `steps` training steps after exploration, and the phase split (s);
+    `progress` is told the exploration steps, then the timed steps."""
     cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=config.train.init_steps + steps))
     state = build_run(cfg)
     phases: dict[str, float] = {}
 
+    def explore(event: object) -> None:
+        if isinstance(event, StepEvent):
+            progress("end to end: random exploration (not timed)", event.env_step, cfg.train.init_steps)
+
     def collect(event: object) -> None:
+        if isinstance(event, StepEvent):
+            progress("end to end: timed training steps", event.env_step - cfg.train.init_steps, steps)
         metrics = getattr(event, "metrics", None)
         if metrics is not None and state.env_step > cfg.train.init_steps:
             for key, value in metrics.items():
                 if key.startswith("time_"):
                     phases[key[5:]] = phases.get(key[5:], 0.0) + value
 
-    train(state, should_stop=lambda: state.env_step >= cfg.train.init_steps)
+    train(state, explore, should_stop=lambda: state.env_step >= cfg.train.init_steps)
     start = time.perf_counter()
     train(state, collect)
     _sync(state.device)

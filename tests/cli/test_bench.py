@@ -37,3 +37,22 @@ def test_bench_times_the_presets_agent(tmp_path) -> None:
     data = json.loads(result.stdout)
     assert data["dqn_update_ms"] > 0 and "sac_update_ms" not in data
     assert data["update_mode"].startswith("eager")
+
+
+def test_bench_says_what_it_is_timing_as_it_goes() -> None:
+    """`mbpo bench` printed nothing for minutes: every component and every end-to-end step is now reported."""
+    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.engine.bench import bench_components, bench_end_to_end
+
+    config = resolve_config(preset="inverted_pendulum", device="cpu",
+                            overrides=["model.max_epochs=3", "rollout.batch_size=2000", "train.init_steps=50"])
+    told: list[tuple[str, int, int]] = []
+    bench_components(config, 300, 2, lambda what, done, total: told.append((what, done, total)))
+    assert [done for _, done, _ in told] == list(range(8)) and {total for _, _, total in told} == {7}
+    assert [what.split()[1] for what, _, _ in told[1:7]] == [
+        "sac_update", "model_train_step", "model_retrain", "rollout_step", "env_step", "eval_episode"]
+    told.clear()
+    bench_end_to_end(config, 5, lambda what, done, total: told.append((what, done, total)))
+    exploring = [(done, total) for what, done, total in told if "exploration" in what]
+    timed = [(done, total) for what, done, total in told if what.startswith("end to end: timed")]
+    assert exploring[-1] == (50, 50) and timed == [(n, 5) for n in range(1, 6)]
