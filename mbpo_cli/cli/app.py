@@ -11,15 +11,17 @@ from typing import Annotated
 import typer
 
 from mbpo_cli import __version__
-from mbpo_cli.cli import ablate, bench, compare, evaluate, runs, train
+from mbpo_cli.cli import ablate, bench, compare, evaluate, export, presets, runs, train
+from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import Globals
 
 app = typer.Typer(
     name="mbpo",
     help="Model-Based Policy Optimization (Janner et al. 2019): train, resume, inspect and compare runs.\n\n"
     "Examples: `mbpo train --preset hopper --seed 1`, `mbpo runs list`, `mbpo resume 3f9a1c2e`",
+    cls=Group,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
@@ -47,10 +49,12 @@ def main_options(
     ctx.obj = Globals(runs_dir=runs_dir, debug=debug)
 
 
-app.command()(train.train)
-app.command()(train.resume)
+app.command(cls=Command)(train.train)
+app.command(cls=Command)(train.resume)
 app.add_typer(runs.runs_app, name="runs")
-app.command("eval")(evaluate.eval_run)
-app.command()(compare.compare)
-app.command()(ablate.ablate)
-app.command()(bench.bench)
+runs.runs_app.command("export", cls=Command)(export.runs_export)
+app.command("eval", cls=Command)(evaluate.eval_run)
+app.command(cls=Command)(compare.compare)
+app.command(cls=Command)(ablate.ablate)
+app.command(cls=Command)(bench.bench)
+app.command(cls=Command)(presets.presets)

@@ -110,7 +110,7 @@ def emit_yaml(data: Any) -> None:
     """Print `data` as block YAML, keys in their order."""
     import yaml
 
-    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="", flush=True)
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="", flush=True)
 
 
 def note_renamed(name: str | None, what: str) -> None:
@@ -159,8 +159,8 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
         "final_eval_return": metrics.get("eval_return"),
         "best_eval_return": outcome.best_eval,
         "wall_seconds": round(outcome.wall_seconds, 2),
-        "steps_per_second": round(steps / max(metrics.get("wall_seconds", outcome.wall_seconds), 1e-9), 2)
-        if steps else 0.0,
+        "session_seconds": round(outcome.session_seconds, 2),
+        "steps_per_second": round(steps / max(outcome.session_seconds, 1e-9), 2) if steps else 0.0,
         "run_dir": str(run_dir(runs_dir, run.id)),
     }
 

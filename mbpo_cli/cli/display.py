@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -27,6 +28,39 @@ class Output(Console):
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+class SessionEta(ProgressColumn):
+    """Time left at this session's average rate since the end of the random exploration.
+
+    Exploration steps are cheap and model training comes in bursts, so neither the whole-session rate nor a
+    recent-window rate (Rich's default) predicts the rest: this column waits until `min_steps` training steps of
+    this session have been timed (model fits included), says so meanwhile, and then divides. Time spent in a
+    model fit counts as it passes, so the estimate moves smoothly rather than freezing and jumping.
+    """
+
+    def __init__(self, min_steps: int) -> None:
+        super().__init__()
+        self.min_steps = min_steps
+
+    def render(self, task: Task) -> Text:
+        """'ETA h:mm:ss', or what the estimate waits for."""
+        phase = task.fields.get("phase")
+        if phase is None:
+            return Text("ETA after exploration", style="dim")
+        started_at, started_step = phase
+        done = task.completed - started_step
+        if done < self.min_steps:
+            return Text(f"ETA in {self.min_steps - done:,.0f} steps", style="dim")
+        rate = done / max(task.get_time() - started_at, 1e-9)
+        left = max((task.total or 0) - task.completed, 0) / rate
+        return Text(f"ETA {_duration(left)}", style="progress.remaining")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -34,8 +68,26 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 class RichReporter:
     """Live progress for `mbpo train` and `mbpo resume` (implements runner.Reporter)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, clock: Callable[[], float] | None = None) -> None:
         self.console = console or Output(stderr=True)
+        self.clock = clock
+        self.progress: Progress | None = None
+        self.status = Text("waiting for the first evaluation ...", style="dim")
+        self.live: Live | None = None
+        self.task: Any = None
+        self.from_step = 0
+        self.init_steps = 0
+        self.started_at = 0.0
+        self.last_episode: float | None = None
+
+    def start(self, run: RunInfo, config: Config, from_step: int) -> None:
+        """Show the run header and start the live display."""
+        self.from_step = from_step
+        self.init_steps = config.train.init_steps
+        what = f"{config.label.upper()} on {config.env.id}"
+        self.console.print(f"[bold]{what}[/]  run [cyan]{run.id}[/] ({run.name})  seed {config.train.seed}  "
+                           f"device {run.device}")
+        cycle = config.rollout.train_freq if config.algo == "mbpo" else 0  # steps between two model fits
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -43,36 +95,30 @@ class RichReporter:
             TextColumn("env steps"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            SessionEta(min_steps=max(2 * cycle, 200)),
             console=self.console,
+            get_time=self.clock,
         )
-        self.status = Text("waiting for the first evaluation ...", style="dim")
-        self.live: Live | None = None
-        self.task: Any = None
-        self.from_step = 0
-        self.started_at = 0.0
-        self.last_episode: float | None = None
-
-    def start(self, run: RunInfo, config: Config, from_step: int) -> None:
-        """Show the run header and start the live display."""
-        self.from_step = from_step
-        what = f"{config.label.upper()} on {config.env.id}"
-        self.console.print(f"[bold]{what}[/]  run [cyan]{run.id}[/] ({run.name})  seed {config.train.seed}  "
-                           f"device {run.device}")
-        self.task = self.progress.add_task(run.id, total=config.train.steps, completed=from_step, rate="")
+        self.started_at = self.progress.get_time()
+        phase = (self.started_at, from_step) if from_step >= self.init_steps else None
+        self.task = self.progress.add_task(run.id, total=config.train.steps, completed=from_step, rate="",
+                                           phase=phase)
         self.live = Live(Group(self.progress, self.status), console=self.console, refresh_per_second=4,
                          transient=False)
         self.live.start()
-        self.started_at = self.progress.get_time()
 
     def step(self, env_step: int, episode_return: float | None) -> None:
-        """Advance the bar."""
+        """Advance the bar; the first step after exploration starts the clock of the ETA."""
+        if self.progress is None:
+            return
         if episode_return is not None:
             self.last_episode = episode_return
-        elapsed = max(self.progress.get_time() - self.started_at, 1e-9)
-        rate = (env_step - self.from_step) / elapsed
-        self.progress.update(self.task, completed=env_step, rate=f"{rate:,.1f} steps/s")
+        now = self.progress.get_time()
+        rate = (env_step - self.from_step) / max(now - self.started_at, 1e-9)
+        fields: dict[str, Any] = {"rate": f"{rate:,.1f} steps/s (session)"}
+        if env_step >= self.init_steps and self.progress.tasks[0].fields.get("phase") is None:
+            fields["phase"] = (now, env_step)
+        self.progress.update(self.task, completed=env_step, **fields)
 
     def epoch(self, env_step: int, metrics: dict[str, float]) -> None:
         """Refresh the metrics line."""
@@ -91,7 +137,7 @@ class RichReporter:
         if "epsilon" in metrics:
             parts.append(f"epsilon {metrics['epsilon']:.3f}")
         self.status = Text("  ".join(parts))
-        if self.live is not None:
+        if self.live is not None and self.progress is not None:
             self.live.update(Group(self.progress, self.status))
 
     def message(self, text: str) -> None:

@@ -15,14 +15,17 @@ from mbpo_cli.cli.common import (
     SetOpt,
     build_train_config,
     check_device,
+    emit_yaml,
     finish,
     handled,
+    note_renamed,
     open_registry,
     registry_of,
 )
 from mbpo_cli.cli.display import RichReporter
 from mbpo_cli.config.load import base_preset
 from mbpo_cli.runs.session import Reporter, RunMeta, SilentReporter, command_line, resume_run, start_run
+from mbpo_cli.runs.tensorboard import summary_writer
 
 
 def train(
@@ -38,6 +41,11 @@ def train(
     algo: Annotated[str | None, typer.Option("--algo", help="mbpo; model-free (the base agent without a model, "
                                              "G=1 unless set); or sac (SAC without a model, G=1 unless set).")]
     = None,
+    tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard event "
+                                                     "files under the run folder as it trains (train.tensorboard; "
+                                                     "needs: pip install 'mbpo-cli[tensorboard]').")] = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML (what "
+                                               "--config accepts) and exit: no run, nothing written.")] = False,
     as_json: JsonOpt = False,
     group: Annotated[str | None, typer.Option("--group", hidden=True, help="Registry group (used by ablate).")]
     = None,
@@ -59,9 +67,19 @@ def train(
         mbpo train --preset cartpole --algo model-free   # DQN alone (G=1)
 
         mbpo train --env Pendulum-v1 --steps 5000 --json
+
+        mbpo train --preset inverted_pendulum --tensorboard   # then: tensorboard --logdir runs
     """
     with handled(ctx):
+        if tensorboard is not None:
+            set_ = [*(set_ or []), f"train.tensorboard={str(tensorboard).lower()}"]
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
+        if print_config:
+            emit_yaml(cfg.to_dict())
+            return
+        note_renamed(name, "run name")
+        if cfg.train.tensorboard:
+            summary_writer("train.tensorboard")  # a missing package fails before the registry is opened
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         if preset is None and config is not None:

@@ -243,6 +243,10 @@ class TrainConfig:
     """Epochs between checkpoints."""
     keep_checkpoints: int = 2
     """Periodic checkpoints kept on disk (plus the best-eval policy)."""
+    tensorboard: bool = False
+    """Also write each epoch's metrics as TensorBoard event files under `runs/<run-id>/tensorboard/` while training
+    (needs the optional `tensorboard` package: `pip install 'mbpo-cli[tensorboard]'`). `mbpo runs export` writes
+    them for any recorded run afterwards."""
 
 
 @dataclass(frozen=True)

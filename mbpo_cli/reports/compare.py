@@ -49,8 +49,9 @@ from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
 
 Curve = stats.Curve
 
-IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs")
-"""Config keys that may differ between the seeds of one group."""
+IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs", "train.tensorboard")
+"""Config keys that may differ between the seeds of one group (how a run is executed or logged, not what it learns;
+runs recorded before `train.tensorboard` existed lack it)."""
 
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
     "Hopper": (125_000,),

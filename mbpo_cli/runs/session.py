@@ -37,6 +37,7 @@ from mbpo_cli.runs.checkpoint import (
     save_file,
 )
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo
+from mbpo_cli.runs.tensorboard import LiveTensorBoard, live_folder, summary_writer
 
 HEARTBEAT_SECONDS = 10.0
 BEST_POLICY = "best-policy.pt"
@@ -85,7 +86,10 @@ class Outcome:
     """finished, interrupted or failed."""
     exit_code: int
     wall_seconds: float
+    """Training wall time of the run, all sessions."""
     env_steps_this_session: int
+    session_seconds: float
+    """Wall time of this session's training (set-up excluded): what this session's steps/s divides by."""
     last_metrics: dict[str, float] = field(default_factory=dict)
     best_eval: float | None = None
     exact_resume: bool = True
@@ -278,6 +282,7 @@ class Session:
         self.started = time.perf_counter()
         self.last_metrics: dict[str, float] = {}
         self.best_eval = _best_eval(registry, run.id)
+        self.tensorboard: LiveTensorBoard | None = None
 
     def wall_seconds(self) -> float:
         """Training wall time of the run across sessions."""
@@ -299,6 +304,8 @@ class Session:
         metrics["wall_seconds"] = self.wall_seconds()
         self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in metrics.items()])
         self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=metrics["wall_seconds"])
+        if self.tensorboard is not None:
+            self.tensorboard.write(event.env_step, metrics)
         self.last_metrics = metrics
         self.reporter.epoch(event.env_step, metrics)
         ret = metrics.get("eval_return")
@@ -339,6 +346,8 @@ class Session:
         signals = self.signals
         self.registry.set_status(self.run.id, "running")
         self.reporter.start(self.run, self.state.config, start_step)
+        if self.state.config.train.tensorboard:
+            self.tensorboard = LiveTensorBoard(live_folder(self.folder), start_step, self.reporter.message)
         try:
             train(self.state, self.on_event, should_stop=signals.requested)
         except BaseException as err:
@@ -347,6 +356,9 @@ class Session:
                 self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
             self.reporter.stop()
             raise
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         stopped = signals.requested() and self.state.env_step < self.state.config.train.steps
         self.save_checkpoint("periodic" if stopped else "final")
         self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
@@ -360,6 +372,7 @@ class Session:
             exit_code=code,
             wall_seconds=self.wall_seconds(),
             env_steps_this_session=self.state.env_step - start_step,
+            session_seconds=time.perf_counter() - self.started,
             last_metrics=self.last_metrics,
             best_eval=self.best_eval,
         )
@@ -412,6 +425,8 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
 
 def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path, reporter: Reporter,
                signals: StopSignals) -> Outcome:
+    if config.train.tensorboard:
+        summary_writer("train.tensorboard")  # a missing package fails here, before the run is registered
     device = resolve_device(config.train.device)
     run = registry.create_run(
         name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.label, seed=config.train.seed,
@@ -507,6 +522,8 @@ def _resume_run(
     if device is not None:
         overrides["device"] = device
     config = build_config({**recorded.to_dict(), "train": {**recorded.to_dict()["train"], **overrides}}, "resume")
+    if config.train.tensorboard:
+        summary_writer("train.tensorboard")  # a missing package fails here, before anything is restored
     with run_lock(folder):
         info, payload = latest_good_checkpoint(registry, run, reporter, runs_dir)
         if steps is not None and steps < info.step:

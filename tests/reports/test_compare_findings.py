@@ -269,3 +269,21 @@ def test_a_group_never_mixes_environments(runs_dir: Path) -> None:
     report = report_of(runs_dir, ids)
     assert set(report.auc) == {"Hopper-v5", "Walker2d-v5"} and len(report.warnings) == 1
     assert np.isfinite([r.auc for r in report.efficiency]).all()
+
+
+def test_seeds_logged_to_tensorboard_or_recorded_before_the_key_stay_one_group(runs_dir: Path) -> None:
+    """`train.tensorboard` says how a run is logged, not what it learns: seeds with it on, off, or recorded
+    before the key existed are one group."""
+    def logged(flag: bool | None) -> Callable[[str, str, int], dict]:
+        def make(env: str, algo: str, seed: int) -> dict:
+            made = config(env, algo, seed)
+            if flag is not None:
+                made["train"]["tensorboard"] = flag
+            return made
+        return make
+
+    ids = [run_id for seed, flag in ((0, True), (1, False), (2, None))
+           for run_id in add_runs(runs_dir, "mbpo", [seed], [1000, 2000], slope(0.1), run_config=logged(flag))]
+    with Registry.open(runs_dir) as registry:
+        groups = group_runs([registry.get_run(i) for i in ids])
+    assert len(groups) == 1 and len(groups[0].runs) == 3

@@ -1,0 +1,121 @@
+"""`mbpo runs export`: recorded runs as TensorBoard event files or as one long-format CSV.
+
+Both formats hold the same scalars (:func:`run_scalars`): every metric the run logged, at its env step, under
+its registry key (`eval_return`, `model_loss`, ...), and every `mbpo eval` evaluation of one of its checkpoints,
+at the checkpoint's env step, as `evaluation/mean_return` and `evaluation/std_return` (deterministic) or
+`evaluation_stochastic/...` (`--stochastic`).
+
+Wall time (TensorBoard's "Relative" and "Wall" axes): the registry's reading API gives none per metric row, so a
+metric's time is the run's creation time plus its training wall time at that step (the `wall_seconds` metric,
+which counts training across sessions): the "Relative" axis is then training time, resumes' gaps left out. An
+evaluation's time is when it was recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
+from mbpo_cli.runs.tensorboard import summary_writer
+
+CSV_HEADER = ("run_id", "run_name", "step", "key", "value")
+EVENT_FILE_PREFIX = "events.out.tfevents."
+"""How TensorBoard event files are named; an export replaces the ones in each run's folder."""
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One value of one run at one env step."""
+
+    step: int
+    key: str
+    value: float
+    wall_time: float
+    """Seconds since the epoch."""
+
+
+def _checkpoint_step(label: str, fallback: int) -> int:
+    """The env step of an evaluation's checkpoint label (`<kind>:<step>`, e.g. `best:3000`)."""
+    _, _, step = label.rpartition(":")
+    return int(step) if step.isdigit() else fallback
+
+
+def run_scalars(registry: Registry, run: RunInfo) -> list[Scalar]:
+    """Every metric row and every evaluation of `run`, ordered by env step, then key (see the module docstring)."""
+    rows = registry.metrics(run.id)
+    start = run.created_at.timestamp()
+    trained = {step: value for step, key, value in rows if key == "wall_seconds"}
+    scalars = []
+    last = 0.0
+    for step, key, value in rows:
+        last = trained.get(step, last)
+        scalars.append(Scalar(step, key, value, start + last))
+    for evaluation in registry.evaluations(run.id):
+        step = _checkpoint_step(evaluation.checkpoint, run.env_steps)
+        section = "evaluation" if evaluation.deterministic else "evaluation_stochastic"
+        stamp = evaluation.created_at.timestamp()
+        scalars.append(Scalar(step, f"{section}/mean_return", evaluation.mean, stamp))
+        scalars.append(Scalar(step, f"{section}/std_return", evaluation.std, stamp))
+    return sorted(scalars, key=lambda s: (s.step, s.key))
+
+
+def folder_names(runs: Sequence[RunInfo]) -> dict[str, str]:
+    """Run id -> its folder's name: the run name, made safe for a file system; a name that another run of the
+    export already has (compared case-insensitively, for file systems that ignore case) gets `-<run id>` added."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for run in runs:
+        try:
+            name = sanitize_name(run.name)
+        except RegistryError:
+            name = run.id
+        if name.lower() in taken:
+            name = f"{name[:70]}-{run.id}"
+        taken.add(name.lower())
+        names[run.id] = name
+    return names
+
+
+def write_tensorboard(registry: Registry, runs: Sequence[RunInfo], out: Path) -> dict[str, tuple[Path, int]]:
+    """One event file per run under `out/<run name>/` (earlier event files there are replaced); run id ->
+    (folder, number of scalars). TensorBoardMissing when the `tensorboard` package is not installed."""
+    writer_class = summary_writer("--format tensorboard")
+    names = folder_names(runs)
+    written: dict[str, tuple[Path, int]] = {}
+    for run in runs:
+        folder = out / names[run.id]
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob(f"{EVENT_FILE_PREFIX}*"):
+            old.unlink()
+        scalars = run_scalars(registry, run)
+        writer = writer_class(str(folder))
+        try:
+            for s in scalars:
+                writer.add_scalar(s.key, s.value, s.step, walltime=s.wall_time)
+        finally:
+            writer.close()
+        written[run.id] = (folder, len(scalars))
+    return written
+
+
+def csv_rows(registry: Registry, runs: Iterable[RunInfo]) -> Iterable[tuple[str, str, int, str, float]]:
+    """`(run_id, run_name, step, key, value)` for every scalar of every run (the CSV's rows, in order)."""
+    for run in runs:
+        for s in run_scalars(registry, run):
+            yield run.id, run.name, s.step, s.key, s.value
+
+
+def write_csv(registry: Registry, runs: Sequence[RunInfo], stream: TextIO) -> int:
+    """The long-format CSV (header :data:`CSV_HEADER`) on `stream`; returns the number of rows. Values are
+    written in full precision (they read back as the same floats)."""
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    count = 0
+    for row in csv_rows(registry, runs):
+        writer.writerow(row)
+        count += 1
+    return count
