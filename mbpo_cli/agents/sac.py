@@ -58,6 +58,9 @@ class Actor(nn.Module):
 class SAC(GraphedAgent):
     """The agent: actor, twin critics with their targets, and the temperature, with their optimizers."""
 
+    target_entropy: torch.Tensor
+    """Scalar buffer (saved in the state dict): the entropy the temperature steers towards."""
+
     def __init__(self, obs_dim: int, act_dim: int, config: SACConfig, gamma: float = 0.99) -> None:
         super().__init__()
         self.config = config

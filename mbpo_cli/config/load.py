@@ -219,7 +219,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     values: dict[str, Any] = {}
     for key, raw in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[key] = _build(hint, raw, source, f"{prefix}{key}.")
         else:
             values[key] = _coerce(raw, hint, f"{source}: {prefix}{key}")
@@ -441,7 +441,7 @@ def resolve_config(
     if len(chosen) > 1:
         raise ConfigError("choose one of --preset, --config and --env")
     if preset is not None:
-        path: Path | None = preset_path(preset)
+        path = preset_path(preset)
         data, source = read_yaml(path), str(path)
     elif config_file is not None:
         data, source = read_yaml(config_file), str(config_file)

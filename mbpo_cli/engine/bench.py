@@ -140,8 +140,8 @@ def bench_components(config: Config, samples: int, repeats: int = 20,
         graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
         timings += [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
     progress(f"timing model_retrain (a full fit on {samples:,} transitions)", 3, _COMPONENTS)
-    retrain = measure(lambda: fit_ensemble(state.model, state.model_optimizer, inputs, targets,  # type: ignore[arg-type]
-                                           state.generators["model"]), device, 1, warmup=0)
+    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs, targets, state.generators["model"]), device, 1,
+                      warmup=0)
     timings.append(Timing("model_retrain", retrain, per_step_rollouts))
 
     start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
@@ -149,8 +149,7 @@ def bench_components(config: Config, samples: int, repeats: int = 20,
 
     def rollout_step() -> None:
         sink.ptr = sink.size = 0
-        branched_rollout(state.model, state.agent, start, 1, state.model.elites,  # type: ignore[union-attr]
-                         state.terminated, sink, gen, state.reward_fn)
+        branched_rollout(model, state.agent, start, 1, model.elites, state.terminated, sink, gen, state.reward_fn)
 
     progress("timing rollout_step", 4, _COMPONENTS)
     timings.append(Timing("rollout_step", measure(rollout_step, device, max(3, repeats // 4)), per_step_rollouts))

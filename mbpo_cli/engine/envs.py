@@ -65,7 +65,11 @@ def make_env(config: EnvConfig) -> gym.Env:
 def env_spec(env: gym.Env) -> EnvSpec:
     """Dimensions and action bounds of `env`."""
     space = env.action_space
-    obs_dim = int(np.prod(env.observation_space.shape))
+    obs_shape = env.observation_space.shape
+    if obs_shape is None:
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+        raise EnvError(f"environment '{name}' has a {env.observation_space} observation space without a shape")
+    obs_dim = int(np.prod(obs_shape))
     limit = env.spec.max_episode_steps if env.spec is not None else None
     if isinstance(space, gym.spaces.Discrete):
         n = int(space.n)
@@ -90,7 +94,7 @@ def get_env_state(env: gym.Env) -> dict[str, Any]:
     For MuJoCo tasks the physics is `mj_getState(mjSTATE_INTEGRATION)` (qpos, qvel, act, time,
     warm-start, ...), which makes the continued trajectory bitwise identical.
     """
-    base = env.unwrapped
+    base: Any = env.unwrapped  # the task's own attributes (MuJoCo's model and data, a classic task's state)
     state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
     limit = _time_limit(env)
     if limit is not None:
@@ -115,7 +119,7 @@ def get_env_state(env: gym.Env) -> dict[str, Any]:
 
 def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     """Restore what `get_env_state` captured (the env must have been reset once)."""
-    base = env.unwrapped
+    base: Any = env.unwrapped  # the task's own attributes (MuJoCo's model and data, a classic task's state)
     base.np_random.bit_generator.state = state["np_random"]
     limit = _time_limit(env)
     if limit is not None and "elapsed_steps" in state:

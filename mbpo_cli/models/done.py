@@ -35,6 +35,14 @@ class DoneFit:
 class DoneClassifier(nn.Module):
     """`next_obs N x D -> P(terminated) N`, an MLP on standardized inputs."""
 
+    # Buffers (saved in the state dict), declared so that they type as tensors.
+    input_mean: torch.Tensor
+    """`D`: mean of the training split's next observations."""
+    input_std: torch.Tensor
+    """`D`: their std (1 where below 1e-12)."""
+    trained: torch.Tensor
+    """Scalar bool: set once the classifier was fitted on data holding a terminal transition."""
+
     def __init__(self, obs_dim: int, config: DoneModelConfig) -> None:
         super().__init__()
         self.config = config

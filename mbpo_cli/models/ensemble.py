@@ -37,6 +37,18 @@ class FitResult:
 class GaussianEnsemble(nn.Module):
     """E probabilistic (or deterministic) networks with learned log-variance bounds."""
 
+    # Buffers (saved in the state dict), declared so that they type as tensors.
+    input_mean: torch.Tensor
+    """`in`: mean of the training split's inputs."""
+    input_std: torch.Tensor
+    """`in`: their std (1 where below 1e-12)."""
+    elites: torch.Tensor
+    """`elites` member indices (int64), best holdout MSE first."""
+    holdout_losses: torch.Tensor
+    """`E`: holdout MSE per member at the last retrain."""
+    decay: torch.Tensor
+    """`layers + 1`: the L2 weight-decay coefficient of each layer."""
+
     def __init__(self, obs_dim: int, act_dim: int, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -59,14 +59,14 @@ class TrainingState:
             tensor.copy_(saved)
         for opt, saved_states in self.optimizers:
             for param, state in opt.state.items():
-                saved = saved_states.get(param)
+                saved_state = saved_states.get(param)
                 for key, value in state.items():
                     if not isinstance(value, torch.Tensor):
                         continue
-                    if saved is None:
+                    if saved_state is None:
                         value.zero_()
                     else:
-                        value.copy_(saved[key])
+                        value.copy_(saved_state[key])
 
     def max_error(self, module: nn.Module) -> float:
         """Largest violation of `|now - saved| <= ATOL + RTOL |saved|`, as a ratio (<= 1 is agreement)."""

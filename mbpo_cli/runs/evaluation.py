@@ -153,11 +153,12 @@ def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: s
     (key ``policy``, or ``actor`` in files written before other agents existed).
     """
     agent = make_agent(config, spec.obs_dim, spec.act_dim)
+    agent_weights, policy_weights = payload.get("agent"), payload.get("policy", payload.get("actor"))
     try:
-        if isinstance(payload.get("agent"), dict):
-            agent.load_state_dict(payload["agent"])
-        elif isinstance(payload.get("policy", payload.get("actor")), dict):
-            agent.policy.load_state_dict(payload.get("policy", payload.get("actor")))
+        if isinstance(agent_weights, dict):
+            agent.load_state_dict(agent_weights)
+        elif isinstance(policy_weights, dict):
+            agent.policy.load_state_dict(policy_weights)
         else:
             raise CheckpointError(f"checkpoint {path} holds no policy weights")
     except RuntimeError as err:
@@ -470,7 +471,8 @@ def film(env: Any, obs: Any, frame: np.ndarray, request: dict[str, Any]) -> None
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_file(output)
     total, length, frames, done = 0.0, 0, 0, False
-    with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error") as writer:
+    writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error")
+    with writer:  # not `as writer`: imageio's stubs type `__enter__` as the base class, which has no append_data
         writer.append_data(frame)
         frames += 1
         while not done:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Index,
+    Table,
     Text,
     TypeDecorator,
     bindparam,
@@ -39,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Result, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -150,6 +151,14 @@ class _Metric(_Base):
     key: Mapped[str]
     value: Mapped[float]
     wall_time: Mapped[float]
+
+
+def _metrics_table() -> Table:
+    """The metrics Table, for Core statements (declarative typing only promises a FromClause)."""
+    table = _Metric.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{_Metric.__name__} is not mapped to a table")
+    return table
 
 
 class _Checkpoint(_Base):
@@ -311,6 +320,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def _db_message(exc: DatabaseError) -> str:
+    """The driver's own message of a database error on one line (the wrapper's when there is no driver error)."""
+    return _one_line(exc.orig if exc.orig is not None else exc)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched: `Session.execute` is typed as returning a Result, DML gives a CursorResult."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"expected the CursorResult of an UPDATE or DELETE, got {type(result).__name__}")
+    return result.rowcount
+
+
 def _sqlite_file(parsed: URL) -> Path | None:
     """The database file of a SQLite URL, or None for other backends and in-memory databases."""
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -371,7 +392,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def _upsert_metrics_sqlite(conn: Connection, params: list[dict[str, Any]]) -> None:
     """Insert metric rows with SQLite's ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany."""
-    stmt = sqlite_insert(_Metric.__table__)
+    stmt = sqlite_insert(_metrics_table())
     upsert = stmt.on_conflict_do_update(
         index_elements=["run_id", "key", "step"],
         set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
@@ -381,7 +402,7 @@ def _upsert_metrics_sqlite(conn: Connection, params: list[dict[str, Any]]) -> No
 
 def _replace_metrics(conn: Connection, params: list[dict[str, Any]]) -> None:
     """Portable upsert for other databases: delete the matching (run_id, key, step) rows, then insert."""
-    table = _Metric.__table__
+    table = _metrics_table()
     match = delete(table).where(
         table.c.run_id == bindparam("run_id"),
         table.c.key == bindparam("key"),
@@ -494,9 +515,9 @@ class Registry:
                     return fn(s)
             except OperationalError as exc:
                 if not _is_locked(exc) or attempt >= _LOCK_RETRIES:
-                    raise RegistryError(f"registry {self.where}: {_one_line(exc.orig)}") from exc
+                    raise RegistryError(f"registry {self.where}: {_db_message(exc)}") from exc
             except DatabaseError as exc:  # not a database (a file that is something else), corrupt, ...
-                raise RegistryError(f"registry {self.where}: {_one_line(exc.orig)}") from exc
+                raise RegistryError(f"registry {self.where}: {_db_message(exc)}") from exc
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
@@ -574,7 +595,7 @@ class Registry:
         try:
             return self._write(create)
         except IntegrityError as exc:
-            raise RegistryError(f"cannot create run in {self.where}: {_one_line(exc.orig)}") from exc
+            raise RegistryError(f"cannot create run in {self.where}: {_db_message(exc)}") from exc
 
     def ensure_group(self, name: str, kind: str, info: dict[str, Any] | None = None) -> None:
         """Create group ``name`` if missing; a given ``info`` replaces the stored one."""
@@ -673,7 +694,7 @@ class Registry:
 
     def _update_run(self, run_id: str, values: dict[str, Any]) -> None:
         def apply(s: Session) -> None:
-            if s.execute(update(_Run).where(_Run.id == run_id).values(**values)).rowcount == 0:
+            if _rowcount(s.execute(update(_Run).where(_Run.id == run_id).values(**values))) == 0:
                 raise RegistryError(f"no run {run_id!r} in {self.where}")
 
         self._write(apply)
@@ -682,7 +703,7 @@ class Registry:
         """Delete a run; its metrics, checkpoints and evaluations go with it (ON DELETE CASCADE)."""
 
         def apply(s: Session) -> None:
-            if s.execute(delete(_Run).where(_Run.id == run_id)).rowcount == 0:
+            if _rowcount(s.execute(delete(_Run).where(_Run.id == run_id))) == 0:
                 raise RegistryError(f"no run {run_id!r} in {self.where}")
 
         self._write(apply)
@@ -732,7 +753,7 @@ class Registry:
     def delete_metrics_after(self, run_id: str, step: int) -> int:
         """Delete the run's metric rows with a step greater than ``step``; returns how many were deleted."""
         stmt = delete(_Metric).where(_Metric.run_id == run_id, _Metric.step > step)
-        return self._write(lambda s: s.execute(stmt).rowcount)
+        return self._write(lambda s: _rowcount(s.execute(stmt)))
 
     # ----- checkpoints and evaluations -----
 

@@ -111,8 +111,8 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
     A run stopped before its first full checkpoint has nothing to resume from: it is deleted and trained again.
     """
     existing: dict[tuple[str | None, int], RunInfo] = {}
-    for run in registry.runs_in_group(plan.group):
-        existing[(run.variant, run.seed)] = run  # the newest wins
+    for info in registry.runs_in_group(plan.group):
+        existing[(info.variant, info.seed)] = info  # the newest wins
     tasks = []
     for variant in plan.variants:
         for seed in plan.seeds:

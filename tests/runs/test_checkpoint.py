@@ -318,7 +318,7 @@ def test_load_file_refuses_arbitrary_pickles(tmp_path: Path, obj: object) -> Non
         load_file(path, digest)
     assert "weights_only=False" not in str(raised.value) and "\x1b" not in str(raised.value)  # no unsafe advice
     path.write_bytes(pickle.dumps({"x": obj}, protocol=2))
-    with pytest.raises(CheckpointError, match="cannot be loaded|holds objects other than") as raised:
+    with pytest.raises(CheckpointError, match=r"cannot be loaded|holds objects other than") as raised:
         load_file(path)
     assert "weights_only=False" not in str(raised.value)
 
