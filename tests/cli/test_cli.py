@@ -295,8 +295,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         assert len(lines) == 1, result.stdout
         summary = json.loads(lines[0])
         mp.setattr("mbpo_cli.runs.session.train", _fail_training)
-        failed = mbpo(runs_dir, "train", *TINY, "--json", "--preset", "inverted_pendulum", "--name", "tiny-failed")
+        failed = mbpo(runs_dir, "train", *TINY, "--json", "--preset", "inverted_pendulum", "--name", "tiny failed")
     assert failed.exit_code == 1, failed.output
+    assert "note: run name 'tiny failed' is stored as 'tiny-failed'" in failed.stderr  # said, not silent
     with Registry.open(runs_dir) as registry:
         failed_id = registry.get_run("tiny-failed").id
     torch.set_num_threads(threads)

@@ -120,7 +120,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["group"] == "mine" and data["total_env_steps"] == 2 * 3 * 1000
     assert data["diffs"]["no-model"] == {"algo": ["mbpo", "model_free"]}
+    assert "note" not in result.stderr
     assert not runs.exists()
+
+
+def test_a_group_name_stored_in_another_spelling_is_announced(tmp_path: Path) -> None:
+    result = mbpo(tmp_path / "runs", "ablate", "--preset", "inverted_pendulum", "--no-model", "--dry-run", "--json",
+                  "--name", "my group")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["group"] == "my-group"
+    assert result.stderr.strip() == ("note: group name 'my group' is stored as 'my-group' (names keep letters, "
+                                     "digits, '.', '_' and '-')")
 
 
 # ---------------------------------------------------------------------------------------------
