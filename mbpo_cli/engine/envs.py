@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +41,31 @@ class EnvSpec:
         return f"Discrete({self.act_dim})" if self.discrete else f"Box({self.act_dim})"
 
 
+def import_mujoco_without_rendering() -> None:
+    """Import MuJoCo with ``MUJOCO_GL=disable`` unless it is imported already: training and evaluation never render.
+
+    mujoco 4 loads the OpenGL backend that ``MUJOCO_GL`` names when it is imported, and a backend that cannot load
+    here (``osmesa`` without libOSMesa: PyOpenGL's AttributeError) would fail the import, and so the run.
+    ``MUJOCO_GL`` itself is left as it was, for the video child (which imports mujoco itself, first).
+    """
+    if "mujoco" in sys.modules:
+        return
+    saved = os.environ.get("MUJOCO_GL")
+    os.environ["MUJOCO_GL"] = "disable"
+    try:
+        importlib.import_module("mujoco")
+    except ImportError:
+        pass  # a task that needs MuJoCo says so when it is made
+    finally:
+        if saved is None:
+            os.environ.pop("MUJOCO_GL", None)
+        else:
+            os.environ["MUJOCO_GL"] = saved
+
+
 def make_env(config: EnvConfig) -> gym.Env:
     """A gymnasium environment for `config`, or an EnvError (unknown id, bad kwargs, unsupported spaces)."""
+    import_mujoco_without_rendering()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

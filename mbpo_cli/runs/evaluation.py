@@ -167,29 +167,8 @@ def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: s
     return agent.eval()
 
 
-def import_mujoco_without_rendering() -> None:
-    """Import MuJoCo with ``MUJOCO_GL=disable`` unless it is imported already: this process never renders.
-
-    mujoco 4 loads the OpenGL backend that ``MUJOCO_GL`` names when it is imported, and a backend that cannot load
-    here (``osmesa`` without libOSMesa: PyOpenGL's AttributeError) would fail the import, and so the evaluation.
-    ``MUJOCO_GL`` itself is left as it was, for :func:`backend_order` and the video child.
-    """
-    if "mujoco" in sys.modules:
-        return
-    saved = os.environ.get("MUJOCO_GL")
-    os.environ["MUJOCO_GL"] = "disable"
-    try:
-        importlib.import_module("mujoco")
-    finally:
-        if saved is None:
-            os.environ.pop("MUJOCO_GL", None)
-        else:
-            os.environ["MUJOCO_GL"] = saved
-
-
 def load_policy(registry: Registry, run: RunInfo, runs_dir: Path, which: str = "latest") -> Policy:
     """Verify (sha256 from the registry) and load the chosen checkpoint's policy on the CPU."""
-    import_mujoco_without_rendering()
     info = select_checkpoint(registry.checkpoints(run.id), run, which)
     file = checkpoint_file(runs_dir, info.path)
     payload = load_file(file, info.sha256)
@@ -209,7 +188,6 @@ def run_episodes(policy: Policy, episodes: int, seed: int, deterministic: bool =
     seeded ``seed``. The same policy, seed and mode give the same returns."""
     if episodes < 1:
         raise EvalError(f"--episodes: must be at least 1, got {episodes}")
-    import_mujoco_without_rendering()
     env = make_env(policy.config.env)
     try:
         generator = None if deterministic else torch.Generator().manual_seed(seed)

@@ -288,6 +288,18 @@ def test_a_mujoco_gl_that_cannot_load_does_not_break_the_evaluation(trained: Tra
             or "pip install imageio[ffmpeg]" in filmed.stderr), filmed.stderr
 
 
+def test_a_mujoco_gl_that_cannot_load_does_not_break_training(tmp_path: Path, broken_opengl: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training never renders either: `MUJOCO_GL=osmesa mbpo train` where OSMesa cannot load trains (it failed
+    with PyOpenGL's AttributeError, exit 1)."""
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    done = subprocess.run([sys.executable, "-c", "from mbpo_cli.cli import main; main()", "--runs-dir",
+                           str(tmp_path / "runs"), "train", *TINY, "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "finished"
+
+
 # ----- evaluation numbers ----------------------------------------------------------------------------------------
 
 
