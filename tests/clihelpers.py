@@ -8,6 +8,16 @@ from mbpo_cli.cli.app import app
 
 runner = CliRunner()
 
+TINY_SETS = [
+    "train.init_steps=200", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
+    "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32", "rollout.batch_size=500",
+    "model.max_epochs=5", "model.hidden=32", "model.batch_size=32",
+]
+"""A training run of seconds: small networks and batches, one thread, 200 exploration steps."""
+TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu",
+        *(arg for item in TINY_SETS for arg in ("--set", item))]
+"""`mbpo train` arguments for a tiny InvertedPendulum run (300 env steps, evaluations every 100)."""
+
 
 def mbpo(runs_dir: Path, *args: str, input: str | None = None) -> Result:
     """Invoke the CLI in-process with --runs-dir."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelpers import mbpo, one_error_line, runner
+from clihelpers import TINY, mbpo, one_error_line, runner
 from rich.console import Console
 
 from mbpo_cli import __version__
@@ -27,33 +27,7 @@ from mbpo_cli.config.load import resolve_config
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import run_lock
 
-TINY_SETS = [
-    "train.init_steps=200",
-    "train.epoch_length=100",
-    "train.eval_episodes=1",
-    "train.threads=1",
-    "agent.updates_per_step=1",
-    "sac.hidden=32",
-    "agent.batch_size=32",
-    "rollout.batch_size=500",
-    "model.max_epochs=5",
-    "model.hidden=32",
-    "model.batch_size=32",
-]
-TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu"]
-for _item in TINY_SETS:
-    TINY += ["--set", _item]
 EVAL_STEPS = [100, 200, 300]
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No registry URL or runs dir from the environment; restore torch's thread count after tiny runs."""
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
-    monkeypatch.delenv("MBPO_RUNS_DIR", raising=False)
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def tree(folder: Path) -> set[str]:

@@ -93,7 +93,6 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthetic]:
 
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
     monkeypatch.setattr(common, "out", Console(width=250))
 
 

@@ -73,7 +73,6 @@ def rows_of(data: dict, key: str, group: str) -> list[dict]:
 
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
     monkeypatch.setattr(common, "out", Console(width=250))
 
 

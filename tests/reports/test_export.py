@@ -23,11 +23,6 @@ STEPS = [100, 200, 300]
 MISSING = "error: --format tensorboard needs the tensorboard package: pip install 'mbpo-cli[tensorboard]'"
 
 
-@pytest.fixture(autouse=True)
-def _no_registry_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
-
-
 def add_run(registry: Registry, name: str, seed: int, group: str | None = None) -> RunInfo:
     """A run with three epochs of metrics (values that need more than 32 bits), and two `mbpo eval` records."""
     run = registry.create_run(name=name, preset="inverted_pendulum", env_id="InvertedPendulum-v5", algo="mbpo",

@@ -16,19 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelpers import mbpo, one_error_line
+from clihelpers import TINY, mbpo, one_error_line
 
 from mbpo_cli.runs.evaluation import Attempt, encoder_missing, partial_file
 from mbpo_cli.runs.registry import Registry
-
-TINY_SETS = [
-    "train.init_steps=200", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
-    "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32", "rollout.batch_size=500",
-    "model.max_epochs=5", "model.hidden=32", "model.batch_size=32",
-]
-TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu"]
-for _item in TINY_SETS:
-    TINY += ["--set", _item]
 
 
 class Trained(types.SimpleNamespace):
@@ -46,12 +37,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     yield Trained(runs_dir=runs_dir, run_id=json.loads(result.stdout)["id"])
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
-    monkeypatch.delenv("MBPO_RUNS_DIR", raising=False)
 
 
 def eval_json(trained: Trained, *args: str) -> dict:

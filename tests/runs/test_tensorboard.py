@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from clihelpers import mbpo, one_error_line
+from clihelpers import TINY, TINY_SETS, mbpo, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mbpo_cli.config.load import resolve_config
@@ -24,24 +22,7 @@ from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import RunMeta, SilentReporter, StopSignals, start_run
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, TensorBoardMissing, live_folder
 
-TINY_SETS = [
-    "train.init_steps=200", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
-    "agent.updates_per_step=1", "sac.hidden=32", "agent.batch_size=32", "rollout.batch_size=500",
-    "model.max_epochs=5", "model.hidden=32", "model.batch_size=32",
-]
-TINY = ["--preset", "inverted_pendulum", "--steps", "300", "--device", "cpu",
-        *(arg for item in TINY_SETS for arg in ("--set", item))]
 MISSING = "error: train.tensorboard needs the tensorboard package: pip install 'mbpo-cli[tensorboard]'"
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No registry URL or runs dir from the environment; torch's thread count restored after tiny runs."""
-    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
-    monkeypatch.delenv("MBPO_RUNS_DIR", raising=False)
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
