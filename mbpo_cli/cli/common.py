@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
@@ -108,8 +109,6 @@ def emit_json(data: Any) -> None:
 
 def emit_yaml(data: Any) -> None:
     """Print `data` as block YAML, keys in their order."""
-    import yaml
-
     print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="", flush=True)
 
 
