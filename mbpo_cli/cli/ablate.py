@@ -191,6 +191,8 @@ def ablate(
     deterministic_model: Annotated[bool, typer.Option("--deterministic-model", help="Variant: deterministic "
                                                       "model.")] = False,
     no_elites: Annotated[bool, typer.Option("--no-elites", help="Variant: roll out with every member.")] = False,
+    adaptive_horizon: Annotated[bool, typer.Option("--adaptive-horizon", help="Variant: branch lengths set by "
+                                                   "the model's uncertainty (rollout.adaptive).")] = False,
     updates_per_step: Annotated[list[int] | None, typer.Option("--updates-per-step", help="Variant: G "
                                                                "(repeatable).")] = None,
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Custom variant NAME:KEY=VALUE[,KEY=VALUE"
@@ -226,7 +228,8 @@ def ablate(
         flags = variants.VariantFlags(
             no_model=no_model, rollout_lengths=rollout_length or (), from_initial_states=from_initial_states,
             real_ratios=real_ratio or (), ensemble_sizes=ensemble_size or (), deterministic_model=deterministic_model,
-            no_elites=no_elites, updates_per_step=updates_per_step or (), custom=variant or ())
+            no_elites=no_elites, adaptive_horizon=adaptive_horizon, updates_per_step=updates_per_step or (),
+            custom=variant or ())
         if jobs < 1:
             raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
         if resume_group is not None:

@@ -305,6 +305,11 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         positive(f"done_model.{key}", getattr(c.done_model, key))
     for key in ("steps", "epoch_length", "checkpoint_every", "keep_checkpoints", "threads"):
         positive(f"train.{key}", getattr(c.train, key))
+    for key in ("horizon", "samples", "imagined_episodes", "imagined_cap"):
+        positive(f"diagnostics.{key}", getattr(c.diagnostics, key))
+    positive("rollout.adaptive_max_length", c.rollout.adaptive_max_length)
+    if not 0.0 < c.rollout.adaptive_scale < math.inf:
+        fail("rollout.adaptive_scale", f"must be positive and finite, got {c.rollout.adaptive_scale}")
     positive("model.lr", c.model.lr)
     if c.model.elites > c.model.ensemble_size:
         fail("model.elites", f"{c.model.elites} elites > ensemble_size {c.model.ensemble_size}")

@@ -120,6 +120,36 @@ class RolloutConfig:
     when: Literal["step", "episode"] = "step"
     """step: retrain and roll out every `train_freq` real steps (the paper); episode: at the start of each
     real episode (as MATLAB's MBPO agent), the model buffer keeping as many generations as step mode would."""
+    adaptive: bool = False
+    """Let the model's own uncertainty set each branch's length instead of `schedule` (the idea of MACURA,
+    Frauenknecht et al. 2024): a branch continues while the elites' disagreement at its state and action (the
+    geometric Jensen-Shannon divergence of their Gaussian next-state predictions) stays at or under a threshold,
+    for at most `adaptive_max_length` steps; the step that crosses it is not kept. The threshold is
+    `adaptive_scale` times the 95th percentile of the disagreement at the first step of the same rollout (from
+    real states), so it follows the model as it improves. The model buffer keeps exactly the transitions of the
+    last `retain_epochs` epochs of rollouts, whatever their lengths."""
+    adaptive_scale: float = 1.0
+    """The adaptive horizon's one number: the threshold in units of the first step's 95th-percentile
+    disagreement (larger trusts the model further; 1.0 continues a branch while its disagreement is no worse than
+    95% of the real states it could start from)."""
+    adaptive_max_length: int = 10
+    """The longest branch with `adaptive` (our default, not the paper's)."""
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """Model diagnostics recorded at each epoch end of an MBPO run (after the evaluation; `mbpo diagnose`)."""
+
+    enabled: bool = True
+    """Record them (read-only: they draw from their own random stream and change no number of the run)."""
+    horizon: int = 10
+    """H: open-loop error is measured at rollout steps 1..H."""
+    samples: int = 256
+    """Real action sequences replayed through the model for the open-loop error (from real start states)."""
+    imagined_episodes: int = 5
+    """Episodes of the policy inside the model (its model return), from the evaluation's initial states."""
+    imagined_cap: int = 1000
+    """Longest imagined episode (the task's time limit when shorter)."""
 
 
 @dataclass(frozen=True)
@@ -275,6 +305,8 @@ class Config:
     """DQN's hyperparameters (agent.name: dqn)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The run."""
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    """Model diagnostics (MBPO runs)."""
 
     @property
     def uses_model(self) -> bool:

@@ -25,6 +25,14 @@ class EpochEvent:
 
 
 @dataclass(frozen=True)
+class RolloutEvent:
+    """After each adaptive rollout (`rollout.adaptive`): its realized branch lengths and threshold."""
+
+    env_step: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
 class NoticeEvent:
     """Something the user should know about how the run executes (said once, one line)."""
 
@@ -32,5 +40,5 @@ class NoticeEvent:
     text: str
 
 
-Event = StepEvent | EpochEvent | NoticeEvent
+Event = StepEvent | EpochEvent | RolloutEvent | NoticeEvent
 Callback = Callable[[Event], None]

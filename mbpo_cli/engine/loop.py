@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -16,9 +17,16 @@ import torch
 
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.engine.buffer import mixed_batch
+from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
-from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, StepEvent
-from mbpo_cli.engine.rollout import branched_rollout, model_buffer_capacity, rollout_length
+from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.rollout import (
+    adaptive_rollout,
+    branched_rollout,
+    model_buffer_capacity,
+    rollout_length,
+    rollouts_kept,
+)
 from mbpo_cli.engine.state import EpochAccumulator, RunState
 from mbpo_cli.models.done import fit_done_classifier
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets
@@ -108,6 +116,7 @@ def train_model(state: RunState) -> None:
     elite_losses = [result.holdout_losses[i] for i in result.elites]
     if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
         raise NumericalError(f"non-finite loss in model training at env step {state.env_step}")
+    state.model_trained_at = state.env_step
     state.model_info = {
         "model_train_loss": result.train_loss,
         "model_holdout_loss": float(np.mean(elite_losses)),
@@ -123,15 +132,12 @@ def train_model(state: RunState) -> None:
                                  "done_holdout_recall": fit.holdout_recall})
 
 
-def rollout_model(state: RunState) -> None:
-    """Set k from the schedule, size the model buffer for it, and branch rollouts into it."""
+def rollout_model(state: RunState) -> dict[str, float] | None:
+    """Branch rollouts of the current policy into the model buffer: k steps from the schedule (the buffer sized for
+    k), or, with `rollout.adaptive`, while the model trusts itself (the buffer holding exactly the retained
+    generations). Returns the adaptive rollout's branch-length metrics (None for the schedule)."""
     cfg = state.config
     assert state.model is not None and state.model_buffer is not None
-    state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
-    capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
-                                     cfg.rollout.train_freq, cfg.rollout.retain_epochs)
-    if capacity != state.model_buffer.capacity:
-        state.model_buffer = state.model_buffer.resized(capacity)
     gen = state.generators["rollout"]
     if state.initial_states is not None:
         pool = state.initial_states
@@ -139,11 +145,41 @@ def rollout_model(state: RunState) -> None:
     else:
         start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
     members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    if cfg.rollout.adaptive:
+        return _adaptive_rollout(state, start, members)
+    state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
+    capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
+                                     cfg.rollout.train_freq, cfg.rollout.retain_epochs)
+    if capacity != state.model_buffer.capacity:
+        state.model_buffer = state.model_buffer.resized(capacity)
     stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
                              state.model_buffer, gen, state.reward_fn)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
     state.model_info["rollout_mean_length"] = stats.mean_length
+    return None
+
+
+def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tensor) -> dict[str, float]:
+    """The adaptive horizon's rollout. Branch lengths vary, so the model buffer is sized around each generation:
+    room for the retained generations plus the longest possible new one, then exactly the retained ones."""
+    cfg = state.config.rollout
+    assert state.model is not None and state.model_buffer is not None
+    state.k = cfg.adaptive_max_length
+    kept = rollouts_kept(state.config.train.epoch_length, cfg.train_freq, cfg.retain_epochs)
+    previous = state.model_generations[len(state.model_generations) - (kept - 1):] if kept > 1 else []
+    room = sum(previous) + cfg.batch_size * cfg.adaptive_max_length
+    if room != state.model_buffer.capacity:
+        state.model_buffer = state.model_buffer.resized(room)
+    stats = adaptive_rollout(state.model, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, members,
+                             state.terminated, state.model_buffer, state.generators["rollout"], state.reward_fn)
+    if not math.isfinite(stats.mean_reward):
+        raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
+    state.model_generations = [*previous, stats.transitions]
+    state.model_buffer = state.model_buffer.resized(max(1, sum(state.model_generations)))
+    metrics = stats.metrics()
+    state.model_info["rollout_mean_length"] = metrics["rollout_length_mean"]
+    return metrics
 
 
 def prepare_updates(state: RunState) -> str:
@@ -215,6 +251,25 @@ def evaluate(agent: Agent, env: gym.Env, spec: EnvSpec, episodes: int, seed: int
     return returns, lengths
 
 
+def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
+    """The epoch's model diagnostics (`mbpo_cli.engine.diagnostics`), from the evaluation's initial states.
+
+    Read-only: resetting the evaluation env with its seeds changes nothing the next evaluation sees (it reseeds
+    every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
+    cfg = state.config
+    assert state.model is not None
+    members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    view = ModelView(state.model, members, state.terminated, state.reward_fn)
+    episodes = max(cfg.diagnostics.imagined_episodes, 0)
+    starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
+    limit = state.eval_env.spec.max_episode_steps if state.eval_env.spec is not None else None
+    cap = cfg.diagnostics.imagined_cap
+    diag = replace(cfg.diagnostics, imagined_cap=min(cap, limit or cap))
+    generator = torch.Generator(device=state.device).manual_seed(cfg.train.seed * 7919 + state.epoch)
+    return diagnose(view, state.agent, state.real_buffer, state.env_step - state.model_trained_at,
+                    torch.as_tensor(starts, device=state.device), diag, generator)
+
+
 def end_epoch(state: RunState) -> dict[str, float]:
     """Evaluate, then collect the epoch's metrics (one device read) and reset the accumulator."""
     cfg = state.config
@@ -237,6 +292,10 @@ def end_epoch(state: RunState) -> dict[str, float]:
         for key, value in zip(keys, values, strict=True):
             metrics[key] = value / acc.counts.get(key, acc.updates)
         metrics.update(state.agent.epoch_metrics())
+    if state.uses_model and cfg.diagnostics.enabled and state.model_info:
+        start = time.perf_counter()
+        metrics.update(model_diagnostics(state, eval_seed % 2**31))
+        acc.seconds["diag"] += time.perf_counter() - start
     if state.uses_model:
         assert state.model_buffer is not None
         metrics.update(state.model_info)
@@ -279,8 +338,10 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             train_model(state)
             seconds["model"] += time.perf_counter() - start
             start = time.perf_counter()
-            rollout_model(state)
+            branch_lengths = rollout_model(state)
             seconds["rollout"] += time.perf_counter() - start
+            if branch_lengths is not None:
+                notify(RolloutEvent(state.env_step, branch_lengths))
 
         # -- Environment: one real step (uniform random actions during exploration).
         start = time.perf_counter()

@@ -10,7 +10,7 @@ import torch
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.task import RewardFn
-from mbpo_cli.models.ensemble import GaussianEnsemble
+from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
 from mbpo_cli.models.termination import TerminationFn
 from mbpo_cli.nn.batch import Batch
 
@@ -26,9 +26,14 @@ def rollout_length(epoch: int, schedule: tuple[int, int, int, int]) -> int:
     return math.floor(min_k + fraction * (max_k - min_k))
 
 
+def rollouts_kept(epoch_length: int, train_freq: int, retain_epochs: int) -> int:
+    """Generations of rollouts the model buffer keeps: retain_epochs * (rollouts per epoch)."""
+    return retain_epochs * max(1, epoch_length // train_freq)
+
+
 def model_buffer_capacity(k: int, rollout_batch: int, epoch_length: int, train_freq: int, retain_epochs: int) -> int:
     """Transitions kept: retain_epochs * k * rollout_batch * (rollouts per epoch)."""
-    return retain_epochs * k * rollout_batch * max(1, epoch_length // train_freq)
+    return k * rollout_batch * rollouts_kept(epoch_length, train_freq, retain_epochs)
 
 
 @dataclass(frozen=True)
@@ -78,3 +83,89 @@ def branched_rollout(
         obs = next_obs[alive]
     n = start_obs.shape[0]
     return RolloutStats(transitions, transitions / n, float(reward_sum) / max(transitions, 1))
+
+
+ADAPTIVE_QUANTILE = 0.95
+"""The first step's disagreement quantile that `rollout.adaptive_scale` multiplies into the threshold."""
+
+
+@dataclass(frozen=True)
+class AdaptiveStats:
+    """What one uncertainty-adaptive rollout did."""
+
+    transitions: int
+    """Model transitions written to the model buffer."""
+    lengths: torch.Tensor
+    """`N`: steps each branch kept (0 to the maximum length)."""
+    threshold: float
+    """The disagreement above which a branch stopped."""
+    stopped_uncertain: float
+    """Fraction of branches stopped by the threshold (the rest terminated or reached the maximum)."""
+    mean_reward: float
+    """Mean predicted reward of the kept transitions."""
+
+    def metrics(self) -> dict[str, float]:
+        """The realized branch lengths (mean, p10, p90), the threshold and the stop fraction, for the registry."""
+        lengths = self.lengths.float()
+        p10, p90 = torch.quantile(lengths, torch.tensor([0.1, 0.9], device=lengths.device)).tolist()
+        return {"rollout_length_mean": float(lengths.mean()), "rollout_length_p10": p10, "rollout_length_p90": p90,
+                "rollout_threshold": self.threshold, "rollout_stopped_uncertain": self.stopped_uncertain,
+                "rollout_transitions": float(self.transitions)}
+
+
+@torch.no_grad()
+def adaptive_rollout(
+    model: GaussianEnsemble,
+    agent: Agent,
+    start_obs: torch.Tensor,
+    max_length: int,
+    scale: float,
+    members: torch.Tensor,
+    terminated: TerminationFn,
+    buffer: ReplayBuffer,
+    generator: torch.Generator,
+    reward_fn: RewardFn | None = None,
+) -> AdaptiveStats:
+    """Branch from `start_obs` (`N x D`) while the members agree, for at most `max_length` steps.
+
+    Each step computes every member of `members` on every live branch, measures their disagreement (`N`, see
+    `disagreement`), and keeps a branch's transition only while that disagreement is at or under the threshold:
+    `scale` times the `ADAPTIVE_QUANTILE` quantile of the first step's disagreement. A kept transition is sampled
+    from a uniformly random member's Gaussian, as in `GaussianEnsemble.sample`; terminated branches stop too.
+    """
+    n, device = start_obs.shape[0], start_obs.device
+    lengths = torch.zeros(n, dtype=torch.long, device=device)
+    stopped = torch.zeros(n, dtype=torch.bool, device=device)
+    live = torch.arange(n, device=device)
+    obs = start_obs
+    threshold = math.inf
+    transitions = 0
+    reward_sum = torch.zeros((), device=device)
+    for step in range(max_length):
+        act = agent.act(obs, deterministic=False, generator=generator)
+        mean, logvar = model.predict_members(obs, act, members)
+        uncertainty = disagreement(mean[..., 1:], None if logvar is None else logvar[..., 1:])
+        if step == 0:
+            threshold = scale * float(torch.quantile(uncertainty, ADAPTIVE_QUANTILE))
+        trusted = uncertainty <= threshold
+        pick = torch.randint(members.shape[0], (obs.shape[0],), generator=generator, device=device)
+        rows = torch.arange(obs.shape[0], device=device)
+        out = mean[pick, rows]
+        if logvar is not None:
+            noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
+            out = out + noise * torch.exp(0.5 * logvar[pick, rows])
+        reward, next_obs = out[:, 0], obs + out[:, 1:]
+        if reward_fn is not None:
+            reward = reward_fn(obs, act, next_obs)
+        done = terminated(next_obs)
+        buffer.add(Batch(obs[trusted], act[trusted], reward[trusted], next_obs[trusted], done[trusted].float()))
+        transitions += int(trusted.sum())
+        reward_sum += reward[trusted].sum()
+        lengths[live[trusted]] += 1
+        stopped[live[~trusted]] = True
+        alive = trusted & ~done
+        if not bool(alive.any()):
+            break
+        obs, live = next_obs[alive], live[alive]
+    return AdaptiveStats(transitions, lengths, threshold, float(stopped.float().mean()),
+                         float(reward_sum) / max(transitions, 1))

@@ -22,7 +22,7 @@ from mbpo_cli.engine.task import RewardFn, Termination, check_agent, reward_of, 
 from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
-PHASES = ("env", "model", "rollout", "agent", "eval")
+PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
 INITIAL_STATE_POOL = 10_000
 
 
@@ -84,6 +84,10 @@ class RunState:
     env_step: int = 0
     agent_updates: int = 0
     k: int = 1
+    model_trained_at: int = 0
+    """The env step of the last model retrain (the newer real transitions are unseen by the model)."""
+    model_generations: list[int] = field(default_factory=list)
+    """Transitions of each rollout generation in the model buffer, oldest first (`rollout.adaptive` only)."""
     model_info: dict[str, float] = field(default_factory=dict)
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
     initial_states: torch.Tensor | None = None

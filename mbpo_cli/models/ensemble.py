@@ -112,6 +112,24 @@ class GaussianEnsemble(nn.Module):
         out[order[:n]] = mean.reshape(share * m, self.out_dim)[:n]
         return out[:, 0], obs + out[:, 1:]
 
+    @torch.no_grad()
+    def predict_members(
+        self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every member of `members` (M indices) on the same N states: mean and log-variance `M x N x out` of
+        `[reward, next_obs - obs]` (log-variance None when the model is deterministic)."""
+        x = self.normalize(torch.cat([obs, act], dim=-1))
+        return self._head(self.net.forward_members(x.unsqueeze(0).expand(members.shape[0], -1, -1), members))
+
+    @torch.no_grad()
+    def mean_step(
+        self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' average prediction, no sampling: reward `N` and next observation `N x obs`."""
+        mean, _ = self.predict_members(obs, act, members)
+        out = mean.mean(dim=0)
+        return out[:, 0], obs + out[:, 1:]
+
     # -- training ---------------------------------------------------------------------------------
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -168,6 +186,23 @@ class GaussianEnsemble(nn.Module):
         self.input_mean.copy_(inputs.mean(dim=0))
         std = inputs.std(dim=0, unbiased=False)
         self.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+
+
+def disagreement(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
+    """How much M members disagree about each of N states: `M x N x D` Gaussians -> `N` (>= 0).
+
+    The geometric Jensen-Shannon divergence with equal weights (MACURA's measure): the mean KL divergence from
+    each member's diagonal Gaussian to their normalized geometric mean, a Gaussian whose precision is the mean
+    precision and whose mean is the precision-weighted mean, summed over the D dimensions. It is 0 when the
+    members agree, grows with the spread of their means relative to their own variances, and is unchanged by a
+    rescaling of any dimension. A deterministic model (no log-variance) counts as unit variances.
+    """
+    precision = torch.ones_like(mean) if logvar is None else torch.exp(-logvar)
+    geo_precision = precision.mean(dim=0)
+    geo_mean = (precision * mean).mean(dim=0) / geo_precision
+    ratio = geo_precision / precision
+    kl = 0.5 * (ratio + geo_precision * (mean - geo_mean).pow(2) - 1.0 - torch.log(ratio))
+    return kl.sum(dim=-1).mean(dim=0)
 
 
 def model_targets(obs: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from mbpo_cli import __version__
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, get_env_state, set_env_state
-from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.engine.state import PHASES, EpochAccumulator, RunState
 
 FORMAT_VERSION = 1
 """Bumped whenever the checkpoint layout changes; older checkpoints are refused with a clear error."""
@@ -56,6 +56,8 @@ def capture(state: RunState) -> dict[str, Any]:
             "env_step": state.env_step,
             "agent_updates": state.agent_updates,
             "k": state.k,
+            "model_trained_at": state.model_trained_at,
+            "model_generations": list(state.model_generations),
             "episode_return": state.episode_return,
             "episode_length": state.episode_length,
         },
@@ -109,6 +111,8 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     state.env_step = int(counters["env_step"])
     state.agent_updates = int(counters.get("agent_updates", counters.get("sac_updates", 0)))
     state.k = int(counters["k"])
+    state.model_trained_at = int(counters.get("model_trained_at", state.env_step))
+    state.model_generations = [int(n) for n in counters.get("model_generations", [])]
     state.episode_return = float(counters["episode_return"])
     state.episode_length = int(counters["episode_length"])
     state.obs = payload["obs"].numpy().copy()
@@ -140,7 +144,8 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
         sums=sums,
         counts={k: int(acc.get("counts", {}).get(k, updates)) for k in sums},
         updates=updates,
-        seconds={("agent" if k == "sac" else k): v for k, v in acc["seconds"].items()},
+        seconds={**dict.fromkeys(PHASES, 0.0),
+                 **{("agent" if k == "sac" else k): v for k, v in acc["seconds"].items()}},
         episode_returns=list(acc["episode_returns"]),
     )
     rng = payload["rng"]

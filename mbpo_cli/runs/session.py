@@ -24,7 +24,7 @@ import yaml
 
 from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
-from mbpo_cli.engine.events import Event, NoticeEvent, StepEvent
+from mbpo_cli.engine.events import Event, NoticeEvent, RolloutEvent, StepEvent
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import RunState, build_run, resolve_device
 from mbpo_cli.runs.checkpoint import (
@@ -299,6 +299,9 @@ class Session:
             return
         if isinstance(event, NoticeEvent):
             self.reporter.message(event.text)
+            return
+        if isinstance(event, RolloutEvent):
+            self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in event.metrics.items()])
             return
         metrics = dict(event.metrics)
         metrics["wall_seconds"] = self.wall_seconds()

@@ -110,6 +110,7 @@ class VariantFlags:
     ensemble_sizes: Sequence[int] = ()
     deterministic_model: bool = False
     no_elites: bool = False
+    adaptive_horizon: bool = False
     updates_per_step: Sequence[int] = ()
     custom: Sequence[str] = ()
     """``NAME:KEY=VALUE[,KEY=VALUE...]`` strings."""
@@ -156,10 +157,10 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
         name = "single-model" if size == 1 else f"ensemble={size}"
         elites = min(control.model.elites, size)
         variants.append(Variant(name, (f"model.ensemble_size={size}", f"model.elites={elites}")))
-    if flags.deterministic_model:
-        variants.append(Variant("deterministic-model", ("model.deterministic=true",)))
-    if flags.no_elites:
-        variants.append(Variant("no-elites", ("model.use_elites=false",)))
+    switches = ((flags.deterministic_model, "deterministic-model", "model.deterministic=true"),
+                (flags.no_elites, "no-elites", "model.use_elites=false"),
+                (flags.adaptive_horizon, "adaptive-horizon", "rollout.adaptive=true"))
+    variants.extend(Variant(name, (override,)) for on, name, override in switches if on)
     for g in flags.updates_per_step:
         if g < 1:
             raise ConfigError(f"--updates-per-step: must be at least 1, got {g}")

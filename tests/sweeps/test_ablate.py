@@ -35,12 +35,12 @@ def plan_for(flags: variants.VariantFlags, sets: list[str] | None = None) -> var
 def test_flags_give_the_expected_variants_and_diffs() -> None:
     flags = variants.VariantFlags(
         no_model=True, rollout_lengths=[1, 5], from_initial_states=True, real_ratios=[0.5], ensemble_sizes=[1, 3],
-        deterministic_model=True, no_elites=True, updates_per_step=[5],
+        deterministic_model=True, no_elites=True, adaptive_horizon=True, updates_per_step=[5],
         custom=["wide:model.hidden=400,rollout.schedule=[0,0,3,3]"])
     plan = plan_for(flags, ["agent.updates_per_step=7"])
     names = [v.name for v in plan.variants]
     assert names == ["control", "no-model", "k=1", "k=5", "from-initial-states", "real-ratio=0.5", "single-model",
-                     "ensemble=3", "deterministic-model", "no-elites", "G=5", "wide"]
+                     "ensemble=3", "deterministic-model", "no-elites", "adaptive-horizon", "G=5", "wide"]
     diffs = plan.diffs()
     assert diffs["control"] == {}
     # the paper's no-model ablation keeps G (here the --set value), unlike the G=1 SAC baseline
@@ -53,9 +53,10 @@ def test_flags_give_the_expected_variants_and_diffs() -> None:
     assert diffs["ensemble=3"] == {"model.ensemble_size": (7, 3), "model.elites": (5, 3)}
     assert diffs["deterministic-model"] == {"model.deterministic": (False, True)}
     assert diffs["no-elites"] == {"model.use_elites": (True, False)}
+    assert diffs["adaptive-horizon"] == {"rollout.adaptive": (False, True)}
     assert diffs["G=5"] == {"agent.updates_per_step": (7, 5)}
     assert diffs["wide"] == {"model.hidden": (200, 400), "rollout.schedule": ([1, 15, 1, 1], [0, 0, 3, 3])}
-    assert plan.total_env_steps() == 12 * 2 * 20_000
+    assert plan.total_env_steps() == 13 * 2 * 20_000
     # the preset rolls out 1 step at every epoch, so k=1 repeats the control; k=5 does not
     assert plan.same_as_control() == ["k=1"]
     # the plan survives the group's info (JSON) round trip
