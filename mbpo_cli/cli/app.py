@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mbpo_cli import __version__
-from mbpo_cli.cli import ablate, bench, compare, evaluate, export, presets, runs, train
+from mbpo_cli.cli import ablate, bench, compare, diagnose, evaluate, export, policy_export, presets, runs, train
 from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import Globals
 
@@ -54,7 +54,9 @@ app.command(cls=Command)(train.resume)
 app.add_typer(runs.runs_app, name="runs")
 runs.runs_app.command("export", cls=Command)(export.runs_export)
 app.command("eval", cls=Command)(evaluate.eval_run)
+app.command("export", cls=Command)(policy_export.export)
 app.command(cls=Command)(compare.compare)
+app.command(cls=Command)(diagnose.diagnose)
 app.command(cls=Command)(ablate.ablate)
 app.command(cls=Command)(bench.bench)
 app.command(cls=Command)(presets.presets)

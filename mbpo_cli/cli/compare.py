@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,27 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import emit_json, handled, registry_of
 from mbpo_cli.cli.tables import compare_tables
 from mbpo_cli.runs.session import RunError
+
+if TYPE_CHECKING:
+    from mbpo_cli.reports.compare import Report
+    from mbpo_cli.reports.plots import Groups
+    from mbpo_cli.reports.stats import Curve
+
+
+def _draw(report: Report, curves_data: Groups, model_curves: dict[str, Curve] | None, plot: Path) -> None:
+    """Write the learning-curve figure (with the groups' model returns dashed when `model_curves` is given)."""
+    from mbpo_cli.reports import compare as reports
+    from mbpo_cli.reports import plots
+
+    lines = {r.threshold for r in report.efficiency}
+    line = next(iter(lines)) if len(lines) == 1 else None
+    envs = ", ".join(dict.fromkeys(g.env_id for g in report.groups))
+    overlay = reports.model_return_data(report, model_curves) if model_curves is not None else None
+    if model_curves is not None and not overlay:
+        common.err.print("warning: --model-return: no compared group recorded model returns (model-free runs, or "
+                         "diagnostics off)", highlight=False, markup=False, soft_wrap=True)
+    plots.plot_curves(curves_data, plot, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)",
+                      model_returns=overlay)
 
 
 def compare(
@@ -25,6 +46,8 @@ def compare(
                                                     "final IQM return).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
     = None,
+    model_return: Annotated[bool, typer.Option("--model-return", help="With --plot: also draw each group's return "
+                                               "inside its model (dashed; see `mbpo diagnose`).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv (run_id,group,seed,step,return).")]
     = "table",
 ) -> None:
@@ -49,6 +72,8 @@ def compare(
             raise RunError(f"--format: expected table, json or csv, got {fmt!r}")
         if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
             raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
+        if model_return and plot is None:
+            raise RunError("--model-return draws on the figure: add --plot FILE.png")
         try:
             at_steps = reports.parse_steps(at) if at is not None else None
             registry = registry_of(ctx, refs[0], read_only=True)
@@ -56,16 +81,15 @@ def compare(
             base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
+            model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], "diag_model_return")
+                            if model_return else {})
         except reports.ReportError as error:
             raise RunError(str(error)) from None
         for warning in report.warnings:  # on stderr whatever the format: the JSON and CSV stay parseable
             common.err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
         curves_data = reports.plot_data(report, curves)
         if plot is not None:
-            lines = {r.threshold for r in report.efficiency}
-            line = next(iter(lines)) if len(lines) == 1 else None
-            envs = ", ".join(dict.fromkeys(g.env_id for g in report.groups))
-            plots.plot_curves(curves_data, plot, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)")
+            _draw(report, curves_data, model_curves if model_return else None, plot)
         if fmt == "csv":
             import csv
 

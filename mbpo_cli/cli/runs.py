@@ -13,7 +13,9 @@ import typer
 from mbpo_cli.cli import common
 from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
+from mbpo_cli.cli.diagnose import diagnostics_table
 from mbpo_cli.cli.run_tables import metrics_summary, metrics_table, run_tables, runs_table
+from mbpo_cli.reports.diagnostics import load_diagnostics
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
 
@@ -81,10 +83,16 @@ def runs_show(
         data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]
         data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
         data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]
+        diag = load_diagnostics(registry, info)
+        recorded = diag.to_dict()
+        data["diagnostics"] = {"epochs": recorded["epochs"], "rollouts": recorded["rollouts"]}
         if as_json:
             emit_json(data)
             return
-        for table in run_tables(data, info, run_dir(ctx.obj.runs_dir, info.id), show_config=not brief):
+        tables = run_tables(data, info, run_dir(ctx.obj.runs_dir, info.id), show_config=not brief)
+        if diag.epochs:
+            tables.insert(-1 if not brief else len(tables), diagnostics_table(diag, most=10))
+        for table in tables:
             common.out.print(table)
 
 

@@ -52,6 +52,10 @@ Curve = stats.Curve
 IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs", "train.tensorboard")
 """Config keys that may differ between the seeds of one group (how a run is executed or logged, not what it learns;
 runs recorded before `train.tensorboard` existed lack it)."""
+IGNORED_SECTIONS = ("diagnostics.",)
+"""Config sections that change nothing a run learns (and that runs recorded before them lack)."""
+ADDED_KEYS = {"rollout.adaptive": False, "rollout.adaptive_scale": 1.0, "rollout.adaptive_max_length": 10}
+"""Keys added after runs were recorded, with the value such runs behaved as (so that old and new runs group)."""
 
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
     "Hopper": (125_000,),
@@ -110,11 +114,11 @@ def resolve_refs(registry: Registry, refs: Sequence[str]) -> list[RunInfo]:
     return list(found.values())
 
 
-def load_curves(registry: Registry, runs: Sequence[RunInfo]) -> dict[str, Curve]:
-    """Each run's ``eval_return`` curve: run id -> ``(steps (N,), returns (N,))``."""
+def load_curves(registry: Registry, runs: Sequence[RunInfo], key: str = "eval_return") -> dict[str, Curve]:
+    """Each run's ``eval_return`` curve (or another metric's): run id -> ``(steps (N,), returns (N,))``."""
     curves: dict[str, Curve] = {}
     for run in runs:
-        rows = registry.metrics(run.id, "eval_return")
+        rows = registry.metrics(run.id, key)
         curves[run.id] = (np.array([r[0] for r in rows], dtype=float), np.array([r[2] for r in rows], dtype=float))
     return curves
 
@@ -135,8 +139,10 @@ def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_signature(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The flattened config without the keys seeds may differ in (:data:`IGNORED_KEYS`)."""
-    return {k: v for k, v in _flatten(config).items() if k not in IGNORED_KEYS}
+    """The flattened config without the keys seeds may differ in (:data:`IGNORED_KEYS`, :data:`IGNORED_SECTIONS`),
+    keys added since a run was recorded taking their old behaviour (:data:`ADDED_KEYS`)."""
+    flat = {**ADDED_KEYS, **_flatten(config)}
+    return {k: v for k, v in flat.items() if k not in IGNORED_KEYS and not k.startswith(IGNORED_SECTIONS)}
 
 
 def _key(signature: Mapping[str, Any]) -> str:
@@ -649,6 +655,16 @@ def plot_data(report: Report, curves: Mapping[str, Curve]) -> dict[str, tuple[np
     """Group name -> ``(grid (G,), returns (R, G))`` on the union of all eval steps (for :mod:`mbpo_cli.plots`)."""
     grid = np.unique(np.concatenate([curves[r.id][0] for g in report.groups for r in g.runs]))
     return {g.name: (grid, stats.curves_on_grid([curves[r.id] for r in g.runs], grid)) for g in report.groups}
+
+
+def model_return_data(report: Report, curves: Mapping[str, Curve]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Like :func:`plot_data` for the model-return curves (``diag_model_return``), for the groups whose every run
+    recorded one (model-free groups and runs without diagnostics are left out)."""
+    groups = [g for g in report.groups if all(curves[r.id][0].size for r in g.runs)]
+    if not groups:
+        return {}
+    grid = np.unique(np.concatenate([curves[r.id][0] for g in groups for r in g.runs]))
+    return {g.name: (grid, stats.curves_on_grid([curves[r.id] for r in g.runs], grid)) for g in groups}
 
 
 def parse_steps(text: str) -> list[int]:

@@ -42,7 +42,8 @@ def _complete_columns(name: str, grid: np.ndarray, returns: np.ndarray) -> tuple
     return g[keep], r[:, keep]
 
 
-def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str) -> None:
+def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
+                model_returns: Groups | None = None) -> None:
     """Plot each group's IQM learning curve with a 95% bootstrap band and save it as PNG or SVG.
 
     The band is a percentile bootstrap over runs at every grid column (:func:`stats.bootstrap_ci`)
@@ -53,6 +54,8 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str)
         path: output file; its suffix (``.png`` or ``.svg``) picks the format.
         threshold: eval return drawn as a dashed horizontal line, or None for no line.
         title: figure title.
+        model_returns: name -> ``(grid (G,), returns (R, G))`` of the groups' returns inside their models, drawn
+            dashed in their group's colour (IQM, no band), or None.
 
     Raises:
         ValueError: on an unknown suffix, no groups, or malformed arrays.
@@ -76,6 +79,10 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str)
             if n_runs >= 2 and steps.size:
                 band = np.array([stats.bootstrap_ci(column) for column in values.T])  # (K, 2)
                 ax.fill_between(steps, band[:, 0], band[:, 1], color=line.get_color(), alpha=0.2, linewidth=0)
+            if model_returns is not None and name in model_returns:
+                model_steps, model_values = _complete_columns(name, *model_returns[name])
+                ax.plot(model_steps, stats.iqm(model_values, axis=0), "--", color=line.get_color(),
+                        label=f"{name}: return inside its model")
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
         ax.set_xlabel("env steps (random exploration included)")

@@ -206,6 +206,9 @@ AGENT_RUNS = {
     "td3": ["train", "--preset", "inverted_pendulum", *_sets(*SHARED, "agent.name=td3", "td3.hidden=32",
                                                               "td3.policy_delay=3")],
     "ddpg": ["train", "--preset", "inverted_pendulum", *_sets(*SHARED, "agent.name=ddpg", "ddpg.hidden=32")],
+    # SAC with the adaptive horizon: its per-retrain generations size the model buffer
+    "sac-adaptive": ["train", "--preset", "inverted_pendulum", *_sets(*SHARED, "sac.hidden=32", "rollout.adaptive=true",
+                                                                      "rollout.adaptive_max_length=4")],
     # CartPole from --env: DQN, the learned termination (its classifier is checkpointed too), epsilon-greedy
     "dqn": ["train", "--env", "CartPole-v1", *_sets(*SHARED, "dqn.hidden=32", "done_model.hidden=16",
                                                      "done_model.max_epochs=3", "dqn.epsilon_decay_steps=300")],
@@ -214,7 +217,8 @@ AGENT_RUNS = {
 
 @pytest.mark.parametrize("agent", sorted(AGENT_RUNS))
 def test_every_agent_resumes_exactly_after_kill9(tmp_path: Path, agent: str) -> None:
-    """Each base agent (SAC is the tests above) continues bit for bit after kill -9 after its first checkpoint."""
+    """Each base agent (SAC is the tests above; here with the adaptive horizon) continues bit for bit after kill -9
+    after its first checkpoint, model diagnostics included."""
     steps, command = 300, AGENT_RUNS[agent]
     with Registry.open(tmp_path) as reg:
         ref = summary(mbpo(tmp_path, *command, "--steps", str(steps), "--json"))
@@ -233,8 +237,9 @@ def test_every_agent_resumes_exactly_after_kill9(tmp_path: Path, agent: str) -> 
         assert got == want
         assert_same_weights(final_agent(reg, run_id, tmp_path), final_agent(reg, ref["id"], tmp_path))
         keys = {k for _, k, _ in got}
-        assert {"critic_loss", "actor_loss"} <= keys if agent != "dqn" else {"q_loss", "epsilon",
-                                                                             "done_holdout_recall"} <= keys
+        expected = {"dqn": {"q_loss", "epsilon", "done_holdout_recall"},
+                    "sac-adaptive": {"rollout_length_p90", "rollout_threshold", "diag_open_loop_h10"}}
+        assert expected.get(agent, {"critic_loss", "actor_loss"}) <= keys
 
 
 def test_kill9_then_resume_is_exact(

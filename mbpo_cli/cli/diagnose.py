@@ -1,0 +1,114 @@
+"""`mbpo diagnose`: a run's model diagnostics (error against rollout step, model vs real return) as tables and a
+figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from mbpo_cli.cli import common
+from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.runs.session import RunError
+
+if TYPE_CHECKING:
+    from mbpo_cli.reports.diagnostics import Diagnostics
+
+DIAGNOSTICS_CAPTION = ("errors: normalized MSE (1.0 = as wrong as predicting each dimension's mean); one-step: on the "
+                       "real transitions since the last retrain (unseen by the model); open-loop h: real actions "
+                       "replayed from real states for h steps; model return: the policy inside the model from the "
+                       "evaluation's initial states")
+
+
+def diagnostics_table(diag: Diagnostics, most: int | None = None) -> Table:
+    """One row per epoch (at most `most`, evenly spread): real and model return, one-step error, disagreement and
+    the open-loop error at h = 1, H/2 and H."""
+    from mbpo_cli.reports.diagnostics import shown_steps
+
+    steps = sorted(diag.epochs)
+    shown = steps if most is None else shown_steps(steps, most)
+    horizon = diag.horizon
+    marks = sorted({1, max(1, horizon // 2), horizon}) if horizon else []
+    title = "Model diagnostics" + ("" if len(shown) == len(steps) else f" ({len(shown)} of {len(steps)} epochs; "
+                                                                       "mbpo diagnose RUN shows all)")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption=DIAGNOSTICS_CAPTION,
+                  caption_justify="left", min_width=len(title))
+    for column in ("env step", "real return", "model return", "one-step err", "disagreement",
+                   *(f"open-loop h={h}" for h in marks)):
+        table.add_column(column, justify="right")
+    for step in shown:
+        values = diag.epochs[step]
+        errors = diag.open_loop.get(step, [])
+        table.add_row(f"{step:,}", *(_value(values.get(k)) for k in ("eval_return", "diag_model_return",
+                                                                     "diag_model_error", "diag_disagreement")),
+                      *(_value(errors[h - 1] if h <= len(errors) else None) for h in marks))
+    return table
+
+
+def rollouts_table(diag: Diagnostics) -> Table:
+    """The adaptive rollouts' realized branch lengths and thresholds, one row per retrain."""
+    table = Table(title="Adaptive rollouts (one row per retrain)", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("env step", "length mean", "p10", "p90", "threshold", "stopped by threshold"):
+        table.add_column(column, justify="right")
+    for step, values in sorted(diag.rollouts.items()):
+        stopped = values.get("rollout_stopped_uncertain")
+        table.add_row(f"{step:,}", *(_value(values.get(k)) for k in ("rollout_length_mean", "rollout_length_p10",
+                                                                     "rollout_length_p90", "rollout_threshold")),
+                      "-" if stopped is None else f"{stopped:.0%}")
+    return table
+
+
+def _value(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.1f}" if abs(value) >= 100 else format(value, ".3g")
+
+
+def diagnose(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the figure to FILE.png or FILE.svg: open-loop "
+                                              "error against rollout step, model vs real return, one-step error.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run's model diagnostics: how wrong the model is on data it has not seen, how that error compounds
+    over a rollout, and whether the policy's return inside the model runs away from its real return.
+
+    MBPO runs record them at each epoch end (`diagnostics.enabled`, on by default).
+
+    Examples:
+
+        mbpo diagnose 3f9a1c2e --plot diagnostics.png
+
+        mbpo diagnose 3f9a1c2e --json
+    """
+    from mbpo_cli.reports.diagnostics import load_diagnostics, plot_diagnostics
+
+    with handled(ctx):
+        if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+            raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
+        registry = registry_of(ctx, run, read_only=True)
+        info = registry.get_run(run)
+        diag = load_diagnostics(registry, info)
+        if not diag.epochs:
+            why = ("it trains no model" if info.algo != "mbpo" else
+                   "none was recorded (diagnostics.enabled false, or no epoch ended after exploration yet)")
+            raise RunError(f"run {info.id} has no model diagnostics: {why}")
+        if plot is not None:
+            plot_diagnostics(diag, plot)
+        if as_json:
+            data = diag.to_dict()
+            data["plot"] = None if plot is None else str(plot)
+            emit_json(data)
+            return
+        common.out.print(f"Run {info.id} ({escape(info.name)}), {info.env_id}", highlight=False)
+        common.out.print(diagnostics_table(diag))
+        if diag.rollouts:
+            common.out.print(rollouts_table(diag))
+        if plot is not None:
+            common.out.print(f"wrote {plot}", highlight=False)

@@ -1,0 +1,147 @@
+"""A run's model diagnostics as recorded in the registry: tables, JSON and a three-panel figure (`mbpo diagnose`).
+
+The engine records them at each epoch end (`mbpo_cli.engine.diagnostics`); adaptive rollouts add their realized
+branch lengths at each retrain. Nothing here trains or evaluates: it reads metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX
+from mbpo_cli.runs.registry import Registry, RunInfo
+
+EPOCH_KEYS = ("eval_return", "diag_model_return", "diag_model_error", "diag_reward_error", "diag_disagreement")
+ROLLOUT_KEYS = ("rollout_length_mean", "rollout_length_p10", "rollout_length_p90", "rollout_threshold",
+                "rollout_stopped_uncertain")
+
+
+@dataclass
+class Diagnostics:
+    """One run's diagnostics, by env step."""
+
+    run: RunInfo
+    epochs: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Env step -> the epoch's `EPOCH_KEYS` values (only epochs with a model diagnostic)."""
+    open_loop: dict[int, list[float]] = field(default_factory=dict)
+    """Env step -> open-loop error at h = 1..H (normalized MSE of the next observation)."""
+    rollouts: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Env step of a retrain -> its adaptive rollout's `ROLLOUT_KEYS` (empty without `rollout.adaptive`)."""
+
+    @property
+    def horizon(self) -> int:
+        """H of the open-loop curves (0 when none was recorded)."""
+        return max((len(v) for v in self.open_loop.values()), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for `--json` (no NaN: a missing value is null)."""
+        return {
+            "run": self.run.id,
+            "name": self.run.name,
+            "env_id": self.run.env_id,
+            "epochs": [{"step": step, **{k: _clean(v) for k, v in values.items()},
+                        "open_loop": [_clean(v) for v in self.open_loop.get(step, [])]}
+                       for step, values in sorted(self.epochs.items())],
+            "rollouts": [{"step": step, **{k: _clean(v) for k, v in values.items()}}
+                         for step, values in sorted(self.rollouts.items())],
+        }
+
+
+def _clean(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def load_diagnostics(registry: Registry, run: RunInfo) -> Diagnostics:
+    """Read a run's diagnostics from the registry (empty when it recorded none: a model-free run, or diagnostics
+    off, or no epoch after exploration yet)."""
+    diag = Diagnostics(run)
+    by_step: dict[int, dict[str, float]] = {}
+    open_loop: dict[int, dict[int, float]] = {}
+    for step, key, value in registry.metrics(run.id):
+        if key.startswith(OPEN_LOOP_PREFIX):
+            open_loop.setdefault(step, {})[int(key[len(OPEN_LOOP_PREFIX):])] = value
+        elif key in ROLLOUT_KEYS:
+            diag.rollouts.setdefault(step, {})[key] = value
+        elif key in EPOCH_KEYS:
+            by_step.setdefault(step, {})[key] = value
+    diag.open_loop = {step: [errors[h] for h in sorted(errors)] for step, errors in sorted(open_loop.items())}
+    diag.epochs = {step: values for step, values in sorted(by_step.items())
+                   if any(k.startswith("diag_") for k in values)}
+    return diag
+
+
+def shown_steps(steps: list[int], most: int) -> list[int]:
+    """At most `most` of `steps`, evenly spread, the first and the last always included."""
+    if len(steps) <= most:
+        return steps
+    picks = {round(i * (len(steps) - 1) / (most - 1)) for i in range(most)}
+    return [steps[i] for i in sorted(picks)]
+
+
+def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
+    """Save a figure (PNG or SVG by `path`'s suffix) with three panels: open-loop error against rollout step for up
+    to `curves` epochs (log scale, later epochs darker), the model return beside the real evaluation return over
+    training, and the one-step error on unseen real transitions with the members' disagreement (and, for adaptive
+    rollouts, the realized branch length)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".svg"):
+        raise ValueError("plot file must end in .png or .svg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (horizon_ax, return_ax, error_ax) = plt.subplots(1, 3, figsize=(16, 4.8))
+    try:
+        steps = shown_steps(sorted(diag.open_loop), curves)
+        colors = plt.get_cmap("viridis")
+        for i, step in enumerate(steps):
+            errors = diag.open_loop[step]
+            horizon_ax.plot(range(1, len(errors) + 1), errors, marker="o", markersize=3,
+                            color=colors(0.85 * i / max(len(steps) - 1, 1)), label=f"step {step:,}")
+        horizon_ax.set_yscale("log")
+        horizon_ax.set_xlabel("rollout step h (real actions replayed, model's own states fed back)")
+        horizon_ax.set_ylabel("next-observation error (normalized MSE)")
+        horizon_ax.set_title("Compounding model error")
+        if steps:
+            horizon_ax.legend(fontsize=8)
+
+        epochs = sorted(diag.epochs)
+        for key, label, style in (("eval_return", "real (evaluation)", "-"),
+                                  ("diag_model_return", "inside the model", "--")):
+            points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
+            if points:
+                return_ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label)
+        return_ax.set_xlabel("env steps (random exploration included)")
+        return_ax.set_ylabel("return of the deterministic policy")
+        return_ax.set_title("Model return vs real return")
+        return_ax.legend(fontsize=8)
+
+        for key, label in (("diag_model_error", "one-step error, unseen real data"),
+                           ("diag_disagreement", "members' disagreement")):
+            points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
+            if points:
+                error_ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+        error_ax.set_yscale("log")
+        error_ax.set_xlabel("env steps")
+        error_ax.set_title("Model error and disagreement")
+        if diag.rollouts:
+            lengths_ax = error_ax.twinx()
+            retrains = sorted(diag.rollouts)
+            mean = [diag.rollouts[s].get("rollout_length_mean", math.nan) for s in retrains]
+            low = [diag.rollouts[s].get("rollout_length_p10", math.nan) for s in retrains]
+            high = [diag.rollouts[s].get("rollout_length_p90", math.nan) for s in retrains]
+            lengths_ax.plot(retrains, mean, color="gray", linewidth=1, label="branch length (mean, p10-p90)")
+            lengths_ax.fill_between(retrains, low, high, color="gray", alpha=0.2, linewidth=0)
+            lengths_ax.set_ylabel("adaptive branch length")
+            lengths_ax.legend(fontsize=8, loc="lower right")
+        error_ax.legend(fontsize=8, loc="upper right")
+        fig.suptitle(f"{diag.run.env_id}, run {diag.run.id} ({diag.run.name})")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format=suffix[1:], dpi=110)
+    finally:
+        plt.close(fig)
