@@ -18,10 +18,11 @@ from mbpo_cli.runs.session import RunError
 if TYPE_CHECKING:
     from mbpo_cli.reports.diagnostics import Diagnostics
 
-DIAGNOSTICS_CAPTION = ("errors: normalized MSE (1.0 = as wrong as predicting each dimension's mean); one-step: on the "
-                       "real transitions since the last retrain (unseen by the model); open-loop h: real actions "
-                       "replayed from real states for h steps; model return: the policy inside the model from the "
-                       "evaluation's initial states")
+DIAGNOSTICS_CAPTION = ("real / model: the deterministic policy's return in the task (evaluation) and inside the model "
+                       "(from the evaluation's initial states); errors are normalized MSE of the next observation "
+                       "(1.0 = as wrong as predicting each dimension's mean): 1-step on the real transitions since the "
+                       "last retrain (unseen by the model), h=N open-loop after N steps of real actions replayed from "
+                       "real states; disagree: the members' mean disagreement on those unseen transitions")
 
 
 def diagnostics_table(diag: Diagnostics, most: int | None = None) -> Table:
@@ -36,15 +37,14 @@ def diagnostics_table(diag: Diagnostics, most: int | None = None) -> Table:
     title = "Model diagnostics" + ("" if len(shown) == len(steps) else f" ({len(shown)} of {len(steps)} epochs; "
                                                                        "mbpo diagnose RUN shows all)")
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, caption=DIAGNOSTICS_CAPTION,
-                  caption_justify="left", min_width=len(title))
-    for column in ("env step", "real return", "model return", "one-step err", "disagreement",
-                   *(f"open-loop h={h}" for h in marks)):
-        table.add_column(column, justify="right")
+                  caption_justify="left", min_width=len(title), pad_edge=False)
+    for column in ("env step", "real", "model", "1-step", "disagree", *(f"h={h}" for h in marks)):
+        table.add_column(column, justify="right", no_wrap=True)
     for step in shown:
         values = diag.epochs[step]
         errors = diag.open_loop.get(step, [])
-        table.add_row(f"{step:,}", *(_value(values.get(k)) for k in ("eval_return", "diag_model_return",
-                                                                     "diag_model_error", "diag_disagreement")),
+        table.add_row(f"{step:,}", *(_return(values.get(k)) for k in ("eval_return", "diag_model_return")),
+                      *(_value(values.get(k)) for k in ("diag_model_error", "diag_disagreement")),
                       *(_value(errors[h - 1] if h <= len(errors) else None) for h in marks))
     return table
 
@@ -62,10 +62,14 @@ def rollouts_table(diag: Diagnostics) -> Table:
     return table
 
 
+def _return(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:,.1f}"
+
+
 def _value(value: float | None) -> str:
     if value is None or value != value:
         return "-"
-    return f"{value:,.1f}" if abs(value) >= 100 else format(value, ".3g")
+    return f"{value:,.1f}" if abs(value) >= 100 else format(value, ".3g" if abs(value) >= 1 else ".2g")
 
 
 def diagnose(
