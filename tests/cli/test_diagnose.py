@@ -74,7 +74,7 @@ def test_runs_show_lists_the_diagnostics(tmp_path: Path) -> None:
     run_id = _run(tmp_path)
     result = mbpo(tmp_path, "runs", "show", run_id, "--brief")
     assert result.exit_code == 0, result.output
-    assert "Model diagnostics" in result.stdout and "model return" in result.stdout
+    assert "Model diagnostics" in result.stdout and "1-step" in result.stdout and "disagree" in result.stdout
     data = json.loads(mbpo(tmp_path, "runs", "show", run_id, "--json").stdout)
     assert [e["step"] for e in data["diagnostics"]["epochs"]] == [1000, 2000]
     assert data["diagnostics"]["rollouts"][0]["rollout_threshold"] == 2.5
