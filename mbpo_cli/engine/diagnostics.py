@@ -85,7 +85,8 @@ def open_loop(view: ModelView, data: Batch, horizon: int, samples: int, scale: t
 
 def imagined_returns(view: ModelView, agent: Agent, starts: torch.Tensor, cap: int) -> torch.Tensor:
     """Returns `N` of the deterministic policy inside the model from real initial observations `N x D`: the members'
-    average prediction, the run's termination function, at most `cap` steps."""
+    average prediction, the run's termination function, at most `cap` steps. A step whose prediction overflows (a
+    non-finite reward or state, which no termination function can judge) ends its episode unpaid."""
     n = starts.shape[0]
     returns = torch.zeros(n, device=starts.device)
     live = torch.arange(n, device=starts.device)
@@ -95,8 +96,9 @@ def imagined_returns(view: ModelView, agent: Agent, starts: torch.Tensor, cap: i
         reward, next_obs = view.model.mean_step(obs, act, view.members)
         if view.reward_fn is not None:
             reward = view.reward_fn(obs, act, next_obs)
-        returns[live] += reward
-        alive = ~view.terminated(next_obs)
+        finite = torch.isfinite(reward) & torch.isfinite(next_obs).all(dim=-1)
+        returns[live] += torch.where(finite, reward, torch.zeros_like(reward))
+        alive = finite & ~view.terminated(next_obs)
         if not bool(alive.any()):
             break
         obs, live = next_obs[alive], live[alive]

@@ -3,7 +3,7 @@
 import torch
 
 from mbpo_cli.config.load import build_config
-from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX, sequence_starts
+from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX, ModelView, imagined_returns, sequence_starts
 from mbpo_cli.engine.events import EpochEvent
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import build_run
@@ -54,3 +54,24 @@ def test_sequence_starts_stay_inside_one_episode() -> None:
     assert sequence_starts(data, 3).tolist() == [0, 1, 4]
     assert sequence_starts(data, 4).tolist() == [0]
     assert sequence_starts(data, 8).tolist() == []
+
+
+class BlowingUpModel:
+    """Pays 1 per step; its predicted state doubles each step and overflows to inf after a few."""
+
+    def mean_step(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones(obs.shape[0]), obs * 1e30
+
+
+class StillAgent:
+    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.zeros(obs.shape[0], 1)
+
+
+def test_an_imagined_episode_ends_where_the_model_overflows() -> None:
+    """A diverging model's state turns inf, which no termination function catches: the episode ends there, unpaid,
+    and the model return stays finite (a NaN would never reach the registry)."""
+    view = ModelView(BlowingUpModel(), torch.arange(1), lambda x: torch.zeros(x.shape[0], dtype=torch.bool))  # type: ignore[arg-type]
+    returns = imagined_returns(view, StillAgent(), torch.ones(3, 2), cap=1000)  # type: ignore[arg-type]
+    assert returns.tolist() == [1.0, 1.0, 1.0]  # 1e30 is paid; 1e60 overflows float32 and ends the episode
