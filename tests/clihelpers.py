@@ -1,7 +1,10 @@
 """Shared helpers for the in-process CLI tests."""
 
+import json
+import os
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner, Result
 
 from mbpo_cli.cli.app import app
@@ -33,3 +36,20 @@ def one_error_line(result: Result, code: int = 2) -> str:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]
+
+
+def train_runs(runs_dir: Path, runs: dict[str, list[str]]) -> dict[str, str]:
+    """Train each named run (`mbpo train` arguments) into `runs_dir`'s own SQLite registry, whatever
+    MBPO_REGISTRY_URL says, leaving torch's thread count as it was; name -> run id."""
+    threads, url = torch.get_num_threads(), os.environ.pop("MBPO_REGISTRY_URL", None)
+    ids = {}
+    try:
+        for name, args in runs.items():
+            result = mbpo(runs_dir, "train", *args, "--json", "--name", f"tiny-{name}")
+            assert result.exit_code == 0, result.output
+            ids[name] = json.loads(result.stdout)["id"]
+    finally:
+        torch.set_num_threads(threads)
+        if url is not None:
+            os.environ["MBPO_REGISTRY_URL"] = url
+    return ids

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from clihelpers import TINY, mbpo, one_error_line
+from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.runs.evaluation import Attempt, encoder_missing, partial_file
 from mbpo_cli.runs.registry import Registry
@@ -30,13 +29,7 @@ class Trained(types.SimpleNamespace):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     runs_dir = tmp_path_factory.mktemp("eval") / "runs"
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MBPO_REGISTRY_URL", raising=False)
-        result = mbpo(runs_dir, "train", *TINY, "--json", "--name", "tiny-eval")
-    torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    yield Trained(runs_dir=runs_dir, run_id=json.loads(result.stdout)["id"])
+    yield Trained(runs_dir=runs_dir, run_id=train_runs(runs_dir, {"eval": TINY})["eval"])
 
 
 def eval_json(trained: Trained, *args: str) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clihelpers import TINY, mbpo, one_error_line
+from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.agents.base import GraphedAgent
 from mbpo_cli.agents.factory import make_agent
@@ -51,16 +51,7 @@ class Trained(types.SimpleNamespace):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     runs_dir = tmp_path_factory.mktemp("export") / "runs"
-    threads = torch.get_num_threads()
-    ids = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("MBPO_REGISTRY_URL", raising=False)
-        for name, args in (("sac", TINY), ("dqn", TINY_DQN)):
-            result = mbpo(runs_dir, "train", *args, "--json", "--name", f"tiny-{name}")
-            assert result.exit_code == 0, result.output
-            ids[name] = json.loads(result.stdout)["id"]
-    torch.set_num_threads(threads)
-    yield Trained(runs_dir=runs_dir, **ids)
+    yield Trained(runs_dir=runs_dir, **train_runs(runs_dir, {"sac": TINY, "dqn": TINY_DQN}))
 
 
 def tool_policy(trained: Trained, run_id: str) -> tuple[Policy, EnvSpec]:
