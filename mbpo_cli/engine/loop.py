@@ -132,6 +132,13 @@ def train_model(state: RunState) -> None:
                                  "done_holdout_recall": fit.holdout_recall})
 
 
+def rollout_members(state: RunState) -> torch.Tensor:
+    """The members rollouts (and diagnostics) use: the elites, or every member (`model.use_elites: false`)."""
+    cfg = state.config.model
+    assert state.model is not None
+    return state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+
+
 def rollout_model(state: RunState) -> dict[str, float] | None:
     """Branch rollouts of the current policy into the model buffer: k steps from the schedule (the buffer sized for
     k), or, with `rollout.adaptive`, while the model trusts itself (the buffer holding exactly the retained
@@ -144,7 +151,7 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
         start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
     else:
         start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
-    members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    members = rollout_members(state)
     if cfg.rollout.adaptive:
         return _adaptive_rollout(state, start, members)
     state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
@@ -258,7 +265,7 @@ def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
     every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
     cfg = state.config
     assert state.model is not None
-    members = state.model.elites if cfg.model.use_elites else torch.arange(cfg.model.ensemble_size, device=state.device)
+    members = rollout_members(state)
     view = ModelView(state.model, members, state.terminated, state.reward_fn)
     episodes = max(cfg.diagnostics.imagined_episodes, 0)
     starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
