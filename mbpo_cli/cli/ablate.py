@@ -6,6 +6,11 @@ report of the finished group (`mbpo_cli.reports.compare`), and the tables that s
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,8 +35,8 @@ from mbpo_cli.cli.common import (
 )
 from mbpo_cli.cli.tables import ablation_runs_table, compare_tables, diff_table
 from mbpo_cli.config.load import ConfigError
-from mbpo_cli.runs.registry import Registry, RegistryError
-from mbpo_cli.runs.session import StopSignals
+from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
+from mbpo_cli.runs.session import RunError, StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
 
 if TYPE_CHECKING:  # the reports (scipy) load only when an ablation ends: every command starts faster
@@ -62,7 +67,58 @@ def _new_plan(preset: str | None, config: Path | None, env: str | None, sets: li
     return variants.build_plan(control, source, flags, range(start_seed, start_seed + seeds), name)
 
 
-def _print_plan(plan: variants.Plan, jobs: int, as_json: bool) -> None:
+@dataclass(frozen=True)
+class Placement:
+    """Where the runs execute: this machine's processes, or Ray tasks with the resources each requests."""
+
+    executor: str
+    jobs: int | None
+    """Runs at a time; None: as many as the Ray cluster has resources for."""
+    address: str | None = None
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of each run: its share of this machine's cores, or the whole CPUs Ray gives it."""
+        if self.executor == "ray":
+            return max(1, int(self.cpus_per_run))
+        return ablation.threads_per_job(self.jobs or 1)
+
+    def describe(self) -> str:
+        """One line for the dry run."""
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
+        if self.executor == "local":
+            return f"--jobs {self.jobs} with {threads}"
+        where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address}"
+        jobs = "as many at a time as it has resources for" if self.jobs is None else f"at most {self.jobs} at a time"
+        gpus = f" and {self.gpus_per_run:g} GPU" if self.gpus_per_run else ""
+        return f"Ray tasks on {where}, {self.cpus_per_run:g} CPU{gpus} per run, {jobs}, {threads}"
+
+
+def _placement(executor: str, jobs: int | None, address: str | None, cpus_per_run: float | None,
+               gpus_per_run: float | None) -> Placement:
+    """The validated placement options."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor: expected local or ray, got {executor!r}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+    if executor == "local":
+        given = [f for f, v in (("--address", address), ("--cpus-per-run", cpus_per_run),
+                                ("--gpus-per-run", gpus_per_run)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} go with --executor ray")
+        return Placement("local", jobs or 1)
+    cpus = 1.0 if cpus_per_run is None else cpus_per_run
+    gpus = 0.0 if gpus_per_run is None else gpus_per_run
+    if cpus <= 0:
+        raise ConfigError(f"--cpus-per-run: must be > 0, got {cpus:g}")
+    if gpus < 0:
+        raise ConfigError(f"--gpus-per-run: must be >= 0, got {gpus:g}")
+    return Placement("ray", jobs, address, cpus, gpus)
+
+
+def _print_plan(plan: variants.Plan, placement: Placement, as_json: bool) -> None:
     """The dry run's output: the plan, its config differences and its size."""
     if as_json:
         data = plan.to_dict()
@@ -72,11 +128,10 @@ def _print_plan(plan: variants.Plan, jobs: int, as_json: bool) -> None:
         return
     common.out.print(f"Ablation plan {plan.group} (dry run: nothing is run or written)")
     common.out.print(diff_table(plan))
-    threads = ablation.threads_per_job(jobs)
     runs = len(plan.variants) * len(plan.seeds)
     common.out.print(f"{len(plan.variants)} variants x {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))}) = "
-                     f"{runs} runs, {plan.total_env_steps():,} env steps in total; --jobs {jobs} with {threads} "
-                     f"thread{'s' if threads > 1 else ''} each", highlight=False)
+                     f"{runs} runs, {plan.total_env_steps():,} env steps in total; {placement.describe()}",
+                     highlight=False)
     for note in _same_as_control_notes(plan):
         _note(note)
 
@@ -92,23 +147,44 @@ def _create_group(ctx: typer.Context, plan: variants.Plan) -> Registry:
     return registry
 
 
-def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, jobs: int,
+def _executor(placement: Placement) -> executors.Executor:
+    """The executor of the placement (Ray is imported, and started or joined, only when asked for)."""
+    if placement.executor == "local":
+        return executors.LocalProcessExecutor()
+    env = {URL_ENV_VAR: os.environ[URL_ENV_VAR]} if os.environ.get(URL_ENV_VAR) else {}
+    try:
+        return executors.RayExecutor(placement.address, placement.cpus_per_run, placement.gpus_per_run, env)
+    except ImportError as error:
+        raise RunError(str(error)) from None
+    except (ConnectionError, RuntimeError) as error:
+        raise RunError(f"cannot start or reach Ray ({placement.address or 'local'}): "
+                       f"{' '.join(str(error).split())}") from None
+
+
+def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, placement: Placement,
              as_json: bool) -> tuple[list[ablation.Task], int | None]:
     """Run the plan's unfinished runs (a live table unless --json); the tasks and the stop signal, if any."""
     ablation.write_variant_configs(plan, runs_dir)
     tasks = ablation.plan_tasks(plan, registry, runs_dir)
-    executor = executors.LocalProcessExecutor()
-    with StopSignals() as stop:
-        if as_json:
-            return tasks, ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, stop=stop)
-        table = ablation_runs_table(plan, ablation.run_rows(plan, tasks, registry))
-        with Live(table, console=common.out, refresh_per_second=2) as live:
-            def tick(current: list[ablation.Task]) -> None:
-                live.update(ablation_runs_table(plan, ablation.run_rows(plan, current, registry)))
+    executor = _executor(placement)
+    try:
+        with StopSignals() as stop:
+            def run(tick: Callable[[list[ablation.Task]], None] | None) -> int | None:
+                return ablation.execute(plan, tasks, registry, runs_dir, executor, placement.jobs, placement.threads,
+                                        on_tick=tick, stop=stop)
 
-            signum = ablation.execute(plan, tasks, registry, runs_dir, executor, jobs, on_tick=tick, stop=stop)
-        common.out.print()
-    return tasks, signum
+            if as_json:
+                with redirect_stdout(sys.stderr):  # Ray prints its workers' failures to stdout: keep it JSON only
+                    return tasks, run(None)
+            table = ablation_runs_table(plan, ablation.run_rows(plan, tasks, registry))
+            with Live(table, console=common.out, refresh_per_second=2) as live:
+                signum = run(lambda current: live.update(
+                    ablation_runs_table(plan, ablation.run_rows(plan, current, registry))))
+            common.out.print()
+        return tasks, signum
+    finally:
+        if isinstance(executor, executors.RayExecutor):
+            executor.close()
 
 
 def _ablation_report(registry: Registry, plan: variants.Plan) -> tuple[reports.Report | None, list[str]]:
@@ -199,7 +275,17 @@ def ablate(
                                                       "...] (repeatable).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
     start_seed: Annotated[int, typer.Option("--start-seed", help="First seed.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", help="Runs at a time (each gets cores // jobs threads).")] = 1,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Runs at a time (local: 1, each with cores // jobs "
+                                             "threads; ray: as many as the cluster's resources allow).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (processes on this "
+                                          "machine) or ray (Ray tasks; pip install 'mbpo-cli[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray: the cluster to join (auto, HOST:PORT or "
+                                                "ray://HOST:PORT); default: a local Ray instance for this "
+                                                "command.")] = None,
+    cpus_per_run: Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs each run requests "
+                                                        "(default 1; its torch threads: the whole part).")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs each run requests "
+                                                        "(fractions share a GPU; default 0).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps per run.")] = None,
     device: DeviceOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Group name (default: PRESET-ablation-HASH).")]
@@ -223,6 +309,8 @@ def ablate(
         mbpo ablate --preset hopper --real-ratio 0.5 --variant wide:model.hidden=400,sac.hidden=512 --dry-run
 
         mbpo ablate --resume hopper-ablation-3f9a1c
+
+        mbpo ablate --preset hopper --no-model --seeds 8 --executor ray --address auto --gpus-per-run 0.25
     """
     with handled(ctx):
         flags = variants.VariantFlags(
@@ -230,22 +318,21 @@ def ablate(
             real_ratios=real_ratio or (), ensemble_sizes=ensemble_size or (), deterministic_model=deterministic_model,
             no_elites=no_elites, adaptive_horizon=adaptive_horizon, updates_per_step=updates_per_step or (),
             custom=variant or ())
-        if jobs < 1:
-            raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
+        placement = _placement(executor, jobs, address, cpus_per_run, gpus_per_run)
         if resume_group is not None:
             given = [preset, config, env, steps, device, name, set_, dry_run] + [f for f in vars(flags).values() if f]
             if any(x is not None and x is not False for x in given):
-                raise ConfigError("--resume GROUP takes the plan from the group: only --jobs and --json go with it "
-                                  "(no --dry-run)")
+                raise ConfigError("--resume GROUP takes the plan from the group: only --jobs, --json and the "
+                                  "executor options go with it (no --dry-run)")
             registry = registry_of(ctx, resume_group)
             plan = ablation.load_plan(registry, resume_group)
         else:
             plan = _new_plan(preset, config, env, set_, steps, device, flags, seeds, start_seed, name)
             note_renamed(name, "group name")
             if dry_run:
-                _print_plan(plan, jobs, as_json)
+                _print_plan(plan, placement, as_json)
                 return
             registry = _create_group(ctx, plan)
-        tasks, signum = _execute(plan, registry, ctx.obj.runs_dir, jobs, as_json)
+        tasks, signum = _execute(plan, registry, ctx.obj.runs_dir, placement, as_json)
         rows = _report(plan, tasks, registry, signum, as_json)
         _exit_status(plan, rows, ctx.obj.runs_dir, signum)

@@ -40,6 +40,8 @@ class Globals:
 
     runs_dir: Path
     debug: bool
+    registry_warned: bool = False
+    """Whether this command already printed the registry's warning (it may open the registry more than once)."""
 
 
 @contextmanager
@@ -124,8 +126,13 @@ def note_renamed(name: str | None, what: str) -> None:
 
 def open_registry(ctx: typer.Context, read_only: bool = False) -> Registry:
     """The registry of the chosen runs directory (`read_only` for commands that only read: a registry on storage
-    this process cannot write is still readable)."""
-    return Registry.open(ctx.obj.runs_dir, read_only=read_only)
+    this process cannot write is still readable). Its warning (a SQLite file on a network filesystem) goes to
+    stderr, once per command."""
+    registry = Registry.open(ctx.obj.runs_dir, read_only=read_only)
+    if registry.warning is not None and not ctx.obj.registry_warned:
+        ctx.obj.registry_warned = True
+        err.print(f"warning: {registry.warning}", highlight=False, markup=False, soft_wrap=True)
+    return registry
 
 
 def existing_registry(ctx: typer.Context, read_only: bool = False) -> Registry | None:

@@ -23,8 +23,16 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.display import RichReporter
-from mbpo_cli.config.load import base_preset
-from mbpo_cli.runs.session import Reporter, RunMeta, SilentReporter, command_line, resume_run, start_run
+from mbpo_cli.config.load import ConfigError, base_preset
+from mbpo_cli.runs.session import (
+    Reporter,
+    RunMeta,
+    SilentReporter,
+    command_line,
+    resume_run,
+    start_or_resume,
+    start_run,
+)
 from mbpo_cli.runs.tensorboard import summary_writer
 
 
@@ -44,6 +52,9 @@ def train(
     tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard event "
                                                      "files under the run folder as it trains (train.tensorboard; "
                                                      "needs: pip install 'mbpo-cli[tensorboard]').")] = None,
+    if_exists: Annotated[str, typer.Option("--if-exists", help="When a run with --name exists: error, or resume "
+                                           "it from its last checkpoint (a requeued or retried job; a finished run "
+                                           "is left as it is).")] = "error",
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML (what "
                                                "--config accepts) and exit: no run, nothing written.")] = False,
     as_json: JsonOpt = False,
@@ -69,10 +80,16 @@ def train(
         mbpo train --env Pendulum-v1 --steps 5000 --json
 
         mbpo train --preset inverted_pendulum --tensorboard   # then: tensorboard --logdir runs
+
+        mbpo train --preset hopper --name hopper-s0 --if-exists resume   # safe to requeue
     """
     with handled(ctx):
         if tensorboard is not None:
             set_ = [*(set_ or []), f"train.tensorboard={str(tensorboard).lower()}"]
+        if if_exists not in ("error", "resume"):
+            raise ConfigError(f"--if-exists: expected error or resume, got {if_exists!r}")
+        if if_exists == "resume" and name is None:
+            raise ConfigError("--if-exists resume needs --name (the run to find)")
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
         if print_config:
             emit_yaml(cfg.to_dict())
@@ -85,7 +102,10 @@ def train(
         if preset is None and config is not None:
             preset = base_preset(config)
         meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
-        outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
+        if if_exists == "resume":
+            outcome = start_or_resume(cfg, meta, registry, ctx.obj.runs_dir, reporter)
+        else:
+            outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
         finish(outcome, ctx, as_json)
 
 

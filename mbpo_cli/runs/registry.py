@@ -2,8 +2,10 @@
 
 The default store is SQLite at ``<runs_dir>/registry.db`` (WAL mode, busy timeout, write transactions
 taken with ``BEGIN IMMEDIATE``) so that several training processes can write the same registry at once.
-Set ``MBPO_REGISTRY_URL`` to any SQLAlchemy URL to use another database. Callers only ever see frozen
-dataclasses (:class:`RunInfo`, :class:`CheckpointInfo`, :class:`EvalInfo`), never ORM objects or sessions.
+Set ``MBPO_REGISTRY_URL`` to any SQLAlchemy URL to use another database; PostgreSQL
+(``postgresql+psycopg://...``, the ``postgres`` extra) is the one to share between machines, where SQLite's
+file locking cannot be trusted. Callers only ever see frozen dataclasses (:class:`RunInfo`,
+:class:`CheckpointInfo`, :class:`EvalInfo`), never ORM objects or sessions.
 """
 
 import math
@@ -23,11 +25,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Engine,
     ForeignKey,
     Index,
+    Integer,
     Table,
     Text,
     TypeDecorator,
@@ -37,11 +41,13 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, CursorResult, Result, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mbpo_cli import __version__
@@ -57,6 +63,18 @@ _LOCK_RETRIES = 5
 _MAX_NAME_LEN = 80
 _MIN_PREFIX_LEN = 4
 _WRITE_OPTION = "mbpo_write"
+_SCHEMA_LOCK_KEY = 0x6D62_706F_5F72_6567
+"""PostgreSQL advisory lock (the bytes of "mbpo_reg") held while a process creates or checks the schema."""
+_PG_RETRY_STATES = frozenset({"40001", "40P01", "23505"})
+"""SQLSTATEs of PostgreSQL conflicts with a concurrent transaction, which a retry resolves: serialization failure,
+deadlock, and unique violation (every insert checks for its key first, so a violation means that a concurrent
+transaction inserted it in between; the retry sees that row, as SQLite's serialized writers would)."""
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "coda", "lustre", "gpfs", "beegfs", "ceph",
+    "glusterfs", "orangefs", "pvfs2", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph-fuse", "fuse.s3fs",
+    "fuse.rclone", "fuse.gcsfuse", "fuse.juicefs",
+})
+"""Filesystem types, as /proc/mounts names them, whose file locking SQLite cannot rely on."""
 
 T = TypeVar("T")
 
@@ -97,7 +115,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class _Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime}  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
+    # 64-bit integers everywhere (seeds, step counts, checkpoint sizes); SQLite's INTEGER already is, and only
+    # INTEGER PRIMARY KEY gives it an autoincrementing rowid
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it as a class attribute)
+        datetime: UTCDateTime,
+        int: BigInteger().with_variant(Integer(), "sqlite"),
+    }
 
 
 class _SchemaVersion(_Base):
@@ -311,9 +334,13 @@ def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise RegistryError(f"invalid {what} {value!r}: expected one of {', '.join(allowed)}")
 
 
-def _is_locked(exc: OperationalError) -> bool:
+def _is_transient(exc: DatabaseError) -> bool:
+    """Whether a retry may succeed: SQLite's "database is locked", PostgreSQL's conflicts with another transaction."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _PG_RETRY_STATES
     message = str(exc.orig).lower()
-    return "locked" in message or "busy" in message
+    return isinstance(exc, OperationalError) and ("locked" in message or "busy" in message)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -339,6 +366,16 @@ def _sqlite_file(parsed: URL) -> Path | None:
     return Path(parsed.database)
 
 
+def _missing_postgres_driver(parsed: URL) -> str:
+    """The one-line error for a PostgreSQL URL whose driver cannot be imported (the password hidden)."""
+    shown = parsed.render_as_string(hide_password=True)
+    driver = parsed.get_driver_name()
+    if driver == "psycopg":
+        return f"registry URL {shown} needs the PostgreSQL driver: pip install 'mbpo-cli[postgres]'"
+    return (f"registry URL {shown} needs the PostgreSQL driver {driver}, which is not installed: use "
+            "postgresql+psycopg://... and pip install 'mbpo-cli[postgres]'")
+
+
 def _prepare_sqlite_dir(db_file: Path, create: bool) -> None:
     """The database's folder, created when `create` (the runs directory), else required (an explicit URL)."""
     directory = db_file.parent
@@ -351,6 +388,34 @@ def _prepare_sqlite_dir(db_file: Path, create: bool) -> None:
         raise RegistryError(f"cannot write runs directory {directory}: {exc.strerror or exc}") from exc
     if not writable(directory):
         raise RegistryError(f"cannot write runs directory {directory}: permission denied")
+
+
+def _mount_field(field: str) -> str:
+    """A /proc/mounts field with its octal escapes (``\\040`` for a space, ...) decoded."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
+    """The filesystem type of the network filesystem holding `path`, None for a local one (or no /proc/mounts).
+
+    `path` is absolute with its symlinks resolved, as the kernel names it; `mounts` is the text of /proc/mounts
+    (read when None). The mount point holding `path` is the longest one that is `path` or one of its parents (the
+    last mounted where several share it).
+    """
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    best: tuple[int, str] | None = None
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = Path(_mount_field(parts[1]))
+        if (point == path or point in path.parents) and (best is None or len(point.parts) >= best[0]):
+            best = (len(point.parts), parts[2])
+    return best[1] if best is not None and best[1] in NETWORK_FILESYSTEMS else None
 
 
 def writable(directory: Path) -> bool:
@@ -400,6 +465,16 @@ def _upsert_metrics_sqlite(conn: Connection, params: list[dict[str, Any]]) -> No
     conn.execute(upsert, params)
 
 
+def _upsert_metrics_postgresql(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Insert metric rows with PostgreSQL's ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany."""
+    stmt = postgresql_insert(_metrics_table())
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["run_id", "key", "step"],
+        set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
+    )
+    conn.execute(upsert, params)
+
+
 def _replace_metrics(conn: Connection, params: list[dict[str, Any]]) -> None:
     """Portable upsert for other databases: delete the matching (run_id, key, step) rows, then insert."""
     table = _metrics_table()
@@ -421,6 +496,8 @@ class Registry:
         A SQLite file's folder is created only when `create_dir` (the runs directory; an explicit URL must name
         an existing folder). `read_only`, for commands that only read: a SQLite file in a folder this process
         cannot write (archived runs) is read from a private copy, and nothing is written beside it.
+        ``warning`` is one line for the user, or None: a SQLite file on a network filesystem, where SQLite's locking
+        cannot be trusted.
         """
         try:
             parsed = make_url(url)
@@ -440,13 +517,22 @@ class Registry:
             parsed = make_url(f"sqlite:///{self._snapshot / 'registry.db'}")
         elif db_file is not None:
             _prepare_sqlite_dir(db_file, create_dir)
+        self.where = str(db_file) if db_file else parsed.render_as_string(hide_password=True)
         try:
-            self._engine = create_engine(parsed)
+            # a server may drop a connection that a long training run left idle between epochs (restart, idle
+            # timeout): check each pooled connection before use and replace a dead one
+            self._engine = create_engine(parsed, pool_pre_ping=parsed.get_backend_name() != "sqlite")
         except (ArgumentError, ImportError) as exc:
+            if isinstance(exc, ImportError) and parsed.get_backend_name() == "postgresql":
+                raise RegistryError(_missing_postgres_driver(parsed)) from exc
             raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
         self.url = url
-        self.where = str(db_file) if db_file else parsed.render_as_string(hide_password=True)
         self._db_file = None if self._snapshot is not None else db_file
+        fstype = None if self._db_file is None else network_filesystem(self._db_file.resolve())
+        self.warning = None if fstype is None else (
+            f"registry {self._db_file} is on a network filesystem ({fstype}): SQLite's locking is unreliable there; "
+            f"share a PostgreSQL registry instead: {URL_ENV_VAR}=postgresql+psycopg://..."
+        )
         if parsed.get_backend_name() == "sqlite":
             _configure_sqlite(self._engine)
         self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
@@ -491,7 +577,12 @@ class Registry:
         self.close()
 
     def _init_schema(self, s: Session) -> None:
-        _Base.metadata.create_all(s.connection())
+        conn = s.connection()
+        if conn.dialect.name == "postgresql":
+            # concurrent CREATE TABLEs of the same table fail rather than wait: one process at a time (SQLite's
+            # BEGIN IMMEDIATE already serializes this)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        _Base.metadata.create_all(conn)
         stored = s.scalar(select(_SchemaVersion.version))
         if stored is None:
             s.add(_SchemaVersion(id=1, version=SCHEMA_VERSION))
@@ -506,18 +597,20 @@ class Registry:
             )
 
     def _transaction(self, fn: Callable[[Session], T], *, write: bool) -> T:
-        """Run ``fn`` in one transaction, retrying a few times while the database is locked."""
+        """Run ``fn`` in one transaction, retrying a few times while the database is locked or the transaction
+        conflicted with a concurrent one.
+
+        Other database errors (no server, not a database, a corrupt file, ...) become one-line RegistryErrors.
+        """
         engine = self._write_engine if write else self._engine
         attempt = 0
         while True:
             try:
                 with Session(engine, expire_on_commit=False) as s, s.begin():
                     return fn(s)
-            except OperationalError as exc:
-                if not _is_locked(exc) or attempt >= _LOCK_RETRIES:
+            except DatabaseError as exc:
+                if not _is_transient(exc) or attempt >= _LOCK_RETRIES:
                     raise RegistryError(f"registry {self.where}: {_db_message(exc)}") from exc
-            except DatabaseError as exc:  # not a database (a file that is something else), corrupt, ...
-                raise RegistryError(f"registry {self.where}: {_db_message(exc)}") from exc
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
@@ -592,10 +685,7 @@ class Registry:
             s.flush()
             return _to_record(RunInfo, row)
 
-        try:
-            return self._write(create)
-        except IntegrityError as exc:
-            raise RegistryError(f"cannot create run in {self.where}: {_db_message(exc)}") from exc
+        return self._write(create)
 
     def ensure_group(self, name: str, kind: str, info: dict[str, Any] | None = None) -> None:
         """Create group ``name`` if missing; a given ``info`` replaces the stored one."""
@@ -732,6 +822,8 @@ class Registry:
             conn = s.connection()
             if conn.dialect.name == "sqlite":
                 _upsert_metrics_sqlite(conn, params)
+            elif conn.dialect.name == "postgresql":
+                _upsert_metrics_postgresql(conn, params)
             else:
                 _replace_metrics(conn, params)
 

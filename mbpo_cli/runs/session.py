@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from mbpo_cli.runs.checkpoint import (
     restore,
     save_file,
 )
-from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo
+from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo, sanitize_name
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, live_folder, summary_writer
 
 HEARTBEAT_SECONDS = 10.0
@@ -451,6 +452,50 @@ def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path
             registry.set_status(run.id, "failed", error=_one_line(err))
             raise
         return Session(registry, run, folder, state, reporter, signals).execute()
+
+
+def has_full_checkpoint(registry: Registry, run_id: str) -> bool:
+    """Whether the run has a checkpoint to resume from (a `best` one holds only the policy)."""
+    return any(c.kind != "best" for c in registry.checkpoints(run_id))
+
+
+def discard_run(registry: Registry, runs_dir: Path, run: RunInfo) -> None:
+    """Delete a run that stopped before its first checkpoint (nothing to resume from): its rows and its folder."""
+    registry.delete_run(run.id)
+    shutil.rmtree(run_dir(runs_dir, run.id), ignore_errors=True)
+
+
+def run_named(registry: Registry, name: str) -> RunInfo | None:
+    """The run whose name is exactly `name` (not an id or an id prefix), or None."""
+    try:
+        run = registry.get_run(name)
+    except RegistryError:
+        return None
+    return run if run.name == name else None
+
+
+def start_or_resume(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
+                    reporter: Reporter) -> Outcome:
+    """Train the run named `meta.name`, or continue it if it exists: what a retried or requeued job runs.
+
+    An existing run continues from its newest good checkpoint with its recorded config; one that stopped before
+    its first checkpoint is discarded and trained anew; a finished one is left as it is (its outcome, exit 0).
+    """
+    assert meta.name is not None
+    run = run_named(registry, sanitize_name(meta.name))
+    if run is not None and run.status == "finished":
+        reporter.message(f"run {run.id} ({run.name}) already finished at env step {run.env_steps:,}")
+        evals = registry.metrics(run.id, "eval_return")
+        return Outcome(run=run, status="finished", exit_code=0, wall_seconds=run.wall_seconds,
+                       env_steps_this_session=0, session_seconds=0.0,
+                       last_metrics={"eval_return": evals[-1][2]} if evals else {},
+                       best_eval=_best_eval(registry, run.id))
+    if run is not None and not is_locked(run_dir(runs_dir, run.id)) and not has_full_checkpoint(registry, run.id):
+        discard_run(registry, runs_dir, run)
+        run = None
+    if run is None:
+        return start_run(config, meta, registry, runs_dir, reporter)
+    return resume_run(registry, runs_dir, run.id, reporter)
 
 
 def latest_good_checkpoint(

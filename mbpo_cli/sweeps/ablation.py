@@ -12,7 +12,6 @@ to its protocol.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -23,8 +22,8 @@ from typing import Any
 import yaml
 
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
-from mbpo_cli.runs.session import RunError, StopSignals, is_locked, run_dir
-from mbpo_cli.sweeps.executors import Executor, mbpo_command
+from mbpo_cli.runs.session import RunError, StopSignals, discard_run, has_full_checkpoint, is_locked, run_dir
+from mbpo_cli.sweeps.executors import Executor
 from mbpo_cli.sweeps.variants import Plan
 
 GROUP_KIND = "ablation"
@@ -124,10 +123,8 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
                     task.state = "skipped"
                 elif run.status == "running" and is_locked(run_dir(runs_dir, run.id)):
                     task.state = "busy"
-                elif not any(c.kind != "best" for c in registry.checkpoints(run.id)):
-                    # stopped before its first checkpoint: nothing to resume from, so train it again
-                    registry.delete_run(run.id)
-                    shutil.rmtree(run_dir(runs_dir, run.id), ignore_errors=True)
+                elif not has_full_checkpoint(registry, run.id):
+                    discard_run(registry, runs_dir, run)  # nothing to resume from: train it again
                     task.run_id = None
                 else:
                     task.action = "resume"
@@ -136,31 +133,37 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
 
 
 def task_argv(task: Task, plan: Plan, runs_dir: Path, threads: int) -> list[str]:
-    """The child command line of a task."""
-    base = [*mbpo_command(), "--runs-dir", str(runs_dir)]
+    """The `mbpo` arguments of a task (the executor puts the program in front, where the run executes).
+
+    Both forms are safe to run again after a lost worker: `resume` continues from the newest checkpoint, and
+    `train --if-exists resume` continues the run it started if it got that far.
+    """
+    base = ["--runs-dir", str(runs_dir.absolute())]
     if task.action == "resume":
         assert task.run_id is not None
         return [*base, "resume", task.run_id, "--json"]
-    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, task.variant)),
+    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, task.variant).absolute()),
             "--seed", str(task.seed), "--set", f"train.threads={threads}", "--group", plan.group,
-            "--variant", task.variant, "--name", run_name(plan.group, task.variant, task.seed), "--json"]
+            "--variant", task.variant, "--name", run_name(plan.group, task.variant, task.seed),
+            "--if-exists", "resume", "--json"]
 
 
 def threads_per_job(jobs: int) -> int:
-    """CPU threads for each of ``jobs`` concurrent runs (no oversubscription)."""
+    """CPU threads for each of ``jobs`` concurrent runs on this machine (no oversubscription)."""
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor, jobs: int,
-            on_tick: Callable[[list[Task]], None] | None = None, poll_seconds: float = 0.25,
-            stop: StopSignals | None = None) -> int | None:
-    """Run the pending tasks, ``jobs`` at a time; returns the stop signal's number if one arrived, else None.
+def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor,
+            jobs: int | None, threads: int, on_tick: Callable[[list[Task]], None] | None = None,
+            poll_seconds: float = 0.25, stop: StopSignals | None = None) -> int | None:
+    """Run the pending tasks, ``jobs`` at a time (None: all at once, the executor queues them), each with
+    ``threads`` CPU threads; returns the stop signal's number if one arrived, else None.
 
     ``on_tick`` is called about once a second (and at the end) for the display.
     """
-    threads = threads_per_job(jobs)
     logs = ablation_dir(runs_dir, plan.group) / "logs"
     queue = [t for t in tasks if t.state == "pending"]
+    limit = len(queue) if jobs is None else jobs
     active: list[Task] = []
     last_tick = 0.0
     stopping = False
@@ -169,7 +172,7 @@ def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, e
             stopping = True
             for task in active:
                 executor.interrupt(task.handle)
-        while queue and len(active) < jobs and not stopping:
+        while queue and len(active) < limit and not stopping:
             task = queue.pop(0)
             task.log = logs / f"{sanitize_name(task.variant)}-s{task.seed}.log"
             task.handle = executor.submit(task_argv(task, plan, runs_dir, threads), task.log)
@@ -214,6 +217,8 @@ def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict
         row: dict[str, Any] = {"variant": task.variant, "seed": task.seed, "id": task.run_id, "status": task.state,
                                "env_steps": 0, "target_steps": plan.configs[task.variant]["train"]["steps"],
                                "last_eval_return": None}
+        if task.state == "running" and task.run_id is None:
+            row["status"] = "starting"
         if task.run_id is not None:
             try:
                 run = registry.get_run(task.run_id)

@@ -24,6 +24,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli import runs as runs_command
 from mbpo_cli.cli.app import app
 from mbpo_cli.config.load import resolve_config
+from mbpo_cli.runs import registry as registry_module
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import run_lock
 
@@ -499,6 +500,32 @@ def test_runs_dir_from_the_environment(tmp_path: Path) -> None:
     assert [r["id"] for r in json.loads(result.stdout)] == [run_id]
 
 
+def test_a_registry_on_a_network_filesystem_is_warned_about_on_stderr(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite registry on NFS: one warning line on stderr, the JSON on stdout as usual."""
+    runs_dir = tmp_path / "runs"
+    run_id = fake_run(runs_dir)
+    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "nfs4")
+    result = mbpo(runs_dir, "runs", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in json.loads(result.stdout)] == [run_id]
+    assert result.stderr.splitlines() == [
+        f"warning: registry {runs_dir / 'registry.db'} is on a network filesystem (nfs4): SQLite's locking is "
+        "unreliable there; share a PostgreSQL registry instead: MBPO_REGISTRY_URL=postgresql+psycopg://..."
+    ]
+
+
+def test_the_registry_warning_is_printed_once_per_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "cifs")
+    monkeypatch.setattr(common, "err", Console(stderr=True, width=1000))
+    ctx = types.SimpleNamespace(obj=common.Globals(runs_dir=tmp_path / "runs", debug=False))
+    for _ in range(2):
+        common.open_registry(ctx).close()  # type: ignore[arg-type]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: registry ") and "(cifs)" in lines[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # The installed console script, in a real subprocess
 # ---------------------------------------------------------------------------------------------
@@ -622,8 +649,6 @@ def test_read_only_commands_on_a_registry_this_process_cannot_write(trained: Tra
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Archived runs on read-only storage: `runs list`, `runs show` and `compare` read them and write nothing.
     (The tests may run as root, whom permissions do not stop: the folder is reported unwritable instead.)"""
-    import mbpo_cli.runs.registry as registry_module
-
     runs_dir = trained.runs_dir
     with Registry.open(runs_dir) as registry:
         registry.create_run(name="probe", preset=None, env_id="x", algo="mbpo", seed=0, config={}, device="cpu",

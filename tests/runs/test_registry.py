@@ -1,15 +1,22 @@
-"""Tests for the run registry (mbpo_cli.registry)."""
+"""Tests for the run registry (mbpo_cli.registry), each about the registry's behaviour on both SQLite and a real
+PostgreSQL server."""
 
 import json
 import multiprocessing
+import re
 import sqlite3
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Executable, TextClause, bindparam, create_engine, inspect, text
 
 from mbpo_cli.runs import registry as registry_module
 from mbpo_cli.runs.registry import (
@@ -17,8 +24,10 @@ from mbpo_cli.runs.registry import (
     Registry,
     RegistryError,
     RunInfo,
+    UTCDateTime,
     default_url,
     is_stale,
+    network_filesystem,
     sanitize_name,
 )
 
@@ -28,9 +37,18 @@ def _no_registry_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new registry database: the SQLite file of a runs directory, or a new PostgreSQL database."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    (tmp_path / "runs").mkdir()
+    return default_url(tmp_path / "runs")
+
+
 @pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    registry = Registry.open(tmp_path / "runs")
+def reg(url: str) -> Iterator[Registry]:
+    registry = Registry(url)
     yield registry
     registry.close()
 
@@ -50,34 +68,49 @@ def _new_run(reg: Registry, **overrides: Any) -> RunInfo:
     return reg.create_run(**{**fields, **overrides})
 
 
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(tmp_path / "runs" / "registry.db")
+def _sql(reg: Registry, statement: str | Executable, **params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on the registry's database behind the registry's back (committed at once); its rows."""
+    engine = create_engine(reg.url)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement) if isinstance(statement, str) else statement, params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _at(statement: str, *names: str) -> TextClause:
+    """`statement` with its parameters `names` bound as registry datetimes (stored as the registry stores them)."""
+    return text(statement).bindparams(*(bindparam(name, type_=UTCDateTime()) for name in names))
 
 
 # ----- schema -----
 
 
-def test_open_creates_tables_version_and_wal(reg: Registry, tmp_path: Path) -> None:
-    with _db(tmp_path) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"schema_version", "groups", "runs", "metrics", "checkpoints", "evaluations"} <= tables
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+def test_open_creates_tables_and_version(reg: Registry) -> None:
+    engine = create_engine(reg.url)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert {"schema_version", "groups", "runs", "metrics", "checkpoints", "evaluations"} <= tables
+    assert _sql(reg, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+def test_sqlite_registry_uses_wal(tmp_path: Path) -> None:
+    with Registry.open(tmp_path / "runs"), sqlite3.connect(tmp_path / "runs" / "registry.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-def test_reopen_keeps_runs_and_single_version_row(reg: Registry, tmp_path: Path) -> None:
+def test_reopen_keeps_runs_and_single_version_row(reg: Registry) -> None:
     run = _new_run(reg)
-    with Registry.open(tmp_path / "runs") as again:
+    with Registry(reg.url) as again:
         assert again.get_run(run.id) == run
-    with _db(tmp_path) as db:
-        assert db.execute("SELECT count(*) FROM schema_version").fetchone() == (1,)
+    assert _sql(reg, "SELECT count(*) FROM schema_version") == [(1,)]
 
 
-def test_newer_schema_version_is_refused(reg: Registry, tmp_path: Path) -> None:
-    with _db(tmp_path) as db:
-        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+def test_newer_schema_version_is_refused(reg: Registry) -> None:
+    _sql(reg, "UPDATE schema_version SET version = :version", version=SCHEMA_VERSION + 1)
     with pytest.raises(RegistryError, match="newer than this program's") as info:
-        Registry.open(tmp_path / "runs")
+        Registry(reg.url)
     assert f"schema version {SCHEMA_VERSION + 1}" in str(info.value)
     assert "upgrade mbpo" in str(info.value)
 
@@ -142,10 +175,13 @@ def test_unknown_run_and_ambiguous_prefix(reg: Registry, monkeypatch: pytest.Mon
     with pytest.raises(RegistryError, match="ambiguous"):
         reg.get_run("abcd")
     assert reg.get_run("abcd0002") == two
-    with pytest.raises(RegistryError, match=r"no run 'nope' in .*registry\.db"):
+    with pytest.raises(RegistryError, match=f"no run 'nope' in {re.escape(reg.where)}$"):
         reg.get_run("nope")
     with pytest.raises(RegistryError, match="no run 'abc'"):
         reg.get_run("abc")  # too short to be a prefix
+    for wildcard in ("abc_", "abc%"):  # LIKE's wildcards match themselves only
+        with pytest.raises(RegistryError, match=f"no run '{wildcard}'"):
+            reg.get_run(wildcard)
 
 
 def test_names_are_unique(reg: Registry) -> None:
@@ -207,7 +243,7 @@ def test_groups(reg: Registry) -> None:
     assert (run.group, run.variant) == ("abl", "a")
 
 
-def test_delete_run_cascades(reg: Registry, tmp_path: Path) -> None:
+def test_delete_run_cascades(reg: Registry) -> None:
     keep, gone = _new_run(reg), _new_run(reg)
     for run in (keep, gone):
         reg.log_metrics(run.id, [(1, "loss", 0.5)])
@@ -217,9 +253,8 @@ def test_delete_run_cascades(reg: Registry, tmp_path: Path) -> None:
         )
     reg.delete_run(gone.id)
     assert [r.id for r in reg.list_runs()] == [keep.id]
-    with _db(tmp_path) as db:
-        for table in ("metrics", "checkpoints", "evaluations"):
-            assert db.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall() == [(keep.id,)]
+    for table in ("metrics", "checkpoints", "evaluations"):
+        assert _sql(reg, f"SELECT DISTINCT run_id FROM {table}") == [(keep.id,)]
     with pytest.raises(RegistryError, match="no run"):
         reg.delete_run(gone.id)
 
@@ -247,7 +282,7 @@ def test_batch_metrics_upsert_and_truncate(reg: Registry) -> None:
         reg.log_metrics("missing", [(1, "loss", 1.0)])
 
 
-def test_portable_metric_replace_path(reg: Registry, tmp_path: Path) -> None:
+def test_portable_metric_replace_path(reg: Registry) -> None:
     run = _new_run(reg)
     reg.log_metrics(run.id, [(1, "loss", 1.0), (2, "loss", 2.0)])
     params = [{"run_id": run.id, "step": 2, "key": "loss", "value": 9.0, "wall_time": 0.0}]
@@ -302,14 +337,13 @@ def test_evaluations(reg: Registry) -> None:
 # ----- liveness -----
 
 
-def test_stale_heartbeat(reg: Registry, tmp_path: Path) -> None:
+def test_stale_heartbeat(reg: Registry) -> None:
     alive, dead, done = _new_run(reg), _new_run(reg), _new_run(reg)
     reg.set_status(done.id, "finished")
-    with _db(tmp_path) as db:
-        db.execute(
-            "UPDATE runs SET heartbeat_at = '2001-01-01 00:00:00.000000' WHERE id IN (?, ?)",
-            (dead.id, done.id),
-        )
+    long_ago = datetime(2001, 1, 1, tzinfo=timezone.utc)
+    _sql(reg, _at("UPDATE runs SET heartbeat_at = :at WHERE id IN (:dead, :done)", "at"),
+         at=long_ago, dead=dead.id, done=done.id)
+    assert reg.get_run(dead.id).heartbeat_at == long_ago
     assert reg.get_run(alive.id).display_status == "running"
     stale = reg.get_run(dead.id)
     assert stale.display_status == "interrupted (stale)"
@@ -347,9 +381,7 @@ def _write_from_process(args: tuple[str, int]) -> str:
         return run.id
 
 
-def test_concurrent_writer_processes(tmp_path: Path) -> None:
-    (tmp_path / "runs").mkdir()
-    url = default_url(tmp_path / "runs")
+def test_concurrent_writer_processes(url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as pool:
         run_ids = pool.map(_write_from_process, [(url, worker) for worker in range(4)])
@@ -364,3 +396,212 @@ def test_non_finite_metrics_are_left_out(reg: Registry) -> None:
     run = _new_run(reg)
     reg.log_metrics(run.id, [(10, "recall", float("nan")), (10, "loss", float("inf")), (10, "ok", 1.5)])
     assert reg.metrics(run.id) == [(10, "ok", 1.5)]
+
+
+# ----- network filesystems -----
+
+_MOUNTS = """\
+sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
+/dev/sda1 / ext4 rw,relatime 0 0
+server:/export/home /home nfs4 rw,relatime,vers=4.2,addr=10.0.0.1 0 0
+/dev/sdb1 /home/alice/scratch xfs rw,relatime 0 0
+//nas/lab\\040share /mnt/lab\\040share cifs rw,relatime,vers=3.1.1 0 0
+alice@host:/data /mnt/remote fuse.sshfs rw,nosuid,nodev,relatime,user_id=1000 0 0
+tmpfs /mnt/remote/cache tmpfs rw,relatime 0 0
+/dev/sdc1 /srv ext4 rw,relatime 0 0
+10.0.0.2@tcp:/lustre /srv lustre rw,flock 0 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/home/alice/runs/registry.db", "nfs4"),
+        ("/home", "nfs4"),
+        ("/home/alice/scratch/runs/registry.db", None),  # a local disk mounted inside the NFS home
+        ("/homework/registry.db", None),  # not under /home: mount points match whole path components
+        ("/mnt/lab share/runs/registry.db", "cifs"),  # \\040 in /proc/mounts is a space
+        ("/mnt/remote/runs/registry.db", "fuse.sshfs"),
+        ("/mnt/remote/cache/registry.db", None),
+        ("/srv/runs/registry.db", "lustre"),  # the later of two mounts on one point hides the earlier
+        ("/var/runs/registry.db", None),
+    ],
+)
+def test_network_filesystem(path: str, expected: str | None) -> None:
+    assert network_filesystem(Path(path), _MOUNTS) == expected
+
+
+def test_network_filesystem_without_mount_information(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert network_filesystem(tmp_path, "") is None
+    real_read_text = Path.read_text
+
+    def no_proc_mounts(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == Path("/proc/mounts"):
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", no_proc_mounts)
+    assert network_filesystem(tmp_path) is None
+
+
+def test_sqlite_on_a_network_filesystem_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Registry.open(tmp_path / "runs") as local:
+        assert local.warning is None
+    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "nfs4")
+    with Registry.open(tmp_path / "runs") as shared:
+        assert shared.warning is not None and "\n" not in shared.warning
+        assert shared.warning.startswith(f"registry {tmp_path / 'runs' / 'registry.db'} is on a network filesystem "
+                                         "(nfs4): SQLite's locking is unreliable there")
+        assert "MBPO_REGISTRY_URL=postgresql+psycopg://" in shared.warning
+
+
+# ----- PostgreSQL -----
+
+
+def _open_at_once(url: str, barrier: Barrier, results: "Queue[str]", worker: int) -> None:
+    barrier.wait()
+    try:
+        with Registry(url) as reg:
+            _new_run(reg, name=f"worker-{worker}")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"worker {worker}: {type(exc).__name__}: {exc}")
+    else:
+        results.put("ok")
+
+
+def test_many_processes_create_a_postgresql_schema_at_once(postgres_url: str) -> None:
+    """8 processes that open a new database together all succeed: one creates the schema, the others wait."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    workers = [ctx.Process(target=_open_at_once, args=(postgres_url, barrier, results, i)) for i in range(8)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert outcomes == ["ok"] * 8
+    with Registry(postgres_url) as reg:
+        assert sorted(r.name for r in reg.list_runs()) == [f"worker-{i}" for i in range(8)]
+        assert _sql(reg, "SELECT id, version FROM schema_version") == [(1, SCHEMA_VERSION)]
+
+
+def _wait_for_a_blocked_writer(reg: Registry, url: str) -> None:
+    """Wait until a registry call waits for the lock of another transaction (on SQLite, just give it time)."""
+    if not url.startswith("postgresql"):
+        time.sleep(0.5)
+        return
+    deadline = time.monotonic() + 30
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    while _sql(reg, query) == [(0,)]:
+        assert time.monotonic() < deadline, "the registry call never waited for the other transaction"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("kind", "error"), [("seeds", None), ("ablation", "already exists with kind 'seeds'")])
+def test_a_concurrent_insert_of_the_same_key_is_seen(reg: Registry, url: str, kind: str, error: str | None) -> None:
+    """Another process inserts group `g` between this call's check and its insert: the call sees that group, as
+    when it came first (PostgreSQL reports a unique violation, which is retried; SQLite waits for the lock)."""
+    failures: list[Exception] = []
+
+    def ensure() -> None:
+        try:
+            reg.ensure_group("g", kind)
+        except RegistryError as exc:
+            failures.append(exc)
+
+    engine = create_engine(url)
+    with engine.connect() as other:
+        other.execute(_at("INSERT INTO groups (name, kind, created_at, info) VALUES ('g', 'seeds', :at, '{}')", "at"),
+                      {"at": datetime.now(timezone.utc)})
+        caller = threading.Thread(target=ensure)
+        caller.start()
+        _wait_for_a_blocked_writer(reg, url)
+        other.commit()
+    engine.dispose()
+    caller.join(timeout=60)
+    assert [str(e) for e in failures] == ([] if error is None else [f"group 'g' {error}, not 'ablation'"])
+    assert reg.group_info("g") == {"kind": "seeds", "info": {}}
+
+
+def test_a_postgresql_deadlock_is_retried(postgres_url: str) -> None:
+    """Another transaction holds a metric row of the run and then wants the run's row, which `delete_run` holds
+    while its cascade waits for that metric row: PostgreSQL aborts `delete_run` as the deadlock's victim, and it
+    succeeds on retry once the other transaction commits."""
+    reg = Registry(postgres_url)
+    run = _new_run(reg)
+    reg.log_metrics(run.id, [(1, "loss", 1.0)])
+    failures: list[Exception] = []
+
+    def delete() -> None:
+        try:
+            reg.delete_run(run.id)
+        except RegistryError as exc:
+            failures.append(exc)
+
+    engine = create_engine(reg.url)
+    with engine.connect() as other:
+        other.execute(text("SET deadlock_timeout = '60s'"))  # so that the registry's transaction is the victim
+        other.execute(text("UPDATE metrics SET value = 2 WHERE run_id = :id"), {"id": run.id})
+        caller = threading.Thread(target=delete)
+        caller.start()
+        _wait_for_a_blocked_writer(reg, reg.url)
+        other.execute(text("SELECT id FROM runs WHERE id = :id FOR UPDATE"), {"id": run.id})
+        other.commit()
+    engine.dispose()
+    caller.join(timeout=60)
+    assert failures == []
+    assert reg.list_runs() == []
+    reg.close()
+
+
+def test_64_bit_integers(reg: Registry) -> None:
+    big = 5 * 2**30
+    run = _new_run(reg, seed=2**32 - 1, target_steps=big)
+    reg.heartbeat(run.id, env_steps=big)
+    reg.log_metrics(run.id, [(big, "loss", 1.0)])
+    reg.add_checkpoint(run.id, step=big, path="ckpt.pt", bytes=big, sha256="ab", kind="final")
+    stored = reg.get_run(run.id)
+    assert (stored.seed, stored.env_steps, stored.target_steps) == (2**32 - 1, big, big)
+    assert reg.metrics(run.id) == [(big, "loss", 1.0)]
+    assert [(c.step, c.bytes) for c in reg.checkpoints(run.id)] == [(big, big)]
+
+
+def test_a_postgresql_connection_the_server_dropped_is_replaced(postgres_url: str) -> None:
+    """The server ends the registry's idle pooled connection (a restart, an idle timeout during a long epoch): the
+    next call connects again."""
+    with Registry(postgres_url) as reg:
+        run = _new_run(reg)
+        ended = _sql(reg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert ended == [(True,)]
+        reg.heartbeat(run.id, env_steps=5)
+        assert reg.get_run(run.id).env_steps == 5
+
+
+def test_missing_postgresql_driver_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` fails as if it were not installed
+    with pytest.raises(RegistryError) as info:
+        Registry("postgresql+psycopg://mbpo:secret@/runs?host=/run/mbpo")
+    assert str(info.value) == ("registry URL postgresql+psycopg://mbpo:***@/runs?host=%2Frun%2Fmbpo needs the "
+                               "PostgreSQL driver: pip install 'mbpo-cli[postgres]'")
+
+
+def test_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg")
+    nowhere = tmp_path / "no-server"
+    with pytest.raises(RegistryError) as info:
+        Registry(f"postgresql+psycopg://mbpo:secret@/runs?host={nowhere}")
+    message = str(info.value)
+    assert message.startswith("registry postgresql+psycopg://mbpo:***@/runs?host=")
+    assert "\n" not in message and "secret" not in message
+    assert f"{nowhere}/.s.PGSQL.5432" in message and "No such file or directory" in message
+
+
+def test_postgresql_registry_hides_the_password(postgres_url: str) -> None:
+    with_password = postgres_url.replace("postgres@", "postgres:secret@")  # trust authentication ignores it
+    with Registry(with_password) as reg:
+        assert reg.where.startswith("postgresql+psycopg://postgres:***@/mbpo_test_")
+        assert reg.warning is None
+        with pytest.raises(RegistryError) as info:
+            reg.get_run("nope")
+    assert "secret" not in str(info.value)

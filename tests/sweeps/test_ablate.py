@@ -169,18 +169,19 @@ def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
     registry = Registry.open(tmp_path)
     tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
     executor = FakeExecutor()
-    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, poll_seconds=0) is None
+    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, threads=1, poll_seconds=0) is None
     assert [t.state for t in tasks] == ["finished"] * 4
     assert len(executor.submitted) == 4
     argv = executor.submitted[0]
     assert argv[argv.index("--variant") + 1] == "control" and argv[argv.index("--group") + 1] == "g"
-    assert f"train.threads={ablation.threads_per_job(2)}" in argv
+    assert "train.threads=1" in argv and argv[-3:] == ["--if-exists", "resume", "--json"]
 
     # Ctrl-C once two runs are going: both are interrupted, nothing new starts, the signal is returned
     tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
     stop = StopSignals()
     executor = FakeExecutor(stop_after=2, stop=stop)
-    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, poll_seconds=0, stop=stop) == 2
+    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, threads=1, poll_seconds=0,
+                            stop=stop) == 2
     assert executor.interrupted == [0, 1] and len(executor.submitted) == 2
     assert [t.state for t in tasks] == ["interrupted", "interrupted", "pending", "pending"]
 

@@ -1,0 +1,176 @@
+"""Real servers for the tests, started by the tests: a PostgreSQL cluster (Debian's `initdb` + `pg_ctl`) on a Unix
+socket in a temporary folder, and a one-node Ray cluster on 127.0.0.1. Tests that need one skip, with the reason,
+only where the binaries are missing.
+
+PostgreSQL refuses to run as root: as root the server runs as the `postgres` user the Debian package creates, in
+a folder that user owns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_USER = "postgres"
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding `initdb` and `pg_ctl` (on PATH, or Debian's /usr/lib/postgresql/<version>/bin)."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(found).resolve().parent
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    return None
+
+
+def missing_reason() -> str | None:
+    """Why no PostgreSQL server can be started here, or None when one can."""
+    if postgres_bin() is None:
+        return "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "psycopg not installed: pip install 'mbpo-cli[postgres]'"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(PG_USER)
+        except KeyError:
+            return f"running as root and there is no {PG_USER!r} user to run the server as"
+    return None
+
+
+@dataclass
+class PostgresServer:
+    """A running PostgreSQL cluster; `url(db)` is the SQLAlchemy URL of one of its databases."""
+
+    root: Path
+    bin: Path
+
+    @property
+    def socket_dir(self) -> Path:
+        """Where the server's Unix socket lives."""
+        return self.root / "socket"
+
+    def url(self, database: str) -> str:
+        """`postgresql+psycopg://` URL of `database` over the Unix socket."""
+        return f"postgresql+psycopg://{PG_USER}@/{database}?host={self.socket_dir}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(host=str(self.socket_dir), user=PG_USER, dbname="postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def _as_server_user(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", PG_USER, "--", *argv] if os.geteuid() == 0 else list(argv)
+
+    def start(self) -> None:
+        """initdb (trust authentication, no TCP) and start the server; returns once it accepts connections."""
+        data = self.root / "data"
+        self.socket_dir.mkdir()
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(PG_USER)
+            for path in (self.root, self.socket_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        subprocess.run(self._as_server_user(str(self.bin / "initdb"), "-D", str(data), "-U", PG_USER,
+                                            "--auth=trust", "-E", "UTF8", "--no-sync"),
+                       check=True, capture_output=True)
+        options = (f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} -c fsync=off "
+                   "-c max_connections=200 -c full_page_writes=off")
+        subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-w",
+                                            "-l", str(self.root / "server.log"), "start"),
+                       check=True, capture_output=True)
+        deadline = time.monotonic() + 30
+        while not (self.socket_dir / ".s.PGSQL.5432").exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start: see {self.root / 'server.log'}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop the server at once and remove its folder."""
+        subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m",
+                                            "immediate", "stop"), capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_postgres() -> PostgresServer:
+    """A new server in a new temporary folder (readable by the server's user)."""
+    binaries = postgres_bin()
+    assert binaries is not None
+    root = Path(tempfile.mkdtemp(prefix="mbpo-pg-"))
+    root.chmod(0o755)
+    server = PostgresServer(root, binaries)
+    try:
+        server.start()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def ray_missing_reason() -> str | None:
+    """Why no Ray cluster can be started here, or None when one can."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray not installed: pip install 'mbpo-cli[ray]'"
+    if _ray_cli() is None:
+        return "the `ray` command is missing next to this Python"
+    return None
+
+
+def _ray_cli() -> str | None:
+    script = Path(sys.executable).parent / "ray"
+    return str(script) if script.is_file() else shutil.which("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+"""The test cluster listens on loopback only: no usage reports, and no token authentication (with tokens, Ray
+2.60 drivers fail to join a head started with --node-ip-address=127.0.0.1 on a machine whose node IP differs)."""
+
+
+@dataclass
+class RayCluster:
+    """A one-node Ray cluster started with `ray start --head` on 127.0.0.1; drivers join `address` with `env`."""
+
+    address: str
+    temp_dir: Path
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        """`ray stop --force` (every Ray process on this machine: the tests start only this one cluster)."""
+        cli = _ray_cli()
+        assert cli is not None
+        subprocess.run([cli, "stop", "--force"], capture_output=True, timeout=60)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_ray(cpus: int) -> RayCluster:
+    """`ray start --head` bound to 127.0.0.1 with `cpus` CPUs, no dashboard, no usage reporting."""
+    cli = _ray_cli()
+    assert cli is not None
+    port = _free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="mbpo-ray-"))
+    subprocess.run([cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
+                    "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                   check=True, capture_output=True, timeout=120, env={**os.environ, **RAY_ENV})
+    return RayCluster(f"127.0.0.1:{port}", temp_dir, dict(RAY_ENV))
