@@ -37,9 +37,7 @@ def pytest_collection_modifyitems(items: list) -> None:
 def postgres_server() -> Iterator[servers.PostgresServer]:
     """One PostgreSQL server per test process (started on first use, stopped at the end); skips where the
     binaries or the driver are missing."""
-    reason = servers.missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    servers.skip_unless_available(servers.missing_reason())
     server = servers.start_postgres()
     yield server
     server.stop()

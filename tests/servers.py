@@ -20,7 +20,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 PG_USER = "postgres"
+
+REQUIRE_SERVERS = "MBPO_REQUIRE_SERVERS"
+"""Set (CI sets it) to make a missing server binary a failure instead of a skip."""
+
+
+def skip_unless_available(reason: str | None) -> None:
+    """Skip the test with `reason` (a missing server binary or driver); fail instead where $MBPO_REQUIRE_SERVERS
+    is set."""
+    if reason is not None:
+        if os.environ.get(REQUIRE_SERVERS):
+            pytest.fail(f"{reason} (${REQUIRE_SERVERS} is set)")
+        pytest.skip(reason)
 
 
 def postgres_bin() -> Path | None:

@@ -109,6 +109,10 @@ def _placement(executor: str, jobs: int | None, address: str | None, cpus_per_ru
         if given:
             raise ConfigError(f"{', '.join(given)} go with --executor ray")
         return Placement("local", jobs or 1)
+    try:
+        executors.require_ray()  # before anything is written
+    except ImportError as error:
+        raise ConfigError(str(error)) from None
     cpus = 1.0 if cpus_per_run is None else cpus_per_run
     gpus = 0.0 if gpus_per_run is None else gpus_per_run
     if cpus <= 0:
@@ -154,8 +158,6 @@ def _executor(placement: Placement) -> executors.Executor:
     env = {URL_ENV_VAR: os.environ[URL_ENV_VAR]} if os.environ.get(URL_ENV_VAR) else {}
     try:
         return executors.RayExecutor(placement.address, placement.cpus_per_run, placement.gpus_per_run, env)
-    except ImportError as error:
-        raise RunError(str(error)) from None
     except (ConnectionError, RuntimeError) as error:
         raise RunError(f"cannot start or reach Ray ({placement.address or 'local'}): "
                        f"{' '.join(str(error).split())}") from None
@@ -296,7 +298,8 @@ def ablate(
                                                      "ablation group.", metavar="GROUP")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the MBPO paper's ablations: the full configuration ("control") and one variant per flag, across seeds.
+    """Run the MBPO paper's ablations: the full configuration ("control") and one variant per flag, across seeds
+    (no variant flag: the control alone, a seed sweep).
 
     Every variant x seed is a run in one registry group (kind ablation); runs execute as separate
     `mbpo train` processes, --jobs at a time. Ctrl-C interrupts them all (each checkpoints); continue with
@@ -311,6 +314,8 @@ def ablate(
         mbpo ablate --resume hopper-ablation-3f9a1c
 
         mbpo ablate --preset hopper --no-model --seeds 8 --executor ray --address auto --gpus-per-run 0.25
+
+        mbpo ablate --preset hopper --seeds 10 --executor ray      # a seed sweep on a local Ray instance
     """
     with handled(ctx):
         flags = variants.VariantFlags(

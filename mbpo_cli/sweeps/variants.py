@@ -203,14 +203,13 @@ def default_group_name(source: dict[str, Any], plan_data: Any) -> str:
 
 def build_plan(control: Config, source: dict[str, Any], flags: VariantFlags, seeds: Sequence[int],
                group: str | None) -> Plan:
-    """The validated plan: every variant's config is built (and checked) before anything runs."""
+    """The validated plan: every variant's config is built (and checked) before anything runs. Without a variant
+    flag the plan is the control alone: a seed sweep."""
     variants = variants_from_flags(flags, control)
     configs: dict[str, dict[str, Any]] = {}
     for variant in variants:
         check_variant(variant)
         configs[variant.name] = with_overrides(control, list(variant.overrides), f"variant {variant.name}").to_dict()
-    if len(variants) == 1:
-        raise ConfigError("no variants: add at least one variant flag (e.g. --no-model, --rollout-length 5)")
     name = group or default_group_name(source, [[v.name, v.overrides] for v in variants])
     return Plan(group=sanitize_name(name), source=source, seeds=list(seeds), variants=variants, configs=configs)
 

@@ -666,3 +666,33 @@ def test_read_only_commands_on_a_registry_this_process_cannot_write(trained: Tra
     assert {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir()} == before
     # a command that writes says why it cannot
     assert "cannot write runs directory" in one_error_line(mbpo(runs_dir, "train", *TINY))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--if-exists", "resume"], "--if-exists resume needs --name"),
+    (["--name", "x", "--if-exists", "maybe"], "--if-exists: expected error or resume, got 'maybe'"),
+])
+def test_if_exists_input_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    assert message in one_error_line(mbpo(tmp_path / "runs", "train", *TINY, *args))
+
+
+def test_train_if_exists_resume_is_safe_to_run_again(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = mbpo(runs, "train", *TINY, "--name", "job", "--if-exists", "resume", "--json")
+    assert first.exit_code == 0, first.output
+    done = json.loads(first.stdout)
+    again = mbpo(runs, "train", *TINY, "--name", "job", "--if-exists", "resume", "--json")
+    assert again.exit_code == 0, again.output
+    assert {k: json.loads(again.stdout)[k] for k in ("id", "status", "env_steps", "final_eval_return")} == {
+        k: done[k] for k in ("id", "status", "env_steps", "final_eval_return")}
+    assert "already taken" in one_error_line(mbpo(runs, "train", *TINY, "--name", "job"))
+
+    # a run that died before its first checkpoint has nothing to continue: it is replaced by a new one
+    with registry_module.Registry.open(runs) as reg:
+        stillborn = reg.create_run(name="early", preset=None, env_id="InvertedPendulum-v5", algo="mbpo", seed=0,
+                                   config={}, device="cpu", command="mbpo train", target_steps=300)
+        result = mbpo(runs, "train", *TINY, "--name", "early", "--if-exists", "resume", "--json")
+        assert result.exit_code == 0, result.output
+        replaced = json.loads(result.stdout)
+        assert replaced["id"] != stillborn.id and replaced["status"] == "finished"
+        assert [r.id for r in reg.list_runs() if r.name == "early"] == [replaced["id"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,12 @@ def test_a_variant_can_swap_the_base_agent() -> None:
     assert cartpole.configs["no-model"]["agent"] == cartpole.control["agent"]  # DQN at the same G, without a model
 
 
+def test_without_a_variant_the_plan_is_a_seed_sweep_of_the_control() -> None:
+    plan = plan_for(variants.VariantFlags())
+    assert [v.name for v in plan.variants] == ["control"] and plan.seeds == [0, 1]
+
+
 @pytest.mark.parametrize(("flags", "message"), [
-    (variants.VariantFlags(), "no variants"),
     (variants.VariantFlags(custom=["x:algo=model_free,done_model.hidden=10"]), "algo=model_free (no model) cannot be"),
     (variants.VariantFlags(custom=["x:algo=sac,model.hidden=10"]), "algo=sac (no model) cannot be combined"),
     (variants.VariantFlags(custom=["nonsense"]), "expected NAME:KEY=VALUE"),
@@ -94,12 +99,36 @@ def test_bad_plans_are_config_errors(flags: variants.VariantFlags, message: str)
     (["--variant", "x:algo=sac,rollout.schedule=[0,0,5,5]"], "variant x: algo=sac (no model) cannot be combined"),
     (["--no-model", "--jobs", "0"], "--jobs: must be at least 1"),
     (["--no-model", "--set", "agent.real_ratio=2"], "agent.real_ratio: must be in [0, 1]"),
+    (["--no-model", "--executor", "slurm"], "--executor: expected local or ray, got 'slurm'"),
+    (["--no-model", "--address", "auto", "--gpus-per-run", "1"], "--address, --gpus-per-run go with --executor ray"),
+    (["--no-model", "--executor", "ray", "--cpus-per-run", "0"], "--cpus-per-run: must be > 0, got 0"),
+    (["--no-model", "--executor", "ray", "--gpus-per-run", "-1"], "--gpus-per-run: must be >= 0, got -1"),
 ])
 def test_invalid_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     runs = tmp_path / "runs"
     line = one_error_line(mbpo(runs, "ablate", "--preset", "inverted_pendulum", *args))
     assert message in line
     assert not runs.exists()
+
+
+def test_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
+    runs = tmp_path / "runs"
+    line = one_error_line(mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--executor", "ray",
+                               "--name", "g"), code=2)
+    assert line == "error: --executor ray needs Ray: pip install 'mbpo-cli[ray]'"
+    assert not runs.exists()  # checked before anything is written
+
+
+def test_dry_run_describes_the_ray_placement(tmp_path: Path) -> None:
+    result = mbpo(tmp_path / "runs", "ablate", "--preset", "inverted_pendulum", "--seeds", "4", "--executor", "ray",
+                  "--cpus-per-run", "2", "--gpus-per-run", "0.25", "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "1 variants x 4 seeds (0, 1, 2, 3) = 4 runs" in text  # no variant flag: a seed sweep of the control
+    assert ("Ray tasks on a local Ray instance, 2 CPU and 0.25 GPU per run, as many at a time as it has resources "
+            "for, 2 threads each") in text
 
 
 def test_resume_of_unknown_group_and_with_plan_options(tmp_path: Path) -> None:

@@ -30,9 +30,7 @@ STEPS = 1500
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[servers.RayCluster]:
-    reason = servers.ray_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    servers.skip_unless_available(servers.ray_missing_reason())
     cluster = servers.start_ray(cpus=2)
     yield cluster
     cluster.stop()
