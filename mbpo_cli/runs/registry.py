@@ -455,19 +455,19 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _upsert_metrics_sqlite(conn: Connection, params: list[dict[str, Any]]) -> None:
-    """Insert metric rows with SQLite's ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany."""
-    stmt = sqlite_insert(_metrics_table())
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["run_id", "key", "step"],
-        set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
-    )
-    conn.execute(upsert, params)
+_DIALECT_INSERTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}
+"""The databases whose INSERT has ON CONFLICT DO UPDATE, with SQLAlchemy's construct for it (the two constructs
+share that API, but not a type that declares it)."""
 
 
-def _upsert_metrics_postgresql(conn: Connection, params: list[dict[str, Any]]) -> None:
-    """Insert metric rows with PostgreSQL's ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany."""
-    stmt = postgresql_insert(_metrics_table())
+def _upsert_metrics(conn: Connection, params: list[dict[str, Any]]) -> None:
+    """Insert metric rows with ON CONFLICT DO UPDATE on (run_id, key, step), as one executemany (SQLite,
+    PostgreSQL); other databases take the portable :func:`_replace_metrics`."""
+    dialect_insert = _DIALECT_INSERTS.get(conn.dialect.name)
+    if dialect_insert is None:
+        _replace_metrics(conn, params)
+        return
+    stmt = dialect_insert(_metrics_table())
     upsert = stmt.on_conflict_do_update(
         index_elements=["run_id", "key", "step"],
         set_={"value": stmt.excluded.value, "wall_time": stmt.excluded.wall_time},
@@ -819,13 +819,7 @@ class Registry:
 
         def apply(s: Session) -> None:
             self._require_run(s, run_id)
-            conn = s.connection()
-            if conn.dialect.name == "sqlite":
-                _upsert_metrics_sqlite(conn, params)
-            elif conn.dialect.name == "postgresql":
-                _upsert_metrics_postgresql(conn, params)
-            else:
-                _replace_metrics(conn, params)
+            _upsert_metrics(s.connection(), params)
 
         self._write(apply)
 
