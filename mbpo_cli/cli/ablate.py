@@ -109,9 +109,11 @@ def _placement(executor: str, jobs: int | None, address: str | None, cpus_per_ru
         if given:
             raise ConfigError(f"{', '.join(given)} go with --executor ray")
         return Placement("local", jobs or 1)
-    try:
-        executors.require_ray()  # before anything is written
-    except ImportError as error:
+    try:  # before anything is written
+        executors.require_ray()
+        if address is not None:
+            executors.check_reachable(address)
+    except (ImportError, ConnectionError) as error:
         raise ConfigError(str(error)) from None
     cpus = 1.0 if cpus_per_run is None else cpus_per_run
     gpus = 0.0 if gpus_per_run is None else gpus_per_run

@@ -95,6 +95,18 @@ def require_ray() -> ModuleType:
     return ray
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ConnectionError unless something listens at a ``HOST:PORT`` cluster address (Ray itself would retry an
+    unreachable one for many minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
 def _prepare_child() -> None:
     """In the child, before exec: take SIGINT and SIGTERM again (a Ray worker blocks SIGINT, and may ignore it,
     as a cluster started from a background shell job does: the child would inherit both and never see its stop),

@@ -121,6 +121,15 @@ def test_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path: Path,
     assert not runs.exists()  # checked before anything is written
 
 
+def test_an_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    line = one_error_line(mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--executor", "ray", "--address",
+                               "127.0.0.1:1", "--name", "g"))
+    assert line.startswith("error: cannot reach the Ray cluster at 127.0.0.1:1: ")
+    assert not runs.exists()
+
+
 def test_dry_run_describes_the_ray_placement(tmp_path: Path) -> None:
     result = mbpo(tmp_path / "runs", "ablate", "--preset", "inverted_pendulum", "--seeds", "4", "--executor", "ray",
                   "--cpus-per-run", "2", "--gpus-per-run", "0.25", "--dry-run")
