@@ -12,6 +12,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -178,13 +179,20 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def start_ray(cpus: int) -> RayCluster:
-    """`ray start --head` bound to 127.0.0.1 with `cpus` CPUs, no dashboard, no usage reporting."""
+    """`ray start --head` bound to 127.0.0.1 with `cpus` CPUs, no dashboard, no usage reporting, and SIGINT
+    ignored, as in a cluster started from a background shell job: its workers inherit that, Ray's cancellation
+    never reaches a task, and Ctrl-C must still stop the runs (the executor's stop file)."""
     cli = _ray_cli()
     assert cli is not None
     port = _free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="mbpo-ray-"))
     subprocess.run([cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--num-cpus={cpus}",
                     "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
-                   check=True, capture_output=True, timeout=120, env={**os.environ, **RAY_ENV})
+                   check=True, capture_output=True, timeout=120, env={**os.environ, **RAY_ENV},
+                   preexec_fn=_ignore_sigint)
     return RayCluster(f"127.0.0.1:{port}", temp_dir, dict(RAY_ENV))

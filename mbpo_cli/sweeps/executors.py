@@ -44,13 +44,7 @@ class LocalProcessExecutor:
 
     def submit(self, args: list[str], log: Path) -> subprocess.Popen[bytes]:
         """Start `mbpo args` with stdout and stderr appended to ``log``."""
-        argv = [*mbpo_command(), *args]
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as handle:
-            handle.write(f"$ {shlex.join(argv)}\n".encode())
-            handle.flush()
-            return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+        return start_logged([*mbpo_command(), *args], log)
 
     def poll(self, handle: subprocess.Popen[bytes]) -> int | None:
         """The exit code, or None while running."""
@@ -61,6 +55,17 @@ class LocalProcessExecutor:
         if handle.poll() is None:
             with suppress(ProcessLookupError):
                 handle.send_signal(signal.SIGINT)
+
+
+def start_logged(argv: list[str], log: Path, note: str = "", **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session, its stdout and stderr appended to ``log`` after a ``$ argv`` line
+    (with ``# note`` when given)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as handle:
+        handle.write(f"$ {shlex.join(argv)}{f'  # {note}' if note else ''}\n".encode())
+        handle.flush()
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **popen)
 
 
 def mbpo_command() -> list[str]:
@@ -132,25 +137,20 @@ def run_on_worker(args: list[str], log: str, env: dict[str, str]) -> int:
     child killed by SIGKILL (or SIGSEGV, ...) raises :class:`LostRunProcess`, which Ray also retries; the
     retried command continues the run from its newest checkpoint.
     """
-    argv = [*mbpo_command(), *args]
     stop = stop_file(Path(log))
     if stop.exists():
         return 130
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        out.write(f"$ {shlex.join(argv)}  # ray task on {socket.gethostname()}, worker pid {os.getpid()}\n".encode())
-        out.flush()
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env={**os.environ, **env}, start_new_session=True,
-                                 preexec_fn=_prepare_child)
-        try:
-            while child.poll() is None and not stop.exists():  # a wait that cancellation can interrupt
-                time.sleep(_POLL_SECONDS)
-        except KeyboardInterrupt:
-            pass
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
-        child.wait()
+    child = start_logged([*mbpo_command(), *args], Path(log),
+                         f"ray task on {socket.gethostname()}, worker pid {os.getpid()}",
+                         env={**os.environ, **env}, preexec_fn=_prepare_child)
+    try:
+        while child.poll() is None and not stop.exists():  # a wait that cancellation can interrupt
+            time.sleep(_POLL_SECONDS)
+    except KeyboardInterrupt:
+        pass
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    child.wait()
     code = child.returncode
     if code < 0 and -code not in (signal.SIGINT, signal.SIGTERM):
         raise LostRunProcess(f"the run's process was killed by signal {-code}")
@@ -209,7 +209,3 @@ class RayExecutor:
     def close(self) -> None:
         """Disconnect from the cluster (a local instance started for this command stops)."""
         self._ray.shutdown()
-
-    def cluster_resources(self) -> dict[str, float]:
-        """The cluster's total resources (CPU, GPU, memory, ...)."""
-        return dict(self._ray.cluster_resources())

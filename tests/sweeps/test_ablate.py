@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from clihelpers import mbpo, one_error_line
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import StopSignals
-from mbpo_cli.sweeps import ablation, variants
+from mbpo_cli.sweeps import ablation, executors, variants
 
 TINY = ["train.init_steps=100", "train.epoch_length=100", "agent.updates_per_step=1", "rollout.batch_size=300",
         "model.max_epochs=3", "train.eval_episodes=1", "sac.hidden=32", "model.hidden=32"]
@@ -296,3 +299,41 @@ def test_resume_continues_unfinished_runs_and_skips_finished(ablated: tuple[Path
     result = mbpo(runs, "ablate", "--resume", GROUP, "--json")
     assert result.exit_code == 0, result.output
     assert all(r["status"] == "finished (earlier)" for r in json.loads(result.stdout)["runs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The body of a Ray task (no Ray needed: it is a plain function)
+# ---------------------------------------------------------------------------------------------
+
+
+def _task_body_running(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """Make the task body start `sh -c script` instead of `mbpo`."""
+    monkeypatch.setattr(executors, "mbpo_command", lambda: ["sh", "-c", script, "sh"])
+
+
+def test_the_task_body_passes_the_exit_code_and_logs_the_attempt(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _task_body_running(monkeypatch, 'echo "$VALUE"; exit 3')
+    log = tmp_path / "logs" / "a.log"
+    assert executors.run_on_worker([], str(log), {"VALUE": "from the driver"}) == 3
+    first, output = log.read_text().splitlines()
+    assert "# ray task on" in first and f"worker pid {os.getpid()}" in first
+    assert output == "from the driver"
+
+
+def test_the_stop_file_stops_the_run_with_sigint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _task_body_running(monkeypatch, "trap 'echo stopped; exit 130' INT; "
+                                    "i=0; while [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done")
+    log = tmp_path / "a.log"
+    threading.Timer(1.0, executors.stop_file(log).touch).start()
+    started = time.monotonic()
+    assert executors.run_on_worker([], str(log), {}) == 130
+    assert time.monotonic() - started < 10 and log.read_text().splitlines()[-1] == "stopped"
+    assert executors.run_on_worker([], str(log), {}) == 130  # a stopped task does not start again
+    assert log.read_text().count("$ sh") == 1
+
+
+def test_a_killed_run_process_is_an_error_ray_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _task_body_running(monkeypatch, "kill -9 $$")
+    with pytest.raises(executors.LostRunProcess, match="killed by signal 9"):
+        executors.run_on_worker([], str(tmp_path / "a.log"), {})
