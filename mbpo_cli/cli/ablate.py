@@ -109,18 +109,18 @@ def _placement(executor: str, jobs: int | None, address: str | None, cpus_per_ru
         if given:
             raise ConfigError(f"{', '.join(given)} go with --executor ray")
         return Placement("local", jobs or 1)
-    try:  # before anything is written
-        executors.require_ray()
-        if address is not None:
-            executors.check_reachable(address)
-    except (ImportError, ConnectionError) as error:
-        raise ConfigError(str(error)) from None
     cpus = 1.0 if cpus_per_run is None else cpus_per_run
     gpus = 0.0 if gpus_per_run is None else gpus_per_run
     if cpus <= 0:
         raise ConfigError(f"--cpus-per-run: must be > 0, got {cpus:g}")
     if gpus < 0:
         raise ConfigError(f"--gpus-per-run: must be >= 0, got {gpus:g}")
+    try:  # before anything is written
+        executors.require_ray()
+        if address is not None:
+            executors.check_reachable(address)
+    except (ImportError, ConnectionError) as error:
+        raise ConfigError(str(error)) from None
     return Placement("ray", jobs, address, cpus, gpus)
 
 

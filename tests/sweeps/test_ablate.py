@@ -134,6 +134,7 @@ def test_an_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path: Pat
 
 
 def test_dry_run_describes_the_ray_placement(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
     result = mbpo(tmp_path / "runs", "ablate", "--preset", "inverted_pendulum", "--seeds", "4", "--executor", "ray",
                   "--cpus-per-run", "2", "--gpus-per-run", "0.25", "--dry-run")
     assert result.exit_code == 0, result.output
