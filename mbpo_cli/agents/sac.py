@@ -89,7 +89,12 @@ class SAC(GraphedAgent):
         return (2, *batch.act.shape)
 
     def update_with_noise(self, batch: Batch, noise: torch.Tensor | None, phase: int = 0) -> UpdateInfo:
-        """One gradient step on critics, actor and temperature, a pure function of minibatch and noise."""
+        """One gradient step on critics, actor and temperature, a pure function of minibatch and noise.
+
+        As in the official implementation (one TensorFlow session step), all three losses are computed from
+        the pre-update parameters and their gradients come from one backward pass: the actor's loss sees the
+        critics through detached weights, the temperature's loss sees the log-probabilities detached.
+        """
         assert noise is not None
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
@@ -98,23 +103,16 @@ class SAC(GraphedAgent):
             target = batch.reward + self.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
         q = self.critic(batch.obs, batch.act)
         critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-
         act, logp = self.actor.sample(batch.obs, noise=noise[1])
         frozen = [p.detach() for p in self.critic.parameters()]
         q_pi = self.critic(batch.obs, act, frozen).min(dim=0).values
         actor_loss = (alpha * logp - q_pi).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        self.actor_optimizer.step()
-
         alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-        self.alpha_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_optimizer.step()
-
+        for optimizer in (self.critic_optimizer, self.actor_optimizer, self.alpha_optimizer):
+            optimizer.zero_grad(set_to_none=True)
+        (critic_loss + actor_loss + alpha_loss).backward()
+        for optimizer in (self.critic_optimizer, self.actor_optimizer, self.alpha_optimizer):
+            optimizer.step()
         soft_update(self.critic_target, self.critic, self.config.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
                 "alpha_loss": alpha_loss.detach(), "entropy": -logp.detach().mean()}

@@ -311,6 +311,8 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
     if not 0.0 < c.rollout.adaptive_scale < math.inf:
         fail("rollout.adaptive_scale", f"must be positive and finite, got {c.rollout.adaptive_scale}")
     positive("model.lr", c.model.lr)
+    if c.model.max_train_seconds is not None and not 0.0 < c.model.max_train_seconds < math.inf:
+        fail("model.max_train_seconds", f"must be positive and finite, got {c.model.max_train_seconds}")
     if c.model.elites > c.model.ensemble_size:
         fail("model.elites", f"{c.model.elites} elites > ensemble_size {c.model.ensemble_size}")
     if len(c.model.weight_decay) != c.model.layers + 1:

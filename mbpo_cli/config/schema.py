@@ -60,6 +60,9 @@ class ModelConfig:
     """Train with MSE and predict the mean instead of a Gaussian."""
     max_epochs: int | None = None
     """Cap on training epochs per retrain (None: early stopping only)."""
+    max_train_seconds: float | None = None
+    """Cap on one retrain's wall time in seconds, checked after each epoch (the official code's `max_model_t`;
+    None: no cap, its default). A capped run's numbers depend on the machine's speed: it is not reproducible."""
     batch_size: int = 256
     """Minibatch size per member."""
     holdout_ratio: float = 0.2
@@ -266,6 +269,14 @@ class TrainConfig:
     """auto (CUDA when present), cpu, cuda or cuda:N."""
     threads: int | None = None
     """CPU threads for torch (None: all cores; at most 1024)."""
+    pipeline: bool = False
+    """Retrain the model in a worker thread while the agent keeps training (MBPO runs): the rollouts at each
+    point where the model is due come from the model trained at the previous such point (one `train_freq`
+    staler than the sequential loop), and the threads are split between the two activities. Seeded runs stay
+    exactly reproducible."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Matmul precision of float32 tensors: fp32, or bf16 (`torch.set_float32_matmul_precision("medium")`: bf16
+    matmuls through oneDNN on a CPU with bf16 instructions, TF32 on CUDA). Faster, and changes results."""
     cuda_graphs: bool = True
     """On CUDA, run each agent update as a captured CUDA graph (checked against eager at capture; falls
     back to eager, with the reason shown, when capture is not possible). No effect on CPU."""

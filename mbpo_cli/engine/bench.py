@@ -19,7 +19,7 @@ from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.events import StepEvent
 from mbpo_cli.engine.loop import evaluate, train
 from mbpo_cli.engine.rollout import branched_rollout
-from mbpo_cli.engine.state import RunState, build_run, resolve_device
+from mbpo_cli.engine.state import PHASES, RunState, build_run, resolve_device
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets
 from mbpo_cli.nn.batch import Batch
 
@@ -190,7 +190,7 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent) -
         metrics = getattr(event, "metrics", None)
         if metrics is not None and state.env_step > cfg.train.init_steps:
             for key, value in metrics.items():
-                if key.startswith("time_"):
+                if key.startswith("time_") and key[5:] in PHASES:
                     phases[key[5:]] = phases.get(key[5:], 0.0) + value
 
     train(state, explore, should_stop=lambda: state.env_step >= cfg.train.init_steps)
@@ -198,4 +198,6 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent) -
     train(state, collect)
     _sync(state.device)
     elapsed = time.perf_counter() - start
+    if state.model_job is not None:
+        state.model_job.cancel()
     return steps / elapsed, phases

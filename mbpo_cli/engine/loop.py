@@ -19,7 +19,9 @@ from mbpo_cli.agents.base import Agent
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.rollout import (
     adaptive_rollout,
     branched_rollout,
@@ -28,14 +30,7 @@ from mbpo_cli.engine.rollout import (
     rollouts_kept,
 )
 from mbpo_cli.engine.state import EpochAccumulator, RunState
-from mbpo_cli.models.done import fit_done_classifier
-from mbpo_cli.models.ensemble import fit_ensemble, model_targets
 from mbpo_cli.nn.batch import Batch
-
-
-class NumericalError(RuntimeError):
-    """A NaN or inf appeared; the message names the phase and the env step."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Phases
@@ -106,30 +101,46 @@ def model_due(state: RunState) -> bool:
     return since_start % cfg.rollout.train_freq == 0
 
 
-def train_model(state: RunState) -> None:
-    """Retrain the ensemble (and the learned termination) on all real data, early stopping on holdout splits."""
+def models_of(state: RunState) -> Models:
+    """The run's models and optimizers as one retrain trains them."""
     assert state.model is not None and state.model_optimizer is not None
-    data = state.real_buffer.ordered()
-    inputs = torch.cat([data.obs, data.act], dim=-1)
-    targets = model_targets(data.obs, data.reward, data.next_obs)
-    result = fit_ensemble(state.model, state.model_optimizer, inputs, targets, state.generators["model"])
-    elite_losses = [result.holdout_losses[i] for i in result.elites]
-    if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
-        raise NumericalError(f"non-finite loss in model training at env step {state.env_step}")
+    return Models(state.model, state.model_optimizer, state.done_model, state.done_optimizer)
+
+
+def train_model(state: RunState) -> None:
+    """Retrain the ensemble (and the learned termination) in place on all real data, early stopping on holdout
+    splits."""
+    state.model_info = fit_models(models_of(state), state.real_buffer.ordered(), state.generators, state.env_step,
+                                  state.config.model.max_train_seconds)
     state.model_trained_at = state.env_step
-    state.model_info = {
-        "model_train_loss": result.train_loss,
-        "model_holdout_loss": float(np.mean(elite_losses)),
-        "model_elite_loss_min": min(elite_losses),
-        "model_elite_loss_max": max(elite_losses),
-        "model_epochs": float(result.epochs),
-    }
-    if state.done_model is not None and state.done_optimizer is not None:
-        fit = fit_done_classifier(state.done_model, state.done_optimizer, data.next_obs, data.done,
-                                  state.generators["done"])
-        state.model_info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
-                                 "done_holdout_accuracy": fit.holdout_accuracy,
-                                 "done_holdout_recall": fit.holdout_recall})
+
+
+def start_model_job(state: RunState) -> None:
+    """`train.pipeline`: start retraining copies of the models on the real data of this step in a worker thread."""
+    state.model_job = ModelJob(models_of(state), state.real_buffer.ordered(), state.generators, state.env_step,
+                               state.config.model.max_train_seconds)
+
+
+def take_model_job(state: RunState) -> None:
+    """`train.pipeline`: wait for the job started at the previous due point and make its models the run's."""
+    assert state.model_job is not None
+    job = state.model_job.result()
+    models = job.models
+    state.model, state.model_optimizer = models.model, models.optimizer
+    state.done_model, state.done_optimizer = models.done_model, models.done_optimizer
+    for name, generator in job.generators.items():
+        state.generators[name].set_state(generator.get_state())
+    state.model_trained_at, state.model_info = job.started_at, dict(job.info)
+    state.model_job = None
+
+
+def update_model(state: RunState) -> None:
+    """Bring the model up to date at a due point: retrain it in place (sequential loop), or, with `train.pipeline`,
+    take the one trained in the background since the previous due point (the first model is trained in place)."""
+    if state.model_job is not None:
+        take_model_job(state)
+    elif not state.config.train.pipeline or not state.model_info:
+        train_model(state)
 
 
 def rollout_members(state: RunState) -> torch.Tensor:
@@ -211,7 +222,9 @@ def prepare_updates(state: RunState) -> str:
         act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
     example = Batch(normal(b, spec.obs_dim), act, normal(b), normal(b, spec.obs_dim), torch.zeros(b, device=device))
     modes = [f"{name} updates: {state.agent.use_cuda_graph(example, gen)}"]
-    if state.model is not None and state.model_optimizer is not None:
+    if state.model is not None and cfg.train.pipeline:
+        modes.append("model training: eager, in a worker thread (train.pipeline)")
+    elif state.model is not None and state.model_optimizer is not None:
         e, m = cfg.model.ensemble_size, cfg.model.batch_size
         mode = state.model.use_cuda_graph(state.model_optimizer, normal(e, m, state.model.in_dim),
                                           normal(e, m, state.model.out_dim))
@@ -325,46 +338,58 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     (asked before every step).
 
     Each real step: retrain the model and branch rollouts when due, act in the env, then G agent
-    updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics.
+    updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics. A retrain still running
+    in the background (`train.pipeline`) when this returns stays in `state.model_job`; one still running when an
+    error ends the loop is cancelled.
     """
     cfg = state.config
     total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
     notify = callback or (lambda event: None)
     seconds = state.epoch_acc.seconds
-    while state.env_step < total and not (should_stop is not None and should_stop()):
-        # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
-        if state.update_mode is None and state.env_step >= init_steps:
-            state.update_mode = prepare_updates(state)
-            if state.device.type == "cuda":
-                notify(NoticeEvent(state.env_step, state.update_mode))
-        state.agent.on_env_step(state.env_step)
+    try:
+        while state.env_step < total and not (should_stop is not None and should_stop()):
+            # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
+            if state.update_mode is None and state.env_step >= init_steps:
+                state.update_mode = prepare_updates(state)
+                if state.device.type == "cuda":
+                    notify(NoticeEvent(state.env_step, state.update_mode))
+            state.agent.on_env_step(state.env_step)
 
-        # -- Model: when due after exploration, retrain and branch k-step rollouts of the current policy.
-        if model_due(state):
+            # -- Model: when due after exploration, bring the model up to date (retrain it, or take the one
+            #    trained in the background) and branch k-step rollouts of the current policy; with the pipeline,
+            #    start the next retrain in the background.
+            if model_due(state):
+                start = time.perf_counter()
+                update_model(state)
+                seconds["model"] += time.perf_counter() - start
+                start = time.perf_counter()
+                branch_lengths = rollout_model(state)
+                seconds["rollout"] += time.perf_counter() - start
+                if branch_lengths is not None:
+                    notify(RolloutEvent(state.env_step, branch_lengths))
+                if cfg.train.pipeline and state.model_trained_at < state.env_step:
+                    start_model_job(state)
+
+            # -- Environment: one real step (uniform random actions during exploration).
             start = time.perf_counter()
-            train_model(state)
-            seconds["model"] += time.perf_counter() - start
-            start = time.perf_counter()
-            branch_lengths = rollout_model(state)
-            seconds["rollout"] += time.perf_counter() - start
-            if branch_lengths is not None:
-                notify(RolloutEvent(state.env_step, branch_lengths))
+            finished, policy_acted = env_step(state)
+            seconds["env"] += time.perf_counter() - start
 
-        # -- Environment: one real step (uniform random actions during exploration).
-        start = time.perf_counter()
-        finished, policy_acted = env_step(state)
-        seconds["env"] += time.perf_counter() - start
+            # -- Agent: G updates on minibatches of real and model data.
+            if policy_acted:
+                start = time.perf_counter()
+                agent_updates(state)
+                seconds["agent"] += time.perf_counter() - start
 
-        # -- Agent: G updates on minibatches of real and model data.
-        if policy_acted:
-            start = time.perf_counter()
-            agent_updates(state)
-            seconds["agent"] += time.perf_counter() - start
-
-        state.env_step += 1
-        notify(StepEvent(state.env_step, finished))
-        if state.env_step % epoch_length == 0 or state.env_step == total:
-            metrics = end_epoch(state)
-            seconds = state.epoch_acc.seconds
-            notify(EpochEvent(state.env_step, state.epoch, metrics))
+            state.env_step += 1
+            notify(StepEvent(state.env_step, finished))
+            if state.env_step % epoch_length == 0 or state.env_step == total:
+                metrics = end_epoch(state)
+                seconds = state.epoch_acc.seconds
+                notify(EpochEvent(state.env_step, state.epoch, metrics))
+    except BaseException:
+        if state.model_job is not None:
+            state.model_job.cancel()
+            state.model_job = None
+        raise
     return state

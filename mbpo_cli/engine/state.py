@@ -6,6 +6,7 @@ data the checkpoint module can save and restore exactly.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
+from mbpo_cli.engine.pipeline import ModelJob
 from mbpo_cli.engine.task import RewardFn, Termination, check_agent, reward_of, termination_of
 from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
@@ -91,6 +93,8 @@ class RunState:
     model_info: dict[str, float] = field(default_factory=dict)
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
     initial_states: torch.Tensor | None = None
+    model_job: ModelJob | None = None
+    """The retrain running in the background since the last due point (`train.pipeline`)."""
     update_mode: str | None = None
     """How agent updates and model training steps run in this process (CUDA graphs or eager); decided once
     exploration is over."""
@@ -135,11 +139,26 @@ GENERATORS = ("sample", "act", "model", "rollout", "done")
 termination's training. Each is seeded from the run's seed and its position here."""
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_threads(config: Config) -> None:
+    """torch's CPU threads: `train.threads` (None: torch's default, all cores); a pipelined MBPO run gives each of
+    its two activities (agent updates, model training) half of them."""
+    threads = config.train.threads
+    if config.train.pipeline and config.uses_model:
+        threads = max(1, (threads or available_cores()) // 2)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def build_run(config: Config, device: torch.device | None = None) -> RunState:
     """All components of a fresh run, determined by `config.train.seed`."""
     device = device or resolve_device(config.train.device)
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
+    set_threads(config)
+    torch.set_float32_matmul_precision("medium" if config.train.precision == "bf16" else "highest")
     termination, reward_fn = termination_of(config), reward_of(config)
     seed = config.train.seed
     seed_everything(seed)

@@ -48,7 +48,7 @@ class BatchedMLP(nn.Module):
                 nn.init.uniform_(bias, -bound, bound)
             self.weights.append(nn.Parameter(weight))
             self.biases.append(nn.Parameter(bias))
-        self.activation = activation()
+        self.activation = activation(inplace=True) if activation is nn.ReLU else activation()
         self.members = members
 
     def forward(self, x: torch.Tensor, params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
@@ -70,7 +70,3 @@ class BatchedMLP(nn.Module):
             if i < last:
                 x = self.activation(x)
         return x
-
-    def decay_terms(self) -> list[torch.Tensor]:
-        """Half the squared L2 norm of each layer's weights (all members), input layer first."""
-        return [0.5 * w.pow(2).sum() for w in self.weights]

@@ -23,7 +23,9 @@ import torch
 from mbpo_cli import __version__
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, get_env_state, set_env_state
+from mbpo_cli.engine.pipeline import ModelJob, Models
 from mbpo_cli.engine.state import PHASES, EpochAccumulator, RunState
+from mbpo_cli.models.ensemble import load_model_optimizer
 
 FORMAT_VERSION = 1
 """Bumped whenever the checkpoint layout changes; older checkpoints are refused with a clear error."""
@@ -92,7 +94,43 @@ def capture(state: RunState) -> dict[str, Any]:
         payload["done_optimizer"] = state.done_optimizer.state_dict()
     if state.initial_states is not None:
         payload["initial_states"] = state.initial_states.cpu()
+    if state.model_job is not None:
+        payload["model_job"] = _job_state(state.model_job.result())
     return payload
+
+
+def _job_state(job: ModelJob) -> dict[str, Any]:
+    """A finished background retrain (`train.pipeline`): its models, optimizers, generators and metrics."""
+    models = job.models
+    saved: dict[str, Any] = {
+        "started_at": job.started_at,
+        "info": dict(job.info),
+        "generators": {name: g.get_state() for name, g in job.generators.items()},
+        "model": models.model.state_dict(),
+        "model_optimizer": models.optimizer.state_dict(),
+    }
+    if models.done_model is not None and models.done_optimizer is not None:
+        saved["done_model"] = models.done_model.state_dict()
+        saved["done_optimizer"] = models.done_optimizer.state_dict()
+    return saved
+
+
+def _restore_job(state: RunState, saved: dict[str, Any]) -> ModelJob:
+    """The finished background retrain a checkpoint holds, on this run's device."""
+    assert state.model is not None and state.model_optimizer is not None
+    models = Models(state.model, state.model_optimizer, state.done_model, state.done_optimizer).clone()
+    models.model.load_state_dict(saved["model"])
+    load_model_optimizer(models.optimizer, saved["model_optimizer"])
+    _set_lr(models.optimizer, state.config.model.lr)
+    if models.done_model is not None and models.done_optimizer is not None:
+        models.done_model.load_state_dict(saved["done_model"])
+        models.done_optimizer.load_state_dict(saved["done_optimizer"])
+        _set_lr(models.done_optimizer, state.config.done_model.lr)
+    generators = {}
+    for name, generator_state in saved["generators"].items():
+        generators[name] = torch.Generator(device=state.device)
+        generators[name].set_state(generator_state)
+    return ModelJob.finished(models, generators, int(saved["started_at"]), saved["info"])
 
 
 def restore(state: RunState, payload: dict[str, Any]) -> bool:
@@ -124,7 +162,7 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     if state.model is not None:
         assert state.model_optimizer is not None
         state.model.load_state_dict(payload["model"])
-        state.model_optimizer.load_state_dict(payload["model_optimizer"])
+        load_model_optimizer(state.model_optimizer, payload["model_optimizer"])
         state.model.graph = None
         _set_lr(state.model_optimizer, state.config.model.lr)
         saved = payload["model_buffer"]
@@ -136,6 +174,7 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
         _set_lr(state.done_optimizer, state.config.done_model.lr)
     if "initial_states" in payload:
         state.initial_states = payload["initial_states"].to(device)
+    state.model_job = _restore_job(state, payload["model_job"]) if "model_job" in payload else None
     state.model_info = dict(payload["model_info"])
     acc = payload["epoch_acc"]
     updates = int(acc["updates"])

@@ -150,6 +150,49 @@ def test_capture_restore_continues_exactly(
     assert_same_tensors(second.model.state_dict(), reference.model.state_dict())
 
 
+@pytest.fixture(scope="module")
+def pipelined_run() -> tuple[RunState, list[tuple[int, dict[str, float]]]]:
+    """The tiny run with the model retrained in a worker thread, trained without interruption."""
+    state = build_run(tiny_config("train.pipeline=true"))
+    return state, run_until(state)
+
+
+def test_a_pipelined_run_is_reproducible_and_differs_from_the_sequential_one(
+    straight_run: tuple[RunState, list[tuple[int, dict[str, float]]]],
+    pipelined_run: tuple[RunState, list[tuple[int, dict[str, float]]]],
+) -> None:
+    reference, expected = pipelined_run
+    again = build_run(tiny_config("train.pipeline=true"))
+    assert run_until(again) == expected
+    assert_same_tensors(again.agent.state_dict(), reference.agent.state_dict())
+    assert again.model is not None and reference.model is not None
+    assert_same_tensors(again.model.state_dict(), reference.model.state_dict())
+    # The staler model changes what the agent learns from.
+    assert expected != straight_run[1]
+
+
+@pytest.mark.parametrize("stop_at", [175, 237, 350], ids=["job-just-started", "mid-epoch", "epoch-end"])
+def test_a_pipelined_run_continues_exactly_with_its_background_retrain(
+    pipelined_run: tuple[RunState, list[tuple[int, dict[str, float]]]], stop_at: int, tmp_path: Path
+) -> None:
+    """The checkpoint waits for the retrain running in the background and holds its result, which the resumed
+    run takes at the next due point as the uninterrupted run does."""
+    reference, expected = pipelined_run
+    first = build_run(tiny_config("train.pipeline=true"))
+    before = run_until(first, stop_at)
+    assert first.model_job is not None
+    path = tmp_path / "ckpt.pt"
+    _, digest = save_file(capture(first), path)
+    second = build_run(tiny_config("train.pipeline=true"))
+    assert restore(second, load_file(path, digest)) is True
+    assert second.model_job is not None and second.model_job.started_at == first.model_job.started_at
+    after = run_until(second)
+    assert before + after == expected
+    assert_same_tensors(second.agent.state_dict(), reference.agent.state_dict())
+    assert second.model is not None and reference.model is not None
+    assert_same_tensors(second.model.state_dict(), reference.model.state_dict())
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)

@@ -1,0 +1,7 @@
+"""The engine's errors that a user sees as one line."""
+
+from __future__ import annotations
+
+
+class NumericalError(RuntimeError):
+    """A NaN or inf appeared; the message names the phase and the env step."""

@@ -1,0 +1,147 @@
+"""Model retraining, in place or overlapped with the agent's updates (`train.pipeline`).
+
+`fit_models` retrains the ensemble (and the learned termination) on a snapshot of the real data. The loop calls
+it in place (sequential MBPO) or through a `ModelJob`: a private copy of the model, its optimizer and its random
+streams, trained in a worker thread while the main thread keeps stepping the environment and updating the agent.
+The job's result is taken at the next point where the model is due (`swap_in`), never earlier or later, and the
+job touches nothing the main thread reads, so a seeded pipelined run is exactly reproducible.
+
+Staleness: with the pipeline, the rollouts branched at a due point come from the model trained on the real data
+of the previous due point (`train_freq` real steps older than in the sequential loop); the first model is
+trained in place before the first rollouts, and the second due point rolls it out again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from mbpo_cli.engine.errors import NumericalError
+from mbpo_cli.models.done import DoneClassifier, fit_done_classifier, make_done_optimizer
+from mbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, make_model_optimizer, model_targets
+from mbpo_cli.nn.batch import Batch
+
+JOB_GENERATORS = ("model", "done")
+"""The run's generators that model training draws from (a job draws from private copies)."""
+
+
+@dataclass
+class Models:
+    """The models a retrain trains, with their optimizers (the done classifier only with learned termination)."""
+
+    model: GaussianEnsemble
+    optimizer: torch.optim.Optimizer
+    done_model: DoneClassifier | None = None
+    done_optimizer: torch.optim.Optimizer | None = None
+
+    def clone(self) -> Models:
+        """Independent copies with the same weights and optimizer states."""
+        model = GaussianEnsemble(self.model.obs_dim, self.model.in_dim - self.model.obs_dim, self.model.config)
+        model.to(self.model.input_mean.device).load_state_dict(self.model.state_dict())
+        optimizer = make_model_optimizer(model)
+        optimizer.load_state_dict(self.optimizer.state_dict())
+        copy = Models(model, optimizer)
+        if self.done_model is not None and self.done_optimizer is not None:
+            done = DoneClassifier(self.done_model.input_mean.shape[0], self.done_model.config)
+            done.to(self.model.input_mean.device).load_state_dict(self.done_model.state_dict())
+            copy.done_model, copy.done_optimizer = done, make_done_optimizer(done)
+            copy.done_optimizer.load_state_dict(self.done_optimizer.state_dict())
+        return copy
+
+
+def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generator], env_step: int,
+               max_seconds: float | None = None, cancelled: threading.Event | None = None) -> dict[str, float]:
+    """Retrain on all real transitions `data` (`N` of them); returns the retrain's metrics.
+
+    `env_step` (the step the data was taken at) names a non-finite loss in the `NumericalError` raised for it.
+    `max_seconds` caps the training time (`model.max_train_seconds`); `cancelled` stops it (`FitCancelled`).
+    """
+    inputs = torch.cat([data.obs, data.act], dim=-1)
+    targets = model_targets(data.obs, data.reward, data.next_obs)
+    start = time.perf_counter()
+    result = fit_ensemble(models.model, models.optimizer, inputs, targets, generators["model"], max_seconds,
+                          cancelled.is_set if cancelled is not None else None)
+    elite_losses = [result.holdout_losses[i] for i in result.elites]
+    if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
+        raise NumericalError(f"non-finite loss in model training at env step {env_step}")
+    info = {
+        "model_train_loss": result.train_loss,
+        "model_holdout_loss": sum(elite_losses) / len(elite_losses),
+        "model_elite_loss_min": min(elite_losses),
+        "model_elite_loss_max": max(elite_losses),
+        "model_epochs": float(result.epochs),
+        "time_model_fit": time.perf_counter() - start,
+    }
+    if models.done_model is not None and models.done_optimizer is not None:
+        fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs, data.done,
+                                  generators["done"])
+        info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
+                     "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall})
+    return info
+
+
+class ModelJob:
+    """One retrain running in a worker thread on private copies of the models and of their generators.
+
+    Started with the real data of env step `started_at` (a snapshot: the main thread's later writes to the
+    buffer are not seen); `result()` waits for it.
+    """
+
+    def __init__(self, models: Models, data: Batch, generators: dict[str, torch.Generator], started_at: int,
+                 max_seconds: float | None = None) -> None:
+        self.models = models.clone()
+        self.generators = {name: _copy_generator(generators[name]) for name in JOB_GENERATORS}
+        self.started_at = started_at
+        self.info: dict[str, float] = {}
+        self._data: Batch | None = Batch(*(t.clone() for t in data))
+        self._max_seconds = max_seconds
+        self._error: BaseException | None = None
+        self._cancelled = threading.Event()
+        # Not a daemon: a process that ends while a retrain runs waits for it rather than killing a thread
+        # inside a torch kernel.
+        self._thread: threading.Thread | None = threading.Thread(target=self._run, name="mbpo-model-job")
+        self._thread.start()
+
+    @classmethod
+    def finished(cls, models: Models, generators: dict[str, torch.Generator], started_at: int,
+                 info: dict[str, float]) -> ModelJob:
+        """A job whose result is already known (restored from a checkpoint)."""
+        job = cls.__new__(cls)
+        job.models, job.generators, job.started_at, job.info = models, generators, started_at, dict(info)
+        job._data, job._max_seconds, job._error, job._thread = None, None, None, None
+        job._cancelled = threading.Event()
+        return job
+
+    def _run(self) -> None:
+        try:
+            assert self._data is not None
+            self.info = fit_models(self.models, self._data, self.generators, self.started_at, self._max_seconds,
+                                   self._cancelled)
+        except BaseException as err:  # handed to the main thread by result()
+            self._error = err
+
+    def result(self) -> ModelJob:
+        """Wait until trained (re-raising its failure in the caller's thread); returns the job."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread, self._data = None, None
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def cancel(self) -> None:
+        """Stop the training at its next epoch boundary and wait for the thread (the result is discarded)."""
+        if self._thread is not None:
+            self._cancelled.set()
+            self._thread.join()
+            self._thread, self._data = None, None
+
+
+def _copy_generator(generator: torch.Generator) -> torch.Generator:
+    copy = torch.Generator(device=generator.device)
+    copy.set_state(generator.get_state())
+    return copy
