@@ -23,7 +23,8 @@ import torch
 from mbpo_cli import __version__
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, get_env_state, set_env_state
-from mbpo_cli.engine.pipeline import ModelJob, Models
+from mbpo_cli.engine.loop import models_of
+from mbpo_cli.engine.pipeline import ModelJob
 from mbpo_cli.engine.state import PHASES, EpochAccumulator, RunState
 from mbpo_cli.models.ensemble import load_model_optimizer
 
@@ -117,8 +118,7 @@ def _job_state(job: ModelJob) -> dict[str, Any]:
 
 def _restore_job(state: RunState, saved: dict[str, Any]) -> ModelJob:
     """The finished background retrain a checkpoint holds, on this run's device."""
-    assert state.model is not None and state.model_optimizer is not None
-    models = Models(state.model, state.model_optimizer, state.done_model, state.done_optimizer).clone()
+    models = models_of(state).clone()
     models.model.load_state_dict(saved["model"])
     load_model_optimizer(models.optimizer, saved["model_optimizer"])
     _set_lr(models.optimizer, state.config.model.lr)
