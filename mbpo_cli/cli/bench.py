@@ -41,6 +41,9 @@ def bench(
     samples: Annotated[int, typer.Option("--samples", help="Real transitions the model retrain is timed on.")]
     = 10_000,
     repeats: Annotated[int, typer.Option("--repeats", help="Repetitions per component (medians reported).")] = 20,
+    at: Annotated[int | None, typer.Option(
+        "--at", help="Real steps before the end-to-end segment (default: the preset's exploration, so the first "
+                     "epoch after it); up to it: random actions and one untimed model retrain and rollout.")] = None,
     set_: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -49,12 +52,16 @@ def bench(
     Components: one SAC update at the preset's batch, one ensemble training minibatch (256 per member), one
     full model retrain on --samples transitions, one rollout step of the preset's rollout batch, one env
     step and one evaluation episode. Medians of repeated runs, device synchronized around timed regions.
+    End to end: --steps of training from --at real steps, with each model retrain's seconds (the cost growth
+    with the data: --at 10000, 25000, 50000).
 
     Examples:
 
         mbpo bench --preset hopper --steps 200
 
         mbpo bench --preset hopper --device cuda --steps 10000 --json
+
+        mbpo bench --preset hopper --at 50000 --steps 1000 --repeats 3
     """
     from mbpo_cli.engine import bench as benchmarks
 
@@ -62,18 +69,26 @@ def bench(
         if steps < 1 or samples < 2 or repeats < 1:
             raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
         config = resolve_config(preset=preset, device=device, overrides=set_)
+        init, freq = config.train.init_steps, config.rollout.train_freq
+        if at is not None and (at < init or (at - init) % freq):
+            raise ConfigError(f"--at must be a due point of the model: the exploration steps ({init:,}) plus a "
+                              f"multiple of rollout.train_freq ({freq:,})")
         check_device(config.train.device)
         dev = resolve_device(config.train.device)
         with bench_progress() as progress:
             timings, update_mode = benchmarks.bench_components(config, samples, repeats, progress)
-            rate, phases = benchmarks.bench_end_to_end(config, steps, progress)
+            segment = benchmarks.bench_end_to_end(config, steps, progress, at)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
                                   "threads": torch.get_num_threads(), "update_mode": update_mode}
         for timing in timings:
             result[f"{timing.name}_ms"] = round(timing.median, 4)
-        result["env_steps_per_s"] = round(rate, 2)
+        result["env_steps_per_s"] = round(segment.steps_per_s, 2)
+        result["end_to_end_start"] = segment.start
         result["end_to_end_steps"] = steps
-        result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+        result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in segment.phases.items()}
+        result["end_to_end_retrains"] = [{"env_step": r.env_step, "seconds": round(r.seconds, 3), "epochs": r.epochs,
+                                          "rollout_length": r.rollout_length}
+                                         for r in segment.retrains]
         if as_json:
             emit_json(result)
             return
@@ -87,5 +102,10 @@ def bench(
                           f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-")
         common.out.print(table)
         common.out.print(f"{config.agent.name.upper()} update: {update_mode}", highlight=False)
-        split = ", ".join(f"{k} {v:,.1f} s" for k, v in phases.items())
-        common.out.print(f"end to end: {rate:,.2f} env steps/s over {steps:,} steps after exploration ({split})")
+        split = ", ".join(f"{k} {v:,.1f} s" for k, v in segment.phases.items())
+        common.out.print(f"end to end: {segment.steps_per_s:,.2f} env steps/s over {steps:,} steps after "
+                         f"{segment.start:,} ({split})", highlight=False)
+        if segment.retrains:
+            fits = ", ".join(f"{r.seconds:,.1f} s ({r.epochs} epochs, k = {r.rollout_length})"
+                             for r in segment.retrains)
+            common.out.print(f"model retrains: {fits}", highlight=False)

@@ -17,7 +17,7 @@ import torch
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.events import StepEvent
-from mbpo_cli.engine.loop import evaluate, train
+from mbpo_cli.engine.loop import evaluate, rollout_model, train, train_model
 from mbpo_cli.engine.rollout import branched_rollout
 from mbpo_cli.engine.state import PHASES, RunState, build_run, resolve_device
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets
@@ -173,31 +173,83 @@ def bench_components(config: Config, samples: int, repeats: int = 20,
     return timings, mode
 
 
-def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent) -> tuple[float, dict[str, float]]:
-    """Real env steps per second over `steps` training steps after exploration, and the phase split (s);
-    `progress` is told the exploration steps, then the timed steps."""
-    cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=config.train.init_steps + steps))
-    state = build_run(cfg)
+@dataclass(frozen=True)
+class Retrain:
+    """One model retrain inside the end-to-end segment."""
+
+    env_step: int
+    seconds: float
+    epochs: int
+    rollout_length: int
+    """The k of the branched rollouts that followed it."""
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """The end-to-end segment: its speed, where its time went, and each model retrain in it."""
+
+    start: int
+    """Real steps before the segment (the timed steps follow)."""
+    steps_per_s: float
+    phases: dict[str, float]
+    """Seconds per loop phase (`PHASES`), summed over the segment."""
+    retrains: list[Retrain]
+
+
+def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent,
+                     start_at: int | None = None) -> EndToEnd:
+    """Time `steps` training steps after `start_at` real steps (default: `train.init_steps`, the first epoch
+    after exploration); `progress` is told the untimed steps, then the timed ones.
+
+    Up to `start_at` (`train.init_steps` plus a multiple of `rollout.train_freq`) the loop explores with uniform
+    random actions (real transitions) and trains nothing, except that a later start retrains the model and rolls
+    it out once, untimed, `train_freq` steps before it, so the segment's first retrain starts from a model as old
+    as a run's would be (the first epoch after exploration fits from scratch). The segment then runs as the run
+    would from that step (its rollout length from the schedule's epoch).
+    """
+    init = config.train.init_steps
+    begin = init if start_at is None else start_at
+    freq = config.rollout.train_freq
+    if begin < init or (begin - init) % freq:
+        raise ValueError(f"the segment must start at a due point: init_steps ({init}) plus a multiple of "
+                         f"train_freq ({freq}), not {begin}")
+    run_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=begin + steps))
+    explore_cfg = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, init_steps=begin))
+    state = build_run(explore_cfg)
     phases: dict[str, float] = {}
+    retrains: list[Retrain] = []
+    warm_at = begin - freq if begin > init and state.uses_model else None
 
     def explore(event: object) -> None:
         if isinstance(event, StepEvent):
-            progress("end to end: random exploration (not timed)", event.env_step, cfg.train.init_steps)
+            progress("end to end: random exploration (not timed)", event.env_step, begin)
 
     def collect(event: object) -> None:
         if isinstance(event, StepEvent):
-            progress("end to end: timed training steps", event.env_step - cfg.train.init_steps, steps)
+            progress("end to end: timed training steps", event.env_step - begin, steps)
+            fresh = not retrains or retrains[-1].env_step != state.model_trained_at
+            if state.model_info and state.model_trained_at >= begin and fresh:
+                retrains.append(Retrain(state.model_trained_at, state.model_info["time_model_fit"],
+                                        int(state.model_info["model_epochs"]), state.k))
         metrics = getattr(event, "metrics", None)
-        if metrics is not None and state.env_step > cfg.train.init_steps:
+        if metrics is not None and state.env_step > begin:
             for key, value in metrics.items():
                 if key.startswith("time_") and key[5:] in PHASES:
                     phases[key[5:]] = phases.get(key[5:], 0.0) + value
 
-    train(state, explore, should_stop=lambda: state.env_step >= cfg.train.init_steps)
+    if warm_at is not None:
+        train(state, explore, should_stop=lambda: state.env_step >= warm_at)
+        progress(f"end to end: one untimed model retrain and rollout at step {warm_at:,}", warm_at, begin)
+        state.config = run_cfg
+        train_model(state)
+        rollout_model(state)
+        state.config = explore_cfg
+    train(state, explore, should_stop=lambda: state.env_step >= begin)
+    state.config = run_cfg
     start = time.perf_counter()
     train(state, collect)
     _sync(state.device)
     elapsed = time.perf_counter() - start
     if state.model_job is not None:
         state.model_job.cancel()
-    return steps / elapsed, phases
+    return EndToEnd(begin, steps / elapsed, phases, retrains)

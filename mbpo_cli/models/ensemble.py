@@ -97,14 +97,15 @@ class GaussianEnsemble(nn.Module):
 
         Each sample is assigned a uniformly random member of `members` (M indices) through a random
         permutation split into M equal shares, so only that member's forward is computed and the
-        batched matmul keeps a static `M x ceil(N/M) x in` shape. The output is sampled from the
-        member's Gaussian (its mean when the model is deterministic).
+        batched matmul keeps a static `M x ceil(N/M) x in` shape (padded with repeated states, also when
+        N < M / 2). The output is sampled from the member's Gaussian (its mean when the model is deterministic).
         """
         n, m = obs.shape[0], members.shape[0]
         share = math.ceil(n / m)
         order = torch.randperm(n, generator=generator, device=obs.device)
-        if share * m > n:
-            order = torch.cat([order, order[: share * m - n]])
+        pad = share * m - n
+        if pad > 0:
+            order = torch.cat([order, order.repeat(math.ceil(pad / n))[:pad]])
         x = self.normalize(torch.cat([obs, act], dim=-1))[order].view(m, share, self.in_dim)
         mean, logvar = self._head(self.net.forward_members(x, members))
         if logvar is not None:

@@ -56,3 +56,35 @@ def test_bench_says_what_it_is_timing_as_it_goes() -> None:
     exploring = [(done, total) for what, done, total in told if "exploration" in what]
     timed = [(done, total) for what, done, total in told if what.startswith("end to end: timed")]
     assert exploring[-1] == (50, 50) and timed == [(n, 5) for n in range(1, 6)]
+
+
+def test_bench_starts_the_segment_later_with_a_model_as_old_as_a_runs() -> None:
+    """`--at N` (the cost growth with the data): random exploration up to N, one untimed retrain and rollout
+    `train_freq` steps before it, then every timed retrain reported with its step, seconds and epochs, and the
+    rollout length of the schedule's epoch at N."""
+    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.engine.bench import bench_end_to_end
+
+    config = resolve_config(preset="inverted_pendulum", device="cpu",
+                            overrides=["model.max_epochs=3", "rollout.batch_size=500", "train.init_steps=50",
+                                       "rollout.train_freq=25", "train.epoch_length=25",
+                                       "rollout.schedule=[0,10,1,11]"])
+    told: list[tuple[str, int, int]] = []
+    segment = bench_end_to_end(config, 60, lambda what, done, total: told.append((what, done, total)), 150)
+    assert segment.start == 150
+    assert [r.env_step for r in segment.retrains] == [150, 175, 200]
+    assert all(r.seconds > 0 and 1 <= r.epochs <= 3 for r in segment.retrains)
+    assert [r.rollout_length for r in segment.retrains] == [5, 6, 7]
+    assert any("untimed model retrain and rollout at step 125" in what for what, _, _ in told)
+    assert segment.phases["model"] > 0 and segment.phases["agent"] > 0
+    first = bench_end_to_end(config, 30)
+    assert first.start == 50 and [(r.env_step, r.rollout_length) for r in first.retrains] == [(50, 1), (75, 2)]
+
+
+def test_bench_rejects_a_segment_inside_exploration(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--preset", "inverted_pendulum",
+                                      "--at", "10"])
+    assert result.exit_code == 2
+    assert "--at must be a due point of the model" in result.stderr
+    result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--preset", "hopper", "--at", "5100"])
+    assert result.exit_code == 2 and "multiple of rollout.train_freq (250)" in result.stderr

@@ -102,3 +102,17 @@ def test_sample_uses_one_member_per_sample_and_keeps_order(
     assert predicted.shape == next_obs.shape and reward.shape == (1001,)
     # Samples come back in input order: the prediction tracks each sample's own next state.
     assert float((predicted - next_obs).abs().mean()) < 0.05
+
+
+def test_sample_handles_fewer_states_than_half_the_members(
+    probabilistic: tuple[GaussianEnsemble, list[float]],
+) -> None:
+    """A rollout whose branches have nearly all terminated samples 1 or 2 states with 5 elites (it raised: the
+    padding to M equal shares repeated the permutation only once)."""
+    model, _ = probabilistic
+    gen = torch.Generator().manual_seed(5)
+    obs, act, _, next_obs = pendulum_data(2, gen)
+    for n in (1, 2):
+        reward, predicted = model.sample(obs[:n], act[:n], gen, model.elites)
+        assert predicted.shape == (n, obs.shape[1]) and reward.shape == (n,)
+        assert float((predicted - next_obs[:n]).abs().mean()) < 0.1
