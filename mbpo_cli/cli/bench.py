@@ -69,10 +69,7 @@ def bench(
         if steps < 1 or samples < 2 or repeats < 1:
             raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
         config = resolve_config(preset=preset, device=device, overrides=set_)
-        init, freq = config.train.init_steps, config.rollout.train_freq
-        if at is not None and (at < init or (at - init) % freq):
-            raise ConfigError(f"--at must be a due point of the model: the exploration steps ({init:,}) plus a "
-                              f"multiple of rollout.train_freq ({freq:,})")
+        benchmarks.segment_start(config, at)
         check_device(config.train.device)
         dev = resolve_device(config.train.device)
         with bench_progress() as progress:

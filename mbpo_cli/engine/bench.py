@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.events import StepEvent
@@ -196,6 +197,17 @@ class EndToEnd:
     retrains: list[Retrain]
 
 
+def segment_start(config: Config, start_at: int | None) -> int:
+    """The step an end-to-end segment starts at: `start_at`, or `train.init_steps` when None. ConfigError unless
+    it is a due point of the model (`train.init_steps` plus a multiple of `rollout.train_freq`)."""
+    init, freq = config.train.init_steps, config.rollout.train_freq
+    begin = init if start_at is None else start_at
+    if begin < init or (begin - init) % freq:
+        raise ConfigError(f"--at must be a due point of the model: the exploration steps ({init:,}) plus a "
+                          f"multiple of rollout.train_freq ({freq:,}), not {begin:,}")
+    return begin
+
+
 def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent,
                      start_at: int | None = None) -> EndToEnd:
     """Time `steps` training steps after `start_at` real steps (default: `train.init_steps`, the first epoch
@@ -207,12 +219,8 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent,
     as a run's would be (the first epoch after exploration fits from scratch). The segment then runs as the run
     would from that step (its rollout length from the schedule's epoch).
     """
-    init = config.train.init_steps
-    begin = init if start_at is None else start_at
-    freq = config.rollout.train_freq
-    if begin < init or (begin - init) % freq:
-        raise ValueError(f"the segment must start at a due point: init_steps ({init}) plus a multiple of "
-                         f"train_freq ({freq}), not {begin}")
+    begin = segment_start(config, start_at)
+    init, freq = config.train.init_steps, config.rollout.train_freq
     run_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=begin + steps))
     explore_cfg = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, init_steps=begin))
     state = build_run(explore_cfg)
