@@ -8,8 +8,9 @@ Definitions (all aggregates are over seeds, i.e. runs of one group):
 
 * **Groups.** Runs with the same config apart from ``train.seed``, ``train.device``, ``train.threads`` and
   ``train.cuda_graphs`` form one group, so a group never mixes environments. It is named after its registry
-  group (plus ``/variant``) when all its runs carry the same one, else ``<preset or env id>-<algo>``; groups
-  that would share a name get the differing config keys (or a short hash) in brackets.
+  group (plus ``/variant``) when all its runs carry the same one, else ``<preset or env id>-<algo>``, which
+  gets the config keys in which it differs from the other groups of that preset and algo (or a short hash) in
+  brackets when there are any; groups that would still share a name get theirs too.
 * **Final step** of a group: the last eval step that every one of its runs reached (the shortest run's).
   Its **final return** is the IQM over runs of the return at that step.
 * **A run's return at an env step** that is not one of its eval steps is linearly interpolated between the
@@ -166,14 +167,17 @@ class Group:
         return [r.seed for r in self.runs]
 
 
+def _default_name(run: RunInfo) -> str:
+    return f"{run.preset or run.env_id}-{run.algo}"
+
+
 def _base_name(runs: Sequence[RunInfo]) -> str:
     registry_groups = {r.group for r in runs}
     variants = {r.variant for r in runs}
     if len(registry_groups) == 1 and None not in registry_groups:
         name = str(runs[0].group)
         return f"{name}/{runs[0].variant}" if len(variants) == 1 and None not in variants else name
-    first = runs[0]
-    return f"{first.preset or first.env_id}-{first.algo}"
+    return _default_name(runs[0])
 
 
 def _disambiguate(base: str, signatures: list[dict[str, Any]]) -> list[str]:
@@ -203,8 +207,17 @@ def group_runs(runs: Sequence[RunInfo]) -> list[Group]:
     ordered = {k: sorted(buckets[k], key=lambda r: (r.seed, r.created_at, r.id)) for k in keys}
     bases = {k: _base_name(ordered[k]) for k in keys}
     names = dict(bases)
-    for base in sorted(set(bases.values())):
-        clashing = [k for k in keys if bases[k] == base]
+    # A group named only by preset and algo says how it differs from every other group of that preset and algo
+    # (a registry group's name says nothing of its config).
+    defaults = {k: _default_name(ordered[k][0]) for k in keys}
+    for default in sorted({defaults[k] for k in keys if bases[k] == defaults[k]}):
+        sharing = [k for k in keys if defaults[k] == default]
+        if len(sharing) > 1:
+            for k, name in zip(sharing, _disambiguate(default, [signatures[k] for k in sharing]), strict=True):
+                if bases[k] == default:
+                    names[k] = name
+    for base in sorted(set(names.values())):
+        clashing = [k for k in keys if names[k] == base]
         if len(clashing) > 1:
             for k, name in zip(clashing, _disambiguate(base, [signatures[k] for k in clashing]), strict=True):
                 names[k] = name

@@ -238,6 +238,19 @@ def test_grouping_by_config(synthetic: Synthetic) -> None:
     assert [r.id for r in groups[1].runs] == synthetic.mbpo_ids
 
 
+def test_ungrouped_runs_beside_a_registry_group_are_named_by_their_difference(tmp_path: Path) -> None:
+    # the seeds of an ablation's control, and runs trained later with one key changed and no registry group
+    with Registry.open(tmp_path / "runs") as registry:
+        registry.ensure_group("hopper-ablation", "ablation")
+        control = [add_run(registry, "mbpo", s, MBPO_STEPS, [mbpo_return(t, s) for t in MBPO_STEPS], 100.0,
+                           group="hopper-ablation") for s in range(2)]
+        changed = [add_run(registry, "mbpo", s, MBPO_STEPS, [mbpo_return(t, s) for t in MBPO_STEPS], 100.0,
+                           batch_size=50_000) for s in range(2)]
+        sac = [add_run(registry, "sac", s, SAC_STEPS, [sac_return(t, s) for t in SAC_STEPS], 20.0) for s in range(2)]
+    groups = group_runs([*control, *changed, *sac])
+    assert [g.name for g in groups] == ["hopper-ablation", "hopper-mbpo[batch_size=50000]", "hopper-sac"]
+
+
 def test_one_seed_group_has_no_interval(synthetic: Synthetic) -> None:
     result = mbpo(synthetic.runs_dir, "compare", synthetic.other.id, *synthetic.mbpo_ids, "sac-seeds")
     assert result.exit_code == 0, result.output
