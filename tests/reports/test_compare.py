@@ -238,8 +238,10 @@ def test_grouping_by_config(synthetic: Synthetic) -> None:
     assert [r.id for r in groups[1].runs] == synthetic.mbpo_ids
 
 
-def test_ungrouped_runs_beside_a_registry_group_are_named_by_their_difference(tmp_path: Path) -> None:
+def test_ungrouped_runs_beside_a_registry_group_are_named_by_their_difference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the seeds of an ablation's control, and runs trained later with one key changed and no registry group
+    monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
     with Registry.open(tmp_path / "runs") as registry:
         registry.ensure_group("hopper-ablation", "ablation")
         control = [add_run(registry, "mbpo", s, MBPO_STEPS, [mbpo_return(t, s) for t in MBPO_STEPS], 100.0,
