@@ -42,8 +42,8 @@ def compare(
     baseline: Annotated[str | None, typer.Option("--baseline", help="The baseline run or group (default: the "
                                                  "model-free group of the same env among the arguments).")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach (default: the baseline's "
-                                                    "final IQM return).")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach and hold (default: the "
+                                                    "baseline's final IQM return).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
     = None,
     model_return: Annotated[bool, typer.Option("--model-return", help="With --plot: also draw each group's return "
@@ -112,6 +112,7 @@ def compare(
                                  f"lowest and highest eval return of any compared run{of})",
                                  highlight=False, markup=False)
         common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
+        common.out.print(reports.THRESHOLD_RULE, highlight=False, markup=False)
         common.out.print(f"values: {reports.VALUES_AT_STEPS}", highlight=False, markup=False)
         for note in report.notes:
             common.out.print(f"note: {note}", highlight=False, markup=False)
