@@ -11,6 +11,7 @@ import typer
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import emit_json, handled, registry_of
 from mbpo_cli.cli.tables import compare_tables
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def compare(
             base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
-            model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], "diag_model_return")
+            model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], metric_keys.DIAG_MODEL_RETURN)
                             if model_return else {})
         except reports.ReportError as error:
             raise RunError(str(error)) from None

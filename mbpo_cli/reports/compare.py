@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.reports import stats
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
 
@@ -124,7 +125,7 @@ def resolve_refs(registry: Registry, refs: Sequence[str]) -> list[RunInfo]:
     return list(found.values())
 
 
-def load_curves(registry: Registry, runs: Sequence[RunInfo], key: str = "eval_return") -> dict[str, Curve]:
+def load_curves(registry: Registry, runs: Sequence[RunInfo], key: str = metric_keys.EVAL_RETURN) -> dict[str, Curve]:
     """Each run's ``eval_return`` curve (or another metric's): run id -> ``(steps (N,), returns (N,))``."""
     curves: dict[str, Curve] = {}
     for run in runs:
