@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DQNConfig
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.mlp import BatchedMLP
@@ -61,7 +62,7 @@ class DQN(GraphedAgent):
 
     def epoch_metrics(self) -> dict[str, float]:
         """The exploration rate."""
-        return {"epsilon": self.epsilon}
+        return {metric_keys.EPSILON: self.epsilon}
 
     def update_with_noise(self, batch: Batch, noise: torch.Tensor | None, phase: int = 0) -> UpdateInfo:
         """One Huber-loss step towards the double-DQN target; then the target network moves by `tau`."""

@@ -13,6 +13,7 @@ from torch import nn
 
 from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
 from mbpo_cli.agents.networks import Critics
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import SACConfig
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.mlp import BatchedMLP
@@ -119,7 +120,7 @@ class SAC(GraphedAgent):
 
     def epoch_metrics(self) -> dict[str, float]:
         """The entropy temperature."""
-        return {"alpha": float(self.log_alpha.detach().exp())}
+        return {metric_keys.ALPHA: float(self.log_alpha.detach().exp())}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ import yaml
 from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
@@ -162,7 +163,7 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
         "algo": run.algo,
         "seed": run.seed,
         "env_steps": run.env_steps,
-        "final_eval_return": metrics.get("eval_return"),
+        "final_eval_return": metrics.get(metric_keys.EVAL_RETURN),
         "best_eval_return": outcome.best_eval,
         "wall_seconds": round(outcome.wall_seconds, 2),
         "session_seconds": round(outcome.session_seconds, 2),

@@ -11,6 +11,7 @@ import typer
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import emit_json, handled, registry_of
 from mbpo_cli.cli.tables import compare_tables
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ def compare(
     baseline: Annotated[str | None, typer.Option("--baseline", help="The baseline run or group (default: the "
                                                  "model-free group of the same env among the arguments).")] = None,
     at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach (default: the baseline's "
-                                                    "final IQM return).")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach and hold (default: the "
+                                                    "baseline's final IQM return).")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
     = None,
     model_return: Annotated[bool, typer.Option("--model-return", help="With --plot: also draw each group's return "
@@ -81,7 +82,7 @@ def compare(
             base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
-            model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], "diag_model_return")
+            model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], metric_keys.DIAG_MODEL_RETURN)
                             if model_return else {})
         except reports.ReportError as error:
             raise RunError(str(error)) from None
@@ -112,6 +113,7 @@ def compare(
                                  f"lowest and highest eval return of any compared run{of})",
                                  highlight=False, markup=False)
         common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
+        common.out.print(reports.THRESHOLD_RULE, highlight=False, markup=False)
         common.out.print(f"values: {reports.VALUES_AT_STEPS}", highlight=False, markup=False)
         for note in report.notes:
             common.out.print(f"note: {note}", highlight=False, markup=False)

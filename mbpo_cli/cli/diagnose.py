@@ -13,10 +13,19 @@ from rich.table import Table
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
 if TYPE_CHECKING:
     from mbpo_cli.reports.diagnostics import Diagnostics
+
+RETURN_KEYS = (metric_keys.EVAL_RETURN, metric_keys.DIAG_MODEL_RETURN)
+"""The epoch table's return columns (real, model)."""
+ERROR_KEYS = (metric_keys.DIAG_MODEL_ERROR, metric_keys.DIAG_DISAGREEMENT)
+"""The epoch table's one-step columns (error, disagreement)."""
+ROLLOUT_COLUMNS = (metric_keys.ROLLOUT_LENGTH_MEAN, metric_keys.ROLLOUT_LENGTH_P10, metric_keys.ROLLOUT_LENGTH_P90,
+                   metric_keys.ROLLOUT_THRESHOLD)
+"""The adaptive-rollout table's value columns."""
 
 DIAGNOSTICS_CAPTION = ("real / model: the deterministic policy's return in the task (evaluation) and inside the model "
                        "(from the evaluation's initial states); errors are normalized MSE of the next observation "
@@ -43,8 +52,8 @@ def diagnostics_table(diag: Diagnostics, most: int | None = None) -> Table:
     for step in shown:
         values = diag.epochs[step]
         errors = diag.open_loop.get(step, [])
-        table.add_row(f"{step:,}", *(_return(values.get(k)) for k in ("eval_return", "diag_model_return")),
-                      *(_value(values.get(k)) for k in ("diag_model_error", "diag_disagreement")),
+        table.add_row(f"{step:,}", *(_return(values.get(k)) for k in RETURN_KEYS),
+                      *(_value(values.get(k)) for k in ERROR_KEYS),
                       *(_value(errors[h - 1] if h <= len(errors) else None) for h in marks))
     return table
 
@@ -55,9 +64,8 @@ def rollouts_table(diag: Diagnostics) -> Table:
     for column in ("env step", "length mean", "p10", "p90", "threshold", "stopped by threshold"):
         table.add_column(column, justify="right")
     for step, values in sorted(diag.rollouts.items()):
-        stopped = values.get("rollout_stopped_uncertain")
-        table.add_row(f"{step:,}", *(_value(values.get(k)) for k in ("rollout_length_mean", "rollout_length_p10",
-                                                                     "rollout_length_p90", "rollout_threshold")),
+        stopped = values.get(metric_keys.ROLLOUT_STOPPED_UNCERTAIN)
+        table.add_row(f"{step:,}", *(_value(values.get(k)) for k in ROLLOUT_COLUMNS),
                       "-" if stopped is None else f"{stopped:.0%}")
     return table
 

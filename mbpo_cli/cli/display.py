@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.table import Table
 from rich.text import Text
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import Config
 from mbpo_cli.runs.registry import RunInfo
 
@@ -124,18 +125,18 @@ class RichReporter:
         """Refresh the metrics line."""
         parts = [
             f"step {env_step:,}",
-            f"eval {_fmt(metrics.get('eval_return'))} ± {_fmt(metrics.get('eval_return_std'))}",
+            f"eval {_fmt(metrics.get(metric_keys.EVAL_RETURN))} ± {_fmt(metrics.get(metric_keys.EVAL_RETURN_STD))}",
             f"train episode {_fmt(self.last_episode)}",
         ]
-        if "model_holdout_loss" in metrics:
-            parts.append(f"model loss {metrics['model_holdout_loss']:.4f}")
+        if metric_keys.MODEL_HOLDOUT_LOSS in metrics:
+            parts.append(f"model loss {metrics[metric_keys.MODEL_HOLDOUT_LOSS]:.4f}")
             parts.append(f"k {int(metrics.get('rollout_k', 0))}")
-        if "done_holdout_recall" in metrics:
-            parts.append(f"done recall {_fmt(metrics['done_holdout_recall'], 2)}")
-        if "alpha" in metrics:
-            parts.append(f"alpha {metrics['alpha']:.3f}")
-        if "epsilon" in metrics:
-            parts.append(f"epsilon {metrics['epsilon']:.3f}")
+        if metric_keys.DONE_HOLDOUT_RECALL in metrics:
+            parts.append(f"done recall {_fmt(metrics[metric_keys.DONE_HOLDOUT_RECALL], 2)}")
+        if metric_keys.ALPHA in metrics:
+            parts.append(f"alpha {metrics[metric_keys.ALPHA]:.3f}")
+        if metric_keys.EPSILON in metrics:
+            parts.append(f"epsilon {metrics[metric_keys.EPSILON]:.3f}")
         self.status = Text("  ".join(parts))
         if self.live is not None and self.progress is not None:
             self.live.update(Group(self.progress, self.status))

@@ -15,6 +15,7 @@ from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
 from mbpo_cli.cli.diagnose import diagnostics_table
 from mbpo_cli.cli.run_tables import metrics_summary, metrics_table, run_tables, runs_table
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.reports.diagnostics import load_diagnostics
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
@@ -29,7 +30,7 @@ runs_app = typer.Typer(
 
 
 def _last_eval(registry: Registry, run: RunInfo) -> float | None:
-    rows = registry.metrics(run.id, "eval_return")
+    rows = registry.metrics(run.id, metric_keys.EVAL_RETURN)
     return rows[-1][2] if rows else None
 
 
@@ -80,7 +81,7 @@ def runs_show(
         registry = registry_of(ctx, run, read_only=True)
         info = registry.get_run(run)
         data = _run_dict(registry, info, ctx.obj.runs_dir)
-        data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, "eval_return")]
+        data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, metric_keys.EVAL_RETURN)]
         data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
         data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]
         diag = load_diagnostics(registry, info)

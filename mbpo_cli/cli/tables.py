@@ -56,9 +56,10 @@ def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after 
     baseline, threshold = next(iter(pairs)) if single else (None, None)
     if single and threshold is not None:
         source = "--threshold" if report.threshold_source == "--threshold" else f"final IQM of {baseline}"
-        title = escape(f"Sample efficiency: threshold {threshold:,.1f} ({source})")
+        title = escape(f"Sample efficiency: env steps until the IQM curve reaches threshold {threshold:,.1f} "
+                       f"({source}) and stays at or above it")
     else:
-        title = "Sample efficiency"
+        title = "Sample efficiency: env steps until the IQM curve reaches its threshold and stays at or above it"
     efficiency = Table(title=title)
     columns = ["group"] + ([] if single else ["baseline", "threshold"])
     columns += ["steps to threshold", "seeds reaching", "x fewer real steps", "norm. AUC (IQM)"]
@@ -67,7 +68,7 @@ def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after 
         if row.threshold is None:
             steps = "n/a (no threshold)"
         elif row.steps is None:
-            steps = f"not reached by {row.searched_until:,}"
+            steps = f"below it at {row.searched_until:,}"
         else:
             steps = f"{row.steps:,.0f}"
         if row.baseline is None:

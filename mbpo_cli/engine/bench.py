@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
@@ -237,8 +238,8 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = _silent,
             progress("end to end: timed training steps", event.env_step - begin, steps)
             fresh = not retrains or retrains[-1].env_step != state.model_trained_at
             if state.model_info and state.model_trained_at >= begin and fresh:
-                retrains.append(Retrain(state.model_trained_at, state.model_info["time_model_fit"],
-                                        int(state.model_info["model_epochs"]), state.k))
+                retrains.append(Retrain(state.model_trained_at, state.model_info[metric_keys.TIME_MODEL_FIT],
+                                        int(state.model_info[metric_keys.MODEL_EPOCHS]), state.k))
         metrics = getattr(event, "metrics", None)
         if metrics is not None and state.env_step > begin:
             for key, value in metrics.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from mbpo_cli.agents.base import Agent
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DiagnosticsConfig
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.task import RewardFn
@@ -19,7 +20,7 @@ from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
 from mbpo_cli.models.termination import TerminationFn
 from mbpo_cli.nn.batch import Batch
 
-OPEN_LOOP_PREFIX = "diag_open_loop_h"
+OPEN_LOOP_PREFIX = metric_keys.DIAG_OPEN_LOOP_PREFIX
 """Metric keys of the open-loop error: `diag_open_loop_h1` .. `diag_open_loop_hH`."""
 
 
@@ -49,8 +50,8 @@ def one_step(view: ModelView, new: Batch, scale: torch.Tensor) -> dict[str, floa
     obs_error = ((new.obs + average[:, 1:] - new.next_obs) / scale[1:]).pow(2).mean()
     reward_error = ((average[:, 0] - new.reward) / scale[0]).pow(2).mean()
     spread = disagreement(mean[..., 1:], None if logvar is None else logvar[..., 1:]).mean()
-    return {"diag_model_error": float(obs_error), "diag_reward_error": float(reward_error),
-            "diag_disagreement": float(spread)}
+    return {metric_keys.DIAG_MODEL_ERROR: float(obs_error), metric_keys.DIAG_REWARD_ERROR: float(reward_error),
+            metric_keys.DIAG_DISAGREEMENT: float(spread)}
 
 
 def sequence_starts(data: Batch, horizon: int) -> torch.Tensor:
@@ -121,5 +122,6 @@ def diagnose(view: ModelView, agent: Agent, real: ReplayBuffer, new_steps: int, 
     for h, error in enumerate(errors or [], start=1):
         metrics[f"{OPEN_LOOP_PREFIX}{h}"] = error
     if starts.shape[0]:
-        metrics["diag_model_return"] = float(imagined_returns(view, agent, starts, config.imagined_cap).mean())
+        imagined = imagined_returns(view, agent, starts, config.imagined_cap)
+        metrics[metric_keys.DIAG_MODEL_RETURN] = float(imagined.mean())
     return metrics

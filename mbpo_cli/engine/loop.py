@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mbpo_cli.agents.base import Agent
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
@@ -29,7 +30,7 @@ from mbpo_cli.engine.rollout import (
     rollout_length,
     rollouts_kept,
 )
-from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.engine.state import MODEL_PHASES, EpochAccumulator, RunState
 from mbpo_cli.nn.batch import Batch
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
                              state.model_buffer, gen, state.reward_fn)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
-    state.model_info["rollout_mean_length"] = stats.mean_length
+    state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = stats.mean_length
     return None
 
 
@@ -196,7 +197,7 @@ def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tenso
     state.model_generations = [*previous, stats.transitions]
     state.model_buffer = state.model_buffer.resized(max(1, sum(state.model_generations)))
     metrics = stats.metrics()
-    state.model_info["rollout_mean_length"] = metrics["rollout_length_mean"]
+    state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = metrics[metric_keys.ROLLOUT_LENGTH_MEAN]
     return metrics
 
 
@@ -301,9 +302,9 @@ def end_epoch(state: RunState) -> dict[str, float]:
     acc.seconds["eval"] += time.perf_counter() - start
     metrics: dict[str, float] = {"epoch": float(state.epoch), "training_epoch": float(state.training_epoch)}
     if returns:
-        metrics["eval_return"] = float(np.mean(returns))
-        metrics["eval_return_std"] = float(np.std(returns))
-        metrics["eval_length"] = float(np.mean(lengths))
+        metrics[metric_keys.EVAL_RETURN] = float(np.mean(returns))
+        metrics[metric_keys.EVAL_RETURN_STD] = float(np.std(returns))
+        metrics[metric_keys.EVAL_LENGTH] = float(np.mean(lengths))
     if acc.episode_returns:
         metrics["train_return"] = float(np.mean(acc.episode_returns))
     if acc.updates:
@@ -323,7 +324,8 @@ def end_epoch(state: RunState) -> dict[str, float]:
         metrics["model_buffer_size"] = float(len(state.model_buffer))
     metrics["agent_updates"] = float(state.agent_updates)
     for phase, seconds in acc.seconds.items():
-        metrics[f"time_{phase}"] = seconds
+        if state.uses_model or phase not in MODEL_PHASES:  # a run without a model has no model phases to time
+            metrics[f"{metric_keys.TIME_PREFIX}{phase}"] = seconds
     state.epoch_acc = EpochAccumulator()
     return metrics
 

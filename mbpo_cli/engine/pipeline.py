@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.models.done import DoneClassifier, fit_done_classifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, make_model_optimizer, model_targets
@@ -70,11 +71,11 @@ def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generato
         raise NumericalError(f"non-finite loss in model training at env step {env_step}")
     info = {
         "model_train_loss": result.train_loss,
-        "model_holdout_loss": sum(elite_losses) / len(elite_losses),
+        metric_keys.MODEL_HOLDOUT_LOSS: sum(elite_losses) / len(elite_losses),
         "model_elite_loss_min": min(elite_losses),
         "model_elite_loss_max": max(elite_losses),
-        "model_epochs": float(result.epochs),
-        "time_model_fit": time.perf_counter() - start,
+        metric_keys.MODEL_EPOCHS: float(result.epochs),
+        metric_keys.TIME_MODEL_FIT: time.perf_counter() - start,
     }
     if models.done_model is not None and models.done_optimizer is not None:
         fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs, data.done,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from mbpo_cli.agents.base import Agent
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.task import RewardFn
 from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
@@ -108,8 +109,9 @@ class AdaptiveStats:
         """The realized branch lengths (mean, p10, p90), the threshold and the stop fraction, for the registry."""
         lengths = self.lengths.float()
         p10, p90 = torch.quantile(lengths, torch.tensor([0.1, 0.9], device=lengths.device)).tolist()
-        return {"rollout_length_mean": float(lengths.mean()), "rollout_length_p10": p10, "rollout_length_p90": p90,
-                "rollout_threshold": self.threshold, "rollout_stopped_uncertain": self.stopped_uncertain,
+        return {metric_keys.ROLLOUT_LENGTH_MEAN: float(lengths.mean()), metric_keys.ROLLOUT_LENGTH_P10: p10,
+                metric_keys.ROLLOUT_LENGTH_P90: p90, metric_keys.ROLLOUT_THRESHOLD: self.threshold,
+                metric_keys.ROLLOUT_STOPPED_UNCERTAIN: self.stopped_uncertain,
                 "rollout_transitions": float(self.transitions)}
 
 

@@ -25,6 +25,8 @@ from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
 PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
+MODEL_PHASES = ("model", "rollout", "diag")
+"""The phases only a run with a model has (a run without one records no time for them)."""
 INITIAL_STATE_POOL = 10_000
 
 

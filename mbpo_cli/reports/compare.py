@@ -20,10 +20,12 @@ Definitions (all aggregates are over seeds, i.e. runs of one group):
   of the runs that have a value at the milestone. The default milestones are the steps of
   :func:`stats.milestones` that every compared run covers; a user-given milestone where a group has no run
   with a value shows no data, with a note.
-* **Steps to threshold**: the first env step where the group's IQM curve (on the union of its runs' eval
-  steps up to its final step) reaches the threshold, linearly interpolated. The default threshold is the
-  baseline's final return. The ratio baseline steps / group steps says how many times fewer real steps
-  the group needed; when the baseline never reaches a user-given threshold the ratio is a lower bound.
+* **Steps to threshold** (:data:`THRESHOLD_RULE`): the first env step from which the group's IQM curve (on the
+  union of its runs' eval steps up to its final step) stays at or above the threshold, linearly interpolated;
+  a peak the curve falls back from does not count, so a baseline's noisy early peak never makes a group that
+  ends above it look slower. The default threshold is the baseline's final IQM return. The ratio baseline
+  steps / group steps says how many times fewer real steps the group needed; when the baseline never reaches
+  and holds a user-given threshold the ratio is a lower bound.
 * **Normalized AUC**, per environment: each run's mean return over the interval every compared run of its env
   covers (latest first eval step to shortest last eval step), scaled with low = the lowest and high = the
   highest eval return of any compared run of that env (0 = the worst return seen, 1 = the best); the group
@@ -45,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.reports import stats
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
 
@@ -76,6 +79,13 @@ VALUES_AT_STEPS = (
     "run has no value and is left out"
 )
 """How a return at a milestone (or any step that is not an eval step) is obtained; also said in the output."""
+
+THRESHOLD_RULE = (
+    "steps to threshold: the first env step from which a group's IQM curve stays at or above the threshold up to "
+    "the group's final step (a peak it falls back from does not count); the threshold is the baseline's final IQM "
+    "return unless --threshold is given"
+)
+"""How steps to the threshold are measured and where the default threshold comes from; also said in the output."""
 
 MIN_RUNS_FOR_P = 2
 """Runs needed in a group and in its baseline for a probability of improvement (one seed is no evidence)."""
@@ -115,7 +125,7 @@ def resolve_refs(registry: Registry, refs: Sequence[str]) -> list[RunInfo]:
     return list(found.values())
 
 
-def load_curves(registry: Registry, runs: Sequence[RunInfo], key: str = "eval_return") -> dict[str, Curve]:
+def load_curves(registry: Registry, runs: Sequence[RunInfo], key: str = metric_keys.EVAL_RETURN) -> dict[str, Curve]:
     """Each run's ``eval_return`` curve (or another metric's): run id -> ``(steps (N,), returns (N,))``."""
     curves: dict[str, Curve] = {}
     for run in runs:
@@ -254,15 +264,17 @@ class EfficiencyRow:
     baseline: str | None
     threshold: float | None
     steps: float | None
-    """Env step where the group's IQM curve reaches ``threshold``; None if never (or no threshold)."""
+    """Env step from which the group's IQM curve stays at or above ``threshold`` (:data:`THRESHOLD_RULE`); None
+    if its final return is below it (or no threshold)."""
     searched_until: int
     """The group's final step: the threshold was looked for up to here."""
     seeds_reaching: int
+    """Runs whose own curve reaches the threshold and stays at or above it up to their last eval."""
     n_seeds: int
     ratio: float | None
     """Baseline steps / group steps: how many times fewer real steps the group needed."""
     ratio_is_lower_bound: bool
-    """True when the baseline never reached the threshold: the ratio uses its final step instead."""
+    """True when the baseline does not end at or above the threshold: the ratio uses its final step instead."""
     auc: float
     """IQM over runs of the normalized AUC (see the module docstring); NaN without a common interval."""
     wall_to_threshold: float | None
@@ -460,7 +472,7 @@ def build_report(  # noqa: C901 - one pass per table, kept together so every num
         baseline_runs: runs of the baseline group (``--baseline``); None picks the model-free group per env.
         at: env steps for the returns table (default: :func:`stats.milestones` plus the paper's budgets,
             those that every run covers).
-        threshold: return to reach (default: the baseline's final IQM return).
+        threshold: return to reach and hold (default: the baseline's final IQM return).
         n_resamples: bootstrap resamples per interval.
         seed: bootstrap seed; the same inputs give the same report.
 
@@ -642,6 +654,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "returns": [asdict(r) for r in report.returns],
         "baselines": dict(report.baselines),
         "threshold_source": report.threshold_source,
+        "threshold_rule": THRESHOLD_RULE,
         "efficiency": [asdict(r) for r in report.efficiency],
         "auc_interval": asdict(next(iter(report.auc.values()))) if len(report.auc) == 1 else None,
         "auc_intervals": {env: asdict(interval) for env, interval in report.auc.items()},

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.registry import Registry, RunInfo
 
-EPOCH_KEYS = ("eval_return", "diag_model_return", "diag_model_error", "diag_reward_error", "diag_disagreement")
-ROLLOUT_KEYS = ("rollout_length_mean", "rollout_length_p10", "rollout_length_p90", "rollout_threshold",
-                "rollout_stopped_uncertain")
+EPOCH_KEYS = (metric_keys.EVAL_RETURN, metric_keys.DIAG_MODEL_RETURN, metric_keys.DIAG_MODEL_ERROR,
+              metric_keys.DIAG_REWARD_ERROR, metric_keys.DIAG_DISAGREEMENT)
+ROLLOUT_KEYS = (metric_keys.ROLLOUT_LENGTH_MEAN, metric_keys.ROLLOUT_LENGTH_P10, metric_keys.ROLLOUT_LENGTH_P90,
+                metric_keys.ROLLOUT_THRESHOLD, metric_keys.ROLLOUT_STOPPED_UNCERTAIN)
 
 
 @dataclass
@@ -61,8 +62,8 @@ def load_diagnostics(registry: Registry, run: RunInfo) -> Diagnostics:
     by_step: dict[int, dict[str, float]] = {}
     open_loop: dict[int, dict[int, float]] = {}
     for step, key, value in registry.metrics(run.id):
-        if key.startswith(OPEN_LOOP_PREFIX):
-            open_loop.setdefault(step, {})[int(key[len(OPEN_LOOP_PREFIX):])] = value
+        if key.startswith(metric_keys.DIAG_OPEN_LOOP_PREFIX):
+            open_loop.setdefault(step, {})[int(key[len(metric_keys.DIAG_OPEN_LOOP_PREFIX):])] = value
         elif key in ROLLOUT_KEYS:
             diag.rollouts.setdefault(step, {})[key] = value
         elif key in EPOCH_KEYS:
@@ -110,8 +111,8 @@ def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
             horizon_ax.legend(fontsize=8)
 
         epochs = sorted(diag.epochs)
-        for key, label, style in (("eval_return", "real (evaluation)", "-"),
-                                  ("diag_model_return", "inside the model", "--")):
+        for key, label, style in ((metric_keys.EVAL_RETURN, "real (evaluation)", "-"),
+                                  (metric_keys.DIAG_MODEL_RETURN, "inside the model", "--")):
             points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
             if points:
                 return_ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label)
@@ -120,8 +121,8 @@ def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
         return_ax.set_title("Model return vs real return")
         return_ax.legend(fontsize=8)
 
-        for key, label in (("diag_model_error", "one-step error, unseen real data"),
-                           ("diag_disagreement", "members' disagreement")):
+        for key, label in ((metric_keys.DIAG_MODEL_ERROR, "one-step error, unseen real data"),
+                           (metric_keys.DIAG_DISAGREEMENT, "members' disagreement")):
             points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
             if points:
                 error_ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
@@ -131,9 +132,9 @@ def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
         if diag.rollouts:
             lengths_ax = error_ax.twinx()
             retrains = sorted(diag.rollouts)
-            mean = [diag.rollouts[s].get("rollout_length_mean", math.nan) for s in retrains]
-            low = [diag.rollouts[s].get("rollout_length_p10", math.nan) for s in retrains]
-            high = [diag.rollouts[s].get("rollout_length_p90", math.nan) for s in retrains]
+            mean = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_MEAN, math.nan) for s in retrains]
+            low = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P10, math.nan) for s in retrains]
+            high = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P90, math.nan) for s in retrains]
             lengths_ax.plot(retrains, mean, color="gray", linewidth=1, label="branch length (mean, p10-p90)")
             lengths_ax.fill_between(retrains, low, high, color="gray", alpha=0.2, linewidth=0)
             lengths_ax.set_ylabel("adaptive branch length")

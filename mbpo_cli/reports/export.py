@@ -1,9 +1,10 @@
 """`mbpo runs export`: recorded runs as TensorBoard event files or as one long-format CSV.
 
-Both formats hold the same scalars (:func:`run_scalars`): every metric the run logged, at its env step, under
-its registry key (`eval_return`, `model_loss`, ...), and every `mbpo eval` evaluation of one of its checkpoints,
-at the checkpoint's env step, as `evaluation/mean_return` and `evaluation/std_return` (deterministic) or
-`evaluation_stochastic/...` (`--stochastic`).
+Both formats hold the same scalars (:func:`run_scalars`): every metric the run logged, at its env step, and every
+`mbpo eval` evaluation of one of its checkpoints, at the checkpoint's env step, as `evaluation/mean_return` and
+`evaluation/std_return` (deterministic) or `evaluation_stochastic/...` (`--stochastic`). The CSV names a metric by
+its registry key (`eval_return`, `model_holdout_loss`, ...); TensorBoard tags it with its section,
+`eval/eval_return`, `model/model_holdout_loss`, ... (`mbpo_cli.config.metrics.tensorboard_tag`).
 
 Wall time (TensorBoard's "Relative" and "Wall" axes): the registry's reading API gives none per metric row, so a
 metric's time is the run's creation time plus its training wall time at that step (the `wall_seconds` metric,
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.tensorboard import summary_writer
 
@@ -33,9 +35,12 @@ class Scalar:
 
     step: int
     key: str
+    """The registry key (`eval_return`) or, for an evaluation, `evaluation/mean_return`, ..."""
     value: float
     wall_time: float
     """Seconds since the epoch."""
+    tag: str
+    """The TensorBoard tag: `<namespace>/<key>` for a metric (`eval/eval_return`), the key for an evaluation."""
 
 
 def _checkpoint_step(label: str, fallback: int) -> int:
@@ -48,18 +53,18 @@ def run_scalars(registry: Registry, run: RunInfo) -> list[Scalar]:
     """Every metric row and every evaluation of `run`, ordered by env step, then key (see the module docstring)."""
     rows = registry.metrics(run.id)
     start = run.created_at.timestamp()
-    trained = {step: value for step, key, value in rows if key == "wall_seconds"}
+    trained = {step: value for step, key, value in rows if key == metric_keys.WALL_SECONDS}
     scalars = []
     last = 0.0
     for step, key, value in rows:
         last = trained.get(step, last)
-        scalars.append(Scalar(step, key, value, start + last))
+        scalars.append(Scalar(step, key, value, start + last, metric_keys.tensorboard_tag(key)))
     for evaluation in registry.evaluations(run.id):
         step = _checkpoint_step(evaluation.checkpoint, run.env_steps)
         section = "evaluation" if evaluation.deterministic else "evaluation_stochastic"
         stamp = evaluation.created_at.timestamp()
-        scalars.append(Scalar(step, f"{section}/mean_return", evaluation.mean, stamp))
-        scalars.append(Scalar(step, f"{section}/std_return", evaluation.std, stamp))
+        for name, value in (("mean_return", evaluation.mean), ("std_return", evaluation.std)):
+            scalars.append(Scalar(step, f"{section}/{name}", value, stamp, f"{section}/{name}"))
     return sorted(scalars, key=lambda s: (s.step, s.key))
 
 
@@ -95,7 +100,7 @@ def write_tensorboard(registry: Registry, runs: Sequence[RunInfo], out: Path) ->
         writer = writer_class(str(folder))
         try:
             for s in scalars:
-                writer.add_scalar(s.key, s.value, s.step, walltime=s.wall_time)
+                writer.add_scalar(s.tag, s.value, s.step, walltime=s.wall_time)
         finally:
             writer.close()
         written[run.id] = (folder, len(scalars))

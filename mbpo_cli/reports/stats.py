@@ -4,7 +4,7 @@ A learning curve is one run's (seed's) evaluation history: a sorted array of env
 ``steps`` (N,) and the eval returns measured at those steps ``returns`` (N,). The helpers here put
 curves on a common step grid without ever extrapolating, aggregate over runs with the interquartile
 mean (IQM), attach percentile-bootstrap confidence intervals over runs, and compute per-run scalars
-(steps to a threshold, normalized area under the curve, probability of improvement).
+(steps to reach and hold a threshold, normalized area under the curve, probability of improvement).
 
 Reference for the definitions: Agarwal et al., "Deep Reinforcement Learning at the Edge of the
 Statistical Precipice" (NeurIPS 2021).
@@ -153,27 +153,28 @@ def bootstrap_ci(
 
 
 def steps_to_threshold(steps: np.ndarray, returns: np.ndarray, threshold: float) -> float | None:
-    """First env step at which the linearly interpolated curve reaches ``threshold``.
+    """First env step from which the linearly interpolated curve stays at or above ``threshold`` up to its last
+    point: a peak the curve falls back from (below the threshold) does not count.
 
-    Interpolates between the last eval point below the threshold and the first one at or above it.
+    Interpolates between the last eval point below the threshold and the point after it.
 
     Args:
-        steps: (N,) sorted eval env steps of one run.
+        steps: (N,) sorted eval env steps of one run (or of a group's IQM curve).
         returns: (N,) finite eval returns at ``steps``.
-        threshold: return to reach.
+        threshold: return to reach and hold.
 
     Returns:
-        The (fractional) env step, ``steps[0]`` if the first eval already reaches the threshold,
-        or None if the curve never reaches it.
+        The (fractional) env step, ``steps[0]`` if no eval is below the threshold, or None if the last eval is
+        below it (the curve does not end at or above the threshold).
     """
     s, r = _as_curve(steps, returns)
-    reached = np.flatnonzero(r >= threshold)
-    if reached.size == 0:
+    below = np.flatnonzero(r < threshold)
+    if below.size == 0:
+        return float(s[0]) if s.size else None
+    i = int(below[-1])
+    if i == s.size - 1:
         return None
-    i = int(reached[0])
-    if i == 0:
-        return float(s[0])
-    s0, s1, r0, r1 = s[i - 1], s[i], r[i - 1], r[i]  # r0 < threshold <= r1, so r1 > r0
+    s0, s1, r0, r1 = s[i], s[i + 1], r[i], r[i + 1]  # r0 < threshold <= r1, so r1 > r0
     return float(s0 + (threshold - r0) / (r1 - r0) * (s1 - s0))
 
 

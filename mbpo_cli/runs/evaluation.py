@@ -10,7 +10,9 @@ pick their OpenGL backend from ``MUJOCO_GL`` / ``PYOPENGL_PLATFORM`` once per pr
 candidate backend (EGL, OSMesa) is tried in a fresh process, and a backend that cannot render cannot crash
 or poison the main process. A child that reports a failure before its first frame (PyOpenGL's AttributeError,
 ImportError or OSError for a library that is not there) or dies by a crash signal (EGL's SIGSEGV on some CPU
-machines) means "this backend cannot render here". The main process never renders: it imports MuJoCo with
+machines) means "this backend cannot render here". A task that renders without OpenGL (classic control draws with
+pygame) and lacks the package it draws with says so instead (gymnasium's ``DependencyNotInstalled``): no backend
+would help, and the error names the package. The main process never renders: it imports MuJoCo with
 rendering disabled (mujoco 4 loads the ``MUJOCO_GL`` backend on import), so that a ``MUJOCO_GL`` meant for the
 video cannot break the evaluation. The MP4 encoder (imageio + imageio-ffmpeg) is optional and imported lazily.
 """
@@ -52,6 +54,12 @@ BACKEND_EXIT = 3
 """Exit status of the video child process when the rendering backend does not work."""
 BACKEND_MARK = "mbpo-video-backend-failed: "
 """Starts the video child's last stderr line when it exits with :data:`BACKEND_EXIT` (followed by the error)."""
+DEPENDENCY_EXIT = 4
+"""Exit status of the video child process when the environment lacks a package it renders with (not MuJoCo's)."""
+DEPENDENCY_MARK = "mbpo-video-dependency-missing: "
+"""Starts the video child's last stderr line when it exits with :data:`DEPENDENCY_EXIT` (followed by gymnasium's
+message, e.g. ``pygame is not installed, ...``)."""
+PYGAME_HINT = 'pip install pygame (or pip install "gymnasium[classic-control]")'
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP})
 """Signals that stop a child from outside (a user, the OOM killer): they say nothing about the backend. Any other
 signal that ends the child (SIGSEGV, SIGABRT, SIGBUS, ...) is the backend crashing the process."""
@@ -309,6 +317,14 @@ class Attempt:
         return self.returncode < 0 and -self.returncode not in STOP_SIGNALS
 
     @property
+    def missing_dependency(self) -> str | None:
+        """Gymnasium's message when the environment lacks a package it renders with (no backend would help)."""
+        if self.returncode != DEPENDENCY_EXIT:
+            return None
+        marked = [line for line in self.stderr.splitlines() if line.startswith(DEPENDENCY_MARK)]
+        return marked[-1][len(DEPENDENCY_MARK):].strip()[:160] if marked else _last_line(self.stderr)
+
+    @property
     def why(self) -> str:
         """Why the backend failed, short: its missing library when that is the cause (PyOpenGL's own error is
         cryptic), else the crash or the child's error line."""
@@ -339,6 +355,15 @@ def no_backend_message(failures: dict[str, str]) -> str:
     needs = needs or [b for b in failures if b in BACKEND_HELP][:1]
     install = f"; install {' or '.join(BACKEND_HELP[b] for b in needs)}" if needs else ""
     return f"--video: no MuJoCo rendering backend works here ({tried}){install}"
+
+
+def missing_dependency_message(env_id: str, message: str) -> str:
+    """One line for an environment that cannot render because a package is missing: pygame named for the tasks
+    that draw with it (classic control), OSMesa and EGL said to be MuJoCo's."""
+    if "pygame" in message.lower():
+        return (f"--video: {env_id} renders with pygame, which is not installed: {PYGAME_HINT}; OSMesa and EGL are "
+                "for MuJoCo tasks")
+    return f"--video: {env_id} cannot render, a package it renders with is missing: {message}"
 
 
 def check_video_path(path: Path) -> None:
@@ -393,6 +418,9 @@ def record_video(path: Path, policy: Policy, seed: int, deterministic: bool,
         report = attempt.report
         if report is not None:  # the video is complete (even if the process crashed while exiting)
             return {**report, "backend": backend}
+        missing_package = attempt.missing_dependency
+        if missing_package is not None:  # the task's own renderer: another backend would fail alike
+            raise EvalError(missing_dependency_message(policy.config.env.id, missing_package))
         if attempt.backend_failed:
             failures[backend] = attempt.why
             continue
@@ -409,7 +437,7 @@ import faulthandler, json, sys, traceback, warnings
 faulthandler.enable()  # a backend that crashes the process still leaves the Python stack on stderr (--debug)
 request = json.loads(sys.argv[1])
 env_config = request["env"]
-try:  # any failure before the first frame is the backend's: importing mujoco loads the MUJOCO_GL backend
+try:  # a failure before the first frame is the backend's (importing mujoco loads it) or a missing package's
     import gymnasium as gym
     import numpy as np
     with warnings.catch_warnings():
@@ -421,7 +449,17 @@ try:  # any failure before the first frame is the backend's: importing mujoco lo
         raise RuntimeError("the environment rendered no RGB frame")
 except Exception as err:
     traceback.print_exc()
-    print({BACKEND_MARK!r} + type(err).__name__ + ": " + (str(err).strip().splitlines() or [""])[0], file=sys.stderr)
+    line = (str(err).strip().splitlines() or [""])[0]
+    causes = [err]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    # a package the task renders with (pygame) is missing; MuJoCo's own (its import loads the OpenGL backend) is not
+    mujoco = "mujoco" in line.lower() or any(
+        (getattr(c, "name", None) or "").split(".")[0] in ("mujoco", "OpenGL") for c in causes)
+    if type(err).__name__ == "DependencyNotInstalled" and not mujoco:
+        print({DEPENDENCY_MARK!r} + line, file=sys.stderr)
+        sys.exit({DEPENDENCY_EXIT})
+    print({BACKEND_MARK!r} + type(err).__name__ + ": " + line, file=sys.stderr)
     sys.exit({BACKEND_EXIT})
 from mbpo_cli.runs.evaluation import film
 try:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.events import Event, NoticeEvent, RolloutEvent, StepEvent
@@ -305,14 +306,14 @@ class Session:
             self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in event.metrics.items()])
             return
         metrics = dict(event.metrics)
-        metrics["wall_seconds"] = self.wall_seconds()
+        metrics[metric_keys.WALL_SECONDS] = self.wall_seconds()
         self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in metrics.items()])
-        self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=metrics["wall_seconds"])
+        self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=metrics[metric_keys.WALL_SECONDS])
         if self.tensorboard is not None:
             self.tensorboard.write(event.env_step, metrics)
         self.last_metrics = metrics
         self.reporter.epoch(event.env_step, metrics)
-        ret = metrics.get("eval_return")
+        ret = metrics.get(metric_keys.EVAL_RETURN)
         if ret is not None and (self.best_eval is None or ret > self.best_eval):
             self.best_eval = ret
             self.save_best(ret)
@@ -383,7 +384,7 @@ class Session:
 
 
 def _best_eval(registry: Registry, run_id: str) -> float | None:
-    values = [v for _, _, v in registry.metrics(run_id, "eval_return")]
+    values = [v for _, _, v in registry.metrics(run_id, metric_keys.EVAL_RETURN)]
     return max(values) if values else None
 
 
@@ -485,10 +486,10 @@ def start_or_resume(config: Config, meta: RunMeta, registry: Registry, runs_dir:
     run = run_named(registry, sanitize_name(meta.name))
     if run is not None and run.status == "finished":
         reporter.message(f"run {run.id} ({run.name}) already finished at env step {run.env_steps:,}")
-        evals = registry.metrics(run.id, "eval_return")
+        evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
         return Outcome(run=run, status="finished", exit_code=0, wall_seconds=run.wall_seconds,
                        env_steps_this_session=0, session_seconds=0.0,
-                       last_metrics={"eval_return": evals[-1][2]} if evals else {},
+                       last_metrics={metric_keys.EVAL_RETURN: evals[-1][2]} if evals else {},
                        best_eval=_best_eval(registry, run.id))
     if run is not None and not is_locked(run_dir(runs_dir, run.id)) and not has_full_checkpoint(registry, run.id):
         discard_run(registry, runs_dir, run)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_cli.config.load import ConfigError
+from mbpo_cli.config.metrics import tensorboard_tag
 
 INSTALL_HINT = "pip install 'mbpo-cli[tensorboard]'"
 LIVE_FOLDER = "tensorboard"
@@ -40,7 +41,8 @@ def live_folder(run_folder: Path) -> Path:
 
 
 class LiveTensorBoard:
-    """A training session's event files: each epoch's metrics as scalars at their env step, flushed at once.
+    """A training session's event files: each epoch's metrics as scalars at their env step, flushed at once, each
+    tagged `<namespace>/<key>` (`eval/eval_return`, see `mbpo_cli.config.metrics`).
 
     A resumed run appends new event files to the same folder; they start with a purge marker at the first step
     after the checkpoint, so TensorBoard drops what the interrupted session logged past it (the registry drops
@@ -66,7 +68,7 @@ class LiveTensorBoard:
         try:
             for key, value in metrics.items():
                 if math.isfinite(value):  # as in the registry, which keeps no value that is not a number
-                    self.writer.add_scalar(key, float(value), env_step)
+                    self.writer.add_scalar(tensorboard_tag(key), float(value), env_step)
             self.writer.flush()
         except OSError as err:
             self._fail(err)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.session import RunError, StopSignals, discard_run, has_full_checkpoint, is_locked, run_dir
 from mbpo_cli.sweeps.executors import Executor
@@ -229,7 +230,7 @@ def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict
                 row["target_steps"] = run.target_steps
                 if task.state not in ("running", "pending"):
                     row["status"] = run.display_status if task.state != "skipped" else "finished (earlier)"
-                evals = registry.metrics(run.id, "eval_return")
+                evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
                 row["last_eval_return"] = evals[-1][2] if evals else None
         rows.append(row)
     return rows

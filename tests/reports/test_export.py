@@ -1,7 +1,8 @@
 """Tests for `mbpo runs export` (mbpo_cli.reports.export and the CLI) on a synthetic registry.
 
 Every event file written is read back with TensorBoard's own reader (`EventAccumulator`) and compared with the
-registry's rows. TensorBoard stores a scalar as a 32-bit float: values are compared after the same rounding.
+registry's rows, a metric under its namespaced tag (`eval/eval_return`; the CSV keeps the registry's keys). TensorBoard
+stores a scalar as a 32-bit float: values are compared after the same rounding.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 from clihelpers import mbpo, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mbpo_cli.config.metrics import tensorboard_tag
 from mbpo_cli.reports.export import CSV_HEADER, folder_names, run_scalars, write_csv
 from mbpo_cli.runs.registry import Registry, RunInfo
 
@@ -30,7 +32,7 @@ def add_run(registry: Registry, name: str, seed: int, group: str | None = None) 
                               target_steps=STEPS[-1], group=group)
     rows = []
     for i, step in enumerate(STEPS, start=1):
-        rows += [(step, "eval_return", 10.0 * i + seed + 0.1), (step, "model_loss", 1 / (3 * i + seed)),
+        rows += [(step, "eval_return", 10.0 * i + seed + 0.1), (step, "model_loss", 1 / (3 * i + seed)),  # unknown
                  (step, "wall_seconds", 2.5 * i)]
     rows.append((200, "done_holdout_recall", 0.75))  # a key logged at one step only
     registry.log_metrics(run.id, rows)
@@ -52,11 +54,12 @@ def runs_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def expected(registry: Registry, run: RunInfo) -> dict[str, list[tuple[int, float]]]:
-    """The registry's metric rows and evaluations of `run` as tag -> [(step, value)], in step order."""
+def expected(registry: Registry, run: RunInfo, tags_of_metrics: bool = False) -> dict[str, list[tuple[int, float]]]:
+    """The registry's metric rows and evaluations of `run` as key (or, with `tags_of_metrics`, TensorBoard tag) ->
+    [(step, value)], in step order."""
     tags: dict[str, list[tuple[int, float]]] = {}
     for step, key, value in registry.metrics(run.id):
-        tags.setdefault(key, []).append((step, value))
+        tags.setdefault(tensorboard_tag(key) if tags_of_metrics else key, []).append((step, value))
     for evaluation in registry.evaluations(run.id):
         section = "evaluation" if evaluation.deterministic else "evaluation_stochastic"
         step = int(evaluation.checkpoint.split(":")[1])
@@ -88,8 +91,9 @@ def test_event_files_hold_every_metric_and_evaluation_at_its_step(runs_dir: Path
             run = registry.get_run(name)
             assert len(list((out / name).glob("events.out.tfevents.*"))) == 1
             events = read_events(out / name)
-            want = expected(registry, run)
-            assert set(events) == set(want) == {"eval_return", "model_loss", "wall_seconds", "done_holdout_recall",
+            want = expected(registry, run, tags_of_metrics=True)
+            assert set(events) == set(want) == {"eval/eval_return", "other/model_loss", "time/wall_seconds",
+                                                "model/done_holdout_recall",
                                                 "evaluation/mean_return", "evaluation/std_return",
                                                 "evaluation_stochastic/mean_return",
                                                 "evaluation_stochastic/std_return"}
@@ -98,8 +102,9 @@ def test_event_files_hold_every_metric_and_evaluation_at_its_step(runs_dir: Path
             assert [(s, v) for s, v, _ in events["evaluation/mean_return"]] == [(200, 25.0)]
             # a metric's wall time: the run's creation plus its training wall seconds at that step
             start = run.created_at.timestamp()
-            assert [w for _, _, w in events["eval_return"]] == pytest.approx([start + 2.5, start + 5.0, start + 7.5])
-            assert [w for _, _, w in events["done_holdout_recall"]] == pytest.approx([start + 5.0])
+            assert [w for _, _, w in events["eval/eval_return"]] == pytest.approx([start + 2.5, start + 5.0,
+                                                                                    start + 7.5])
+            assert [w for _, _, w in events["model/done_holdout_recall"]] == pytest.approx([start + 5.0])
 
 
 def test_a_group_exports_its_runs_and_exporting_again_replaces_the_event_files(runs_dir: Path, tmp_path: Path) -> None:
@@ -108,7 +113,7 @@ def test_a_group_exports_its_runs_and_exporting_again_replaces_the_event_files(r
         assert mbpo(runs_dir, "runs", "export", "ip-seeds", "--out", str(out)).exit_code == 0  # tensorboard: default
     for name in ("ip-a", "ip-b"):
         assert len(list((out / name).glob("events.out.tfevents.*"))) == 1
-        assert [s for s, _, _ in read_events(out / name)["eval_return"]] == STEPS  # not each step twice
+        assert [s for s, _, _ in read_events(out / name)["eval/eval_return"]] == STEPS  # not each step twice
 
 
 def test_folder_names_never_collide(tmp_path: Path) -> None:

@@ -51,9 +51,11 @@ def test_steps_to_threshold() -> None:
     assert stats.steps_to_threshold(np.array([5, 10]), np.array([80.0, 90.0]), 75.0) == 5.0
 
 
-def test_steps_to_threshold_uses_first_crossing() -> None:
+def test_steps_to_threshold_ignores_a_peak_the_curve_falls_back_from() -> None:
     steps, returns = np.array([0, 10, 20, 30]), np.array([0.0, 100.0, 0.0, 100.0])
-    assert stats.steps_to_threshold(steps, returns, 50.0) == pytest.approx(5.0)
+    assert stats.steps_to_threshold(steps, returns, 50.0) == pytest.approx(25.0)  # held from the second crossing
+    assert stats.steps_to_threshold(steps[:3], returns[:3], 50.0) is None  # reached once, ends below
+    assert stats.steps_to_threshold(steps, np.array([0.0, 100.0, 60.0, 100.0]), 50.0) == pytest.approx(5.0)
 
 
 def test_normalized_auc_straight_line() -> None:

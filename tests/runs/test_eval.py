@@ -278,6 +278,53 @@ def test_a_mujoco_gl_that_cannot_load_does_not_break_training(tmp_path: Path, br
     assert json.loads(done.stdout)["status"] == "finished"
 
 
+# ----- a task that renders without OpenGL (classic control draws with pygame) ------------------------------------
+
+FAKE_PYGAME = '''"""A stand-in for pygame that is not there: importing it fails as where it is not installed."""
+raise ImportError("No module named 'pygame'")
+'''
+
+
+def test_video_of_a_classic_control_task_without_pygame_names_pygame(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """CartPole draws with pygame, not OpenGL: without pygame the one line names pygame and how to install it, not
+    OSMesa or EGL (installing those would not help); nothing is written or recorded."""
+    runs_dir = tmp_path / "runs"
+    sets = ["train.init_steps=100", "train.epoch_length=100", "train.eval_episodes=1", "train.threads=1",
+            "agent.batch_size=32", "dqn.hidden=32"]
+    run_id = train_runs(runs_dir, {"cartpole": ["--env", "CartPole-v1", "--algo", "model-free", "--steps", "200",
+                                                *(arg for item in sets for arg in ("--set", item))]})["cartpole"]
+    fake = tmp_path / "no-pygame"
+    fake.mkdir()
+    (fake / "pygame.py").write_text(FAKE_PYGAME)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    path = tmp_path / "cartpole.mp4"
+    line = one_error_line(mbpo(runs_dir, "eval", run_id, "--episodes", "1", "--video", str(path)))
+    assert line == ('error: --video: CartPole-v1 renders with pygame, which is not installed: pip install pygame '
+                    '(or pip install "gymnasium[classic-control]"); OSMesa and EGL are for MuJoCo tasks')
+    assert not path.exists() and not partial_file(path).exists()
+    with Registry.open(runs_dir) as registry:
+        assert registry.evaluations(run_id) == []
+
+
+def test_a_mujoco_task_whose_import_fails_is_still_a_backend_failure(trained: Trained, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing mujoco loads its MUJOCO_GL backend, and gymnasium turns an ImportError there into "MuJoCo is not
+    installed" (DependencyNotInstalled): that is the backend's failure, not a missing package of the task."""
+    package = tmp_path / "fake-site" / "mujoco"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("Unable to load OpenGL library")\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(package.parent),
+                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(tmp_path / "x.mp4")))
+    assert "MUJOCO_GL=osmesa cannot render here (osmesa: " in line
+    assert "pygame" not in line and "package it renders with" not in line
+
+
 # ----- evaluation numbers ----------------------------------------------------------------------------------------
 
 

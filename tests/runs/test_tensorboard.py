@@ -1,7 +1,8 @@
 """Live TensorBoard event files (`train.tensorboard`, `mbpo train --tensorboard`): tiny real runs, in-process.
 
 The files are read back with TensorBoard's own reader (`EventAccumulator`) and compared with the registry's
-metric rows; TensorBoard stores a scalar as a 32-bit float, so values are compared after the same rounding.
+metric rows, each under its namespaced tag (`eval/eval_return`); TensorBoard stores a scalar as a 32-bit float, so
+values are compared after the same rounding.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from clihelpers import TINY, TINY_SETS, mbpo, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.metrics import tensorboard_tag
 from mbpo_cli.runs import session
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import RunMeta, SilentReporter, StopSignals, start_run
@@ -51,11 +53,11 @@ def read_events(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def registry_scalars(runs_dir: Path, run_id: str) -> dict[str, list[tuple[int, float]]]:
-    """The registry's metric rows of the run as tag -> [(step, value as float32)]."""
+    """The registry's metric rows of the run (plain keys) as namespaced tag -> [(step, value as float32)]."""
     tags: dict[str, list[tuple[int, float]]] = {}
     with Registry.open(runs_dir) as registry:
         for step, key, value in registry.metrics(run_id):
-            tags.setdefault(key, []).append((step, float(np.float32(value))))
+            tags.setdefault(tensorboard_tag(key), []).append((step, float(np.float32(value))))
     return tags
 
 
@@ -71,9 +73,13 @@ def test_live_event_files_hold_what_the_registry_holds(tmp_path: Path, closes: l
     folder = runs_dir / run_id / "tensorboard"
     assert len(event_files(folder)) == 1
     events, registry = read_events(folder), registry_scalars(runs_dir, run_id)
-    assert {"eval_return", "model_train_loss", "critic_loss", "wall_seconds"} <= set(registry)
+    assert {"eval/eval_return", "model/model_train_loss", "agent/critic_loss", "time/wall_seconds",
+            "diag/diag_open_loop_h1", "rollout/rollout_k", "train/epoch"} <= set(registry)
     assert events == registry
-    assert [s for s, _ in events["eval_return"]] == [100, 200, 300]
+    assert [s for s, _ in events["eval/eval_return"]] == [100, 200, 300]
+    assert not [tag for tag in events if tag.startswith("other/")]  # every key the run wrote is in the table
+    with Registry.open(runs_dir) as reg:  # the registry keeps the plain keys
+        assert [step for step, _, _ in reg.metrics(run_id, "eval_return")] == [100, 200, 300]
     assert closes == [folder]
     with Registry.open(runs_dir) as reg:
         assert reg.get_run(run_id).config["train"]["tensorboard"] is True
@@ -107,7 +113,7 @@ def test_interrupted_then_resumed_run_appends_to_the_same_folder(tmp_path: Path,
     run_id = json.loads(result.stdout)["id"]
     folder = runs_dir / run_id / "tensorboard"
     assert len(event_files(folder)) == 1 and closes == [folder]
-    assert [s for s, _ in read_events(folder)["eval_return"]] == [100]
+    assert [s for s, _ in read_events(folder)["eval/eval_return"]] == [100]
 
     with monkeypatch.context() as patch:  # a resumed run that asks for event files needs the package too
         without_tensorboard(patch)
@@ -122,7 +128,7 @@ def test_interrupted_then_resumed_run_appends_to_the_same_folder(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert len(event_files(folder)) == 2 and closes == [folder, folder]
     events = read_events(folder)
-    assert [s for s, _ in events["eval_return"]] == [100, 200, 300]
+    assert [s for s, _ in events["eval/eval_return"]] == [100, 200, 300]
     assert events == registry_scalars(runs_dir, run_id)
 
 
@@ -140,7 +146,7 @@ def test_a_failed_run_closes_its_log_with_what_it_wrote(tmp_path: Path, monkeypa
     folder = runs_dir / run_id / "tensorboard"
     assert closes == [folder]
     events = read_events(folder)
-    assert [s for s, _ in events["eval_return"]] == [100]
+    assert [s for s, _ in events["eval/eval_return"]] == [100]
     assert events == registry_scalars(runs_dir, run_id)
 
 
@@ -176,7 +182,7 @@ def test_a_resumed_log_drops_what_the_interrupted_session_wrote_past_its_checkpo
         second.write(step, {"eval_return": step / 100})
     second.close()
     second.close()  # twice is harmless
-    assert read_events(tmp_path) == {"eval_return": [(100, 10.0), (200, 20.0), (300, 3.0), (400, 4.0)]}
+    assert read_events(tmp_path) == {"eval/eval_return": [(100, 10.0), (200, 20.0), (300, 3.0), (400, 4.0)]}
     assert warnings == []
 
 
