@@ -201,6 +201,8 @@ EnvOpt = Annotated[str | None, typer.Option("--env", help="Any gymnasium env id 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set model.ensemble_size=5.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and no progress display.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists (never the "
+                                             "registry or a run's files, which are refused).")]
 
 
 def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import emit_json, handled, registry_of
+from mbpo_cli.cli.common import OverwriteOpt, emit_json, handled, registry_of
 from mbpo_cli.cli.tables import compare_tables
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from mbpo_cli.reports.compare import Report
     from mbpo_cli.reports.plots import Groups
     from mbpo_cli.reports.stats import Curve
+    from mbpo_cli.runs.outputs import OutputFile
 
 
-def _draw(report: Report, curves_data: Groups, model_curves: dict[str, Curve] | None, plot: Path) -> None:
+def _draw(report: Report, curves_data: Groups, model_curves: dict[str, Curve] | None, plot: OutputFile) -> None:
     """Write the learning-curve figure (with the groups' model returns dashed when `model_curves` is given)."""
     from mbpo_cli.reports import compare as reports
     from mbpo_cli.reports import plots
@@ -32,8 +33,9 @@ def _draw(report: Report, curves_data: Groups, model_curves: dict[str, Curve] | 
     if model_curves is not None and not overlay:
         common.err.print("warning: --model-return: no compared group recorded model returns (model-free runs, or "
                          "diagnostics off)", highlight=False, markup=False, soft_wrap=True)
-    plots.plot_curves(curves_data, plot, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)",
-                      model_returns=overlay)
+    with plot.writing() as partial:
+        plots.plot_curves(curves_data, partial, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)",
+                          model_returns=overlay)
 
 
 def compare(
@@ -45,12 +47,13 @@ def compare(
     at: Annotated[str | None, typer.Option("--at", help="Env steps for the returns table: 25000,50k,...")] = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Return to reach and hold (default: the "
                                                     "baseline's final IQM return).")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg.")]
-    = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves to FILE.png or FILE.svg (its "
+                                              "folder must exist).")] = None,
     model_return: Annotated[bool, typer.Option("--model-return", help="With --plot: also draw each group's return "
                                                "inside its model (dashed; see `mbpo diagnose`).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="table, json or csv (run_id,group,seed,step,return).")]
     = "table",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Compare groups of seeds: returns at milestones, sample efficiency vs a baseline, wall clock, final return.
 
@@ -67,6 +70,7 @@ def compare(
     """
     from mbpo_cli.reports import compare as reports
     from mbpo_cli.reports import plots
+    from mbpo_cli.runs import outputs
 
     with handled(ctx):
         if fmt not in ("table", "json", "csv"):
@@ -75,6 +79,7 @@ def compare(
             raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
         if model_return and plot is None:
             raise RunError("--model-return draws on the figure: add --plot FILE.png")
+        figure = None if plot is None else outputs.check_file("--plot", plot, ctx.obj.runs_dir, overwrite)
         try:
             at_steps = reports.parse_steps(at) if at is not None else None
             registry = registry_of(ctx, refs[0], read_only=True)
@@ -89,8 +94,8 @@ def compare(
         for warning in report.warnings:  # on stderr whatever the format: the JSON and CSV stay parseable
             common.err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
         curves_data = reports.plot_data(report, curves)
-        if plot is not None:
-            _draw(report, curves_data, model_curves if model_return else None, plot)
+        if figure is not None:
+            _draw(report, curves_data, model_curves if model_return else None, figure)
         if fmt == "csv":
             import csv
 

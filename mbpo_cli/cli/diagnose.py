@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
@@ -84,8 +84,9 @@ def diagnose(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the figure to FILE.png or FILE.svg: open-loop "
-                                              "error against rollout step, model vs real return, one-step error.")]
-    = None,
+                                              "error against rollout step, model vs real return, one-step error "
+                                              "(its folder must exist).")] = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run's model diagnostics: how wrong the model is on data it has not seen, how that error compounds
@@ -100,10 +101,12 @@ def diagnose(
         mbpo diagnose 3f9a1c2e --json
     """
     from mbpo_cli.reports.diagnostics import load_diagnostics, plot_diagnostics
+    from mbpo_cli.runs import outputs
 
     with handled(ctx):
         if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
             raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
+        figure = None if plot is None else outputs.check_file("--plot", plot, ctx.obj.runs_dir, overwrite)
         registry = registry_of(ctx, run, read_only=True)
         info = registry.get_run(run)
         diag = load_diagnostics(registry, info)
@@ -111,8 +114,9 @@ def diagnose(
             why = ("it trains no model" if info.algo != "mbpo" else
                    "none was recorded (diagnostics.enabled false, or no epoch ended after exploration yet)")
             raise RunError(f"run {info.id} has no model diagnostics: {why}")
-        if plot is not None:
-            plot_diagnostics(diag, plot)
+        if figure is not None:
+            with figure.writing() as partial:
+                plot_diagnostics(diag, partial)
         if as_json:
             data = diag.to_dict()
             data["plot"] = None if plot is None else str(plot)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import Globals, JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.cli.common import Globals, JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
     from mbpo_cli.runs.evaluation import Attempt
@@ -31,7 +31,9 @@ def eval_run(
     stochastic: Annotated[bool, typer.Option("--stochastic", help="Sample actions (seeded) instead of the mean.")]
     = False,
     video: Annotated[Path | None, typer.Option("--video", help="Film the first episode into FILE.mp4 (needs a "
-                                               "MuJoCo rendering backend and imageio[ffmpeg]).")] = None,
+                                               "MuJoCo rendering backend and imageio[ffmpeg]; its folder must "
+                                               "exist).")] = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate a run's policy from a checkpoint over seeded episodes and record the result in the registry.
@@ -46,7 +48,7 @@ def eval_run(
 
         mbpo eval 3f9a1c2e --checkpoint 50000 --stochastic --video hopper.mp4
     """
-    from mbpo_cli.runs import evaluation
+    from mbpo_cli.runs import evaluation, outputs
 
     with handled(ctx):
         if episodes < 1:
@@ -55,14 +57,18 @@ def eval_run(
             raise evaluation.EvalError(f"--seed: must be >= 0, got {seed}")
         if video is not None:
             evaluation.check_video_path(video)
+        film_file = None if video is None else outputs.check_file("--video", video, ctx.obj.runs_dir, overwrite)
         registry = registry_of(ctx, run)
         info = registry.get_run(run)
         policy = evaluation.load_policy(registry, info, ctx.obj.runs_dir, checkpoint)
         deterministic = not stochastic
         # the video first: a missing encoder or rendering backend must fail before anything is recorded
         debug = isinstance(ctx.obj, Globals) and ctx.obj.debug
-        film = None if video is None else evaluation.record_video(video, policy, seed, deterministic,
-                                                                  on_attempt=show_attempt if debug else None)
+        film = None
+        if film_file is not None:
+            with film_file.writing() as partial:
+                film = evaluation.record_video(partial, policy, seed, deterministic,
+                                               on_attempt=show_attempt if debug else None)
         result = evaluation.run_episodes(policy, episodes, seed, deterministic)
         recorded = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
         data = {

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import JsonOpt, emit_json, handled, registry_of
+from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
     from mbpo_cli.runs.evaluation import Policy
@@ -25,7 +25,8 @@ def export(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
     fmt: Annotated[str, typer.Option("--format", help="torchscript, or onnx (needs: pip install 'mbpo-cli[onnx]').")],
-    out: Annotated[Path, typer.Option("--out", help="The file to write (its folder must exist).")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (its folder must exist; not the registry or "
+                                      "anything in a run's folder).")],
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, best, or an env step.")] = "latest",
     quantize: Annotated[str | None, typer.Option("--quantize", help="int8: dynamic INT8 quantization of the Linear "
                                                  "layers (compared with the float policy, not held to 1e-5).")]
@@ -35,6 +36,7 @@ def export(
                                         "PyTorch, TorchScript, ONNX Runtime and INT8.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads of torch and of ONNX Runtime (intra-op).")]
     = 1,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a run's deterministic policy as one TorchScript or ONNX file, verified before it is put in place.
@@ -45,23 +47,27 @@ def export(
     indices), else nothing is written (exit 1). An INT8 file is reported against the float policy instead: its
     largest deviation, and its returns over 10 episodes beside the float policy's.
 
+    OUT is written under a temporary name beside it and renamed into place once verified; an existing file is
+    replaced only with --overwrite. The registry and anything in a run's folder (its checkpoints) are refused.
+
     Examples:
 
-        mbpo export 3f9a1c2e --format torchscript --out policy.pt
+        mbpo export 3f9a1c2e --format torchscript --out policy.pt --overwrite
 
         mbpo export 3f9a1c2e --checkpoint best --format onnx --out policy.onnx --bench
 
         mbpo export 3f9a1c2e --format onnx --quantize int8 --out policy-int8.onnx --json
     """
-    from mbpo_cli.runs import policy_export
+    from mbpo_cli.runs import outputs, policy_export
 
     with handled(ctx):
-        policy_export.check_request(fmt, quantize, out, seed, threads)
+        policy_export.check_request(fmt, quantize, seed, threads)
+        output = outputs.check_file("--out", out, ctx.obj.runs_dir, overwrite)
         registry = registry_of(ctx, run, read_only=True)
         info = registry.get_run(run)
         policy = policy_export.export_source(registry, info, ctx.obj.runs_dir, checkpoint)
         try:
-            exported = policy_export.export_policy(policy, fmt, quantize, out, seed, threads)
+            exported = policy_export.export_policy(policy, fmt, quantize, output, seed, threads)
         except policy_export.VerificationError as error:
             common.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None

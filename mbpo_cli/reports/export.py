@@ -15,12 +15,14 @@ evaluation's time is when it was recorded.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from mbpo_cli.config import metrics as metric_keys
+from mbpo_cli.runs import outputs
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.tensorboard import summary_writer
 
@@ -85,25 +87,48 @@ def folder_names(runs: Sequence[RunInfo]) -> dict[str, str]:
     return names
 
 
-def write_tensorboard(registry: Registry, runs: Sequence[RunInfo], out: Path) -> dict[str, tuple[Path, int]]:
-    """One event file per run under `out/<run name>/` (earlier event files there are replaced); run id ->
-    (folder, number of scalars). TensorBoardMissing when the `tensorboard` package is not installed."""
+def tensorboard_folders(runs: Sequence[RunInfo], out: Path, runs_dir: Path, overwrite: bool) -> dict[str, Path]:
+    """Run id -> the folder of its event files, `out/<run name>/` with its symlinks resolved (`out` as the user
+    named it, checked by :func:`mbpo_cli.runs.outputs.check_folder`); OutputError when one is something mbpo keeps
+    (a link into a run's folder), not a folder, or holds event files and `overwrite` is not given."""
+    folders: dict[str, Path] = {}
+    for run_id, name in folder_names(runs).items():
+        named = out / name
+        folder = named.resolve()
+        outputs.refuse_owned("--out", named, folder, runs_dir)
+        if folder.exists() and not folder.is_dir():
+            raise outputs.OutputError(f"--out {outputs.shown(out)}: {outputs.shown(named)} is not a folder")
+        if not overwrite and folder.is_dir() and any(folder.glob(f"{EVENT_FILE_PREFIX}*")):
+            raise outputs.OutputError(f"--out {outputs.shown(out)}: {outputs.shown(named)} already holds event files; "
+                                      f"add {outputs.OVERWRITE_FLAG} to replace them")
+        folders[run_id] = folder
+    return folders
+
+
+def write_tensorboard(registry: Registry, runs: Sequence[RunInfo], folders: dict[str, Path]) -> dict[str, int]:
+    """One event file per run in its folder of `folders` (:func:`tensorboard_folders`), replacing the event files
+    there; run id -> number of scalars. Each run's file is written in a temporary folder beside its own and moved in
+    once complete: a failed export leaves the earlier event files as they were. TensorBoardMissing when the
+    `tensorboard` package is not installed."""
     writer_class = summary_writer("--format tensorboard")
-    names = folder_names(runs)
-    written: dict[str, tuple[Path, int]] = {}
+    written: dict[str, int] = {}
     for run in runs:
-        folder = out / names[run.id]
-        folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob(f"{EVENT_FILE_PREFIX}*"):
-            old.unlink()
+        folder = folders[run.id]
         scalars = run_scalars(registry, run)
-        writer = writer_class(str(folder))
-        try:
-            for s in scalars:
-                writer.add_scalar(s.tag, s.value, s.step, walltime=s.wall_time)
-        finally:
-            writer.close()
-        written[run.id] = (folder, len(scalars))
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with outputs.staging(folder) as partial:
+            writer = writer_class(str(partial))
+            try:
+                for s in scalars:
+                    writer.add_scalar(s.tag, s.value, s.step, walltime=s.wall_time)
+            finally:
+                writer.close()
+            folder.mkdir(exist_ok=True)
+            for old in folder.glob(f"{EVENT_FILE_PREFIX}*"):
+                old.unlink()
+            for new in partial.iterdir():
+                os.replace(new, folder / new.name)
+        written[run.id] = len(scalars)
     return written
 
 

@@ -11,7 +11,8 @@ Gemm and what dynamic INT8 quantization acts on.
 Verification: the first observations met by the in-tool policy over seeded episodes (reset seeds ``seed,
 seed + 1, ...``) go through the exported file as a user would run it (``torch.jit.load``, an
 ``onnxruntime.InferenceSession``); its actions must match the in-tool policy's within :data:`TOLERANCE` (DQN: the
-same indices). The file is written under a hidden temporary name beside ``--out`` and renamed only once it passes.
+same indices). The file is written under a hidden temporary name beside ``--out`` and renamed only once it passes
+(:class:`mbpo_cli.runs.outputs.OutputFile`).
 An INT8 file is not held to the tolerance: its deviation from the float policy, and its returns over seeded episodes
 beside the float policy's, are reported instead.
 
@@ -24,7 +25,6 @@ import contextlib
 import copy
 import importlib.util
 import logging
-import os
 import tempfile
 import time
 import warnings
@@ -44,6 +44,7 @@ from mbpo_cli.agents.sac import Actor
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.nn.mlp import BatchedMLP
 from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.outputs import OutputFile
 from mbpo_cli.runs.registry import Registry, RunInfo
 from mbpo_cli.runs.session import RunError
 
@@ -86,9 +87,9 @@ def onnx_missing() -> str | None:
     return " and ".join(missing) or None
 
 
-def check_request(fmt: str, quantize: str | None, out: Path, seed: int, threads: int) -> None:
-    """ExportError (one line) for an unknown format or quantization, a bad seed or thread count, an output that
-    cannot be written, or ONNX without its extra."""
+def check_request(fmt: str, quantize: str | None, seed: int, threads: int) -> None:
+    """ExportError (one line) for an unknown format or quantization, a bad seed or thread count, or ONNX without its
+    extra (the output file is checked by :func:`mbpo_cli.runs.outputs.check_file`)."""
     if fmt not in FORMATS:
         raise ExportError(f"--format: expected torchscript or onnx, got {fmt!r}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -97,13 +98,6 @@ def check_request(fmt: str, quantize: str | None, out: Path, seed: int, threads:
         raise ExportError(f"--seed: must be >= 0, got {seed}")
     if threads < 1:
         raise ExportError(f"--threads: must be at least 1, got {threads}")
-    if out.is_dir():
-        raise ExportError(f"--out {out}: is a folder; name the file to write")
-    folder = out.parent
-    if not folder.is_dir():
-        raise ExportError(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"--out {out}: cannot write in the folder {folder}")
     missing = onnx_missing()
     if fmt == "onnx" and missing:
         raise ExportError(f"--format onnx needs the onnx extra ({missing} not installed): {INSTALL_HINT}")
@@ -271,11 +265,6 @@ def tool_act(agent: GraphedAgent, spec: EnvSpec) -> Act:
     return act
 
 
-def partial_file(out: Path) -> Path:
-    """Where the file is written until it has passed verification (hidden, beside ``out``)."""
-    return out.with_name(f".{out.name}.partial")
-
-
 # ---------------------------------------------------------------------------------------------
 # Episodes and comparisons
 # ---------------------------------------------------------------------------------------------
@@ -392,32 +381,38 @@ def _mismatch(check: Comparison, discrete: bool, out: Path) -> VerificationError
     return VerificationError(f"verification failed: the exported policy {what} observations; {out} was not written")
 
 
-def export_policy(policy: Policy, fmt: str, quantize: str | None, out: Path, seed: int = 0,
+def export_policy(policy: Policy, fmt: str, quantize: str | None, out: OutputFile, seed: int = 0,
                   threads: int = 1) -> Exported:
-    """Write ``policy`` to ``out`` (checked with :func:`check_request`) and verify the file on the observations of
-    seeded episodes; VerificationError (nothing written) when a float file's actions are not the policy's."""
+    """Write ``policy`` to ``out`` (its request checked with :func:`check_request`) and verify the file on the
+    observations of seeded episodes; VerificationError (nothing written) when a float file's actions are not the
+    policy's."""
     torch.set_num_threads(threads)
-    partial = partial_file(out)
     env = make_env(policy.config.env)
     try:
-        spec = env_spec(env)
-        tool = tool_act(policy.agent, spec)
-        observations, episodes = record_observations(env, tool, VERIFY_OBSERVATIONS, seed)
-        write_program(policy_program(policy.agent, spec), fmt, quantize, partial, torch.from_numpy(observations[:2]))
-        exported = file_act(partial, fmt, threads)
-        check = check_file(exported, observations, tool(observations))
-        int8_returns: list[float] | None = None
-        float_returns: list[float] | None = None
-        if quantize is None and check.differing:
-            raise _mismatch(check, spec.discrete, out)
-        if quantize is not None:
-            int8_returns = episode_returns(env, exported, RETURN_EPISODES, seed)
-            float_returns = run_episodes(policy, RETURN_EPISODES, seed).returns
-        os.replace(partial, out)
+        with out.writing() as partial:
+            exported = _write_verified(policy, env, fmt, quantize, partial, out.named, seed, threads)
     finally:
         env.close()
-        partial.unlink(missing_ok=True)
-    return Exported(path=out, fmt=fmt, quantize=quantize, size=out.stat().st_size, obs_dim=spec.obs_dim,
+    return exported
+
+
+def _write_verified(policy: Policy, env: gym.Env, fmt: str, quantize: str | None, partial: Path, named: Path,
+                    seed: int, threads: int) -> Exported:
+    """Write the file at ``partial`` and verify it (see :func:`export_policy`); what it holds, as ``named``."""
+    spec = env_spec(env)
+    tool = tool_act(policy.agent, spec)
+    observations, episodes = record_observations(env, tool, VERIFY_OBSERVATIONS, seed)
+    write_program(policy_program(policy.agent, spec), fmt, quantize, partial, torch.from_numpy(observations[:2]))
+    exported = file_act(partial, fmt, threads)
+    check = check_file(exported, observations, tool(observations))
+    int8_returns: list[float] | None = None
+    float_returns: list[float] | None = None
+    if quantize is None and check.differing:
+        raise _mismatch(check, spec.discrete, named)
+    if quantize is not None:
+        int8_returns = episode_returns(env, exported, RETURN_EPISODES, seed)
+        float_returns = run_episodes(policy, RETURN_EPISODES, seed).returns
+    return Exported(path=named, fmt=fmt, quantize=quantize, size=partial.stat().st_size, obs_dim=spec.obs_dim,
                     act_dim=spec.act_dim, discrete=spec.discrete, seed=seed, episodes=episodes, check=check,
                     int8_returns=int8_returns, float_returns=float_returns)
 

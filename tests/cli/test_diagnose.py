@@ -54,7 +54,7 @@ def test_diagnose_prints_every_epoch_and_the_adaptive_rollouts(tmp_path: Path) -
 
 def test_diagnose_plot_writes_a_figure(tmp_path: Path) -> None:
     run_id = _run(tmp_path)
-    figure = tmp_path / "out" / "diag.png"
+    figure = tmp_path / "diag.png"
     result = mbpo(tmp_path, "diagnose", run_id, "--plot", str(figure))
     assert result.exit_code == 0, result.output
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
@@ -86,7 +86,7 @@ def test_compare_overlays_model_returns(tmp_path: Path) -> None:
     result = mbpo(tmp_path, "compare", *ids, "--plot", str(figure), "--model-return")
     assert result.exit_code == 0, result.output
     assert figure.stat().st_size > 20_000 and "warning" not in result.stderr
-    free_only = mbpo(tmp_path, "compare", *ids[2:], "--plot", str(figure), "--model-return")
+    free_only = mbpo(tmp_path, "compare", *ids[2:], "--plot", str(figure), "--model-return", "--overwrite")
     assert free_only.exit_code == 0 and "no compared group recorded model returns" in free_only.stderr
     line = one_error_line(mbpo(tmp_path, "compare", *ids, "--model-return"))
     assert line == "error: --model-return draws on the figure: add --plot FILE.png"

@@ -211,7 +211,7 @@ def test_csv_long_format(synthetic: Synthetic) -> None:
 
 
 def test_plot_writes_a_valid_png(synthetic: Synthetic, tmp_path: Path) -> None:
-    path = tmp_path / "plots" / "curves.png"
+    path = tmp_path / "curves.png"
     result = mbpo(synthetic.runs_dir, "compare", "sac-seeds", *synthetic.mbpo_ids, "--plot", str(path))
     assert result.exit_code == 0, result.output
     data = path.read_bytes()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from clihelpers import TINY, mbpo, one_error_line, train_runs
 
-from mbpo_cli.runs.evaluation import Attempt, encoder_missing, partial_file
+from mbpo_cli.runs.evaluation import Attempt, encoder_missing
 from mbpo_cli.runs.registry import Registry
 
 
@@ -217,7 +217,7 @@ def broken_opengl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_video_backends_that_crash_or_cannot_load_are_named(trained: Trained, broken_opengl: Path) -> None:
     """A child that dies by SIGSEGV (EGL) and one whose PyOpenGL raises AttributeError (OSMesa) both mean 'this
     backend cannot render': one line naming each backend and why, exit 2, nothing written or recorded."""
-    path = broken_opengl / "film" / "episode.mp4"
+    path = broken_opengl / "episode.mp4"
     before = len(evaluations(trained))
     line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(path)))
     assert "--video: no MuJoCo rendering backend works here" in line
@@ -225,7 +225,26 @@ def test_video_backends_that_crash_or_cannot_load_are_named(trained: Trained, br
     assert "osmesa: libOSMesa not found" in line or "osmesa: AttributeError: 'NoneType' object has no attribute " \
                                                     "'glGetError'" in line
     assert "; install " in line
-    assert not path.exists() and not partial_file(path).exists()
+    assert sorted(p.name for p in broken_opengl.iterdir()) == ["fake-site"]  # no video, no temporary file
+    assert len(evaluations(trained)) == before
+
+
+def test_video_never_lands_on_the_registry_or_the_run_s_files(trained: Trained, tmp_path: Path) -> None:
+    """Refused before anything is filmed or recorded (exit 2): the run's folder, a link into it, /proc, and an
+    existing file without --overwrite."""
+    before = len(evaluations(trained))
+    folder = trained.runs_dir / trained.run_id
+    files = {p: p.read_bytes() for p in [trained.runs_dir / "registry.db", *folder.rglob("*")] if p.is_file()}
+    link = tmp_path / "link.mp4"
+    link.symlink_to(trained.runs_dir / "registry.db")
+    old = tmp_path / "old.mp4"
+    old.write_bytes(b"old")
+    for path, says in ((folder / "episode.mp4", f"that is inside the folder of run {trained.run_id}"),
+                       (link, "that is the registry database"), (Path("/proc/episode.mp4"), "cannot write in"),
+                       (old, "the file exists; add --overwrite to replace it")):
+        line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(path)))
+        assert line.startswith(f"error: --video {path}") and says in line
+    assert {p: p.read_bytes() for p in files} == files and old.read_bytes() == b"old"
     assert len(evaluations(trained)) == before
 
 
@@ -304,7 +323,7 @@ def test_video_of_a_classic_control_task_without_pygame_names_pygame(tmp_path: P
     line = one_error_line(mbpo(runs_dir, "eval", run_id, "--episodes", "1", "--video", str(path)))
     assert line == ('error: --video: CartPole-v1 renders with pygame, which is not installed: pip install pygame '
                     '(or pip install "gymnasium[classic-control]"); OSMesa and EGL are for MuJoCo tasks')
-    assert not path.exists() and not partial_file(path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["no-pygame", "runs"]  # no video, no temporary file
     with Registry.open(runs_dir) as registry:
         assert registry.evaluations(run_id) == []
 

@@ -27,6 +27,7 @@ from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export
 from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.outputs import check_file as check_output
 from mbpo_cli.runs.policy_export import Latency
 from mbpo_cli.runs.registry import Registry
 
@@ -142,7 +143,7 @@ def test_continuous_export_acts_as_the_run_in_a_fresh_process(trained: Trained, 
     assert (data["output"]["shape"], data["output"]["dtype"]) == (["B", 1], "float32")
     assert data["returns"] is None and data["bench"] is None
     assert out.is_file() and data["bytes"] == out.stat().st_size
-    assert not policy_export.partial_file(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temporary file left beside it
 
     policy, spec = tool_policy(trained, trained.sac)
     obs = observations(policy, spec)
@@ -227,7 +228,8 @@ def test_latency_threads_and_skipped_runtimes(trained: Trained, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the onnx extra the ONNX Runtime rows say why they are skipped; --threads sets torch's threads."""
     policy, _ = tool_policy(trained, trained.sac)
-    exported = policy_export.export_policy(policy, "torchscript", None, tmp_path / "policy.pt")
+    out = check_output("--out", tmp_path / "policy.pt", trained.runs_dir, overwrite=False)
+    exported = policy_export.export_policy(policy, "torchscript", None, out)
     monkeypatch.setattr(policy_export, "ONNX_PACKAGES", ("no_such_onnx_package",))  # missing with or without onnx
     rows = {row.runtime: row for row in policy_export.bench_latency(policy, exported, threads=2, warmup=2, calls=20)}
     assert torch.get_num_threads() == 2
@@ -283,8 +285,13 @@ def test_a_file_that_does_not_act_as_the_run_is_not_written(trained: Trained, tm
     line = one_error_line(mbpo(trained.runs_dir, "export", trained.sac, "--format", "torchscript", "--out",
                                str(out)), code=1)
     assert "verification failed" in line and "0.001" in line and "tolerance 1e-05" in line and "not written" in line
-    assert not out.exists() and not policy_export.partial_file(out).exists()
     assert list(tmp_path.iterdir()) == []
+    # an earlier file stays whole: the new one was written under a temporary name, removed on failure
+    out.write_bytes(b"the policy exported yesterday")
+    one_error_line(mbpo(trained.runs_dir, "export", trained.sac, "--format", "torchscript", "--out", str(out),
+                        "--overwrite"), code=1)
+    assert out.read_bytes() == b"the policy exported yesterday"
+    assert list(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.parametrize(
@@ -302,21 +309,53 @@ def test_bad_input_is_one_line_exit_2(trained: Trained, tmp_path: Path, args: li
     assert not out.exists()
 
 
-def test_bad_output_paths(trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_output_paths(trained: Trained, tmp_path: Path) -> None:
     def export_to(out: Path) -> str:
         return one_error_line(mbpo(trained.runs_dir, "export", trained.sac, "--format", "torchscript", "--out",
                                    str(out)))
 
-    assert "the folder" in export_to(tmp_path / "missing" / "policy.pt") and "does not exist" in \
-        export_to(tmp_path / "missing" / "policy.pt")
+    missing = tmp_path / "missing" / "policy.pt"
+    assert export_to(missing) == f"error: --out {missing}: the folder {missing.parent} does not exist"
     assert "is a folder" in export_to(tmp_path)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    real_access = policy_export.os.access
-    # the tests may run as root, whom permissions do not stop: the folder is reported unwritable instead
-    monkeypatch.setattr(policy_export.os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
-    assert f"cannot write in the folder {locked}" in export_to(locked / "policy.pt")
-    assert list(locked.iterdir()) == []
+    # root may "write" /proc by its permission bits: creating a file there, before the export, says otherwise
+    assert export_to(Path("/proc/policy.pt")).startswith("error: --out /proc/policy.pt: cannot write in the folder "
+                                                         "/proc: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def checkpoint_files(trained: Trained) -> dict[Path, bytes]:
+    """The registry and every file of the SAC run's folder -> its bytes."""
+    files = [trained.runs_dir / "registry.db", *(trained.runs_dir / trained.sac).rglob("*")]
+    return {path: path.read_bytes() for path in files if path.is_file()}
+
+
+def test_the_registry_and_the_run_s_checkpoints_are_never_written(trained: Trained, tmp_path: Path) -> None:
+    """Issue 27: `--out RUNS/registry.db` overwrote the registry and `--out` at a checkpoint replaced it; a link to
+    them did the same. Each is refused before any work, --overwrite or not, and nothing changes."""
+    before = checkpoint_files(trained)
+    checkpoint = max((trained.runs_dir / trained.sac / "checkpoints").glob("step-*.pt"))
+    link = tmp_path / "policy.pt"
+    link.symlink_to(checkpoint)
+    for out, says in ((trained.runs_dir / "registry.db", "that is the registry database"),
+                      (checkpoint, f"that is inside the folder of run {trained.sac}"),
+                      (link, f"(a link to {checkpoint.resolve()}): that is inside the folder of run {trained.sac}")):
+        for overwrite in ([], ["--overwrite"]):
+            line = one_error_line(mbpo(trained.runs_dir, "export", trained.sac, "--format", "torchscript", "--out",
+                                       str(out), *overwrite))
+            assert line.startswith(f"error: --out {out}") and says in line
+            assert line.endswith("which mbpo keeps; write somewhere else")
+    assert checkpoint_files(trained) == before
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(trained: Trained, tmp_path: Path) -> None:
+    out = tmp_path / "policy.pt"
+    out.write_bytes(b"old")
+    line = one_error_line(mbpo(trained.runs_dir, "export", trained.sac, "--format", "torchscript", "--out", str(out)))
+    assert line == f"error: --out {out}: the file exists; add --overwrite to replace it"
+    assert out.read_bytes() == b"old"
+    data = export_json(trained, trained.sac, out, "--format", "torchscript", "--overwrite")
+    assert data["file"] == str(out) and out.stat().st_size == data["bytes"] > 1000
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_unknown_run_and_a_run_without_checkpoints(trained: Trained, tmp_path: Path) -> None:
