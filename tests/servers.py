@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +164,56 @@ RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 2.60 drivers fail to join a head started with --node-ip-address=127.0.0.1 on a machine whose node IP differs)."""
 
 
+@dataclass(frozen=True)
+class Proc:
+    """A live process as /proc shows it; its start time tells it from a later process given the same pid."""
+
+    pid: int
+    parent: int
+    started: int
+    command: str
+
+
+def live_processes() -> dict[int, Proc]:
+    """Every live process (zombies left out), by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                found[int(entry.name)] = Proc(int(entry.name), int(fields[1]), int(fields[19]), command.strip())
+    return found
+
+
+def descendants(pids: set[int], processes: dict[int, Proc] | None = None) -> dict[int, Proc]:
+    """The live processes below any of `pids`."""
+    processes = live_processes() if processes is None else processes
+    found: dict[int, Proc] = {}
+    todo = set(pids)
+    while todo:
+        below = {p.pid for p in processes.values() if p.parent in todo and p.pid not in found}
+        found.update((pid, processes[pid]) for pid in below)
+        todo = below
+    return found
+
+
+def surviving(processes: dict[int, Proc]) -> dict[int, Proc]:
+    """Those of `processes` still alive (the same pid with the same start time)."""
+    now = live_processes()
+    return {pid: p for pid, p in processes.items() if pid in now and now[pid].started == p.started}
+
+
+def kill_processes(processes: dict[int, Proc]) -> None:
+    """SIGKILL those of `processes` still alive (never a later process given one of their pids)."""
+    for pid in surviving(processes):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class RayCluster:
     """A one-node Ray cluster started with `ray start --head` on 127.0.0.1; drivers join `address` with `env`."""
@@ -171,11 +222,21 @@ class RayCluster:
     temp_dir: Path
     env: dict[str, str]
 
-    def stop(self) -> None:
-        """`ray stop --force` (every Ray process on this machine: the tests start only this one cluster)."""
-        cli = _ray_cli()
-        assert cli is not None
-        subprocess.run([cli, "stop", "--force"], capture_output=True, timeout=60)
+    def daemons(self) -> dict[int, Proc]:
+        """The processes `ray start --head` started (GCS, raylet, dashboard, monitors: their command lines name the
+        cluster's folder)."""
+        return {pid: p for pid, p in live_processes().items() if str(self.temp_dir) in p.command}
+
+    def processes(self) -> dict[int, Proc]:
+        """Every process of this cluster now: its daemons and everything below them (agents, workers, runs)."""
+        daemons = self.daemons()
+        return daemons | descendants(set(daemons))
+
+    def stop(self, orphans: dict[int, Proc] | None = None) -> None:
+        """SIGKILL every process of this cluster, with those of `orphans` still alive (its processes seen earlier,
+        no longer below its daemons once these died), and remove its folder. Not `ray stop`: that stops every Ray
+        process on the machine, other clusters' too."""
+        kill_processes((orphans or {}) | self.processes())
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

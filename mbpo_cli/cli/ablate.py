@@ -7,6 +7,7 @@ report of the finished group (`mbpo_cli.reports.compare`), and the tables that s
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from contextlib import redirect_stdout
@@ -41,6 +42,10 @@ from mbpo_cli.sweeps import ablation, executors, variants
 
 if TYPE_CHECKING:  # the reports (scipy) load only when an ablation ends: every command starts faster
     from mbpo_cli.reports import compare as reports
+
+EXIT_EXECUTOR_LOST = 69
+"""Exit status when the executor was lost mid-ablation (a Ray cluster whose head stopped answering): EX_UNAVAILABLE
+of sysexits.h, a service the command needs is gone; the runs continue with ``--resume`` once it is back."""
 
 
 def _same_as_control_notes(plan: variants.Plan) -> list[str]:
@@ -80,20 +85,37 @@ class Placement:
 
     @property
     def threads(self) -> int:
-        """Torch threads of each run: its share of this machine's cores, or the whole CPUs Ray gives it."""
+        """Torch threads of each run whose config leaves train.threads unset: its share of this machine's cores,
+        or the whole CPUs Ray gives it."""
         if self.executor == "ray":
             return max(1, int(self.cpus_per_run))
         return ablation.threads_per_job(self.jobs or 1)
 
-    def describe(self) -> str:
-        """One line for the dry run."""
-        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''} each"
+    def threads_reason(self) -> str:
+        """Where :attr:`threads` comes from, in words."""
+        if self.executor == "ray":
+            return f"the whole part of --cpus-per-run {self.cpus_per_run:g}"
+        return f"{os.cpu_count() or 1} cores // --jobs {self.jobs or 1}"
+
+    def describe(self, own_threads: int | None) -> str:
+        """One line for the dry run (``own_threads``: the control's train.threads, when the user set it)."""
+        count = self.threads if own_threads is None else own_threads
+        threads = f"{count} thread{'s' if count > 1 else ''} each{' (train.threads)' if own_threads else ''}"
         if self.executor == "local":
             return f"--jobs {self.jobs} with {threads}"
         where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address}"
         jobs = "as many at a time as it has resources for" if self.jobs is None else f"at most {self.jobs} at a time"
         gpus = f" and {self.gpus_per_run:g} GPU" if self.gpus_per_run else ""
         return f"Ray tasks on {where}, {self.cpus_per_run:g} CPU{gpus} per run, {jobs}, {threads}"
+
+    def options(self) -> list[str]:
+        """The command-line options that give this placement again (the defaults left out)."""
+        if self.executor == "local":
+            return [] if self.jobs in (None, 1) else ["--jobs", str(self.jobs)]
+        given = [("--address", self.address), ("--jobs", self.jobs),
+                 ("--cpus-per-run", None if self.cpus_per_run == 1.0 else f"{self.cpus_per_run:g}"),
+                 ("--gpus-per-run", None if self.gpus_per_run == 0.0 else f"{self.gpus_per_run:g}")]
+        return ["--executor", "ray", *(a for flag, value in given if value is not None for a in (flag, str(value)))]
 
 
 def _placement(executor: str, jobs: int | None, address: str | None, cpus_per_run: float | None,
@@ -136,7 +158,8 @@ def _print_plan(plan: variants.Plan, placement: Placement, as_json: bool) -> Non
     common.out.print(diff_table(plan))
     runs = len(plan.variants) * len(plan.seeds)
     common.out.print(f"{len(plan.variants)} variants x {len(plan.seeds)} seeds ({', '.join(map(str, plan.seeds))}) = "
-                     f"{runs} runs, {plan.total_env_steps():,} env steps in total; {placement.describe()}",
+                     f"{runs} runs, {plan.total_env_steps():,} env steps in total; "
+                     f"{placement.describe(ablation.own_threads(plan, variants.CONTROL))}",
                      highlight=False)
     for note in _same_as_control_notes(plan):
         _note(note)
@@ -165,15 +188,24 @@ def _executor(placement: Placement) -> executors.Executor:
                        f"{' '.join(str(error).split())}") from None
 
 
+def _say(text: str) -> None:
+    """One line on stderr."""
+    common.err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, placement: Placement,
-             as_json: bool) -> tuple[list[ablation.Task], int | None]:
-    """Run the plan's unfinished runs (a live table unless --json); the tasks and the stop signal, if any."""
+             as_json: bool) -> tuple[list[ablation.Task], ablation.Ending]:
+    """Run the plan's unfinished runs (a live table unless --json); the tasks and how the execution ended."""
     ablation.write_variant_configs(plan, runs_dir)
     tasks = ablation.plan_tasks(plan, registry, runs_dir)
+    if ablation.threads_chosen_for(plan, tasks):
+        count = placement.threads
+        _say(f"note: ablate gives each new run {count} torch thread{'s' if count > 1 else ''} "
+             f"({placement.threads_reason()}); --set train.threads=N chooses")
     executor = _executor(placement)
     try:
         with StopSignals() as stop:
-            def run(tick: Callable[[list[ablation.Task]], None] | None) -> int | None:
+            def run(tick: Callable[[list[ablation.Task]], None] | None) -> ablation.Ending:
                 return ablation.execute(plan, tasks, registry, runs_dir, executor, placement.jobs, placement.threads,
                                         on_tick=tick, stop=stop)
 
@@ -182,10 +214,10 @@ def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, placement:
                     return tasks, run(None)
             table = ablation_runs_table(plan, ablation.run_rows(plan, tasks, registry))
             with Live(table, console=common.out, refresh_per_second=2) as live:
-                signum = run(lambda current: live.update(
+                ending = run(lambda current: live.update(
                     ablation_runs_table(plan, ablation.run_rows(plan, current, registry))))
             common.out.print()
-        return tasks, signum
+        return tasks, ending
     finally:
         if isinstance(executor, executors.RayExecutor):
             executor.close()
@@ -205,17 +237,18 @@ def _ablation_report(registry: Registry, plan: variants.Plan) -> tuple[reports.R
         return None, [f"no compare report: {error}"]
 
 
-def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry, signum: int | None,
+def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry, ending: ablation.Ending,
             as_json: bool) -> list[dict[str, Any]]:
     """Print the end report (compare tables, config differences, notes, or one JSON object); the run rows."""
     from mbpo_cli.reports import compare as reports
 
     rows = ablation.run_rows(plan, tasks, registry)
-    report, notes = (None, []) if signum is not None else _ablation_report(registry, plan)
+    stopped = ending.signum is not None or ending.lost is not None
+    report, notes = (None, []) if stopped else _ablation_report(registry, plan)
     notes += _same_as_control_notes(plan)
     if as_json:
         keys = ("id", "variant", "seed", "status", "env_steps", "last_eval_return")
-        emit_json({"group": plan.group, "interrupted": signum is not None,
+        emit_json({"group": plan.group, "interrupted": ending.signum is not None, "executor_lost": ending.lost,
                    "runs": [{k: r[k] for k in keys} for r in rows],
                    "variants": [{"name": v.name, "overrides": list(v.overrides)} for v in plan.variants],
                    "compare": None if report is None else reports.report_to_dict(report), "notes": notes})
@@ -231,24 +264,40 @@ def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry,
     return rows
 
 
-def _exit_status(plan: variants.Plan, rows: list[dict[str, Any]], runs_dir: Path, signum: int | None) -> None:
-    """Say which runs need attention and how to continue; exit 128 + signal when stopped, 1 when runs remain."""
+def resume_command(runs_dir: Path, group: str, placement: Placement) -> str:
+    """The command that continues the ablation where it runs now (the same runs directory and executor options)."""
+    return shlex.join(["mbpo", "--runs-dir", str(runs_dir), "ablate", "--resume", group, *placement.options()])
+
+
+def _lost_line(rows: list[dict[str, Any]], lost: str, placement: Placement, resume: str) -> str:
+    """What a lost executor means for the runs, and how to continue, in one line."""
+    running = sum(1 for r in rows if r["status"] == ablation.TaskState.LOST)
+    waiting = sum(1 for r in rows if r["status"] == ablation.TaskState.PENDING)
+    when = "" if placement.address is None else "once the cluster answers again, "
+    return (f"error: {lost}; {running} run{'s were' if running != 1 else ' was'} running and {waiting} not started "
+            f"(--resume continues each from its last checkpoint); {when}continue with: {resume}")
+
+
+def _exit_status(plan: variants.Plan, rows: list[dict[str, Any]], runs_dir: Path, placement: Placement,
+                 ending: ablation.Ending) -> None:
+    """Say which runs need attention and how to continue; exit 128 + signal when stopped, EXIT_EXECUTOR_LOST when
+    the executor was lost, 1 when runs remain."""
     failed = [r for r in rows if str(r["status"]).startswith("failed")]
-    busy = [r for r in rows if r["status"] == "busy"]
-
-    def say(text: str) -> None:
-        common.err.print(text, highlight=False, soft_wrap=True)
-
+    busy = [r for r in rows if r["status"] == ablation.TaskState.BUSY]
+    resume = resume_command(runs_dir, plan.group, placement)
     for r in failed:
-        say(f"run {r['id'] or '-'} ({r['variant']}, seed {r['seed']}) failed; its log is under "
-            f"{ablation.ablation_dir(runs_dir, plan.group) / 'logs'}")
+        _say(f"run {r['id'] or '-'} ({r['variant']}, seed {r['seed']}) failed; its log is under "
+             f"{ablation.ablation_dir(runs_dir, plan.group) / 'logs'}")
     for r in busy:
-        say(f"run {r['id']} ({r['variant']}, seed {r['seed']}) is running in another process: not started")
-    if signum is not None:
-        say(f"interrupted: continue with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}")
-        raise typer.Exit(128 + signum)
+        _say(f"run {r['id']} ({r['variant']}, seed {r['seed']}) is running in another process: not started")
+    if ending.lost is not None:
+        _say(_lost_line(rows, ending.lost, placement, resume))
+        raise typer.Exit(EXIT_EXECUTOR_LOST)
+    if ending.signum is not None:
+        _say(f"interrupted: continue with: {resume}")
+        raise typer.Exit(128 + ending.signum)
     if failed or busy:
-        say(f"continue the unfinished runs with: mbpo --runs-dir {runs_dir} ablate --resume {plan.group}")
+        _say(f"continue the unfinished runs with: {resume}")
         raise typer.Exit(1)
 
 
@@ -280,14 +329,16 @@ def ablate(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
     start_seed: Annotated[int, typer.Option("--start-seed", help="First seed.")] = 0,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Runs at a time (local: 1, each with cores // jobs "
-                                             "threads; ray: as many as the cluster's resources allow).")] = None,
+                                             "threads unless train.threads is set; ray: as many as the cluster's "
+                                             "resources allow).")] = None,
     executor: Annotated[str, typer.Option("--executor", help="Where runs execute: local (processes on this "
                                           "machine) or ray (Ray tasks; pip install 'mbpo-cli[ray]').")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="Ray: the cluster to join (auto, HOST:PORT or "
                                                 "ray://HOST:PORT); default: a local Ray instance for this "
                                                 "command.")] = None,
     cpus_per_run: Annotated[float | None, typer.Option("--cpus-per-run", help="Ray: CPUs each run requests "
-                                                        "(default 1; its torch threads: the whole part).")] = None,
+                                                        "(default 1; its torch threads: the whole part, unless "
+                                                        "train.threads is set).")] = None,
     gpus_per_run: Annotated[float | None, typer.Option("--gpus-per-run", help="Ray: GPUs each run requests "
                                                         "(fractions share a GPU; default 0).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps per run.")] = None,
@@ -305,7 +356,9 @@ def ablate(
 
     Every variant x seed is a run in one registry group (kind ablation); runs execute as separate
     `mbpo train` processes, --jobs at a time. Ctrl-C interrupts them all (each checkpoints); continue with
-    `mbpo ablate --resume GROUP`. At the end: the compare report with the control as the baseline.
+    `mbpo ablate --resume GROUP` (the hint repeats the executor options). At the end: the compare report with the
+    control as the baseline. Exit status: 0 all finished, 1 runs failed, 2 bad input, 130/143 Ctrl-C/SIGTERM,
+    69 the Ray cluster was lost (its head stopped answering; --resume once it is back).
 
     Examples:
 
@@ -340,6 +393,6 @@ def ablate(
                 _print_plan(plan, placement, as_json)
                 return
             registry = _create_group(ctx, plan)
-        tasks, signum = _execute(plan, registry, ctx.obj.runs_dir, placement, as_json)
-        rows = _report(plan, tasks, registry, signum, as_json)
-        _exit_status(plan, rows, ctx.obj.runs_dir, signum)
+        tasks, ending = _execute(plan, registry, ctx.obj.runs_dir, placement, as_json)
+        rows = _report(plan, tasks, registry, ending, as_json)
+        _exit_status(plan, rows, ctx.obj.runs_dir, placement, ending)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import yaml
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.session import RunError, StopSignals, discard_run, has_full_checkpoint, is_locked, run_dir
-from mbpo_cli.sweeps.executors import Executor
+from mbpo_cli.sweeps.executors import Executor, ExecutorLost
 from mbpo_cli.sweeps.variants import Plan
 
 GROUP_KIND = "ablation"
@@ -79,6 +80,25 @@ def load_plan(registry: Registry, group: str) -> Plan:
     return Plan.from_dict(found["info"]["ablation"])
 
 
+class TaskState(str, Enum):
+    """What is happening to one task of the ablation, as this command knows it."""
+
+    PENDING = "pending"
+    SKIPPED = "skipped"
+    """Finished before this command."""
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    BUSY = "busy"
+    """Running in another process: not started."""
+    LOST = "lost"
+    """Running when the executor was lost (a Ray cluster whose head stopped answering): its fate is unknown."""
+
+
+_EXIT_STATES = {0: TaskState.FINISHED, 130: TaskState.INTERRUPTED, 143: TaskState.INTERRUPTED}
+
+
 @dataclass
 class Task:
     """One variant x seed of the plan and what is happening to it."""
@@ -86,8 +106,7 @@ class Task:
     variant: str
     seed: int
     run_id: str | None = None
-    state: str = "pending"
-    """pending, skipped (finished before), running, finished, interrupted, failed, busy (another process)."""
+    state: TaskState = TaskState.PENDING
     action: str = "train"
     """train (never started) or resume."""
     exit_code: int | None = None
@@ -121,9 +140,9 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
             if run is not None:
                 task.run_id = run.id
                 if run.status == "finished":
-                    task.state = "skipped"
+                    task.state = TaskState.SKIPPED
                 elif run.status == "running" and is_locked(run_dir(runs_dir, run.id)):
-                    task.state = "busy"
+                    task.state = TaskState.BUSY
                 elif not has_full_checkpoint(registry, run.id):
                     discard_run(registry, runs_dir, run)  # nothing to resume from: train it again
                     task.run_id = None
@@ -137,16 +156,29 @@ def task_argv(task: Task, plan: Plan, runs_dir: Path, threads: int) -> list[str]
     """The `mbpo` arguments of a task (the executor puts the program in front, where the run executes).
 
     Both forms are safe to run again after a lost worker: `resume` continues from the newest checkpoint, and
-    `train --if-exists resume` continues the run it started if it got that far.
+    `train --if-exists resume` continues the run it started if it got that far. A new run gets ``threads`` torch
+    threads unless its config sets ``train.threads`` (the user's value always wins).
     """
     base = ["--runs-dir", str(runs_dir.absolute())]
     if task.action == "resume":
         assert task.run_id is not None
         return [*base, "resume", task.run_id, "--json"]
+    chosen = [] if own_threads(plan, task.variant) is not None else ["--set", f"train.threads={threads}"]
     return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, task.variant).absolute()),
-            "--seed", str(task.seed), "--set", f"train.threads={threads}", "--group", plan.group,
-            "--variant", task.variant, "--name", run_name(plan.group, task.variant, task.seed),
-            "--if-exists", "resume", "--json"]
+            "--seed", str(task.seed), *chosen, "--group", plan.group, "--variant", task.variant,
+            "--name", run_name(plan.group, task.variant, task.seed), "--if-exists", "resume", "--json"]
+
+
+def own_threads(plan: Plan, variant: str) -> int | None:
+    """The variant's own ``train.threads`` (set by the user, for the control or in the variant), or None."""
+    value = plan.configs[variant]["train"]["threads"]
+    return None if value is None else int(value)
+
+
+def threads_chosen_for(plan: Plan, tasks: Sequence[Task]) -> list[Task]:
+    """The tasks about to start a new run whose config leaves ``train.threads`` to the ablation."""
+    return [t for t in tasks if t.state == TaskState.PENDING and t.action == "train"
+            and own_threads(plan, t.variant) is None]
 
 
 def threads_per_job(jobs: int) -> int:
@@ -154,21 +186,33 @@ def threads_per_job(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+@dataclass(frozen=True)
+class Ending:
+    """Why :func:`execute` returned before every task was done (neither field set: it ran them all)."""
+
+    signum: int | None = None
+    """The stop signal (SIGINT, SIGTERM) that arrived."""
+    lost: str | None = None
+    """Why the executor was lost (its running tasks are then :attr:`TaskState.LOST`)."""
+
+
 def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor,
             jobs: int | None, threads: int, on_tick: Callable[[list[Task]], None] | None = None,
-            poll_seconds: float = 0.25, stop: StopSignals | None = None) -> int | None:
-    """Run the pending tasks, ``jobs`` at a time (None: all at once, the executor queues them), each with
-    ``threads`` CPU threads; returns the stop signal's number if one arrived, else None.
+            poll_seconds: float = 0.25, stop: StopSignals | None = None) -> Ending:
+    """Run the pending tasks, ``jobs`` at a time (None: all at once, the executor queues them), each new run with
+    ``threads`` CPU threads unless its config sets them; returns how it ended: the stop signal's number if one
+    arrived, what was lost if the executor was.
 
     ``on_tick`` is called about once a second (and at the end) for the display.
     """
     logs = ablation_dir(runs_dir, plan.group) / "logs"
-    queue = [t for t in tasks if t.state == "pending"]
+    queue = [t for t in tasks if t.state == TaskState.PENDING]
     limit = len(queue) if jobs is None else jobs
     active: list[Task] = []
     last_tick = 0.0
     stopping = False
-    while queue or active:
+    lost: str | None = None
+    while (queue or active) and lost is None:
         if stop is not None and stop.signum is not None and not stopping:
             stopping = True
             for task in active:
@@ -177,16 +221,16 @@ def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, e
             task = queue.pop(0)
             task.log = logs / f"{sanitize_name(task.variant)}-s{task.seed}.log"
             task.handle = executor.submit(task_argv(task, plan, runs_dir, threads), task.log)
-            task.state = "running"
+            task.state = TaskState.RUNNING
             active.append(task)
-        for task in list(active):
-            code = executor.poll(task.handle)
-            if code is None:
-                continue
-            active.remove(task)
-            task.exit_code = code
-            task.state = {0: "finished", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
-            _attach_run(task, plan, registry)
+        try:
+            _collect(active, plan, registry, executor)
+        except ExecutorLost as error:
+            lost = str(error)
+            for task in active:  # a run still alive checkpoints and stops, rather than train with no one watching
+                executor.interrupt(task.handle)
+                task.state = TaskState.LOST
+            _attach_runs(active, plan, registry)
         if stopping and not active:
             break
         now = time.monotonic()
@@ -194,10 +238,23 @@ def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, e
             last_tick = now
             _attach_runs(active, plan, registry)
             on_tick(tasks)
-        time.sleep(poll_seconds)
+        if lost is None:
+            time.sleep(poll_seconds)
     if on_tick is not None:
         on_tick(tasks)
-    return None if stop is None else stop.signum
+    return Ending(signum=None if stop is None else stop.signum, lost=lost)
+
+
+def _collect(active: list[Task], plan: Plan, registry: Registry, executor: Executor) -> None:
+    """Take the tasks that ended out of ``active``, with their exit code and state (ExecutorLost passes through)."""
+    for task in list(active):
+        code = executor.poll(task.handle)
+        if code is None:
+            continue
+        active.remove(task)
+        task.exit_code = code
+        task.state = _EXIT_STATES.get(code, TaskState.FAILED)
+        _attach_run(task, plan, registry)
 
 
 def _attach_run(task: Task, plan: Plan, registry: Registry) -> None:
@@ -215,10 +272,10 @@ def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict
     """One row per task: variant, seed, run id, status (registry), steps and last eval return."""
     rows = []
     for task in tasks:
-        row: dict[str, Any] = {"variant": task.variant, "seed": task.seed, "id": task.run_id, "status": task.state,
-                               "env_steps": 0, "target_steps": plan.configs[task.variant]["train"]["steps"],
-                               "last_eval_return": None}
-        if task.state == "running" and task.run_id is None:
+        row: dict[str, Any] = {"variant": task.variant, "seed": task.seed, "id": task.run_id,
+                               "status": task.state.value, "env_steps": 0,
+                               "target_steps": plan.configs[task.variant]["train"]["steps"], "last_eval_return": None}
+        if task.state == TaskState.RUNNING and task.run_id is None:
             row["status"] = "starting"
         if task.run_id is not None:
             try:
@@ -228,8 +285,10 @@ def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict
             if run is not None:
                 row["env_steps"] = run.env_steps
                 row["target_steps"] = run.target_steps
-                if task.state not in ("running", "pending"):
-                    row["status"] = run.display_status if task.state != "skipped" else "finished (earlier)"
+                if task.state == TaskState.SKIPPED:
+                    row["status"] = "finished (earlier)"
+                elif task.state not in (TaskState.RUNNING, TaskState.PENDING, TaskState.LOST):
+                    row["status"] = run.display_status
                 evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
                 row["last_eval_return"] = evals[-1][2] if evals else None
         rows.append(row)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -26,12 +27,18 @@ from typing import Any, Protocol
 # ---------------------------------------------------------------------------------------------
 
 
+class ExecutorLost(RuntimeError):
+    """The executor can no longer run or follow the runs (a Ray cluster whose head stopped answering); the message
+    says what was lost."""
+
+
 class Executor(Protocol):
     """Where the runs' processes execute. The ablation logic only uses these three calls.
 
     ``submit`` starts ``mbpo`` with ``args`` (the executor names the program where the run executes) and
-    returns an opaque handle; ``poll`` returns None while it runs and its exit code after; ``interrupt`` asks it
-    to stop cleanly (as Ctrl-C would: the run checkpoints and is marked interrupted).
+    returns an opaque handle; ``poll`` returns None while it runs and its exit code after, or raises
+    :class:`ExecutorLost` when the runs can no longer be followed; ``interrupt`` asks it to stop cleanly (as
+    Ctrl-C would: the run checkpoints and is marked interrupted).
     """
 
     def submit(self, args: list[str], log: Path) -> Any: ...
@@ -85,6 +92,10 @@ RETRIES = 3
 """How many times Ray runs a task again after its worker (or the run's process) was killed."""
 _POLL_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
+RAY_HEAD_TIMEOUT = "RAY_gcs_rpc_server_reconnect_timeout_s"
+"""Ray's own limit (60 s unless this environment variable says otherwise): a driver whose cluster head (its GCS)
+has not answered for that long is ended by Ray, with one line of Ray's and exit 1."""
+_PROBE_SECONDS = 1.0
 
 
 class LostRunProcess(RuntimeError):
@@ -110,6 +121,45 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as error:
         raise ConnectionError(f"cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
+
+
+def head_patience() -> float:
+    """Seconds the driver waits for a head that does not answer before it gives the cluster up: half of Ray's own
+    limit (:data:`RAY_HEAD_TIMEOUT`), so that the report and the disconnect fit in the other half."""
+    try:
+        return max(1.0, float(os.environ.get(RAY_HEAD_TIMEOUT, "60")) / 2)
+    except ValueError:
+        return 30.0
+
+
+class HeadWatch:
+    """Whether a Ray cluster's head still accepts connections at its GCS address (``HOST:PORT``), probed at most once
+    a second; :meth:`check` gives the cluster up once the head has not answered for ``patience`` seconds."""
+
+    def __init__(self, gcs_address: str, where: str, patience: float) -> None:
+        """``where`` names the cluster in the message ("the Ray cluster at HOST:PORT")."""
+        self._address, self._where, self._patience = gcs_address, where, patience
+        self._probed_at: float | None = None
+        self._silent_since: float | None = None
+        """When the head stopped answering (None while it answers)."""
+
+    def answers(self) -> bool:
+        """Whether the head answered its latest probe (a new probe when the last is a second old)."""
+        now = time.monotonic()
+        if self._probed_at is None or now - self._probed_at >= _PROBE_SECONDS:
+            self._probed_at = now
+            try:
+                check_reachable(self._address, timeout=_PROBE_SECONDS)
+                self._silent_since = None
+            except ConnectionError:
+                self._silent_since = self._silent_since or now
+        return self._silent_since is None
+
+    def check(self) -> None:
+        """ExecutorLost once the head has not answered for ``patience`` seconds."""
+        if not self.answers() and self._silent_since is not None \
+                and time.monotonic() - self._silent_since >= self._patience:
+            raise ExecutorLost(f"lost {self._where}: its head has not answered for {self._patience:g} s")
 
 
 def _prepare_child() -> None:
@@ -162,8 +212,11 @@ class RayExecutor:
     `mbpo` command on whichever node Ray picks. Every node must have mbpo installed, reach the registry and
     mount the runs directory at the same path.
 
-    With ``address`` None a local Ray instance is started for this command and shut down after it; otherwise
-    the driver joins the cluster at ``address`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``).
+    With ``address`` None a local Ray instance is started for this command (never an existing cluster that Ray
+    would find on its own) and shut down after it; otherwise the driver joins the cluster at ``address`` (``auto``,
+    ``HOST:PORT`` or ``ray://HOST:PORT``). The cluster's head is watched (except through Ray Client, ``ray://``):
+    once it has not answered for :func:`head_patience` seconds, :meth:`poll` raises :class:`ExecutorLost`, before
+    Ray itself would end the driver.
     """
 
     def __init__(self, address: str | None, cpus: float, gpus: float, env: dict[str, str]) -> None:
@@ -173,12 +226,17 @@ class RayExecutor:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         if address is None:
-            options |= {"include_dashboard": False, "num_cpus": os.cpu_count() or 1}
+            options |= {"address": "local", "include_dashboard": False, "num_cpus": os.cpu_count() or 1}
         else:
             options["address"] = address
         self._ray.init(**options)
+        self._local = address is None
         self._task = self._ray.remote(run_on_worker).options(
             num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=[LostRunProcess])
+        self._watch = None if address is not None and "://" in address else HeadWatch(
+            self._ray.get_runtime_context().gcs_address,
+            "the local Ray instance of this command" if address is None else f"the Ray cluster at {address}",
+            head_patience())
 
     def submit(self, args: list[str], log: Path) -> tuple[Any, Path]:
         """Queue the run as a Ray task; its object reference and its stop file are the handle."""
@@ -188,8 +246,10 @@ class RayExecutor:
 
     def poll(self, handle: tuple[Any, Path]) -> int | None:
         """The exit code once the task is done (130 when it was cancelled before it started, 1 when it failed
-        for good), None before."""
+        for good), None before; ExecutorLost once the cluster's head has not answered for too long."""
         ref, _ = handle
+        if self._watch is not None:
+            self._watch.check()
         ready, _ = self._ray.wait([ref], timeout=0)
         if not ready:
             return None
@@ -198,14 +258,62 @@ class RayExecutor:
         except self._ray.exceptions.TaskCancelledError:
             return 130
         except self._ray.exceptions.RayError:
+            if self._watch is not None and not self._watch.answers():
+                return None  # failed with the head: the watch decides whether the cluster is lost
             return 1
 
     def interrupt(self, handle: tuple[Any, Path]) -> None:
-        """Stop the task: a running run checkpoints and exits 130, a queued one never starts."""
+        """Stop the task: a running run checkpoints and exits 130, a queued one never starts. The stop file alone
+        reaches the task when the cluster's head does not answer (Ray's cancellation would wait for it)."""
         ref, stop = handle
         stop.touch()
-        self._ray.cancel(ref)
+        if self._watch is None or self._watch.answers():
+            self._ray.cancel(ref)
 
     def close(self) -> None:
-        """Disconnect from the cluster (a local instance started for this command stops)."""
+        """Disconnect from the cluster. A local instance started for this command stops, and whichever of its
+        processes outlive Ray's shutdown are killed: the agents of a raylet that died without SIGTERM (its head
+        lost) keep trying to report that to the head, and would stay behind."""
+        started = descendants(os.getpid()) if self._local else []
         self._ray.shutdown()
+        for process in started:
+            process.kill()
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process as /proc shows it: its pid and its start time, which tells it from a later process given the same
+    pid."""
+
+    pid: int
+    started: int
+
+    def kill(self) -> None:
+        """SIGKILL, unless it is gone (or its pid now names another process)."""
+        if _stat(self.pid)[1] == self.started:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def _stat(pid: int) -> tuple[int, int]:
+    """(parent pid, start time) of ``pid`` from /proc (``(-1, -1)`` when it is gone or there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return -1, -1
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(pid: int) -> list[Process]:
+    """Every process below ``pid`` now (Linux; none where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    with suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                children.setdefault(_stat(int(entry.name))[0], []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(Process(child, _stat(child)[1]))
+        todo.extend(children.get(child, []))
+    return found

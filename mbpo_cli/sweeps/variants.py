@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,9 +194,11 @@ def _behaviour(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_group_name(source: dict[str, Any], plan_data: Any) -> str:
-    """``<preset>-ablation-<short hash>`` (the hash covers the plan and the time, so reruns get new names)."""
+    """``<preset>-ablation-<short hash>``: the hash covers only what defines the ablation (``plan_data``: its
+    variants, their resolved configs and the seeds), so the dry run names the group its real run creates, and
+    the same command run again names the existing group (which it then refuses, pointing at ``--resume``)."""
     stem = source.get("preset") or (Path(source["config"]).stem if source.get("config") else source.get("env"))
-    digest = hashlib.sha1(json.dumps([plan_data, time.time_ns()], sort_keys=True, default=str).encode())
+    digest = hashlib.sha1(json.dumps(plan_data, sort_keys=True, default=str).encode())
     return sanitize_name(f"{str(stem).lower()}-ablation-{digest.hexdigest()[:6]}")
 
 
@@ -210,9 +211,9 @@ def build_plan(control: Config, source: dict[str, Any], flags: VariantFlags, see
     for variant in variants:
         check_variant(variant)
         configs[variant.name] = with_overrides(control, list(variant.overrides), f"variant {variant.name}").to_dict()
-    name = group or default_group_name(source, [[v.name, v.overrides] for v in variants])
+    defining = [[[v.name, v.overrides, configs[v.name]] for v in variants], list(seeds)]
+    name = group or default_group_name(source, defining)
     return Plan(group=sanitize_name(name), source=source, seeds=list(seeds), variants=variants, configs=configs)
-
 
 
 def describe_value(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from clihelpers import mbpo, one_error_line
 
+from mbpo_cli.cli.ablate import Placement, resume_command
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import StopSignals
@@ -176,6 +178,30 @@ def test_a_group_name_stored_in_another_spelling_is_announced(tmp_path: Path) ->
                                      "digits, '.', '_' and '-')")
 
 
+def test_the_default_group_name_depends_only_on_the_plan(tmp_path: Path) -> None:
+    def group(*more: str) -> str:
+        result = mbpo(tmp_path / "runs", "ablate", "--preset", "inverted_pendulum", "--no-model", "--dry-run", "--json",
+                      *more)
+        assert result.exit_code == 0, result.output
+        return str(json.loads(result.stdout)["group"])
+
+    first = group()
+    assert first.startswith("inverted_pendulum-ablation-")
+    assert group() == first and group("--jobs", "2") == first  # not the time, not the placement
+    assert len({first, group("--seeds", "2"), group("--rollout-length", "3"), group("--set", "sac.hidden=64")}) == 4
+
+
+def test_the_resume_command_repeats_the_executor_options() -> None:
+    ray = Placement("ray", 4, "10.0.0.7:6379", 2.0, 0.25)
+    assert resume_command(Path("/my runs"), "g", ray) == (
+        "mbpo --runs-dir '/my runs' ablate --resume g --executor ray --address 10.0.0.7:6379 --jobs 4 "
+        "--cpus-per-run 2 --gpus-per-run 0.25")
+    start = "mbpo --runs-dir r ablate --resume g"
+    assert resume_command(Path("r"), "g", Placement("ray", None)) == f"{start} --executor ray"
+    assert resume_command(Path("r"), "g", Placement("local", 3)) == f"{start} --jobs 3"
+    assert resume_command(Path("r"), "g", Placement("local", 1)) == start
+
+
 # ---------------------------------------------------------------------------------------------
 # The executor loop (a fake executor: no processes)
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +210,9 @@ def test_a_group_name_stored_in_another_spelling_is_announced(tmp_path: Path) ->
 class FakeExecutor:
     """Runs 'finish' after a few polls unless interrupted; records what it was asked."""
 
-    def __init__(self, stop_after: int | None = None, stop: StopSignals | None = None) -> None:
-        self.stop_after, self.stop = stop_after, stop
+    def __init__(self, stop_after: int | None = None, stop: StopSignals | None = None,
+                 lost_after: int | None = None) -> None:
+        self.stop_after, self.stop, self.lost_after = stop_after, stop, lost_after
         self.submitted: list[list[str]] = []
         self.interrupted: list[int] = []
         self.polls: dict[int, int] = {}
@@ -199,6 +226,8 @@ class FakeExecutor:
     def poll(self, handle: int) -> int | None:
         if handle in self.interrupted:
             return 130
+        if self.lost_after is not None and sum(self.polls.values()) >= self.lost_after:
+            raise executors.ExecutorLost("lost the Ray cluster at h:1: its head has not answered for 30 s")
         self.polls[handle] = self.polls.get(handle, 0) + 1
         return 0 if self.polls[handle] > 3 else None
 
@@ -211,7 +240,8 @@ def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
     registry = Registry.open(tmp_path)
     tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
     executor = FakeExecutor()
-    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, threads=1, poll_seconds=0) is None
+    assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, threads=1,
+                            poll_seconds=0) == ablation.Ending()
     assert [t.state for t in tasks] == ["finished"] * 4
     assert len(executor.submitted) == 4
     argv = executor.submitted[0]
@@ -223,9 +253,69 @@ def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
     stop = StopSignals()
     executor = FakeExecutor(stop_after=2, stop=stop)
     assert ablation.execute(plan, tasks, registry, tmp_path, executor, jobs=2, threads=1, poll_seconds=0,
-                            stop=stop) == 2
+                            stop=stop) == ablation.Ending(signum=2)
     assert executor.interrupted == [0, 1] and len(executor.submitted) == 2
     assert [t.state for t in tasks] == ["interrupted", "interrupted", "pending", "pending"]
+
+
+def test_a_lost_executor_ends_the_execution_with_its_running_tasks_lost(tmp_path: Path) -> None:
+    plan = plan_for(variants.VariantFlags(no_model=True))
+    tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
+    executor = FakeExecutor(lost_after=2)
+    ending = ablation.execute(plan, tasks, Registry.open(tmp_path), tmp_path, executor, jobs=2, threads=1,
+                              poll_seconds=0)
+    assert ending == ablation.Ending(lost="lost the Ray cluster at h:1: its head has not answered for 30 s")
+    assert [t.state for t in tasks] == ["lost", "lost", "pending", "pending"]
+    assert executor.interrupted == [0, 1] and len(executor.submitted) == 2  # a run still alive is asked to stop
+
+
+def test_a_run_keeps_the_train_threads_its_config_sets(tmp_path: Path) -> None:
+    plan = plan_for(variants.VariantFlags(custom=["two:train.threads=2"]))
+    tasks = [ablation.Task(v.name, 0) for v in plan.variants]
+    executor = FakeExecutor()
+    ablation.execute(plan, tasks, Registry.open(tmp_path), tmp_path, executor, jobs=1, threads=5, poll_seconds=0)
+    sets = [[a for a in argv if a.startswith("train.threads=")] for argv in executor.submitted]
+    assert sets == [["train.threads=5"], []]  # the control leaves them to ablate; the variant sets its own
+    assert [t.variant for t in ablation.threads_chosen_for(plan, [ablation.Task(v.name, 0) for v in plan.variants])] \
+        == ["control"]
+
+
+def test_the_head_watch_gives_a_silent_head_up_after_its_patience(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    watch = executors.HeadWatch(f"127.0.0.1:{server.getsockname()[1]}", "the Ray cluster at h:1", patience=0.5)
+    watch.check()
+    assert watch.answers()
+    server.close()
+    deadline = time.monotonic() + 10
+    with pytest.raises(executors.ExecutorLost) as lost:
+        while time.monotonic() < deadline:
+            watch.check()
+            time.sleep(0.05)
+    assert str(lost.value) == "lost the Ray cluster at h:1: its head has not answered for 0.5 s"
+    assert not watch.answers()
+    monkeypatch.delenv(executors.RAY_HEAD_TIMEOUT, raising=False)
+    assert executors.head_patience() == 30  # half of Ray's own 60 s, after which Ray ends the driver itself
+    monkeypatch.setenv(executors.RAY_HEAD_TIMEOUT, "20")
+    assert executors.head_patience() == 10
+
+
+def test_a_users_train_threads_wins_and_the_run_creates_the_dry_runs_group(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    own = ablation.threads_per_job(1) + 1  # never what ablate would choose here
+    args = ["ablate", "--preset", "inverted_pendulum", "--seeds", "1", "--steps", "200", *TINY_ARGS,
+            "--set", f"train.threads={own}"]
+    planned = mbpo(runs, *args, "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert f"{own} threads each (train.threads)" in " ".join(planned.stdout.split())
+    group = json.loads(mbpo(runs, *args, "--dry-run", "--json").stdout)["group"]
+    result = mbpo(runs, *args, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["group"] == group
+    [run] = Registry.open(runs).runs_in_group(group)
+    assert run.config["train"]["threads"] == own
+    assert "thread" not in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,17 +324,17 @@ def test_execute_respects_jobs_and_forwards_a_stop(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     runs = tmp_path_factory.mktemp("ablate") / "runs"
     result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--seeds", "2", "--jobs", "2",
                   "--steps", "200", "--name", GROUP, *TINY_ARGS, "--json")
     assert result.exit_code == 0, result.output
-    return runs, json.loads(result.stdout)
+    return runs, json.loads(result.stdout), result.stderr
 
 
 @pytest.mark.xdist_group("ablated")
-def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[Path, dict[str, Any]]) -> None:
-    runs, data = ablated
+def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[Path, dict[str, Any], str]) -> None:
+    runs, data, stderr = ablated
     assert data["group"] == GROUP and not data["interrupted"]
     assert sorted((r["variant"], r["seed"], r["status"]) for r in data["runs"]) == [
         ("control", 0, "finished"), ("control", 1, "finished"), ("no-model", 0, "finished"),
@@ -255,7 +345,10 @@ def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[
     assert len(members) == 4
     assert {(r.variant, r.algo, r.env_steps) for r in members} == {("control", "mbpo", 200), ("no-model", "sac", 200)}
     assert {r.preset for r in members} == {"inverted_pendulum"}
-    assert all(r.config["agent"]["updates_per_step"] == 1 and r.config["train"]["threads"] >= 1 for r in members)
+    threads = ablation.threads_per_job(2)
+    assert all(r.config["agent"]["updates_per_step"] == 1 and r.config["train"]["threads"] == threads for r in members)
+    assert (f"note: ablate gives each new run {threads} torch thread{'s' if threads > 1 else ''} "
+            f"({os.cpu_count()} cores // --jobs 2); --set train.threads=N chooses") in " ".join(stderr.split())
     plan = ablation.load_plan(registry, GROUP)
     assert [v.name for v in plan.variants] == ["control", "no-model"] and plan.seeds == [0, 1]
     result = mbpo(runs, "compare", GROUP, "--baseline", f"{GROUP}-control-s0", "--format", "json")
@@ -268,8 +361,8 @@ def test_small_ablation_runs_every_variant_and_seed_in_one_group(ablated: tuple[
 
 
 @pytest.mark.xdist_group("ablated")
-def test_resume_continues_unfinished_runs_and_skips_finished(ablated: tuple[Path, dict[str, Any]]) -> None:
-    runs, _ = ablated
+def test_resume_continues_unfinished_runs_and_skips_finished(ablated: tuple[Path, dict[str, Any], str]) -> None:
+    runs, _, _ = ablated
     registry = Registry.open(runs)
     by_key = {(r.variant, r.seed): r for r in registry.runs_in_group(GROUP)}
     # control seed 1: interrupted with 100 env steps left (target raised to 300, as after a Ctrl-C)

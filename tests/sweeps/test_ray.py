@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ import servers
 from clihelpers import TINY_SETS
 
 from mbpo_cli.runs.registry import Registry
+from mbpo_cli.sweeps import executors
 from mbpo_cli.sweeps.executors import mbpo_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -111,7 +114,8 @@ def test_ctrl_c_stops_the_ray_tasks_and_resume_finishes_them(
         driver.send_signal(signal.SIGINT)
         out, err = driver.communicate(timeout=120)
         assert driver.returncode == 130, err
-        assert f"ablate --resume {group}" in err
+        assert err.splitlines()[-1] == (f"interrupted: continue with: mbpo --runs-dir {runs} ablate --resume {group} "
+                                        f"--executor ray --address {ray_cluster.address}")
         stopped = registry.list_runs(group=group)
         assert [r.status for r in stopped] == ["interrupted", "interrupted"]
         assert all(0 < r.env_steps < STEPS for r in stopped)
@@ -127,3 +131,80 @@ def test_ctrl_c_stops_the_ray_tasks_and_resume_finishes_them(
         assert [(r.status, r.env_steps) for r in finished] == [("finished", STEPS)] * 2
         evals = [registry.metrics(r.id, "eval_return") for r in finished]
         assert evals[0] == evals[1]  # k=1 is the control: stopped at different steps, the same numbers
+
+
+def _wait_for_checkpoints(runs: Path, group: str, count: int, driver: subprocess.Popen[str],
+                          seen: dict[int, servers.Proc]) -> None:
+    """Wait until `count` runs of `group` have a periodic checkpoint, collecting the driver's descendants in `seen`."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and driver.poll() is None:
+        seen.update(servers.descendants({driver.pid}))
+        if (runs / "registry.db").is_file():
+            with Registry.open(runs) as registry:
+                started = registry.list_runs(group=group)
+                if len(started) == count and all(any(c.kind == "periodic" for c in registry.checkpoints(r.id))
+                                                  for r in started):
+                    return
+        time.sleep(0.2)
+    raise AssertionError(f"the runs never reached a checkpoint: {driver.communicate()}")
+
+
+@pytest.mark.parametrize("where", ["address", "local"])
+def test_a_killed_head_is_reported_with_the_runs_and_leaves_no_process_behind(where: str, tmp_path: Path) -> None:
+    """--address: the head's daemons are killed (their raylet's agents stay behind, the cluster's own); a local
+    instance started by the driver: its GCS is killed. Either way the driver gives the cluster up before Ray would
+    end it, says so in one line with the resume command, prints the runs as JSON and leaves none of its processes."""
+    servers.skip_unless_available(servers.ray_missing_reason())
+    runs, group, ray_dir = tmp_path / "runs", "rayhead", Path(tempfile.mkdtemp(prefix="mbpo-ray-"))
+    cluster = servers.start_ray(cpus=2) if where == "address" else None
+    placement = ["--address", cluster.address] if cluster is not None else []
+    sets = [arg for item in TINY_SETS if not item.startswith("train.threads") for arg in ("--set", item)]
+    argv = [*mbpo_command(), "--runs-dir", str(runs), "ablate", "--preset", "inverted_pendulum", "--steps", "5000",
+            "--device", "cpu", *sets, "--rollout-length", "1", "--seeds", "1", "--name", group, "--json",
+            "--executor", "ray", *placement]
+    env = {key: value for key, value in os.environ.items() if key != "MBPO_REGISTRY_URL"}  # SQLite in `runs`
+    env |= {**servers.RAY_ENV, "RAY_TMPDIR": str(ray_dir), executors.RAY_HEAD_TIMEOUT: "20"}  # gives up after 10 s
+    seen: dict[int, servers.Proc] = {}
+    cluster_processes: dict[int, servers.Proc] = {}
+    driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _wait_for_checkpoints(runs, group, 2, driver, seen)
+        if cluster is not None:
+            cluster_processes = cluster.processes()
+            servers.kill_processes(cluster.daemons())
+        else:
+            servers.kill_processes({pid: p for pid, p in seen.items() if "gcs_server" in p.command})
+        out, err = driver.communicate(timeout=180)
+
+        assert driver.returncode == 69, err
+        lost = (f"lost the Ray cluster at {cluster.address}" if cluster is not None
+                else "lost the local Ray instance of this command")
+        again = "once the cluster answers again, " if cluster is not None else ""
+        assert err.splitlines()[-1] == (
+            f"error: {lost}: its head has not answered for 10 s; 2 runs were running and 0 not started (--resume "
+            f"continues each from its last checkpoint); {again}continue with: mbpo --runs-dir {runs} ablate --resume "
+            f"{group} --executor ray{''.join(' ' + a for a in placement)}")
+        assert [line for line in err.splitlines() if line.startswith("error")] == err.splitlines()[-1:]
+        report = json.loads(out)
+        assert report["executor_lost"] == f"{lost}: its head has not answered for 10 s"
+        assert [(r["variant"], r["status"]) for r in report["runs"]] == [("control", "lost"), ("k=1", "lost")]
+        assert all(r["id"] is not None for r in report["runs"])
+
+        if cluster is None:  # the driver started Ray itself: GCS, raylet, its agents, workers, the runs
+            assert any("raylet" in p.command for p in seen.values()), seen
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (servers.surviving(seen) or _run_processes(runs)):
+            time.sleep(0.5)
+        assert servers.surviving(seen) == {} and _run_processes(runs) == {}
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        servers.kill_processes(seen)
+        if cluster is not None:
+            cluster.stop(cluster_processes)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+
+
+def _run_processes(runs: Path) -> dict[int, str]:
+    """The live `mbpo` processes working in `runs` (the driver and the runs it started), pid -> command line."""
+    return {pid: p.command for pid, p in servers.live_processes().items() if f"--runs-dir {runs} " in p.command}
