@@ -21,7 +21,7 @@ from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
-from mbpo_cli.engine.errors import NumericalError
+from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
@@ -31,7 +31,8 @@ from mbpo_cli.runs.session import Outcome, RunError, run_dir
 out = Output()
 err = Output(stderr=True)
 
-USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
+USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError, CustomFunctionError)
+"""Bad input, exit 2 (a custom function that misbehaves mid-run is the user's to fix, as at start)."""
 
 
 @dataclass
