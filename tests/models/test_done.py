@@ -22,6 +22,7 @@ from mbpo_cli.models.done import (
     fbeta_threshold,
     fit_done_classifier,
     holdout_rates,
+    holdout_threshold,
     make_done_optimizer,
 )
 
@@ -85,6 +86,22 @@ def test_the_chosen_threshold_flags_fewer_false_terminations_than_one_half() -> 
     assert int((logits > cut)[~actual].sum()) == 1 < int((logits > 0.0)[~actual].sum()) == 3
     assert bool((logits > cut)[actual].all())
     assert fbeta_threshold(logits, torch.zeros(23, dtype=torch.bool)) == 0.0  # no terminal transition: 0.5
+
+
+def test_a_small_or_weak_holdout_never_lowers_the_threshold_below_one_half() -> None:
+    """By hand: 12 terminal transitions ranked below all 28 others (logits -1..-12 against 1..28). A cut flagging
+    k >= 29 finds k - 28 of them with 28 false: F2 = 5 TP / (5 TP + 4 FN + 28), best at k = 40 (60/88 against 55/87
+    at 39), a cut under every logit; kept: 0.5 (logit 0). Nine terminal transitions ranked on top would give a cut
+    above 0.5, but nine are too few to choose from: 0.5."""
+    weak = torch.cat([torch.arange(1.0, 29.0), -torch.arange(1.0, 13.0)])
+    terminal = torch.cat([torch.zeros(28, dtype=torch.bool), torch.ones(12, dtype=torch.bool)])
+    assert fbeta_threshold(weak, terminal) == pytest.approx(-13.0)
+    assert holdout_threshold(weak, terminal) == 0.0
+    few = torch.cat([torch.full((9,), 5.0), torch.full((31,), 1.0)])
+    assert fbeta_threshold(few, few > 2.0) == pytest.approx(3.0)
+    assert holdout_threshold(few, few > 2.0) == 0.0
+    assert holdout_threshold(torch.cat([torch.full((10,), 5.0), torch.full((30,), 1.0)]),
+                             torch.arange(40) < 10) == pytest.approx(3.0)
 
 
 def test_a_classifier_fitted_on_imbalanced_data_keeps_fewer_false_terminations() -> None:
