@@ -110,7 +110,7 @@ def stdout_for_the_result(active: bool) -> Iterator[None]:
     in-process test's capture), sys.stdout alone is redirected.
     """
     global _write_result
-    if not active or _write_result is not None:
+    if not active or _write_result is not None or sys.stdout is None:  # None: started with stdout closed
         yield
         return
     original = sys.stdout
@@ -171,7 +171,7 @@ def write_result(text: str) -> None:
     `stdout_for_the_result` holds stdout for it."""
     if _write_result is not None:
         _write_result(text)
-    else:
+    elif sys.stdout is not None:  # as print(), nothing where the process started with stdout closed
         sys.stdout.write(text)
         sys.stdout.flush()
 
