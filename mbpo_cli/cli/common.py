@@ -7,8 +7,8 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +22,7 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
-from mbpo_cli.engine.errors import NumericalError
+from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
@@ -32,7 +32,8 @@ from mbpo_cli.runs.session import Outcome, RunError, run_dir
 out = Output()
 err = Output(stderr=True)
 
-USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
+USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError, CustomFunctionError)
+"""Bad input, exit 2 (a custom function that misbehaves mid-run is the user's to fix, as at start)."""
 
 
 @dataclass
@@ -50,7 +51,8 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     """Bad input: one line on stderr, exit 2. Internal failure: one line, exit 1. Tracebacks with --debug."""
     debug = ctx.obj.debug if isinstance(ctx.obj, Globals) else False
     try:
-        yield
+        with stdout_for_the_result(ctx.params.get(JSON_PARAM) is True):
+            yield
     except (typer.Exit, typer.Abort):
         raise
     except USER_ERRORS as error:
@@ -94,6 +96,95 @@ def release_closed_outputs() -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
+_write_result: Callable[[str], None] | None = None
+"""Where `emit_json` and `emit_yaml` write while `stdout_for_the_result` holds stdout (None: sys.stdout)."""
+
+
+@contextmanager
+def stdout_for_the_result(active: bool) -> Iterator[None]:
+    """While `active` (a command given --json, `handled` decides), stdout carries the command's result and nothing
+    else: whatever else is written to it, by user code (a custom termination or reward function that prints), a
+    library or a child process, goes to stderr.
+
+    File descriptor 1 is pointed at stderr for the duration, sys.stdout with it, and the result is written to a
+    private duplicate of the real stdout; both are put back at the end. Where stdout has no file descriptor (an
+    in-process test's capture), sys.stdout alone is redirected.
+    """
+    global _write_result
+    if not active or _write_result is not None or sys.stdout is None:  # None: started with stdout closed
+        yield
+        return
+    original = sys.stdout
+    with suppress(OSError, ValueError):
+        original.flush()
+        sys.stderr.flush()
+    try:
+        out_fd, err_fd = original.fileno(), sys.stderr.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both: a stream that is not a file
+        out_fd = err_fd = -1
+    private = os.dup(out_fd) if out_fd >= 0 else -1
+    _write_result = _fd_writer(private) if private >= 0 else _stream_writer(original)
+    if private >= 0:
+        os.dup2(err_fd, out_fd)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        for stream in (sys.stderr, original):  # what a library wrote through the original object: to stderr too
+            with suppress(OSError, ValueError):
+                stream.flush()
+        sys.stdout = original
+        if private >= 0:
+            os.dup2(private, out_fd)
+            os.close(private)
+        _write_result = None
+
+
+def _fd_writer(fd: int) -> Callable[[str], None]:
+    """Writes text to `fd` whole; a reader that went away raises BrokenPipeError once, later writes vanish."""
+
+    def write(text: str) -> None:
+        data = text.encode()
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except BrokenPipeError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+            raise
+
+    return write
+
+
+def _stream_writer(stream: Any) -> Callable[[str], None]:
+    """Writes text to `stream`, flushed."""
+
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
+def write_result(text: str) -> None:
+    """Write (part of) a command's result, its JSON, YAML or CSV, to stdout, flushed, even while
+    `stdout_for_the_result` holds stdout for it."""
+    if _write_result is not None:
+        _write_result(text)
+    elif sys.stdout is not None:  # as print(), nothing where the process started with stdout closed
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+class ResultOutput:
+    """A file-like `write` for a command's result (a CSV writer's stream): `write_result`."""
+
+    def write(self, text: str) -> int:
+        write_result(text)
+        return len(text)
+
+
 def _finite(value: Any) -> Any:
     """`value` with every NaN or infinite float replaced by None (JSON has no NaN)."""
     if isinstance(value, float):
@@ -107,12 +198,12 @@ def _finite(value: Any) -> Any:
 
 def emit_json(data: Any) -> None:
     """One JSON object on stdout (valid JSON: non-finite numbers become null), flushed."""
-    print(json.dumps(_finite(data), allow_nan=False), flush=True)
+    write_result(json.dumps(_finite(data), allow_nan=False) + "\n")
 
 
 def emit_yaml(data: Any) -> None:
     """Print `data` as block YAML, keys in their order."""
-    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="", flush=True)
+    write_result(yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
 
 
 def note_renamed(name: str | None, what: str) -> None:
@@ -203,6 +294,8 @@ DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto (CUDA when
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and no progress display.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output file if it exists (never the "
                                              "registry or a run's files, which are refused).")]
+JSON_PARAM = "as_json"
+"""The parameter name every command gives its `JsonOpt` (`handled` reads it to keep stdout for the JSON)."""
 
 
 def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,

@@ -148,10 +148,9 @@ def runs_metrics(
         chosen = _chosen_keys(keys, known)
         rows = [row for row in registry.metrics(info.id) if chosen is None or row[1] in chosen]
         if as_csv:
-            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer = csv.writer(common.ResultOutput(), lineterminator="\n")  # stdout, even with --json
             writer.writerow(["step", "key", "value"])
             writer.writerows(rows)
-            sys.stdout.flush()
         elif as_json:
             emit_json([{"step": step, "key": key, "value": value} for step, key, value in rows])
         elif chosen is None:

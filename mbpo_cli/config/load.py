@@ -344,7 +344,7 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
             fail(f"dqn.{key}", f"must be in [0, 1], got {getattr(c.dqn, key)}")
     if not 0.0 < c.done_model.holdout_ratio < 1.0:
         fail("done_model.holdout_ratio", f"must be in (0, 1), got {c.done_model.holdout_ratio}")
-    if not 0.0 < c.done_model.threshold < 1.0:
+    if c.done_model.threshold is not None and not 0.0 < c.done_model.threshold < 1.0:
         fail("done_model.threshold", f"must be in (0, 1), got {c.done_model.threshold}")
     if c.done_model.patience < 0:
         fail("done_model.patience", f"must be >= 0, got {c.done_model.patience}")

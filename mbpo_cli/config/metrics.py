@@ -91,6 +91,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("done_epochs", _M, "training epochs of the learned termination"),
     Metric("done_holdout_accuracy", _M, "the learned termination's holdout accuracy"),
     Metric(DONE_HOLDOUT_RECALL, _M, "the learned termination's holdout recall of terminal transitions"),
+    Metric("done_holdout_fpr", _M, "the learned termination's false-positive rate on held-out non-terminal "
+           "transitions"),
+    Metric("done_threshold", _M, "the learned termination's probability cut, chosen on the holdout"),
     Metric("rollout_k", _R, "branch length of the model rollouts (the schedule's k, or the adaptive maximum)"),
     Metric(ROLLOUT_MEAN_LENGTH, _R, "mean steps the last rollout's branches kept"),
     Metric("model_buffer_size", _R, "model transitions in the model buffer"),

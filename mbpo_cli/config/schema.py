@@ -83,7 +83,8 @@ class DoneModelConfig:
 
     An MLP on the next observation trained on real transitions with a class-weighted binary cross-entropy
     (weights from the done/not-done frequencies, since terminations are rare), with early stopping on a
-    stratified holdout split; its holdout accuracy and recall on terminal transitions are logged per retrain.
+    stratified holdout split; its holdout accuracy, recall on terminal transitions, false-positive rate and
+    threshold are logged per retrain.
     """
 
     hidden: int = 200
@@ -100,8 +101,10 @@ class DoneModelConfig:
     """Stop after more than this many epochs without a 1% better holdout loss."""
     max_epochs: int = 100
     """Cap on training epochs per retrain."""
-    threshold: float = 0.5
-    """A next state terminates when the predicted probability exceeds this."""
+    threshold: float | None = None
+    """A next state terminates when the predicted probability exceeds this; None: the threshold that maximizes the F2
+    score on each retrain's holdout, never below 0.5 (far fewer false terminations than 0.5 under the class
+    weighting, see `mbpo_cli.models.done`; 0.5 gives the numbers of versions before the choice)."""
 
 
 @dataclass(frozen=True)
@@ -125,18 +128,22 @@ class RolloutConfig:
     real episode (as MATLAB's MBPO agent), the model buffer keeping as many generations as step mode would."""
     adaptive: bool = False
     """Let the model's own uncertainty set each branch's length instead of `schedule` (the idea of MACURA,
-    Frauenknecht et al. 2024): a branch continues while the elites' disagreement at its state and action (the
-    geometric Jensen-Shannon divergence of their Gaussian next-state predictions) stays at or under a threshold,
-    for at most `adaptive_max_length` steps; the step that crosses it is not kept. The threshold is
-    `adaptive_scale` times the 95th percentile of the disagreement at the first step of the same rollout (from
-    real states), so it follows the model as it improves. The model buffer keeps exactly the transitions of the
-    last `retain_epochs` epochs of rollouts, whatever their lengths."""
+    Frauenknecht et al. 2024, in our own form): a branch continues while the elites' disagreement at its state and
+    action (every member's with `model.use_elites: false`; `disagreement`: the mean KL divergence from each one's
+    Gaussian next-state prediction to their normalized geometric mean, a geometric Jensen-Shannon divergence) stays
+    at or under a threshold, for at most `adaptive_max_length` steps; the step that crosses it is not kept. The
+    threshold is `adaptive_scale` times the 95th percentile of the disagreement at the first step of the same
+    rollout (from real states), so it follows the model as it improves. The model buffer keeps exactly the
+    transitions of the last `retain_epochs` epochs of rollouts, whatever their lengths. MACURA's own rule differs:
+    its measure averages a two-member divergence (from the pair's geometric mean to each member) over every pair
+    of the whole ensemble, over the reward as well as the next state, and its threshold is a tuned multiple of a
+    tuned percentile of the first step's measure, averaged over past rollouts."""
     adaptive_scale: float = 1.0
     """The adaptive horizon's one number: the threshold in units of the first step's 95th-percentile
     disagreement (larger trusts the model further; 1.0 continues a branch while its disagreement is no worse than
     95% of the real states it could start from)."""
     adaptive_max_length: int = 10
-    """The longest branch with `adaptive` (our default, not the paper's)."""
+    """The longest branch with `adaptive` (10, as MACURA's `max_rollout_length` in its published configurations)."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
-from mbpo_cli.engine.errors import NumericalError
+from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
 from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.rollout import (
@@ -173,6 +173,7 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
         state.model_buffer = state.model_buffer.resized(capacity)
     stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
                              state.model_buffer, gen, state.reward_fn)
+    check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
     state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = stats.mean_length
@@ -192,6 +193,7 @@ def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tenso
         state.model_buffer = state.model_buffer.resized(room)
     stats = adaptive_rollout(state.model, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, members,
                              state.terminated, state.model_buffer, state.generators["rollout"], state.reward_fn)
+    check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
     state.model_generations = [*previous, stats.transitions]
@@ -199,6 +201,14 @@ def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tenso
     metrics = stats.metrics()
     state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = metrics[metric_keys.ROLLOUT_LENGTH_MEAN]
     return metrics
+
+
+def check_custom_rewards(state: RunState) -> None:
+    """A CustomFunctionError when the custom reward function (if any) returned a NaN or inf for finite inputs since
+    the last check: one device read per rollout, before the model's own check, so that the function is named for
+    its fault and the model for its own."""
+    if state.reward_fn is not None:
+        state.reward_fn.check_finite()
 
 
 def prepare_updates(state: RunState) -> str:
@@ -316,6 +326,7 @@ def end_epoch(state: RunState) -> dict[str, float]:
     if state.uses_model and cfg.diagnostics.enabled and state.model_info:
         start = time.perf_counter()
         metrics.update(model_diagnostics(state, eval_seed % 2**31))
+        check_custom_rewards(state)
         acc.seconds["diag"] += time.perf_counter() - start
     if state.uses_model:
         assert state.model_buffer is not None
@@ -342,7 +353,7 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     Each real step: retrain the model and branch rollouts when due, act in the env, then G agent
     updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics. A retrain still running
     in the background (`train.pipeline`) when this returns stays in `state.model_job`; one still running when an
-    error ends the loop is cancelled.
+    error ends the loop is cancelled. A custom function's failure (CustomFunctionError) gets the env step.
     """
     cfg = state.config
     total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
@@ -389,9 +400,11 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
                 metrics = end_epoch(state)
                 seconds = state.epoch_acc.seconds
                 notify(EpochEvent(state.env_step, state.epoch, metrics))
-    except BaseException:
+    except BaseException as error:
         if state.model_job is not None:
             state.model_job.cancel()
             state.model_job = None
+        if isinstance(error, CustomFunctionError):
+            error.env_step = state.env_step
         raise
     return state

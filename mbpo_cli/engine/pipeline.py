@@ -81,7 +81,8 @@ def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generato
         fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs, data.done,
                                   generators["done"])
         info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
-                     "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall})
+                     "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall,
+                     "done_holdout_fpr": fit.holdout_fpr, "done_threshold": fit.threshold})
     return info
 
 

@@ -20,7 +20,7 @@ from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.engine.pipeline import ModelJob
-from mbpo_cli.engine.task import RewardFn, Termination, check_agent, reward_of, termination_of
+from mbpo_cli.engine.task import CustomReward, Termination, check_agent, reward_of, termination_of
 from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
@@ -78,7 +78,7 @@ class RunState:
     rng: np.random.Generator
     termination: Termination
     obs: np.ndarray
-    reward_fn: RewardFn | None = None
+    reward_fn: CustomReward | None = None
     """A custom reward for model rollouts (None: the model's prediction)."""
     done_model: DoneClassifier | None = None
     """The learned termination classifier (env.termination: learned)."""

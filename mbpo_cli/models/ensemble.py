@@ -192,11 +192,18 @@ class GaussianEnsemble(nn.Module):
 def disagreement(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
     """How much M members disagree about each of N states: `M x N x D` Gaussians -> `N` (>= 0).
 
-    The geometric Jensen-Shannon divergence with equal weights (MACURA's measure): the mean KL divergence from
-    each member's diagonal Gaussian to their normalized geometric mean, a Gaussian whose precision is the mean
-    precision and whose mean is the precision-weighted mean, summed over the D dimensions. It is 0 when the
-    members agree, grows with the spread of their means relative to their own variances, and is unchanged by a
-    rescaling of any dimension. A deterministic model (no log-variance) counts as unit variances.
+    A geometric Jensen-Shannon divergence of all M members at once, with equal weights: the mean over members of
+    the KL divergence from each member's diagonal Gaussian to their normalized geometric mean (a Gaussian whose
+    precision is the mean precision and whose mean is the precision-weighted mean), summed over the D dimensions.
+    It is 0 when the members agree, grows with the spread of their means relative to their own variances, and is
+    unchanged by a rescaling of any dimension. A deterministic model (no log-variance) counts as unit variances.
+
+    The idea of measuring an ensemble's disagreement with a geometric Jensen-Shannon divergence is MACURA's
+    (Frauenknecht et al., ICML 2024); its measure is another: the mean over every pair of members of a two-member
+    divergence taken the other way, from the pair's geometric mean to each member (a closed form without a trace
+    term), over the whole ensemble and over the reward as well as the next state. The two give different numbers
+    even for two members. The adaptive horizon passes the rollout members (the elites by default) and the
+    next-state dimensions only.
     """
     precision = torch.ones_like(mean) if logvar is None else torch.exp(-logvar)
     geo_precision = precision.mean(dim=0)
