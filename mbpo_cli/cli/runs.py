@@ -153,10 +153,11 @@ def runs_metrics(
             sys.stdout.flush()
         elif as_json:
             emit_json([{"step": step, "key": key, "value": value} for step, key, value in rows])
-        elif chosen is None:
-            common.out.print(metrics_summary(info, rows))
         else:
-            common.out.print(metrics_table(info, rows, chosen, last))
+            tables = metrics_summary(info, rows, common.out.width) if chosen is None else \
+                metrics_table(info, rows, chosen, last, common.out.width)
+            for n, table in enumerate(tables):
+                common.out.print(*([""] if n else []), table)
 
 
 def _chosen_keys(keys: str | None, known: list[str]) -> list[str] | None:
