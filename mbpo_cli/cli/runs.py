@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import shutil
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ runs_app = typer.Typer(
     cls=Group,
     help="List, show, inspect the training metrics of, and delete runs in the registry.\n\n"
     "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`, "
-    "`mbpo runs metrics 3f9a1c2e --keys model_loss,alpha`",
+    "`mbpo runs metrics 3f9a1c2e --keys model_holdout_loss,alpha`",
     no_args_is_help=True,
 )
 
@@ -137,7 +138,7 @@ def runs_metrics(
     """The training metrics a run logged (losses, alpha, entropy, model loss, rollout length, ...), to see why a
     run went wrong.
 
-    Examples: `mbpo runs metrics 3f9a1c2e`, `mbpo runs metrics 3f9a1c2e --keys model_loss,alpha --last 50`,
+    Examples: `mbpo runs metrics 3f9a1c2e`, `mbpo runs metrics 3f9a1c2e --keys model_holdout_loss,alpha --last 50`,
     `mbpo runs metrics 3f9a1c2e --csv > metrics.csv`
     """
     with handled(ctx):
@@ -167,6 +168,15 @@ def _chosen_keys(keys: str | None, known: list[str]) -> list[str] | None:
     chosen = [key.strip() for key in keys.split(",") if key.strip()]
     unknown = [key for key in chosen if key not in known]
     if not chosen or unknown:
-        raise RunError(f"--keys: {', '.join(unknown) or 'no key given'}: the run has "
-                       f"{', '.join(known) or 'no metrics yet'}")
+        raise RunError(f"--keys: {', '.join(unknown) or 'no key given'}: {_known_keys(unknown, known)}")
     return chosen
+
+
+def _known_keys(unknown: list[str], known: list[str]) -> str:
+    """What the run has instead of `unknown` keys, in a bounded line: every key when there are a few, else the
+    closest ones and where to see them all."""
+    if len(known) <= 10:
+        return f"the run has {', '.join(known) or 'no metrics yet'}"
+    close = dict.fromkeys(match for key in unknown for match in difflib.get_close_matches(key, known, n=3))
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"{hint}the run has {len(known)} keys (every one: mbpo runs metrics RUN)"

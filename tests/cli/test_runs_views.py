@@ -169,3 +169,12 @@ def test_runs_metrics_keys_at_80_columns_cuts_no_number(tmp_path: Path, many_met
     _fits_with_values_whole(result.stdout, 80, [*keys, *shown, "115,000", "120,000", "125,000"])
     assert result.stdout.count("125,000") == 2  # one table per group of keys, each with its env steps
     assert "last 3 of 27 logged steps" in result.stdout  # and the 3 steps of _run
+
+
+def test_runs_metrics_unknown_key_of_a_real_run_is_a_bounded_line(tmp_path: Path, many_metrics: str) -> None:
+    """The old help example's `--keys model_loss` listed all 45 keys of a real run in one line of 800 characters:
+    now the closest ones, and where to see them all."""
+    line = one_error_line(mbpo(tmp_path, "runs", "metrics", many_metrics, "--keys", "alpha,model_los"))
+    assert line.startswith("error: --keys: model_los: did you mean model_loss, ")
+    assert line.endswith(f"? the run has {len(KEYS) + 1} keys (every one: mbpo runs metrics RUN)")  # + _run's
+    assert len(line) < 160
