@@ -254,7 +254,7 @@ def _report(plan: variants.Plan, tasks: list[ablation.Task], registry: Registry,
                    "compare": None if report is None else reports.report_to_dict(report), "notes": notes})
         return rows
     if report is not None:
-        for table in compare_tables(report):
+        for table in compare_tables(report, common.out.width):
             common.out.print(table)
         for note in report.notes:
             _note(note)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 import typer
@@ -14,8 +14,12 @@ from rich.table import Table
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, emit_json, handled
 from mbpo_cli.cli.display import Output
+from mbpo_cli.cli.fit import Col, Fit, fitted
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.engine.state import resolve_device
+
+if TYPE_CHECKING:
+    from mbpo_cli.engine.bench import Timing
 
 
 @contextmanager
@@ -30,6 +34,25 @@ def bench_progress() -> Iterator[Callable[[str, int, int], None]]:
 
     with bar:
         yield update
+
+
+def components_table(title: str, timings: list[Timing], width: int) -> Table:
+    """The components' timings (milliseconds) and shares of an env step, for a terminal `width` columns wide:
+    the numbers whole, a component's name shortened in the middle if need be."""
+    per_step = {t.name: t.median * t.per_env_step for t in timings}
+    total = sum(per_step.values()) or 1.0
+    columns = [Col("component", Fit.NAME, keep=22), Col("median ms"), Col("min ms"), Col("max ms"),
+               Col("runs/step"), Col("share")]
+    rows = [[t.name, _ms(t.median), _ms(t.low), _ms(t.high), f"{t.per_env_step:g}",
+             f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-"] for t in timings]
+    caption = "runs/step: times a component runs per real env step in a full run; share: of an env step's time"
+    return fitted(Table(title=title, caption=caption), columns, rows, width)
+
+
+def _ms(value: float) -> str:
+    """Milliseconds to about 4 significant digits: 0.055, 3.15, 47.8, 17,901."""
+    digits = 0 if value >= 100 else 1 if value >= 10 else 2 if value >= 1 else 3
+    return f"{value:,.{digits}f}"
 
 
 def bench(
@@ -89,15 +112,7 @@ def bench(
         if as_json:
             emit_json(result)
             return
-        per_step = {t.name: t.median * t.per_env_step for t in timings}
-        total = sum(per_step.values()) or 1.0
-        table = Table(title=f"mbpo bench: {preset} on {dev}")
-        for column in ("component", "median ms", "min ms", "max ms", "runs per env step", "share of env step"):
-            table.add_column(column, justify="right" if column != "component" else "left")
-        for t in timings:
-            table.add_row(t.name, f"{t.median:,.3f}", f"{t.low:,.3f}", f"{t.high:,.3f}", f"{t.per_env_step:g}",
-                          f"{per_step[t.name] / total:.1%}" if t.per_env_step else "-")
-        common.out.print(table)
+        common.out.print(components_table(f"mbpo bench: {preset} on {dev}", timings, common.out.width))
         common.out.print(f"{config.agent.name.upper()} update: {update_mode}", highlight=False)
         split = ", ".join(f"{k} {v:,.1f} s" for k, v in segment.phases.items())
         common.out.print(f"end to end: {segment.steps_per_s:,.2f} env steps/s over {steps:,} steps after "

@@ -243,6 +243,8 @@ def registry_of(ctx: typer.Context, ref: str, read_only: bool = False) -> Regist
 
 
 def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
+    """What `train` and `resume` say at the end (the table, or the JSON object); the last evaluation's return is
+    `final_eval_return` for a finished run, `last_eval_return` for one that stopped before its end."""
     run = outcome.run
     metrics = outcome.last_metrics
     steps = outcome.env_steps_this_session
@@ -254,7 +256,8 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
         "algo": run.algo,
         "seed": run.seed,
         "env_steps": run.env_steps,
-        "final_eval_return": metrics.get(metric_keys.EVAL_RETURN),
+        "final_eval_return" if outcome.status == "finished" else "last_eval_return":
+            metrics.get(metric_keys.EVAL_RETURN),
         "best_eval_return": outcome.best_eval,
         "wall_seconds": round(outcome.wall_seconds, 2),
         "session_seconds": round(outcome.session_seconds, 2),

@@ -10,7 +10,7 @@ import typer
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import OverwriteOpt, emit_json, handled, registry_of
-from mbpo_cli.cli.tables import compare_tables
+from mbpo_cli.cli.tables import compare_tables, short_group_names
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
@@ -108,7 +108,7 @@ def compare(
             data["plot"] = None if plot is None else str(plot)
             emit_json(data)
             return
-        for table in compare_tables(report):
+        for table in compare_tables(report, common.out.width):
             common.out.print(table)
         for env, auc in report.auc.items():
             if auc.start == auc.start:
@@ -125,5 +125,7 @@ def compare(
         if plot is not None:
             common.out.print(f"wrote {plot}")
         if len(curves_data) <= 10:
-            common.out.print(plots.text_plot(curves_data), highlight=False, markup=False)
+            names, _ = short_group_names(list(curves_data))
+            common.out.print(plots.text_plot({names.get(g, g): curve for g, curve in curves_data.items()}),
+                             highlight=False, markup=False)
 

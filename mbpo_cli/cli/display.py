@@ -33,24 +33,29 @@ class SessionEta(ProgressColumn):
     """Time left at this session's average rate since the end of the random exploration.
 
     Exploration steps are cheap and model training comes in bursts, so neither the whole-session rate nor a
-    recent-window rate (Rich's default) predicts the rest: this column waits until `min_steps` training steps of
-    this session have been timed (model fits included), says so meanwhile, and then divides. Time spent in a
-    model fit counts as it passes, so the estimate moves smoothly rather than freezing and jumping.
+    recent-window rate (Rich's default) predicts the rest: this column says how much exploration is left while
+    it lasts, then waits until `min_steps` training steps of this session have been timed (model fits
+    included), says how far that timing is, and then divides. Time spent in a model fit counts as it passes, so
+    the estimate moves smoothly rather than freezing and jumping. A finished bar shows no estimate.
     """
 
-    def __init__(self, min_steps: int) -> None:
+    def __init__(self, min_steps: int, init_steps: int) -> None:
         super().__init__()
         self.min_steps = min_steps
+        self.init_steps = init_steps
 
     def render(self, task: Task) -> Text:
         """'ETA h:mm:ss', or what the estimate waits for."""
+        if task.finished:
+            return Text("")
         phase = task.fields.get("phase")
         if phase is None:
-            return Text("ETA after exploration", style="dim")
+            left = max(self.init_steps - task.completed, 0)
+            return Text(f"exploring: {left:,.0f} random step{'' if left == 1 else 's'} left", style="dim")
         started_at, started_step = phase
         done = task.completed - started_step
         if done < self.min_steps:
-            return Text(f"ETA in {self.min_steps - done:,.0f} steps", style="dim")
+            return Text(f"ETA: timing training steps ({done:,.0f}/{self.min_steps:,})", style="dim")
         rate = done / max(task.get_time() - started_at, 1e-9)
         left = max((task.total or 0) - task.completed, 0) / rate
         return Text(f"ETA {_duration(left)}", style="progress.remaining")
@@ -64,6 +69,11 @@ def _duration(seconds: float) -> str:
 
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _loss(value: float) -> str:
+    """A loss to 3 significant digits, however small (a CartPole model's 0.00002 is not 0.0000)."""
+    return f"{value:.3g}"
 
 
 class RichReporter:
@@ -96,7 +106,7 @@ class RichReporter:
             TextColumn("env steps"),
             TextColumn("{task.fields[rate]}"),
             TimeElapsedColumn(),
-            SessionEta(min_steps=max(2 * cycle, 200)),
+            SessionEta(min_steps=max(2 * cycle, 200), init_steps=self.init_steps),
             console=self.console,
             get_time=self.clock,
         )
@@ -109,27 +119,34 @@ class RichReporter:
         self.live.start()
 
     def step(self, env_step: int, episode_return: float | None) -> None:
-        """Advance the bar; the first step after exploration starts the clock of the ETA."""
+        """Advance the bar and its speed: random steps/s while exploring, then training steps/s since the end of
+        the exploration (this session's); the first step after exploration starts the clock of the ETA."""
         if self.progress is None:
             return
         if episode_return is not None:
             self.last_episode = episode_return
         now = self.progress.get_time()
-        rate = (env_step - self.from_step) / max(now - self.started_at, 1e-9)
-        fields: dict[str, Any] = {"rate": f"{rate:,.1f} steps/s (session)"}
-        if env_step >= self.init_steps and self.progress.tasks[0].fields.get("phase") is None:
-            fields["phase"] = (now, env_step)
+        phase = self.progress.tasks[0].fields.get("phase")
+        fields: dict[str, Any] = {}
+        if phase is None and env_step >= self.init_steps:
+            phase = fields["phase"] = (now, env_step)
+        if phase is None:
+            rate = (env_step - self.from_step) / max(now - self.started_at, 1e-9)
+            fields["rate"] = f"{rate:,.1f} random steps/s"
+        elif env_step > phase[1]:
+            rate = (env_step - phase[1]) / max(now - phase[0], 1e-9)
+            fields["rate"] = f"{rate:,.1f} training steps/s"
         self.progress.update(self.task, completed=env_step, **fields)
 
     def epoch(self, env_step: int, metrics: dict[str, float]) -> None:
-        """Refresh the metrics line."""
+        """Refresh the metrics line (a resumed run's last recorded epoch, at or before its first step, says so)."""
         parts = [
-            f"step {env_step:,}",
+            f"{'last recorded: ' if 0 < env_step <= self.from_step else ''}step {env_step:,}",
             f"eval {_fmt(metrics.get(metric_keys.EVAL_RETURN))} ± {_fmt(metrics.get(metric_keys.EVAL_RETURN_STD))}",
             f"train episode {_fmt(self.last_episode)}",
         ]
         if metric_keys.MODEL_HOLDOUT_LOSS in metrics:
-            parts.append(f"model loss {metrics[metric_keys.MODEL_HOLDOUT_LOSS]:.4f}")
+            parts.append(f"model loss {_loss(metrics[metric_keys.MODEL_HOLDOUT_LOSS])}")
             parts.append(f"k {int(metrics.get('rollout_k', 0))}")
         if metric_keys.DONE_HOLDOUT_RECALL in metrics:
             parts.append(f"done recall {_fmt(metrics[metric_keys.DONE_HOLDOUT_RECALL], 2)}")

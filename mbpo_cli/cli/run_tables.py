@@ -15,6 +15,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from mbpo_cli.cli.fit import Col, Fit, compact, fitted, split_columns
 from mbpo_cli.cli.tables import fmt_number
 from mbpo_cli.runs.registry import RunInfo
 
@@ -34,28 +35,26 @@ def short_count(value: int) -> str:
 
 def runs_table(rows: list[dict[str, Any]], title: str, width: int) -> Table:
     """The `runs list` table for a terminal `width` columns wide: below `WIDE` it leaves out columns, below
-    `MEDIUM` it abbreviates the step counts; what it keeps is never cut (a long name wraps)."""
-    columns = ["id", "name", "status", "env", "steps", "last eval"]
+    `MEDIUM` it abbreviates the step counts; numbers and ids are never cut, a long name or env id is shortened
+    in the middle (the run's id tells it apart; `runs show` has it whole)."""
+    columns = [Col("id", justify="left"), Col("name", Fit.NAME), Col("status", Fit.WRAP), Col("env", Fit.NAME, keep=20),
+               Col("steps"), Col("last eval")]
     if width >= MEDIUM:
-        columns[3:3] = ["algo", "seed"]
+        columns[3:3] = [Col("algo", Fit.NAME), Col("seed")]
     if width >= WIDE:
-        columns.insert(3, "group")
-        columns.append("created")
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for column in columns:
-        table.add_column(column, overflow="fold", no_wrap=column not in ("name", "status", "group"),
-                         min_width={"status": len("interrupted"), "name": 12}.get(column),
-                         justify="right" if column in ("seed", "steps", "last eval") else "left")
+        columns.insert(3, Col("group", Fit.NAME))
+        columns.append(Col("created", justify="left"))
     count = (lambda n: f"{n:,}") if width >= MEDIUM else short_count
+    cells = []
     for r in rows:
         last = r["last_eval_return"]
-        cells = {"id": r["id"], "name": escape(r["name"]), "status": r["status"], "group": escape(r["group"] or ""),
-                 "algo": r["algo"], "env": r["env_id"], "seed": str(r["seed"]),
-                 "steps": f"{count(r['env_steps'])}/{count(r['target_steps'])}",
-                 "last eval": "-" if last is None else f"{last:,.1f}",
-                 "created": r["created_at"][:16].replace("T", " ")}
-        table.add_row(*(cells[c] for c in columns))
-    return table
+        row = {"id": r["id"], "name": r["name"], "status": r["status"], "group": r["group"] or "",
+               "algo": r["algo"], "env": r["env_id"], "seed": str(r["seed"]),
+               "steps": f"{count(r['env_steps'])}/{count(r['target_steps'])}",
+               "last eval": "-" if last is None else f"{last:,.1f}",
+               "created": r["created_at"][:16].replace("T", " ")}
+        cells.append([row[c.header] for c in columns])
+    return fitted(compact(title=escape(title)), columns, cells, width)
 
 
 def flat_config(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -117,39 +116,50 @@ def run_tables(data: dict[str, Any], info: RunInfo, folder: Path, show_config: b
     return tables
 
 
-def metrics_summary(info: RunInfo, rows: list[tuple[int, str, float]]) -> Table:
-    """One line per metric key: how many points, over which steps, the last value and the range."""
+def metrics_summary(info: RunInfo, rows: list[tuple[int, str, float]], width: int) -> list[Table]:
+    """One line per metric key: how many points, over which steps, the last value and the range; over several
+    tables when a terminal `width` columns wide cannot show every column with the keys whole."""
     by_key: dict[str, list[tuple[int, float]]] = {}
     for step, key, value in rows:
         by_key.setdefault(key, []).append((step, value))
-    table = _titled(f"Metrics of run {info.id} ({escape(info.name)})",
-                  box=box.SIMPLE_HEAD, caption="values at their env step; see one key's values with --keys KEY")
-    for column in ("key", "points", "steps", "last", "min", "median", "max"):
-        table.add_column(column, justify="left" if column == "key" else "right", no_wrap=column == "key")
+    cells = []
     for key, points in sorted(by_key.items()):
         values = [v for _, v in points]
-        table.add_row(escape(key), str(len(points)), f"{points[0][0]:,}-{points[-1][0]:,}", _number(values[-1]),
-                      _number(min(values)), _number(statistics.median(values)), _number(max(values)))
-    return table
+        cells.append([key, str(len(points)), f"{short_count(points[0][0])}-{short_count(points[-1][0])}",
+                      _number(values[-1]), _number(min(values)), _number(statistics.median(values)),
+                      _number(max(values))])
+    columns = [Col("key", Fit.NAME, keep=max(map(len, by_key), default=0)), Col("points"), Col("steps"),
+               Col("last"), Col("min"), Col("median"), Col("max")]
+    return _split(f"Metrics of run {info.id} ({escape(info.name)})", columns, cells, width,
+                  "values at their env step; see one key's values with --keys KEY")
 
 
-def metrics_table(info: RunInfo, rows: list[tuple[int, str, float]], keys: list[str], last: int) -> Table:
-    """The chosen keys' values at each of the last `last` steps where any of them was logged."""
+def metrics_table(info: RunInfo, rows: list[tuple[int, str, float]], keys: list[str], last: int,
+                  width: int) -> list[Table]:
+    """The chosen keys' values at each of the last `last` steps where any of them was logged; over several
+    tables (each with the env step) when the keys do not fit side by side in a terminal `width` columns wide."""
     by_step: dict[int, dict[str, float]] = {}
     for step, key, value in rows:
         by_step.setdefault(step, {})[key] = value
     steps = sorted(by_step)
     shown = steps[-last:]
-    table = _titled(f"Metrics of run {info.id} ({escape(info.name)})",
-                  box=box.SIMPLE_HEAD,
-                  caption=f"last {len(shown)} of {len(steps)} logged steps" + (" (--last N for more)"
-                                                                             if len(shown) < len(steps) else ""))
-    table.add_column("env step", justify="right")
-    for key in keys:
-        table.add_column(escape(key), justify="right")
-    for step in shown:
-        table.add_row(f"{step:,}", *(_number(by_step[step].get(key)) for key in keys))
-    return table
+    cells = [[f"{step:,}", *(_number(by_step[step].get(key)) for key in keys)] for step in shown]
+    more = " (--last N for more)" if len(shown) < len(steps) else ""
+    return _split(f"Metrics of run {info.id} ({escape(info.name)})", [Col("env step"), *map(Col, keys)], cells,
+                  width, f"last {len(shown)} of {len(steps)} logged steps{more}")
+
+
+def _split(title: str, columns: list[Col], cells: list[list[str]], width: int, caption: str) -> list[Table]:
+    """`columns` over as many tables as fit `width`, each with the first column; the title above the first
+    table (as wide as it, up to `width`), the caption below the last."""
+    groups = split_columns(compact(), columns, cells, width)
+    tables = []
+    for n, group in enumerate(groups):
+        table = compact(title=title if n == 0 else None, title_justify="left",
+                        min_width=min(len(title), width) if n == 0 else None,
+                        caption=caption if n == len(groups) - 1 else None)
+        tables.append(fitted(table, [columns[i] for i in group], [[row[i] for i in group] for row in cells], width))
+    return tables
 
 
 def _titled(title: str, **options: Any) -> Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ runs_app = typer.Typer(
     cls=Group,
     help="List, show, inspect the training metrics of, and delete runs in the registry.\n\n"
     "Examples: `mbpo runs list --status finished`, `mbpo runs show 3f9a1c2e --json`, "
-    "`mbpo runs metrics 3f9a1c2e --keys model_loss,alpha`",
+    "`mbpo runs metrics 3f9a1c2e --keys model_holdout_loss,alpha`",
     no_args_is_help=True,
 )
 
@@ -138,7 +139,7 @@ def runs_metrics(
     """The training metrics a run logged (losses, alpha, entropy, model loss, rollout length, ...), to see why a
     run went wrong.
 
-    Examples: `mbpo runs metrics 3f9a1c2e`, `mbpo runs metrics 3f9a1c2e --keys model_loss,alpha --last 50`,
+    Examples: `mbpo runs metrics 3f9a1c2e`, `mbpo runs metrics 3f9a1c2e --keys model_holdout_loss,alpha --last 50`,
     `mbpo runs metrics 3f9a1c2e --csv > metrics.csv`
     """
     with handled(ctx):
@@ -153,10 +154,11 @@ def runs_metrics(
             writer.writerows(rows)
         elif as_json:
             emit_json([{"step": step, "key": key, "value": value} for step, key, value in rows])
-        elif chosen is None:
-            common.out.print(metrics_summary(info, rows))
         else:
-            common.out.print(metrics_table(info, rows, chosen, last))
+            tables = metrics_summary(info, rows, common.out.width) if chosen is None else \
+                metrics_table(info, rows, chosen, last, common.out.width)
+            for n, table in enumerate(tables):
+                common.out.print(*([""] if n else []), table)
 
 
 def _chosen_keys(keys: str | None, known: list[str]) -> list[str] | None:
@@ -166,6 +168,15 @@ def _chosen_keys(keys: str | None, known: list[str]) -> list[str] | None:
     chosen = [key.strip() for key in keys.split(",") if key.strip()]
     unknown = [key for key in chosen if key not in known]
     if not chosen or unknown:
-        raise RunError(f"--keys: {', '.join(unknown) or 'no key given'}: the run has "
-                       f"{', '.join(known) or 'no metrics yet'}")
+        raise RunError(f"--keys: {', '.join(unknown) or 'no key given'}: {_known_keys(unknown, known)}")
     return chosen
+
+
+def _known_keys(unknown: list[str], known: list[str]) -> str:
+    """What the run has instead of `unknown` keys, in a bounded line: every key when there are a few, else the
+    closest ones and where to see them all."""
+    if len(known) <= 10:
+        return f"the run has {', '.join(known) or 'no metrics yet'}"
+    close = dict.fromkeys(match for key in unknown for match in difflib.get_close_matches(key, known, n=3))
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return f"{hint}the run has {len(known)} keys (every one: mbpo runs metrics RUN)"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+
+from mbpo_cli.cli.fit import Col, Fit, fit, fitted
 
 
 def fmt_number(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
@@ -22,48 +25,74 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after the other
-    """The Rich tables of a compare report (see mbpo_cli.report for the definitions)."""
+def compare_tables(report: Any, width: int) -> list[Table]:
+    """The Rich tables of a compare report (see mbpo_cli.report for the definitions), for a terminal `width`
+    columns wide: numbers whole, group names shortened in the middle if need be (inside an ablation, the variant
+    alone)."""
+    names, ablation = short_group_names([g.name for g in report.groups])
 
-    tables = []
+    def name(group: str | None) -> str:
+        return "-" if group is None else names.get(group, group)
 
-    def add_columns(table: Table, columns: list[str]) -> None:
-        for column in columns:
-            if column in ("group", "baseline"):  # a long name wraps, never loses its end
-                table.add_column(column, overflow="fold")
-            else:
-                table.add_column(column, justify="right")
+    return [_returns_table(report, name, ablation, width), _efficiency_table(report, name, width),
+            _wall_table(report, name, width), _final_table(report, name, width)]
 
-    returns = Table(title="Eval return at milestones (95% CI: bootstrap of the IQM over seeds)")
-    add_columns(returns, ["group", "env step", "seeds", "mean", "IQM", "95% CI"])
+
+def short_group_names(groups: list[str]) -> tuple[dict[str, str], str | None]:
+    """Group name -> the name to show, and the ablation whose prefix was left out: the groups of one ablation
+    (`GROUP/variant`) are shown by their variant alone when that leaves every name distinct."""
+    prefixes = {g.split("/", 1)[0] for g in groups if "/" in g}
+    if len(prefixes) != 1:
+        return {}, None
+    prefix = prefixes.pop()
+    short = {g: g.removeprefix(f"{prefix}/") for g in groups}
+    if len(set(short.values())) < len(groups):
+        return {}, None
+    return short, prefix
+
+
+GROUP = Col("group", Fit.NAME, keep=30)
+"""The group column of every compare table."""
+
+
+def _returns_table(report: Any, name: Callable[[str | None], str], ablation: str | None, width: int) -> Table:
+    caption = None if ablation is None else f"groups of ablation {ablation} are shown by their variant"
+    table = Table(title="Eval return at milestones (95% CI: bootstrap of the IQM over seeds)", caption=caption)
+    rows: list[list[str]] = []
+    ends: list[bool] = []  # whether each row but the last ends its group's section
     previous = None
     for row in report.returns:
-        if previous is not None and row.group != previous:
-            returns.add_section()
         if row.n_seeds == 0:
             ci = "no data"
         elif row.n_seeds == 1:
             ci = "n/a (1 seed)"
         else:
             ci = f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
-        returns.add_row(escape(row.group) if row.group != previous else "", f"{row.step:,}", str(row.n_seeds),
-                        fmt_number(row.mean), fmt_number(row.iqm), ci)
+        if rows:
+            ends.append(row.group != previous)
+        rows.append([name(row.group) if row.group != previous else "", f"{row.step:,}", str(row.n_seeds),
+                     fmt_number(row.mean), fmt_number(row.iqm), ci])
         previous = row.group
-    tables.append(returns)
+    columns = [GROUP, Col("env step"), Col("seeds"), Col("mean"), Col("IQM"), Col("95% CI", Fit.WRAP, "right")]
+    for cells, end in zip(fit(table, columns, rows, width), [*ends, False], strict=True):
+        table.add_row(*cells, end_section=end)
+    return table
 
+
+def _efficiency_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
     pairs = {(r.baseline, r.threshold) for r in report.efficiency}
     single = len(pairs) == 1
     baseline, threshold = next(iter(pairs)) if single else (None, None)
     if single and threshold is not None:
-        source = "--threshold" if report.threshold_source == "--threshold" else f"final IQM of {baseline}"
+        source = "--threshold" if report.threshold_source == "--threshold" else f"final IQM of {name(baseline)}"
         title = escape(f"Sample efficiency: env steps until the IQM curve reaches threshold {threshold:,.1f} "
                        f"({source}) and stays at or above it")
     else:
         title = "Sample efficiency: env steps until the IQM curve reaches its threshold and stays at or above it"
-    efficiency = Table(title=title)
-    columns = ["group"] + ([] if single else ["baseline", "threshold"])
-    columns += ["steps to threshold", "seeds reaching", "x fewer real steps", "norm. AUC (IQM)"]
-    add_columns(efficiency, columns)
+    columns = [GROUP] + ([] if single else [Col("baseline", Fit.NAME, keep=30), Col("threshold")])
+    columns += [Col("steps to threshold", Fit.WRAP, "right"), Col("seeds reaching"),
+                Col("x fewer real steps", Fit.WRAP, "right"), Col("norm. AUC (IQM)")]
+    rows = []
     for row in report.efficiency:
         if row.threshold is None:
             steps = "n/a (no threshold)"
@@ -80,23 +109,25 @@ def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after 
         else:
             ratio = f"{'> ' if row.ratio_is_lower_bound else ''}{row.ratio:.2f}x"
         reaching = "-" if row.threshold is None else f"{row.seeds_reaching}/{row.n_seeds}"
-        cells = [escape(row.group)] + ([] if single else [escape(row.baseline or "-"), fmt_number(row.threshold)])
-        cells += [steps, reaching, ratio, fmt_number(row.auc, ".3f")]
-        efficiency.add_row(*cells)
-    tables.append(efficiency)
+        cells = [name(row.group)] + ([] if single else [name(row.baseline), fmt_number(row.threshold)])
+        rows.append([*cells, steps, reaching, ratio, fmt_number(row.auc, ".3f")])
+    return fitted(Table(title=title), columns, rows, width)
 
-    wall = Table(title="Wall-clock time (mean per run)")
-    add_columns(wall, ["group", "runs", "wall time", "env steps", "env steps/s", "~wall to threshold"])
+
+def _wall_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
+    columns = [GROUP, Col("runs"), Col("wall time", Fit.WRAP, "right"), Col("env steps"), Col("env steps/s"),
+               Col("~wall to threshold", Fit.WRAP, "right")]
     to_threshold = {row.group: row.wall_to_threshold for row in report.efficiency}
-    for row in report.wall:
-        wall.add_row(escape(row.group), str(row.n_runs), fmt_duration(row.wall_seconds),
-                     fmt_number(row.env_steps, ",.0f"), fmt_number(row.steps_per_second, ",.1f"),
-                     fmt_duration(to_threshold.get(row.group)))
-    tables.append(wall)
+    rows = [[name(row.group), str(row.n_runs), fmt_duration(row.wall_seconds), fmt_number(row.env_steps, ",.0f"),
+             fmt_number(row.steps_per_second, ",.1f"), fmt_duration(to_threshold.get(row.group))]
+            for row in report.wall]
+    return fitted(Table(title="Wall-clock time (mean per run)"), columns, rows, width)
 
-    final = Table(title="Final return (IQM at each group's last common eval step) and P(improvement) over the "
-                        "baseline")
-    add_columns(final, ["group", "final step", "seeds", "IQM", "95% CI", "P(better than baseline)", "at step"])
+
+def _final_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
+    columns = [GROUP, Col("final step"), Col("seeds"), Col("IQM"), Col("95% CI", Fit.WRAP, "right"),
+               Col("P(better than baseline)", Fit.WRAP, "right"), Col("at step")]
+    rows = []
     for row in report.final:
         ci = "n/a (1 seed)" if row.n_seeds < 2 else f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
         if row.baseline is None:
@@ -107,11 +138,10 @@ def compare_tables(report: Any) -> list[Table]:  # noqa: C901 - one table after 
             p = "n/a (< 2 runs)"
         else:
             p = fmt_number(row.p_improvement, ".2f", "n/a")
-        final.add_row(escape(row.group), f"{row.step:,}", str(row.n_seeds), fmt_number(row.iqm), ci, p,
-                      "-" if row.p_step is None else f"{row.p_step:,}")
-    tables.append(final)
-    return tables
-
+        rows.append([name(row.group), f"{row.step:,}", str(row.n_seeds), fmt_number(row.iqm), ci, p,
+                     "-" if row.p_step is None else f"{row.p_step:,}"])
+    title = "Final return (IQM at each group's last common eval step) and P(improvement) over the baseline"
+    return fitted(Table(title=title), columns, rows, width)
 
 
 def diff_table(plan: Any) -> Table:

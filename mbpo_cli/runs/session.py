@@ -282,7 +282,9 @@ class Session:
         self.last_heartbeat = 0.0
         self.wall_offset = run.wall_seconds
         self.started = time.perf_counter()
-        self.last_metrics: dict[str, float] = {}
+        self.recorded = _recorded_epoch(registry, run.id)
+        """The step and metrics of the run's last evaluation before this session (a resumed run's), or None."""
+        self.last_metrics: dict[str, float] = {} if self.recorded is None else dict(self.recorded[1])
         self.best_eval = _best_eval(registry, run.id)
         self.tensorboard: LiveTensorBoard | None = None
 
@@ -351,6 +353,8 @@ class Session:
         signals = self.signals
         self.registry.set_status(self.run.id, "running")
         self.reporter.start(self.run, self.state.config, start_step)
+        if self.recorded is not None:
+            self.reporter.epoch(*self.recorded)
         if self.state.config.train.tensorboard:
             self.tensorboard = LiveTensorBoard(live_folder(self.folder), start_step, self.reporter.message)
         try:
@@ -381,6 +385,15 @@ class Session:
             last_metrics=self.last_metrics,
             best_eval=self.best_eval,
         )
+
+
+def _recorded_epoch(registry: Registry, run_id: str) -> tuple[int, dict[str, float]] | None:
+    """The env step and metrics of the run's last recorded evaluation, or None when it has none."""
+    evals = registry.metrics(run_id, "eval_return")
+    if not evals:
+        return None
+    step = evals[-1][0]
+    return step, {key: value for at, key, value in registry.metrics(run_id) if at == step}
 
 
 def _best_eval(registry: Registry, run_id: str) -> float | None:

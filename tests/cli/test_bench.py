@@ -88,3 +88,26 @@ def test_bench_rejects_a_segment_inside_exploration(tmp_path) -> None:
     assert "--at must be a due point of the model" in result.stderr
     result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--preset", "hopper", "--at", "5100"])
     assert result.exit_code == 2 and "multiple of rollout.train_freq (250)" in result.stderr
+
+
+def test_bench_table_at_80_columns_keeps_names_and_numbers_whole() -> None:
+    """At 80 columns the component names wrapped: the table now fits with every name and number whole."""
+    import io
+
+    from rich.console import Console
+
+    from mbpo_cli.cli.bench import components_table
+    from mbpo_cli.engine.bench import Timing
+
+    timings = [Timing("sac_update", [1.234, 1.5, 2.0], 20.0), Timing("sac_update_eager", [3.1, 3.2], 0.0),
+               Timing("model_train_step", [2.5, 2.6], 0.0), Timing("model_train_step_eager", [2.5, 2.61], 0.0),
+               Timing("model_retrain", [12345.678, 23456.789], 0.004), Timing("rollout_step", [45.6, 50.0], 0.004),
+               Timing("env_step", [0.05, 0.06], 1.0), Timing("eval_episode", [1234.5, 1300.0], 0.001)]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(components_table("mbpo bench: hopper on cpu", timings, 80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    words = set(text.replace("│", " ").split())
+    for value in ("sac_update", "model_train_step_eager", "model_retrain", "eval_episode", "17,901", "12,346",
+                  "23,457", "1.50", "0.055", "47.8", "0.004", "20", "69.4%", "median", "runs/step", "share"):
+        assert value in words, (value, text)
