@@ -29,7 +29,7 @@ from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, Registr
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
 
 out = Output()
-err = Output(stderr=True)
+err = Output(stderr=True, emoji=False)  # an error echoes ids such as `module:EnvId`: `:b:` stays text
 
 USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
 
