@@ -18,7 +18,7 @@ import yaml
 from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
-from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
+from mbpo_cli.config.load import ConfigError, clip, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import NumericalError
@@ -32,6 +32,14 @@ out = Output()
 err = Output(stderr=True, emoji=False)  # an error echoes ids such as `module:EnvId`: `:b:` stays text
 
 USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError)
+MAX_ERROR_CHARS = 1000
+"""Longest error line printed: a message that echoes a huge value (an environment's kwargs, a database's
+reply) is cut there, ending in "…"."""
+
+
+def error_line(error: BaseException) -> str:
+    """The message of `error` as one line of at most :data:`MAX_ERROR_CHARS` characters."""
+    return clip(" ".join(str(error).strip().splitlines()), MAX_ERROR_CHARS)
 
 
 @dataclass
@@ -55,17 +63,17 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     except USER_ERRORS as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except NumericalError as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] numerical failure: {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] numerical failure: {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except RegistryLost as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -78,8 +86,8 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         first = str(error).strip().splitlines()
-        err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
-                  "for the traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {type(error).__name__}: {escape(clip(first[0], MAX_ERROR_CHARS)) if first else ''} "
+                  "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
