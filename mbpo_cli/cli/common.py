@@ -18,7 +18,7 @@ import yaml
 from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
-from mbpo_cli.config.load import ConfigError, clip, preset_names, resolve_config
+from mbpo_cli.config.load import ConfigError, clip, exploration_warning, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import NumericalError
@@ -214,7 +214,8 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
                        seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
     """Resolve the config and check the task (environment, agent, custom functions) before anything is written.
 
-    `--env ENV_ID` says on stderr which termination the task gets and why.
+    `--env ENV_ID` says on stderr which termination the task gets and why; a run that would only explore (steps
+    <= init_steps) is warned about on stderr.
     """
     facts, note = None, None
     if env is not None and preset is None and config is None:
@@ -225,6 +226,9 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
     check_task(resolved)
     if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
         err.print(note, highlight=False, markup=False, soft_wrap=True)
+    warning = exploration_warning(resolved)
+    if warning is not None:
+        err.print(warning, highlight=False, markup=False, soft_wrap=True)
     return resolved
 
 

@@ -481,6 +481,8 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         fail("done_model.patience", f"must be >= 0, got {c.done_model.patience}")
     if c.train.init_steps < 0:
         fail("train.init_steps", f"must be >= 0, got {c.train.init_steps}")
+    if c.algo == "mbpo" and c.train.init_steps < 1:
+        fail("train.init_steps", "must be at least 1 for mbpo: the model first trains on the random steps")
     if c.train.eval_episodes < 0:
         fail("train.eval_episodes", f"must be >= 0, got {c.train.eval_episodes}")
     if not 0 <= c.train.seed <= MAX_SEED:
@@ -533,18 +535,31 @@ class TaskFacts:
     """The default `env.termination`: known, learned or never."""
 
 
-def env_defaults(env_id: str, facts: TaskFacts) -> dict[str, Any]:
-    """Defaults for a gymnasium task without a preset, chosen from its facts.
+ENV_STEPS = 100_000
+"""`train.steps` of `--env ENV_ID` without `--steps`."""
+PAPER_INIT_STEPS = 5000
+"""The paper's random exploration steps: the most `--env ENV_ID` explores (a tenth of `train.steps` below 50,000)."""
+PAPER_EPOCH_LENGTH = 1000
+"""The paper's epoch: the longest of `--env ENV_ID` (a twentieth of `train.steps` below 20,000)."""
+
+
+def env_defaults(env_id: str, facts: TaskFacts, steps: int = ENV_STEPS) -> dict[str, Any]:
+    """Defaults for a gymnasium task without a preset, chosen from its facts and the budget `steps`.
 
     The paper's locomotion settings (G = 20, 1000-step epochs, 5,000 random steps), a wider model
     for large observations (as for Humanoid), DQN for discrete actions, and the usual SAC entropy target -|A|.
+    Exploration and epochs scale down with a small budget, so that the agent trains for most of it and is evaluated
+    at least 20 times: `init_steps` is a tenth of `steps` (at least 1, at most 5,000), `epoch_length` a twentieth
+    (at most 1,000). `--steps 5000` explores for 500 steps in epochs of 250, as the small presets do; from 50,000
+    steps on, the paper's values.
     """
     data: dict[str, Any] = {
         "env": {"id": env_id, "termination": facts.termination},
         "agent": {"name": "dqn" if facts.discrete else "sac"},
         "model": {"hidden": 200 if facts.obs_dim < 40 else 400},
         "rollout": {"schedule": [20, 100, 1, 1]},
-        "train": {"steps": 100_000},
+        "train": {"steps": steps, "init_steps": max(1, min(PAPER_INIT_STEPS, steps // 10)),
+                  "epoch_length": max(1, min(PAPER_EPOCH_LENGTH, steps // 20))},
     }
     if not facts.discrete:
         data["sac"] = {"target_entropy": -float(facts.act_dim)}
@@ -586,7 +601,7 @@ def resolve_config(
     elif env_id is not None:
         if env_facts is None:
             raise ConfigError(f"--env {env_id}: the environment's facts are needed")
-        data, source = env_defaults(env_id, env_facts), f"--env {env_id}"
+        data, source = env_defaults(env_id, env_facts, _budget(steps, overrides or [])), f"--env {env_id}"
     else:
         raise ConfigError("choose a task: --preset NAME, --config FILE or --env ENV_ID")
     data = migrate(data, source)
@@ -598,6 +613,29 @@ def resolve_config(
             extra.append(f"{key}={value}")
     config = build_config(data, source)
     return build_config(apply_overrides(data, extra), "command line") if extra else config
+
+
+def _budget(steps: int | None, overrides: list[str]) -> int:
+    """The `train.steps` a run from `--env` will have: `--steps`, else the last `--set train.steps=N`, else
+    :data:`ENV_STEPS` (a value that is not a positive integer is refused later, by validation)."""
+    if steps is not None:
+        return steps
+    for text in reversed(overrides):
+        path, value = parse_override(text)
+        if path == ["train", "steps"] and isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return ENV_STEPS
+
+
+def exploration_warning(config: Config) -> str | None:
+    """A line for the user when the whole run is random exploration (`train.steps <= train.init_steps`: the
+    agent never trains), else None."""
+    train = config.train
+    if train.steps > train.init_steps:
+        return None
+    return (f"warning: train.steps {train.steps:,} <= train.init_steps {train.init_steps:,}: every step is "
+            "random exploration and the agent never trains; lower train.init_steps (--set train.init_steps=N) or "
+            "raise --steps")
 
 
 def _algo_overrides(algo: str, data: Mapping[str, Any], overrides: list[str]) -> list[str]:

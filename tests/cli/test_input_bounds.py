@@ -1,11 +1,12 @@
 """Hostile or careless input reaches the user as one bounded line on stderr, exit 2: duplicate YAML keys, keys
 that are not strings, deep nesting, an anchor bomb, a huge value echoed by the environment, a registry URL whose
-port is not a number (issue 27, findings 7 and 9)."""
+port is not a number (issue 27, findings 7 and 9); a run that would only explore is warned about (finding 13)."""
 
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.cli.common import MAX_ERROR_CHARS
@@ -83,3 +84,22 @@ def test_resume_refuses_a_duplicate_key_in_the_runs_config_yaml(tmp_path: Path) 
     config_file.write_text(config_file.read_text() + "train:\n  steps: 400\n")
     line = one_error_line(mbpo(tmp_path, "resume", run_id, "--steps", "400"))
     assert line.startswith(f"error: {config_file}: line ") and "duplicate key 'train' (first at line " in line
+
+
+def test_a_run_that_only_explores_is_warned_about_on_stderr(tmp_path: Path) -> None:
+    result = mbpo(tmp_path / "runs", "train", "--preset", "hopper", "--steps", "5000", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == ("warning: train.steps 5,000 <= train.init_steps 5,000: every step is random "
+                                     "exploration and the agent never trains; lower train.init_steps (--set "
+                                     "train.init_steps=N) or raise --steps")
+    assert yaml.safe_load(result.stdout)["train"]["init_steps"] == 5000
+
+
+def test_the_readme_env_example_explores_a_tenth_and_is_evaluated_as_it_goes(tmp_path: Path) -> None:
+    """`mbpo train --env Pendulum-v1 --steps 5000` (the README's example): 500 random steps, epochs of 250, no
+    warning."""
+    result = mbpo(tmp_path / "runs", "train", "--env", "Pendulum-v1", "--steps", "5000", "--print-config")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+    train = yaml.safe_load(result.stdout)["train"]
+    assert (train["steps"], train["init_steps"], train["epoch_length"]) == (5000, 500, 250)
