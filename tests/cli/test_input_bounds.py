@@ -60,8 +60,9 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_bounded_line(tmp_path: Path, case: str) -> None:
+    """(With --print-config, input that was wrongly accepted prints the config rather than starting a run.)"""
     make_args, expected = CASES[case]
-    result = mbpo(tmp_path / "runs", *make_args(tmp_path))
+    result = mbpo(tmp_path / "runs", *make_args(tmp_path), "--print-config")
     line = one_error_line(result)
     assert expected in line
     assert len(line) <= LINE_BOUND
