@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.config.load import ConfigError, preset_names, resolve_config
+from mbpo_cli.config.load import ConfigError, clip, exploration_warning, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
@@ -30,10 +30,18 @@ from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, Registr
 from mbpo_cli.runs.session import Outcome, RunError, run_dir
 
 out = Output()
-err = Output(stderr=True)
+err = Output(stderr=True, emoji=False)  # an error echoes ids such as `module:EnvId`: `:b:` stays text
 
 USER_ERRORS = (ConfigError, EnvError, RegistryError, RunError, CheckpointError, CustomFunctionError)
 """Bad input, exit 2 (a custom function that misbehaves mid-run is the user's to fix, as at start)."""
+MAX_ERROR_CHARS = 1000
+"""Longest error line printed: a message that echoes a huge value (an environment's kwargs, a database's
+reply) is cut there, ending in "…"."""
+
+
+def error_line(error: BaseException) -> str:
+    """The message of `error` as one line of at most :data:`MAX_ERROR_CHARS` characters."""
+    return clip(" ".join(str(error).strip().splitlines()), MAX_ERROR_CHARS)
 
 
 @dataclass
@@ -58,17 +66,17 @@ def handled(ctx: typer.Context) -> Iterator[None]:
     except USER_ERRORS as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except NumericalError as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] numerical failure: {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] numerical failure: {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except RegistryLost as error:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -81,8 +89,8 @@ def handled(ctx: typer.Context) -> Iterator[None]:
         if debug:
             traceback.print_exc()
         first = str(error).strip().splitlines()
-        err.print(f"[red]error:[/] {type(error).__name__}: {escape(first[0]) if first else ''} (rerun with --debug "
-                  "for the traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {type(error).__name__}: {escape(clip(first[0], MAX_ERROR_CHARS)) if first else ''} "
+                  "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -305,7 +313,8 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
                        seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
     """Resolve the config and check the task (environment, agent, custom functions) before anything is written.
 
-    `--env ENV_ID` says on stderr which termination the task gets and why.
+    `--env ENV_ID` says on stderr which termination the task gets and why; a run that would only explore (steps
+    <= init_steps) is warned about on stderr.
     """
     facts, note = None, None
     if env is not None and preset is None and config is None:
@@ -316,6 +325,9 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
     check_task(resolved)
     if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
         err.print(note, highlight=False, markup=False, soft_wrap=True)
+    warning = exploration_warning(resolved)
+    if warning is not None:
+        err.print(warning, highlight=False, markup=False, soft_wrap=True)
     return resolved
 
 

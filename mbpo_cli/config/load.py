@@ -12,7 +12,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,10 +34,133 @@ MAX_SEED = 2**31 - 1
 """Largest seed (every generator is seeded from it with room to spare in 64 bits)."""
 MAX_THREADS = 1024
 """Largest `train.threads` (torch crashes, rather than refuses, at absurd counts)."""
+MAX_ECHO = 200
+"""Longest echo of a user's value in an error message (longer ones are cut, ending in "…")."""
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of collections a user's YAML may have (a config nests three or four levels)."""
+MAX_YAML_NODES = 100_000
+"""Most values a user's YAML may hold once its aliases are expanded (a config holds about 150): a few hundred
+bytes of nested aliases (a "billion laughs") would otherwise expand to gigabytes wherever the config is copied,
+stored or shown."""
+MAX_YAML_INT_BITS = 1024
+"""Widest integer a user's YAML may hold (about 308 digits, the range of a float)."""
 
 
 class ConfigError(ValueError):
     """A bad configuration: the message is one line naming the file and the key."""
+
+
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` cut to at most `limit` characters, ending in "…" where it was cut: how a user's value (or a whole
+    error line, with a larger limit) is echoed."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown(value: Any) -> str:
+    """A user's value as an error message echoes it: its repr, clipped to :data:`MAX_ECHO` characters."""
+    try:
+        return clip(repr(value))
+    except ValueError:  # an integer of more digits than Python converts to text
+        return f"a {type(value).__name__} too large to show"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a user's YAML
+# ---------------------------------------------------------------------------------------------
+
+
+class YamlRefused(yaml.MarkedYAMLError):
+    """YAML that parses but is refused as a config: a duplicate or non-string key, nesting or aliases beyond the
+    bounds, an integer too wide. `problem` says what, `problem_mark` where."""
+
+
+_SAFE_INT = yaml.SafeLoader.yaml_constructors["tag:yaml.org,2002:int"]
+"""PyYAML's own integer constructor, which :meth:`ConfigLoader.construct_bounded_int` bounds."""
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with the checks a user's config needs.
+
+    Refuses a mapping key given twice (YAML says keys are unique; PyYAML would keep the last silently, so a second
+    `train:` section would replace the first), a key that is not a string, nesting deeper than
+    :data:`MAX_YAML_DEPTH`, a document whose aliases expand it beyond :data:`MAX_YAML_NODES` values or into itself,
+    and integers wider than :data:`MAX_YAML_INT_BITS`. Merge keys (`<<: *defaults`) stay allowed.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+        """Values under each composed node, aliases expanded, by the node's id."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """A node as PyYAML composes it, counted: its depth and its size with every alias expanded bounded."""
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:
+                raise YamlRefused(problem="an alias inside the collection it names (a recursive alias)",
+                                  problem_mark=mark)
+            return node
+        mark = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise YamlRefused(problem=f"nested more than {MAX_YAML_DEPTH} levels deep", problem_mark=mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children: list[yaml.Node] = [n for pair in node.value for n in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        size = 1 + sum(self._sizes[id(child)] for child in children)
+        if size > MAX_YAML_NODES:
+            raise YamlRefused(problem=f"more than {MAX_YAML_NODES:,} values once its aliases are expanded",
+                              problem_mark=mark)
+        self._sizes[id(node)] = size
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        """The mapping of `node`, refused when a key is not a string or is given twice (merge keys aside)."""
+        first_line: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise YamlRefused(problem=f"key {shown(key)} is not a string (quote it)",
+                                  problem_mark=key_node.start_mark)
+            if key in first_line:
+                raise YamlRefused(problem=f"duplicate key {shown(key)} (first at line {first_line[key]})",
+                                  problem_mark=key_node.start_mark)
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        """An integer scalar, refused beyond :data:`MAX_YAML_INT_BITS` (or Python's digit limit)."""
+        try:
+            value: int | None = _SAFE_INT(self, node)
+        except ValueError:  # more digits than Python converts
+            value = None
+        if value is None or value.bit_length() > MAX_YAML_INT_BITS:
+            raise YamlRefused(problem=f"integer too large (more than {MAX_YAML_INT_BITS} bits)",
+                              problem_mark=node.start_mark)
+        return value
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:int", ConfigLoader.construct_bounded_int)
+
+
+def load_user_yaml(text: str) -> Any:
+    """The value of a user's YAML text (a config file, a `--set` value) as :class:`ConfigLoader` reads it:
+    safe types only; yaml.YAMLError (:class:`YamlRefused` for what it refuses) when it cannot be used."""
+    loader = ConfigLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,7 +183,7 @@ def preset_path(name: str) -> Path:
         path = folder / f"{name}.yaml"
         if path.is_file():
             return path
-    raise ConfigError(f"unknown preset '{name}' (known: {', '.join(preset_names())})")
+    raise ConfigError(f"unknown preset {shown(name)} (known: {', '.join(preset_names())})")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -71,7 +194,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def base_preset(path: Path) -> str | None:
     """The preset a config file builds on through its `base:` chain, if any (call after a successful load)."""
     for _ in range(32):
-        data = yaml.safe_load(path.read_text())
+        data = load_user_yaml(path.read_text())
         base = data.get("base") if isinstance(data, dict) else None
         if not isinstance(base, str):
             return None
@@ -87,12 +210,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: base: cycle through {' -> '.join(str(p) for p in seen)}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_user_yaml(path.read_text())
+    except YamlRefused as err:
+        line = err.problem_mark.line + 1 if err.problem_mark is not None else "?"
+        raise ConfigError(f"{path}: line {line}: {err.problem}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = str(getattr(err, "problem", None) or err).strip().splitlines()
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem[0] if problem else 'parse error'}") from None
+        raise ConfigError(f"{path}: invalid YAML{where}: {clip(problem[0]) if problem else 'parse error'}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
@@ -130,12 +256,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`'model.ensemble_size=5'` -> (['model', 'ensemble_size'], 5); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. model.ensemble_size=5")
+        raise ConfigError(f"--set {clip(text)}: expected KEY=VALUE, e.g. model.ensemble_size=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_user_yaml(raw) if raw.strip() else None
+    except YamlRefused as err:
+        raise ConfigError(f"--set {clip(key.strip())}: {err.problem}") from None
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    path = key.strip().split(".")
+    if len(path) > MAX_YAML_DEPTH:
+        raise ConfigError(f"--set {clip(key.strip())}: nested more than {MAX_YAML_DEPTH} levels deep")
+    return path, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -179,14 +310,14 @@ def migrate(data: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
             value = sac.pop(key)
             if key in agent and agent[key] != value:
                 raise ConfigError(f"{source}: sac.{key}: the old name of agent.{key}, which is set to "
-                                  f"{agent[key]!r}; set only agent.{key}")
+                                  f"{shown(agent[key])}; set only agent.{key}")
             agent[key] = value
         result["sac"], result["agent"] = sac, agent
     if result.get("algo") == "sac":
         agent = dict(result.get("agent") or {})
         if agent.get("name", "sac") != "sac":
             raise ConfigError(f"{source}: algo: sac means SAC without a model, but agent.name is "
-                              f"{agent['name']!r}; use algo: model_free")
+                              f"{shown(agent['name'])}; use algo: model_free")
         result["algo"], result["agent"] = "model_free", {**agent, "name": "sac"}
     return result
 
@@ -211,10 +342,10 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
         raise ConfigError(f"{source}: {where}: expected a mapping, got {_describe(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         raise ConfigError(
-            f"{source}: {prefix}{unknown[0]}: unknown key (known: {', '.join(sorted(names))})"
+            f"{source}: {prefix}{clip(str(unknown[0]))}: unknown key (known: {', '.join(sorted(names))})"
         )
     values: dict[str, Any] = {}
     for key, raw in data.items():
@@ -227,7 +358,7 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
 
 
 def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict) else "a mapping"
+    return f"{type(value).__name__} {shown(value)}" if not isinstance(value, dict) else "a mapping"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branch per supported type
@@ -240,7 +371,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
         return _coerce(value, inner[0], where)
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: expected one of {', '.join(map(str, args))}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {', '.join(map(str, args))}, got {shown(value)}")
         return value
     if hint is Any:
         return value
@@ -252,7 +383,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {_describe(value)}")
         if abs(value) > MAX_INT:
-            raise ConfigError(f"{where}: must be at most {MAX_INT:,} in size, got {value}")
+            raise ConfigError(f"{where}: must be at most {MAX_INT:,} in size, got {shown(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -350,6 +481,8 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
         fail("done_model.patience", f"must be >= 0, got {c.done_model.patience}")
     if c.train.init_steps < 0:
         fail("train.init_steps", f"must be >= 0, got {c.train.init_steps}")
+    if c.algo == "mbpo" and c.train.init_steps < 1:
+        fail("train.init_steps", "must be at least 1 for mbpo: the model first trains on the random steps")
     if c.train.eval_episodes < 0:
         fail("train.eval_episodes", f"must be >= 0, got {c.train.eval_episodes}")
     if not 0 <= c.train.seed <= MAX_SEED:
@@ -357,13 +490,13 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
     if c.train.threads is not None and c.train.threads > MAX_THREADS:
         fail("train.threads", f"must be at most {MAX_THREADS}, got {c.train.threads}")
     if not DEVICE_PATTERN.fullmatch(c.train.device):
-        fail("train.device", f"expected auto, cpu, cuda or cuda:N, got {c.train.device!r}")
+        fail("train.device", f"expected auto, cpu, cuda or cuda:N, got {shown(c.train.device)}")
     termination = c.env.termination
     if termination not in (*TERMINATION_MODES, *KNOWN_TERMINATIONS) and not _is_function_ref(termination):
         fail("env.termination", f"expected known, learned, never, auto, module:function or a task name "
-                                f"({', '.join(KNOWN_TERMINATIONS)}), got {termination!r}")
+                                f"({', '.join(KNOWN_TERMINATIONS)}), got {shown(termination)}")
     if c.env.reward != "model" and not _is_function_ref(c.env.reward):
-        fail("env.reward", f"expected model or module:function, got {c.env.reward!r}")
+        fail("env.reward", f"expected model or module:function, got {shown(c.env.reward)}")
 
 
 def _is_function_ref(text: str) -> bool:
@@ -402,18 +535,31 @@ class TaskFacts:
     """The default `env.termination`: known, learned or never."""
 
 
-def env_defaults(env_id: str, facts: TaskFacts) -> dict[str, Any]:
-    """Defaults for a gymnasium task without a preset, chosen from its facts.
+ENV_STEPS = 100_000
+"""`train.steps` of `--env ENV_ID` without `--steps`."""
+PAPER_INIT_STEPS = 5000
+"""The paper's random exploration steps: the most `--env ENV_ID` explores (a tenth of `train.steps` below 50,000)."""
+PAPER_EPOCH_LENGTH = 1000
+"""The paper's epoch: the longest of `--env ENV_ID` (a twentieth of `train.steps` below 20,000)."""
+
+
+def env_defaults(env_id: str, facts: TaskFacts, steps: int = ENV_STEPS) -> dict[str, Any]:
+    """Defaults for a gymnasium task without a preset, chosen from its facts and the budget `steps`.
 
     The paper's locomotion settings (G = 20, 1000-step epochs, 5,000 random steps), a wider model
     for large observations (as for Humanoid), DQN for discrete actions, and the usual SAC entropy target -|A|.
+    Exploration and epochs scale down with a small budget, so that the agent trains for most of it and is evaluated
+    at least 20 times: `init_steps` is a tenth of `steps` (at least 1, at most 5,000), `epoch_length` a twentieth
+    (at most 1,000). `--steps 5000` explores for 500 steps in epochs of 250, as the small presets do; from 50,000
+    steps on, the paper's values.
     """
     data: dict[str, Any] = {
         "env": {"id": env_id, "termination": facts.termination},
         "agent": {"name": "dqn" if facts.discrete else "sac"},
         "model": {"hidden": 200 if facts.obs_dim < 40 else 400},
         "rollout": {"schedule": [20, 100, 1, 1]},
-        "train": {"steps": 100_000},
+        "train": {"steps": steps, "init_steps": max(1, min(PAPER_INIT_STEPS, steps // 10)),
+                  "epoch_length": max(1, min(PAPER_EPOCH_LENGTH, steps // 20))},
     }
     if not facts.discrete:
         data["sac"] = {"target_entropy": -float(facts.act_dim)}
@@ -455,7 +601,7 @@ def resolve_config(
     elif env_id is not None:
         if env_facts is None:
             raise ConfigError(f"--env {env_id}: the environment's facts are needed")
-        data, source = env_defaults(env_id, env_facts), f"--env {env_id}"
+        data, source = env_defaults(env_id, env_facts, _budget(steps, overrides or [])), f"--env {env_id}"
     else:
         raise ConfigError("choose a task: --preset NAME, --config FILE or --env ENV_ID")
     data = migrate(data, source)
@@ -469,11 +615,34 @@ def resolve_config(
     return build_config(apply_overrides(data, extra), "command line") if extra else config
 
 
+def _budget(steps: int | None, overrides: list[str]) -> int:
+    """The `train.steps` a run from `--env` will have: `--steps`, else the last `--set train.steps=N`, else
+    :data:`ENV_STEPS` (a value that is not a positive integer is refused later, by validation)."""
+    if steps is not None:
+        return steps
+    for text in reversed(overrides):
+        path, value = parse_override(text)
+        if path == ["train", "steps"] and isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return ENV_STEPS
+
+
+def exploration_warning(config: Config) -> str | None:
+    """A line for the user when the whole run is random exploration (`train.steps <= train.init_steps`: the
+    agent never trains), else None."""
+    train = config.train
+    if train.steps > train.init_steps:
+        return None
+    return (f"warning: train.steps {train.steps:,} <= train.init_steps {train.init_steps:,}: every step is "
+            "random exploration and the agent never trains; lower train.init_steps (--set train.init_steps=N) or "
+            "raise --steps")
+
+
 def _algo_overrides(algo: str, data: Mapping[str, Any], overrides: list[str]) -> list[str]:
     """The overrides `--algo` stands for (see :func:`resolve_config`)."""
     algo = algo.replace("_", "-")
     if algo not in ALGO_CHOICES:
-        raise ConfigError(f"--algo: expected {', '.join(ALGO_CHOICES)}, got {algo!r}")
+        raise ConfigError(f"--algo: expected {', '.join(ALGO_CHOICES)}, got {shown(algo)}")
     if algo == "mbpo":
         return ["algo=mbpo"]
     result = ["algo=model_free"] + (["agent.name=sac"] if algo == "sac" else [])

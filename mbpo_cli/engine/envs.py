@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -63,9 +64,37 @@ def import_mujoco_without_rendering() -> None:
             os.environ["MUJOCO_GL"] = saved
 
 
+def working_directory_importable() -> None:
+    """Let the working directory's modules be imported (appended to `sys.path`, as `python -m` does): where a
+    custom `module:function` and the module of a `module:EnvId` environment id are found."""
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.append(cwd)
+
+
+def _import_env_module(env_id: str) -> None:
+    """Import the module of a `module:EnvId` id (the working directory importable), which registers the
+    environment, as `gymnasium.make` would; an EnvError naming the module when it cannot be imported."""
+    module, _, name = env_id.partition(":")
+    if ":" in name or not module or not name:
+        raise EnvError(f"environment '{env_id}': expected ENV_ID or module:ENV_ID (one colon)")
+    working_directory_importable()
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # any import-time failure of user code is the user's to fix
+        first = str(err).strip().splitlines()
+        raise EnvError(f"environment '{env_id}': cannot import {module!r} (from the working directory or the "
+                       f"installed packages): {type(err).__name__}{': ' + first[0] if first else ''}") from None
+
+
 def make_env(config: EnvConfig) -> gym.Env:
-    """A gymnasium environment for `config`, or an EnvError (unknown id, bad kwargs, unsupported spaces)."""
+    """A gymnasium environment for `config`, or an EnvError (unknown id, bad kwargs, unsupported spaces).
+
+    An id `module:EnvId` first imports `module` (from the working directory too), which registers `EnvId`.
+    """
     import_mujoco_without_rendering()
+    if ":" in config.id:
+        _import_env_module(config.id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -10,10 +10,8 @@ misbehaves (`CustomTermination`, `CustomReward`): a CustomFunctionError naming i
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +20,14 @@ from mbpo_cli.agents.base import ActionSpace
 from mbpo_cli.agents.factory import action_space_of, agents_for
 from mbpo_cli.config.load import ConfigError, TaskFacts
 from mbpo_cli.config.schema import Config, EnvConfig
-from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, random_action, to_env_action
+from mbpo_cli.engine.envs import (
+    EnvSpec,
+    env_spec,
+    make_env,
+    random_action,
+    to_env_action,
+    working_directory_importable,
+)
 from mbpo_cli.engine.errors import CustomFunctionError
 from mbpo_cli.models.termination import TERMINATION_FNS, TerminationFn, known_task, termination_name
 
@@ -47,9 +52,7 @@ class Termination:
 def import_function(ref: str, key: str) -> Callable[..., torch.Tensor]:
     """The function `package.module:name` (the working directory importable, as for `python -m`)."""
     module_name, _, name = ref.partition(":")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
+    working_directory_importable()
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # any import-time failure of user code is the user's to fix

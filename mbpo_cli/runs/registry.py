@@ -503,6 +503,9 @@ class Registry:
             parsed = make_url(url)
         except (ArgumentError, ImportError) as exc:
             raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
+        except ValueError:  # its port is not a number; not echoed, as it may hold part of a password
+            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): its port is not a number (a user "
+                                "name or password with '@', ':' or '/' must be percent-encoded)") from None
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
             raise RegistryError(f"registry URL {url!r} is an in-memory database: nothing would be kept; name a "
                                 "file, e.g. sqlite:////path/to/registry.db")

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import yaml
 
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.config.load import build_config, config_diff
+from mbpo_cli.config.load import build_config, config_diff, read_yaml
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.events import Event, NoticeEvent, RolloutEvent, StepEvent
 from mbpo_cli.engine.loop import train
@@ -569,7 +569,7 @@ def _resume_run(
         raise RunError(f"run {run.id} is still running in another process")
     config_file = folder / "config.yaml"
     if config_file.exists():
-        on_disk = build_config(yaml.safe_load(config_file.read_text()) or {}, str(config_file))
+        on_disk = build_config(read_yaml(config_file), str(config_file))
         changed = config_diff(recorded.to_dict(), on_disk.to_dict())
         if changed and not force:
             keys = ", ".join(sorted(changed))

@@ -10,6 +10,7 @@ from mbpo_cli.config.load import (
     apply_overrides,
     build_config,
     env_defaults,
+    exploration_warning,
     load_config,
     parse_override,
     preset_names,
@@ -276,6 +277,39 @@ def test_resolve_from_env_id() -> None:
     assert (c.env.id, c.algo, c.train.steps, c.sac.target_entropy) == ("Pendulum-v1", "mbpo", 2000, -1.0)
     assert c.agent.updates_per_step == 20
     assert resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), algo="sac").agent.updates_per_step == 1
+
+
+@pytest.mark.parametrize(("steps", "init_steps", "epoch_length"), [
+    (5000, 500, 250), (2000, 200, 100), (20_000, 2000, 1000), (100_000, 5000, 1000), (300_000, 5000, 1000),
+    (15, 1, 1), (5, 1, 1),
+])
+def test_env_exploration_and_epochs_scale_with_the_budget(steps: int, init_steps: int, epoch_length: int) -> None:
+    """`--env ID --steps N` explores a tenth of N (at most 5,000) and evaluates at least 20 times (epochs of at most
+    1,000), whether N comes from --steps or --set train.steps."""
+    for kwargs in ({"steps": steps}, {"overrides": [f"train.steps={steps}"]}):
+        train = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), **kwargs).train  # type: ignore[arg-type]
+        assert (train.steps, train.init_steps, train.epoch_length) == (steps, init_steps, epoch_length)
+
+
+def test_env_defaults_keep_the_papers_values_without_steps_and_yield_to_explicit_sets() -> None:
+    train = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1)).train
+    assert (train.steps, train.init_steps, train.epoch_length) == (100_000, 5000, 1000)
+    train = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), steps=5000,
+                           overrides=["train.init_steps=1000", "train.epoch_length=500"]).train
+    assert (train.init_steps, train.epoch_length) == (1000, 500)
+
+
+def test_mbpo_needs_a_random_step_to_train_its_model_on() -> None:
+    assert "train.init_steps: must be at least 1 for mbpo" in _error(preset="hopper", overrides=["train.init_steps=0"])
+    assert resolve_config(preset="hopper", algo="sac", overrides=["train.init_steps=0"]).train.init_steps == 0
+
+
+def test_a_run_that_only_explores_is_warned_about() -> None:
+    assert exploration_warning(resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), steps=5000)) is None
+    assert exploration_warning(resolve_config(preset="hopper", steps=5001)) is None
+    warning = exploration_warning(resolve_config(preset="hopper", steps=5000))
+    assert warning == ("warning: train.steps 5,000 <= train.init_steps 5,000: every step is random exploration and "
+                       "the agent never trains; lower train.init_steps (--set train.init_steps=N) or raise --steps")
 
 
 def test_exactly_one_source() -> None:
