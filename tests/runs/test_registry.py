@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Executable, TextClause, bindparam, create_engine, inspect, text
 
 from mbpo_cli.runs import registry as registry_module
+from mbpo_cli.runs.credentials import masked
 from mbpo_cli.runs.registry import (
     SCHEMA_VERSION,
     Registry,
@@ -597,10 +598,20 @@ def test_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
     assert f"{nowhere}/.s.PGSQL.5432" in message and "No such file or directory" in message
 
 
+def test_credentials_are_masked_in_any_text() -> None:
+    """Driver messages may quote the connection string back: its secrets go, whatever their form."""
+    text = ("connection to 'host=h password=hunt3r2 sslpassword=\"k3y pass\"' failed; dsn postgresql://u:hunt3r2@h/db;"
+            " echoed s3cr3t and s%40cr%2Ft; PWD=odbc-pw;")
+    shown = masked(text, ("s3cr3t", "s@cr/t"))
+    assert shown == ("connection to 'host=h password=*** sslpassword=***' failed; dsn postgresql://u:***@h/db; echoed "
+                     "*** and ***; PWD=***;")
+
+
 def test_postgresql_registry_hides_the_password(postgres_url: str) -> None:
-    with_password = postgres_url.replace("postgres@", "postgres:secret@")  # trust authentication ignores it
+    with_password = postgres_url.replace("postgres@", "postgres:secret@") + "&sslpassword=secret2"  # trust: ignored
     with Registry(with_password) as reg:
         assert reg.where.startswith("postgresql+psycopg://postgres:***@/mbpo_test_")
+        assert "sslpassword=***" in reg.where and "secret" not in reg.where
         assert reg.warning is None
         with pytest.raises(RegistryError) as info:
             reg.get_run("nope")
