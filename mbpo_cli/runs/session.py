@@ -49,7 +49,15 @@ from mbpo_cli.runs.outage import (
     duration,
     outage_limit,
 )
-from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo, sanitize_name
+from mbpo_cli.runs.registry import (
+    CheckpointInfo,
+    Registry,
+    RegistryError,
+    RegistryLost,
+    RegistryUnavailable,
+    RunInfo,
+    sanitize_name,
+)
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, live_folder, summary_writer
 
 HEARTBEAT_SECONDS = 10.0
@@ -451,8 +459,8 @@ class Session:
         recorded = self.wait_for_registry()
         self.reporter.stop()
         code = 0
-        if stopped or not recorded:
-            code = signals.exit_code if signals.signum is not None else OUTAGE_EXIT_CODE
+        if stopped or not recorded:  # by a stop signal, else by the registry outage
+            code = signals.exit_code if signals.requested() else OUTAGE_EXIT_CODE
         return self.outcome(status, code, start_step)
 
     def wait_for_registry(self) -> bool:
@@ -466,12 +474,15 @@ class Session:
                                   f"writes (Ctrl-C stops waiting; they stay in {self.writer.pending.file})")
         recorded = self.writer.drain(stop=lambda: self.signals.signum is not None)
         if not recorded:
-            self.reporter.message(
-                f"registry unreachable ({self.writer.error}): run {self.run.id} stopped at env step "
-                f"{self.state.env_step:,} with its checkpoint; {len(self.writer.pending.writes)} registry writes are "
-                f"kept in {self.writer.pending.file}, which `mbpo resume {self.run.id}` records once the registry "
-                "answers")
+            self.say_kept(f"stopped at env step {self.state.env_step:,} with its checkpoint")
         return recorded
+
+    def say_kept(self, how: str) -> None:
+        """The one line on the writes left in the run folder when the session ends without the registry."""
+        self.reporter.message(
+            f"registry unreachable ({self.writer.error}): run {self.run.id} {how}; {len(self.writer.pending.writes)} "
+            f"registry writes are kept in {self.writer.pending.file}, which `mbpo resume {self.run.id}` records once "
+            "the registry answers")
 
     def stopped_mid_step(self, stop: ForcedStop, start_step: int) -> Outcome:
         """A repeated stop signal ended training inside a step: nothing of the half-done step is saved; the run is
@@ -485,19 +496,20 @@ class Session:
         else:
             where = "it has no checkpoint yet, so it cannot be resumed"
         self.writer.write(Status("interrupted", f"stopped by a second {name} during env step {at + 1}"))
-        self.writer.flush(force=True)
         self.reporter.stop()
         self.reporter.message(f"{name} again: stopped at once during env step {at + 1:,}, without saving it; {where}")
+        if not self.writer.flush(force=True):
+            self.say_kept("was stopped")
         return self.outcome("interrupted", 128 + stop.signum, start_step, env_steps=kept)
 
     def outcome(self, status: str, exit_code: int, start_step: int, env_steps: int | None = None) -> Outcome:
         """How the session ended (the run as the registry holds it, or as it will once the kept writes are in; its
         env steps those of its last checkpoint, by default the state's)."""
-        if self.writer.pending.writes:
-            steps = self.state.env_step if env_steps is None else env_steps
-            run = replace(self.run, status=status, env_steps=steps, wall_seconds=self.wall_seconds())
-        else:
-            run = self.registry.get_run(self.run.id)
+        steps = self.state.env_step if env_steps is None else env_steps
+        run = replace(self.run, status=status, env_steps=steps, wall_seconds=self.wall_seconds())
+        if not self.writer.pending.writes:
+            with suppress(RegistryUnavailable):  # everything is recorded: a registry gone since changes nothing
+                run = self.registry.get_run(self.run.id)
         return Outcome(
             run=run,
             status=status,

@@ -315,6 +315,20 @@ def test_checkpoints(reg: Registry) -> None:
         reg.add_checkpoint(run.id, step=1, path="x", bytes=1, sha256="ab", kind="latest")
 
 
+def test_replace_checkpoint_is_idempotent(reg: Registry) -> None:
+    """A checkpoint row written twice (a write kept through an outage, replayed after a crash) stays one row; a new
+    best policy replaces the previous one, whatever its path."""
+    run = _new_run(reg)
+    reg.add_checkpoint(run.id, step=50, path="old-best.pt", bytes=1, sha256="ab", kind="best")
+    for _ in range(2):
+        reg.replace_checkpoint(run.id, step=100, path="step-100.pt", bytes=100, sha256="cd", kind="periodic")
+        reg.replace_checkpoint(run.id, step=100, path="best-policy.pt", bytes=10, sha256="ef", kind="best")
+    assert [(c.step, c.path, c.kind) for c in reg.checkpoints(run.id)] == [
+        (100, "step-100.pt", "periodic"), (100, "best-policy.pt", "best")]
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        reg.replace_checkpoint("nope", step=1, path="x", bytes=1, sha256="ab", kind="final")
+
+
 def test_evaluations(reg: Registry) -> None:
     run = _new_run(reg)
     info = reg.add_evaluation(

@@ -18,13 +18,24 @@ import pytest
 import servers
 from clihelpers import TINY, mbpo
 
-from mbpo_cli.runs.outage import OUTAGE_ENV_VAR, OUTAGE_EXIT_CODE, PENDING_FILE
-from mbpo_cli.runs.registry import Registry, RunInfo
+from mbpo_cli.runs.outage import (
+    OUTAGE_ENV_VAR,
+    OUTAGE_EXIT_CODE,
+    PENDING_FILE,
+    CheckpointRow,
+    ForgetCheckpoint,
+    Heartbeat,
+    Metrics,
+    PendingWrites,
+    Status,
+)
+from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
 from mbpo_cli.runs.session import checkpoint_file
 
 pytestmark = pytest.mark.xdist_group("registry-outage")  # one server, stopped by the tests, and one reference run
 MBPO = str(Path(sys.executable).with_name("mbpo"))
-STEPS = "400"
+STEPS = "600"
+"""Enough for an outage of 1 s that begins by env step 300 to stop the run well before its end."""
 UNTIMED = ("time_", "wall_seconds")
 
 
@@ -157,3 +168,20 @@ def test_an_outage_past_its_limit_stops_with_a_checkpoint_and_resume_records_it(
     assert resumed.exit_code == 0, resumed.output
     assert "recorded the" in resumed.stderr and f"resuming run {run_id} from env step {stopped_at}" in resumed.stderr
     assert_recorded_in_full(url, runs, run_id, reference)
+
+
+def test_kept_writes_survive_the_process_and_a_damaged_file_is_named(tmp_path: Path) -> None:
+    """What a session kept is read back as it was written, by another process (a later resume); a line it cannot
+    read is a one-line error naming the file and line, not a loss passed over in silence."""
+    writes = [Metrics(((100, "eval_return", 7.5), (100, "alpha", 0.2)), 1.7e9), Heartbeat(100, 12.5),
+              CheckpointRow(100, "abc/checkpoints/step-0000000100.pt", 1234, "ab" * 32, "periodic"),
+              ForgetCheckpoint("abc/checkpoints/step-0000000050.pt"), Status("interrupted", "why")]
+    kept = PendingWrites(tmp_path / PENDING_FILE)
+    for write in writes:
+        kept.add(write)
+    assert PendingWrites(tmp_path / PENDING_FILE).writes == writes
+
+    with open(tmp_path / PENDING_FILE, "a") as handle:
+        handle.write('{"write": "teleport", "to": "mars"}\n')
+    with pytest.raises(RegistryError, match=rf"^{tmp_path / PENDING_FILE}, line 6: not a registry write of this "):
+        PendingWrites(tmp_path / PENDING_FILE)
