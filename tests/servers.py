@@ -104,10 +104,25 @@ class PostgresServer:
         subprocess.run(self._as_server_user(str(self.bin / "initdb"), "-D", str(data), "-U", PG_USER,
                                             "--auth=trust", "-E", "UTF8", "--no-sync"),
                        check=True, capture_output=True)
+        self.restart()
+
+    def halt(self) -> None:
+        """Stop the server at once, as a crash or a network cut would, keeping its data (see `restart`)."""
+        subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m",
+                                            "immediate", "-w", "stop"), check=True, capture_output=True)
+
+    def is_running(self) -> bool:
+        """Whether the server is up (`pg_ctl status`)."""
+        status = subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),
+                                                     "status"), capture_output=True)
+        return status.returncode == 0
+
+    def restart(self) -> None:
+        """Start the server on its data folder; returns once it accepts connections."""
         options = (f"-c listen_addresses='' -c unix_socket_directories={self.socket_dir} -c fsync=off "
                    "-c max_connections=200 -c full_page_writes=off")
-        subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                                            "-l", str(self.root / "server.log"), "start"),
+        subprocess.run(self._as_server_user(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-o", options,
+                                            "-w", "-l", str(self.root / "server.log"), "start"),
                        check=True, capture_output=True)
         deadline = time.monotonic() + 30
         while not (self.socket_dir / ".s.PGSQL.5432").exists():

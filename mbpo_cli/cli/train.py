@@ -54,7 +54,9 @@ def train(
                                                      "needs: pip install 'mbpo-cli[tensorboard]').")] = None,
     if_exists: Annotated[str, typer.Option("--if-exists", help="When a run with --name exists: error, or resume "
                                            "it from its last checkpoint (a requeued or retried job; a finished run "
-                                           "is left as it is).")] = "error",
+                                           "is left as it is). The run must be asked for as recorded, but that a "
+                                           "larger --steps extends it and --device may differ; any other change is "
+                                           "refused.")] = "error",
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML (what "
                                                "--config accepts) and exit: no run, nothing written.")] = False,
     as_json: JsonOpt = False,
@@ -64,6 +66,11 @@ def train(
     = None,
 ) -> None:
     """Train a run and record it in the registry.
+
+    Exit status: 0 when the run finished; 130 / 143 when Ctrl-C / SIGTERM stopped it (the first after the current
+    step, with a checkpoint; a second at once, keeping the last checkpoint); 75 when the registry could not be
+    reached for $MBPO_REGISTRY_OUTAGE_SECONDS (default 1800; the run trains on meanwhile, then stops with a
+    checkpoint, and `mbpo resume` records what it kept); 2 for bad input; 1 for an internal failure.
 
     Examples:
 
@@ -118,6 +125,9 @@ def resume(
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run from its newest good checkpoint: same id, same curves, same registry rows.
+
+    What the run kept through a registry outage (its folder's registry-pending.jsonl) is recorded first. Exit status
+    as for `mbpo train`.
 
     Examples:
 

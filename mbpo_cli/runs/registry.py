@@ -40,6 +40,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    or_,
     select,
     text,
     update,
@@ -47,10 +48,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, CursorResult, Result, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from mbpo_cli import __version__
+from mbpo_cli.runs.credentials import masked, secret_values, shown_url
 
 SCHEMA_VERSION = 1
 URL_ENV_VAR = "MBPO_REGISTRY_URL"
@@ -69,6 +71,10 @@ _PG_RETRY_STATES = frozenset({"40001", "40P01", "23505"})
 """SQLSTATEs of PostgreSQL conflicts with a concurrent transaction, which a retry resolves: serialization failure,
 deadlock, and unique violation (every insert checks for its key first, so a violation means that a concurrent
 transaction inserted it in between; the retry sees that row, as SQLite's serialized writers would)."""
+_PG_DOWN_STATES = ("08", "53", "57P01", "57P02", "57P03", "57P05")
+"""SQLSTATE prefixes of a PostgreSQL server that cannot serve this process for now: connection exceptions, a server
+out of resources (disk full, too many connections), one shutting down, crashed, starting up, or that ended an idle
+session."""
 NETWORK_FILESYSTEMS = frozenset({
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "afs", "coda", "lustre", "gpfs", "beegfs", "ceph",
     "glusterfs", "orangefs", "pvfs2", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph-fuse", "fuse.s3fs",
@@ -85,6 +91,11 @@ class RegistryLost(RuntimeError):
 
 class RegistryError(Exception):
     """A registry problem that the user can act on; the message is one line."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The database cannot be reached for now (a server down or restarting, a network cut, a SQLite file locked
+    past every retry): the same write may succeed later."""
 
 
 def _utcnow() -> datetime:
@@ -334,7 +345,7 @@ def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
         raise RegistryError(f"invalid {what} {value!r}: expected one of {', '.join(allowed)}")
 
 
-def _is_transient(exc: DatabaseError) -> bool:
+def _is_transient(exc: DBAPIError) -> bool:
     """Whether a retry may succeed: SQLite's "database is locked", PostgreSQL's conflicts with another transaction."""
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate is not None:
@@ -343,11 +354,25 @@ def _is_transient(exc: DatabaseError) -> bool:
     return isinstance(exc, OperationalError) and ("locked" in message or "busy" in message)
 
 
+def _is_unreachable(exc: DBAPIError, backend: str) -> bool:
+    """Whether the database could not be reached or dropped the connection: a PostgreSQL server that is down,
+    restarting or out of resources (psycopg's connection failures carry no SQLSTATE), or a SQLite file still
+    locked after every retry."""
+    if exc.connection_invalidated:
+        return True
+    if backend == "sqlite":
+        return _is_transient(exc)
+    if backend != "postgresql":
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    return isinstance(exc, OperationalError) if sqlstate is None else str(sqlstate).startswith(_PG_DOWN_STATES)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _db_message(exc: DatabaseError) -> str:
+def _db_message(exc: DBAPIError) -> str:
     """The driver's own message of a database error on one line (the wrapper's when there is no driver error)."""
     return _one_line(exc.orig if exc.orig is not None else exc)
 
@@ -368,7 +393,7 @@ def _sqlite_file(parsed: URL) -> Path | None:
 
 def _missing_postgres_driver(parsed: URL) -> str:
     """The one-line error for a PostgreSQL URL whose driver cannot be imported (the password hidden)."""
-    shown = parsed.render_as_string(hide_password=True)
+    shown = shown_url(parsed)
     driver = parsed.get_driver_name()
     if driver == "psycopg":
         return f"registry URL {shown} needs the PostgreSQL driver: pip install 'mbpo-cli[postgres]'"
@@ -502,13 +527,14 @@ class Registry:
         try:
             parsed = make_url(url)
         except (ArgumentError, ImportError) as exc:
-            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
+            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {masked(_one_line(exc))}") from exc
         except ValueError:  # its port is not a number; not echoed, as it may hold part of a password
             raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): its port is not a number (a user "
                                 "name or password with '@', ':' or '/' must be percent-encoded)") from None
+        self._secrets = secret_values(parsed)
         if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-            raise RegistryError(f"registry URL {url!r} is an in-memory database: nothing would be kept; name a "
-                                "file, e.g. sqlite:////path/to/registry.db")
+            raise RegistryError(f"registry URL {shown_url(parsed)!r} is an in-memory database: nothing would be "
+                                "kept; name a file, e.g. sqlite:////path/to/registry.db")
         db_file = _sqlite_file(parsed)
         self._snapshot: Path | None = None
         if read_only and db_file is not None and db_file.is_file() and not writable(db_file.parent):
@@ -520,7 +546,8 @@ class Registry:
             parsed = make_url(f"sqlite:///{self._snapshot / 'registry.db'}")
         elif db_file is not None:
             _prepare_sqlite_dir(db_file, create_dir)
-        self.where = str(db_file) if db_file else parsed.render_as_string(hide_password=True)
+        self.where = str(db_file) if db_file else shown_url(parsed)
+        """The database as messages name it: the SQLite file, or the URL with its credentials as `***`."""
         try:
             # a server may drop a connection that a long training run left idle between epochs (restart, idle
             # timeout): check each pooled connection before use and replace a dead one
@@ -528,7 +555,8 @@ class Registry:
         except (ArgumentError, ImportError) as exc:
             if isinstance(exc, ImportError) and parsed.get_backend_name() == "postgresql":
                 raise RegistryError(_missing_postgres_driver(parsed)) from exc
-            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): {_one_line(exc)}") from exc
+            raise RegistryError(f"cannot use registry URL (see ${URL_ENV_VAR}): "
+                                f"{masked(_one_line(exc), self._secrets)}") from exc
         self.url = url
         self._db_file = None if self._snapshot is not None else db_file
         fstype = None if self._db_file is None else network_filesystem(self._db_file.resolve())
@@ -603,7 +631,9 @@ class Registry:
         """Run ``fn`` in one transaction, retrying a few times while the database is locked or the transaction
         conflicted with a concurrent one.
 
-        Other database errors (no server, not a database, a corrupt file, ...) become one-line RegistryErrors.
+        A database that cannot be reached (see :func:`_is_unreachable`) raises RegistryUnavailable; other database
+        errors (not a database, a corrupt file, a refused login, ...) become one-line RegistryErrors. Their text
+        never shows a credential of the URL.
         """
         engine = self._write_engine if write else self._engine
         attempt = 0
@@ -611,9 +641,12 @@ class Registry:
             try:
                 with Session(engine, expire_on_commit=False) as s, s.begin():
                     return fn(s)
-            except DatabaseError as exc:
+            except DBAPIError as exc:
                 if not _is_transient(exc) or attempt >= _LOCK_RETRIES:
-                    raise RegistryError(f"registry {self.where}: {_db_message(exc)}") from exc
+                    message = f"registry {self.where}: {masked(_db_message(exc), self._secrets)}"
+                    if _is_unreachable(exc, engine.dialect.name):
+                        raise RegistryUnavailable(message) from exc
+                    raise RegistryError(message) from exc
             time.sleep(0.05 * 2**attempt)
             attempt += 1
 
@@ -857,6 +890,27 @@ class Registry:
 
         def apply(s: Session) -> None:
             self._require_run(s, run_id)
+            s.add(row)
+
+        self._write(apply)
+
+    def replace_checkpoint(
+        self, run_id: str, *, step: int, path: str, bytes: int, sha256: str, kind: str
+    ) -> None:
+        """Record a checkpoint file in place of the run's rows for the same path (for a ``best`` one, of every
+        ``best`` row: a run has one best policy), in one transaction: the same call twice leaves one row, so a
+        write kept through an outage may be written again."""
+        _check(kind, CHECKPOINT_KINDS, "checkpoint kind")
+        same = _Checkpoint.path == path
+        if kind == "best":
+            same = or_(same, _Checkpoint.kind == "best")
+        row = _Checkpoint(
+            run_id=run_id, step=step, path=path, bytes=bytes, sha256=sha256, created_at=_utcnow(), kind=kind
+        )
+
+        def apply(s: Session) -> None:
+            self._require_run(s, run_id)
+            s.execute(delete(_Checkpoint).where(_Checkpoint.run_id == run_id, same))
             s.add(row)
 
         self._write(apply)

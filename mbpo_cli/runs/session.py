@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -38,7 +38,27 @@ from mbpo_cli.runs.checkpoint import (
     restore,
     save_file,
 )
-from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RegistryLost, RunInfo, sanitize_name
+from mbpo_cli.runs.outage import (
+    OUTAGE_EXIT_CODE,
+    PENDING_FILE,
+    CheckpointRow,
+    ForgetCheckpoint,
+    Heartbeat,
+    PendingWrites,
+    RegistryWriter,
+    Status,
+    duration,
+    outage_limit,
+)
+from mbpo_cli.runs.registry import (
+    CheckpointInfo,
+    Registry,
+    RegistryError,
+    RegistryLost,
+    RegistryUnavailable,
+    RunInfo,
+    sanitize_name,
+)
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, live_folder, summary_writer
 
 HEARTBEAT_SECONDS = 10.0
@@ -180,33 +200,71 @@ def live_status(run: RunInfo, folder: Path) -> str:
     return run.display_status
 
 
-class StopSignals:
-    """SIGINT/SIGTERM request a clean stop after the current step; repeats during the save are ignored.
+class ForcedStop(KeyboardInterrupt):
+    """A repeated stop signal that ended the main thread where it was (inside a step, say in a custom function that
+    hangs): the session marks the run interrupted and keeps its last checkpoint."""
 
-    The handler only records the signal: output there could fail (a closed pipe) inside whatever the main
-    thread was doing, such as writing the checkpoint. The stop is announced by `requested()`, in the main
-    thread; a repeat is acknowledged by one raw write to stderr whose failure is ignored.
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT/SIGTERM request a clean stop after the current step. Inside `forceable()` (training), a repeat stops
+    the main thread at once by raising ForcedStop, unless it is `busy` with something that must not be cut short
+    (saving a checkpoint); a repeat that does not stop says what the process is doing.
+
+    The handler only records the first signal: output there could fail (a closed pipe) inside whatever the main
+    thread was doing. The stop is announced by `requested()`, in the main thread; a repeat that does not stop at
+    once is acknowledged by one raw write to stderr whose failure is ignored.
     """
 
     def __init__(self, reporter: Reporter | None = None) -> None:
         self.reporter = reporter or SilentReporter()
         self.signum: int | None = None
         self.announced = False
+        self.force = False
+        """Whether a repeated signal raises ForcedStop (inside `forceable()`, when not `busy`)."""
+        self.busy: str | None = None
+        """What the main thread is doing that a repeated signal must not cut short, as the repeat's message says it
+        ("a checkpoint is being saved"); None when nothing."""
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.signum is None:
             self.signum = signum
             return
+        if self.force and self.busy is None:
+            raise ForcedStop(signum)
+        doing = f": {self.busy}" if self.busy is not None else ""
         with suppress(OSError):
-            os.write(2, b"already stopping: the checkpoint is being saved, please wait\n")
+            os.write(2, f"already stopping{doing}, please wait\n".encode())
+
+    @contextmanager
+    def forceable(self) -> Iterator[None]:
+        """Let a repeated signal stop the main thread at once (ForcedStop) during the block."""
+        self.force = True
+        try:
+            yield
+        finally:
+            self.force = False
+
+    @contextmanager
+    def busy_with(self, what: str) -> Iterator[None]:
+        """Mark the main thread busy with `what` (see `busy`) for the block."""
+        previous, self.busy = self.busy, what
+        try:
+            yield
+        finally:
+            self.busy = previous
 
     def requested(self) -> bool:
         """True once a stop signal arrived (the first call after it says so through the reporter)."""
         if self.signum is not None and not self.announced:
             self.announced = True
-            self.reporter.message(f"{signal.Signals(self.signum).name}: finishing the current step and saving a "
-                                  "checkpoint")
+            name = signal.Signals(self.signum).name
+            again = f" (another {name} stops at once, keeping the last checkpoint)" if self.force else ""
+            self.reporter.message(f"{name}: finishing the current step and saving a checkpoint{again}")
         return self.signum is not None
 
     def __enter__(self) -> StopSignals:
@@ -266,10 +324,11 @@ class SafeReporter:
 
 
 class Session:
-    """One process training one run: engine events go to the registry, checkpoints and the reporter."""
+    """One process training one run: engine events go to the registry (through `RegistryWriter`, which keeps them
+    through an outage), checkpoints and the reporter."""
 
     def __init__(self, registry: Registry, run: RunInfo, folder: Path, state: RunState, reporter: Reporter,
-                 signals: StopSignals) -> None:
+                 signals: StopSignals, outage_seconds: float) -> None:
         self.registry = registry
         self.signals = signals
         self.run = run
@@ -287,10 +346,19 @@ class Session:
         self.last_metrics: dict[str, float] = {} if self.recorded is None else dict(self.recorded[1])
         self.best_eval = _best_eval(registry, run.id)
         self.tensorboard: LiveTensorBoard | None = None
+        self.writer = RegistryWriter(registry, run.id, folder, outage_seconds, reporter.message)
+        self.full_checkpoints = [(c.step, c.path) for c in registry.checkpoints(run.id) if c.kind != "best"]
+        """(env step, stored path) of the run's full checkpoints, oldest first, as the registry will hold them once
+        the writer's kept writes are recorded."""
+        self.outage_announced = False
 
     def wall_seconds(self) -> float:
         """Training wall time of the run across sessions."""
         return self.wall_offset + time.perf_counter() - self.started
+
+    def heartbeat(self, env_steps: int) -> None:
+        """Record the run's progress."""
+        self.writer.write(Heartbeat(env_steps, self.wall_seconds()))
 
     def on_event(self, event: Event) -> None:
         """The engine's callback."""
@@ -299,18 +367,20 @@ class Session:
             now = time.monotonic()
             if now - self.last_heartbeat > HEARTBEAT_SECONDS:
                 self.last_heartbeat = now
-                self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=self.wall_seconds())
+                self.heartbeat(event.env_step)
+            else:
+                self.writer.flush()  # writes kept through an outage go as soon as a try is due
             return
         if isinstance(event, NoticeEvent):
             self.reporter.message(event.text)
             return
         if isinstance(event, RolloutEvent):
-            self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in event.metrics.items()])
+            self.writer.log_metrics([(event.env_step, k, v) for k, v in event.metrics.items()])
             return
         metrics = dict(event.metrics)
         metrics[metric_keys.WALL_SECONDS] = self.wall_seconds()
-        self.registry.log_metrics(self.run.id, [(event.env_step, k, v) for k, v in metrics.items()])
-        self.registry.heartbeat(self.run.id, env_steps=event.env_step, wall_seconds=metrics[metric_keys.WALL_SECONDS])
+        self.writer.log_metrics([(event.env_step, k, v) for k, v in metrics.items()])
+        self.writer.write(Heartbeat(event.env_step, metrics[metric_keys.WALL_SECONDS]))
         if self.tensorboard is not None:
             self.tensorboard.write(event.env_step, metrics)
         self.last_metrics = metrics
@@ -324,61 +394,131 @@ class Session:
         if not at_end and epochs % self.state.config.train.checkpoint_every == 0:
             self.save_checkpoint("periodic")
 
+    def should_stop(self) -> bool:
+        """The engine's test before each step: a stop signal, or a registry outage that lasted its limit."""
+        if self.signals.requested():
+            return True
+        if self.writer.expired and not self.outage_announced:
+            self.outage_announced = True
+            self.reporter.message(f"the registry has not answered for {duration(self.writer.limit)}: stopping after "
+                                  "this step with a checkpoint")
+        return self.writer.expired
+
     def save_best(self, eval_return: float) -> None:
-        """Write the best-evaluation policy (its acting network only)."""
+        """Write the best-evaluation policy (its acting network only), in place of the previous one."""
         path = self.checkpoint_dir / BEST_POLICY
-        size, digest = save_file(policy_payload(self.state, eval_return), path)
-        for row in self.registry.checkpoints(self.run.id):
-            if row.kind == "best":  # one best policy (rows of older versions may name it another way)
-                self.registry.remove_checkpoint(self.run.id, row.path)
-        self.registry.add_checkpoint(self.run.id, step=self.state.env_step, path=stored_path(self.runs_dir, path),
-                                     bytes=size, sha256=digest, kind="best")
+        with self.signals.busy_with("a checkpoint is being saved"):
+            size, digest = save_file(policy_payload(self.state, eval_return), path)
+            self.writer.write(CheckpointRow(self.state.env_step, stored_path(self.runs_dir, path), size, digest,
+                                            "best"))
 
     def save_checkpoint(self, kind: str) -> None:
-        """Write a full-state checkpoint, record it, and keep only the newest `keep_checkpoints`."""
+        """Write a full-state checkpoint, record it, and keep only the newest `keep_checkpoints`.
+
+        An older file is deleted only once the new one's row is recorded or kept in the run folder (a later resume
+        records it before it looks for checkpoints)."""
         step = self.state.env_step
         path = self.checkpoint_dir / f"step-{step:010d}.pt"
-        size, digest = save_file(capture(self.state), path)
-        stored = stored_path(self.runs_dir, path)
-        self.registry.remove_checkpoint(self.run.id, stored)
-        self.registry.add_checkpoint(self.run.id, step=step, path=stored, bytes=size, sha256=digest, kind=kind)
-        full = [c for c in self.registry.checkpoints(self.run.id) if c.kind != "best"]
-        for old in full[: -self.state.config.train.keep_checkpoints]:
-            checkpoint_file(self.runs_dir, old.path).unlink(missing_ok=True)
-            self.registry.remove_checkpoint(self.run.id, old.path)
+        with self.signals.busy_with("a checkpoint is being saved"):
+            size, digest = save_file(capture(self.state), path)
+            stored = stored_path(self.runs_dir, path)
+            self.writer.write(CheckpointRow(step, stored, size, digest, kind))
+            self.full_checkpoints = [c for c in self.full_checkpoints if c[1] != stored] + [(step, stored)]
+            keep = self.state.config.train.keep_checkpoints
+            old, self.full_checkpoints = self.full_checkpoints[:-keep], self.full_checkpoints[-keep:]
+            for _, old_path in old:
+                checkpoint_file(self.runs_dir, old_path).unlink(missing_ok=True)
+                self.writer.write(ForgetCheckpoint(old_path))
 
     def execute(self) -> Outcome:
-        """Train to the configured steps (or a stop signal), checkpoint, and set the final status."""
+        """Train to the configured steps (or a stop signal, or a registry outage past its limit), checkpoint, and
+        set the final status."""
         start_step = self.state.env_step
         signals = self.signals
-        self.registry.set_status(self.run.id, "running")
+        self.writer.write(Status("running"))
         self.reporter.start(self.run, self.state.config, start_step)
         if self.recorded is not None:
             self.reporter.epoch(*self.recorded)
         if self.state.config.train.tensorboard:
             self.tensorboard = LiveTensorBoard(live_folder(self.folder), start_step, self.reporter.message)
         try:
-            train(self.state, self.on_event, should_stop=signals.requested)
+            with signals.forceable():
+                train(self.state, self.on_event, should_stop=self.should_stop)
+        except ForcedStop as stop:
+            return self.stopped_mid_step(stop, start_step)
         except BaseException as err:
             with suppress(RegistryError, RegistryLost):  # the failure itself may be the registry's
-                self.registry.set_status(self.run.id, "failed", error=_one_line(err))
-                self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
+                self.writer.write(Status("failed", _one_line(err)))
+                self.heartbeat(self.state.env_step)
             self.reporter.stop()
             raise
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
-        stopped = signals.requested() and self.state.env_step < self.state.config.train.steps
+        stopped = self.state.env_step < self.state.config.train.steps and (signals.requested() or self.writer.expired)
         self.save_checkpoint("periodic" if stopped else "final")
-        self.registry.heartbeat(self.run.id, env_steps=self.state.env_step, wall_seconds=self.wall_seconds())
         status = "interrupted" if stopped else "finished"
-        self.registry.set_status(self.run.id, status)
+        with signals.busy_with("the run's end is being recorded"):
+            self.heartbeat(self.state.env_step)
+            self.writer.write(Status(status))
+        recorded = self.wait_for_registry()
         self.reporter.stop()
-        code = signals.exit_code if stopped else 0
+        code = 0
+        if stopped or not recorded:  # by a stop signal, else by the registry outage
+            code = signals.exit_code if signals.requested() else OUTAGE_EXIT_CODE
+        return self.outcome(status, code, start_step)
+
+    def wait_for_registry(self) -> bool:
+        """At the end, give the registry the rest of the outage limit to record the kept writes (a stop signal ends
+        the wait); whether it did. Writes it did not record stay in the run folder, as the message says."""
+        if not self.writer.pending.writes:
+            return True
+        left = self.writer.limit - (time.monotonic() - (self.writer.down_since or time.monotonic()))
+        if self.signals.signum is None and not self.writer.expired:
+            self.reporter.message(f"waiting up to {duration(left)} for the registry to record the run's last "
+                                  f"writes (Ctrl-C stops waiting; they stay in {self.writer.pending.file})")
+        recorded = self.writer.drain(stop=lambda: self.signals.signum is not None)
+        if not recorded:
+            self.say_kept(f"stopped at env step {self.state.env_step:,} with its checkpoint")
+        return recorded
+
+    def say_kept(self, how: str) -> None:
+        """The one line on the writes left in the run folder when the session ends without the registry."""
+        self.reporter.message(
+            f"registry unreachable ({self.writer.error}): run {self.run.id} {how}; {len(self.writer.pending.writes)} "
+            f"registry writes are kept in {self.writer.pending.file}, which `mbpo resume {self.run.id}` records once "
+            "the registry answers")
+
+    def stopped_mid_step(self, stop: ForcedStop, start_step: int) -> Outcome:
+        """A repeated stop signal ended training inside a step: nothing of the half-done step is saved; the run is
+        marked interrupted at its last checkpoint, which a resume continues from."""
+        name = signal.Signals(stop.signum).name
+        at = self.state.env_step
+        kept = self.full_checkpoints[-1][0] if self.full_checkpoints else self.state.env_step
+        if self.full_checkpoints:
+            self.heartbeat(kept)
+            where = f"it continues from its checkpoint at env step {kept:,}"
+        else:
+            where = "it has no checkpoint yet, so it cannot be resumed"
+        self.writer.write(Status("interrupted", f"stopped by a second {name} during env step {at + 1}"))
+        self.reporter.stop()
+        self.reporter.message(f"{name} again: stopped at once during env step {at + 1:,}, without saving it; {where}")
+        if not self.writer.flush(force=True):
+            self.say_kept("was stopped")
+        return self.outcome("interrupted", 128 + stop.signum, start_step, env_steps=kept)
+
+    def outcome(self, status: str, exit_code: int, start_step: int, env_steps: int | None = None) -> Outcome:
+        """How the session ended (the run as the registry holds it, or as it will once the kept writes are in; its
+        env steps those of its last checkpoint, by default the state's)."""
+        steps = self.state.env_step if env_steps is None else env_steps
+        run = replace(self.run, status=status, env_steps=steps, wall_seconds=self.wall_seconds())
+        if not self.writer.pending.writes:
+            with suppress(RegistryUnavailable):  # everything is recorded: a registry gone since changes nothing
+                run = self.registry.get_run(self.run.id)
         return Outcome(
-            run=self.registry.get_run(self.run.id),
+            run=run,
             status=status,
-            exit_code=code,
+            exit_code=exit_code,
             wall_seconds=self.wall_seconds(),
             env_steps_this_session=self.state.env_step - start_step,
             session_seconds=time.perf_counter() - self.started,
@@ -389,7 +529,7 @@ class Session:
 
 def _recorded_epoch(registry: Registry, run_id: str) -> tuple[int, dict[str, float]] | None:
     """The env step and metrics of the run's last recorded evaluation, or None when it has none."""
-    evals = registry.metrics(run_id, "eval_return")
+    evals = registry.metrics(run_id, metric_keys.EVAL_RETURN)
     if not evals:
         return None
     step = evals[-1][0]
@@ -437,12 +577,13 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
     stops it after set-up, with a checkpoint at env step 0, marked interrupted.
     """
     reporter = SafeReporter(reporter)
+    outage_seconds = outage_limit()
     with StopSignals(reporter) as signals:
-        return _start_run(config, meta, registry, runs_dir, reporter, signals)
+        return _start_run(config, meta, registry, runs_dir, reporter, signals, outage_seconds)
 
 
 def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path, reporter: Reporter,
-               signals: StopSignals) -> Outcome:
+               signals: StopSignals, outage_seconds: float) -> Outcome:
     if config.train.tensorboard:
         summary_writer("train.tensorboard")  # a missing package fails here, before the run is registered
     device = resolve_device(config.train.device)
@@ -465,7 +606,7 @@ def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path
         except BaseException as err:
             registry.set_status(run.id, "failed", error=_one_line(err))
             raise
-        return Session(registry, run, folder, state, reporter, signals).execute()
+        return Session(registry, run, folder, state, reporter, signals, outage_seconds).execute()
 
 
 def has_full_checkpoint(registry: Registry, run_id: str) -> bool:
@@ -488,28 +629,85 @@ def run_named(registry: Registry, name: str) -> RunInfo | None:
     return run if run.name == name else None
 
 
+def record_pending(registry: Registry, run: RunInfo, runs_dir: Path, reporter: Reporter) -> RunInfo:
+    """Record the registry writes that a session of the run kept through an outage (its folder's pending file),
+    under the run's lock; the run as the registry then holds it."""
+    folder = run_dir(runs_dir, run.id)
+    if not (folder / PENDING_FILE).is_file():
+        return run
+    with run_lock(folder):
+        pending = PendingWrites(folder / PENDING_FILE)
+        count = len(pending.writes)
+        pending.replay(registry, run.id)
+    reporter.message(f"recorded the {count} registry writes that run {run.id} kept during a registry outage")
+    return registry.get_run(run.id)
+
+
+def finished_outcome(registry: Registry, run: RunInfo) -> Outcome:
+    """The outcome of a finished run that this process did not train (exit 0)."""
+    evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
+    return Outcome(run=run, status="finished", exit_code=0, wall_seconds=run.wall_seconds,
+                   env_steps_this_session=0, session_seconds=0.0,
+                   last_metrics={metric_keys.EVAL_RETURN: evals[-1][2]} if evals else {},
+                   best_eval=_best_eval(registry, run.id))
+
+
+CONTINUED_AS_ASKED = ("train.steps", "train.device")
+"""Config keys whose new value `--if-exists resume` takes for an existing run: more steps extend it, and a device
+is this machine's."""
+
+
+def check_same_run(config: Config, run: RunInfo) -> None:
+    """RunError unless `config` asks for the run as it is recorded, but for more steps or another device (see
+    CONTINUED_AS_ASKED): a requeued job's command that changed would otherwise be ignored."""
+    recorded = build_config(run.config, f"run {run.id}")
+    changed = config_diff(recorded.to_dict(), config.to_dict())
+    other = {k: v for k, v in changed.items() if k not in CONTINUED_AS_ASKED}
+    if other:
+        raise RunError(f"run {run.name} exists with another config ({_changes(other)}); --if-exists resume "
+                       "continues a run as recorded: ask for it unchanged, or use another --name")
+    if config.train.steps < recorded.train.steps:
+        raise RunError(f"run {run.name} exists with train.steps {recorded.train.steps}, more than the "
+                       f"{config.train.steps} asked for; --if-exists resume may extend a run, not shorten it")
+
+
+def _changes(changed: dict[str, tuple[Any, Any]], shown: int = 3) -> str:
+    """`key: old -> new` for the first `shown` differences (values cut to 30 characters), then how many more."""
+    cut = [f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in list(changed.items())[:shown]]
+    more = f" and {len(changed) - shown} more" if len(changed) > shown else ""
+    return ", ".join(cut) + more
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 30 else text[:29] + "…"
+
+
 def start_or_resume(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
                     reporter: Reporter) -> Outcome:
     """Train the run named `meta.name`, or continue it if it exists: what a retried or requeued job runs.
 
-    An existing run continues from its newest good checkpoint with its recorded config; one that stopped before
-    its first checkpoint is discarded and trained anew; a finished one is left as it is (its outcome, exit 0).
+    An existing run continues from its newest good checkpoint with its recorded config, extended when `config`
+    asks for more steps (any other difference is refused: see `check_same_run`); one that stopped before its first
+    checkpoint is discarded and trained anew; a finished one asked for no more steps is left as it is (its
+    outcome, exit 0). Registry writes that the run kept through an outage are recorded first.
     """
     assert meta.name is not None
     run = run_named(registry, sanitize_name(meta.name))
-    if run is not None and run.status == "finished":
-        reporter.message(f"run {run.id} ({run.name}) already finished at env step {run.env_steps:,}")
-        evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
-        return Outcome(run=run, status="finished", exit_code=0, wall_seconds=run.wall_seconds,
-                       env_steps_this_session=0, session_seconds=0.0,
-                       last_metrics={metric_keys.EVAL_RETURN: evals[-1][2]} if evals else {},
-                       best_eval=_best_eval(registry, run.id))
-    if run is not None and not is_locked(run_dir(runs_dir, run.id)) and not has_full_checkpoint(registry, run.id):
+    if run is not None:
+        run = record_pending(registry, run, runs_dir, reporter)
+    if run is not None and (run.status == "finished" or has_full_checkpoint(registry, run.id)
+                            or is_locked(run_dir(runs_dir, run.id))):
+        check_same_run(config, run)
+        steps = config.train.steps if config.train.steps > run.target_steps else None
+        if run.status == "finished" and steps is None:
+            reporter.message(f"run {run.id} ({run.name}) already finished at env step {run.env_steps:,}")
+            return finished_outcome(registry, run)
+        device = config.train.device if config.train.device != run.config["train"]["device"] else None
+        return resume_run(registry, runs_dir, run.id, reporter, steps=steps, device=device)
+    if run is not None:
         discard_run(registry, runs_dir, run)
-        run = None
-    if run is None:
-        return start_run(config, meta, registry, runs_dir, reporter)
-    return resume_run(registry, runs_dir, run.id, reporter)
+    return start_run(config, meta, registry, runs_dir, reporter)
 
 
 def latest_good_checkpoint(
@@ -548,36 +746,49 @@ def resume_run(
     A stop signal from the start on stops the run once it is restored (it is saved again, unchanged).
     """
     reporter = SafeReporter(reporter)
+    outage_seconds = outage_limit()
     with StopSignals(reporter) as signals:
-        return _resume_run(registry, runs_dir, ref, reporter, signals, steps=steps, device=device, force=force)
+        return _resume_run(registry, runs_dir, ref, reporter, signals, outage_seconds, steps=steps, device=device,
+                           force=force)
+
+
+def _edited_config(run: RunInfo, recorded: Config, config_file: Path, reporter: Reporter, force: bool) -> Config:
+    """The run's config: as recorded, or as its folder's config.yaml was edited since (only with `force`)."""
+    if not config_file.exists():
+        return recorded
+    on_disk = build_config(read_yaml(config_file), str(config_file))
+    changed = config_diff(recorded.to_dict(), on_disk.to_dict())
+    if changed and not force:
+        keys = ", ".join(sorted(changed))
+        raise RunError(f"run {run.id}: config.yaml changed since the run started ({keys}); use --force to accept")
+    if not changed:
+        return recorded
+    what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    reporter.message(f"config changed (--force): {what}")
+    return on_disk
 
 
 def _resume_run(
-    registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, signals: StopSignals, *, steps: int | None,
-    device: str | None, force: bool,
+    registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, signals: StopSignals, outage_seconds: float,
+    *, steps: int | None, device: str | None, force: bool,
 ) -> Outcome:
     run = registry.get_run(ref)
     folder = run_dir(runs_dir, run.id)
     if not folder.is_dir():
         raise RunError(f"run {run.id} cannot be resumed: its folder {folder} is gone (with its checkpoints)")
+    was_finished = run.status == "finished"
+    run = record_pending(registry, run, runs_dir, reporter)
     recorded = build_config(run.config, f"run {run.id}")
     if run.status == "finished" and (steps is None or steps <= run.env_steps):
+        if not was_finished:
+            return finished_outcome(registry, run)  # it finished during a registry outage: now recorded
         raise RunError(
             f"run {run.id} is finished at {run.env_steps} steps; pass --steps N with N > {run.env_steps} to extend it"
         )
     if is_locked(folder):
         raise RunError(f"run {run.id} is still running in another process")
     config_file = folder / "config.yaml"
-    if config_file.exists():
-        on_disk = build_config(read_yaml(config_file), str(config_file))
-        changed = config_diff(recorded.to_dict(), on_disk.to_dict())
-        if changed and not force:
-            keys = ", ".join(sorted(changed))
-            raise RunError(f"run {run.id}: config.yaml changed since the run started ({keys}); use --force to accept")
-        if changed:
-            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-            reporter.message(f"config changed (--force): {what}")
-            recorded = on_disk
+    recorded = _edited_config(run, recorded, config_file, reporter, force)
     overrides: dict[str, Any] = {}
     if steps is not None:
         overrides["steps"] = steps
@@ -607,6 +818,6 @@ def _resume_run(
         if not exact:
             reporter.message("resuming on another device type: the continuation is not bitwise exact")
         reporter.message(f"resuming run {run.id} from env step {state.env_step} ({Path(info.path).name})")
-        outcome = Session(registry, run, folder, state, reporter, signals).execute()
+        outcome = Session(registry, run, folder, state, reporter, signals, outage_seconds).execute()
         outcome.exact_resume = exact
         return outcome

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from mbpo_cli.config import metrics as metric_keys
+from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.session import RunError, StopSignals, discard_run, has_full_checkpoint, is_locked, run_dir
 from mbpo_cli.sweeps.executors import Executor, ExecutorLost
@@ -96,7 +97,9 @@ class TaskState(str, Enum):
     """Running when the executor was lost (a Ray cluster whose head stopped answering): its fate is unknown."""
 
 
-_EXIT_STATES = {0: TaskState.FINISHED, 130: TaskState.INTERRUPTED, 143: TaskState.INTERRUPTED}
+_EXIT_STATES = {0: TaskState.FINISHED, 130: TaskState.INTERRUPTED, 143: TaskState.INTERRUPTED,
+                OUTAGE_EXIT_CODE: TaskState.INTERRUPTED}
+"""A run's exit status -> its task's state (a run stopped by a registry outage checkpointed: resumable)."""
 
 
 @dataclass

@@ -188,6 +188,34 @@ def test_registry_urls_that_would_lose_runs_or_invent_folders(tmp_path: Path, mo
     assert not (tmp_path / "runs").exists() and not Path("/nonexistent").exists()
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://mbpo:s3cr3t-pw@/runs?host={nowhere}",
+    "postgresql+psycopg://mbpo@/runs?host={nowhere}&password=s3cr3t-pw",
+    "postgresql+psycopg://mbpo@/runs?password=s3cr3t-pw&host={nowhere}&password=s3cr3t-pw2",
+    "postgresql+psycopg://mbpo@/runs?host={nowhere}&sslpassword=s3cr3t-pw",
+    "postgresql+psycopg://mbpo:s3cr3t-pw@/runs?host={nowhere}&bogus_option=1",
+    "sqlite://?password=s3cr3t-pw",
+])
+def test_registry_errors_never_show_a_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """A password in the URL's userinfo or in its query (libpq takes `password` and `sslpassword` there), shown
+    as *** in every error about a real registry URL that cannot be used."""
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("MBPO_REGISTRY_URL", url.format(nowhere=tmp_path / "no-server"))
+    for args in (["runs", "list"], ["train", *TINY]):
+        line = one_error_line(mbpo(tmp_path / "runs", *args))
+        assert "s3cr3t" not in line and "***" in line, line
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "inf"])
+def test_a_bad_registry_outage_limit_is_refused_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               value: str) -> None:
+    monkeypatch.setenv("MBPO_REGISTRY_OUTAGE_SECONDS", value)
+    line = one_error_line(mbpo(tmp_path / "runs", "train", *TINY))
+    assert line == f"error: $MBPO_REGISTRY_OUTAGE_SECONDS: expected a number of seconds >= 0, got {value!r}"
+    with Registry.open(tmp_path / "runs") as registry:
+        assert registry.list_runs() == []
+
+
 def test_a_registry_file_that_is_not_sqlite(tmp_path: Path) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -674,6 +702,27 @@ def test_read_only_commands_on_a_registry_this_process_cannot_write(trained: Tra
 ])
 def test_if_exists_input_errors(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in one_error_line(mbpo(tmp_path / "runs", "train", *TINY, *args))
+
+
+def test_train_if_exists_resume_refuses_another_config_and_extends_a_finished_run(tmp_path: Path) -> None:
+    """A requeued command that asks for something else is refused, naming what differs; more steps extend the run
+    (as `mbpo resume --steps` does)."""
+    runs = tmp_path / "runs"
+    first = mbpo(runs, "train", *TINY, "--name", "job", "--if-exists", "resume", "--json")
+    assert first.exit_code == 0, first.output
+    run_id = json.loads(first.stdout)["id"]
+    other_seed = one_error_line(mbpo(runs, "train", *TINY, "--seed", "1", "--name", "job", "--if-exists", "resume"))
+    assert "run job exists with another config (train.seed: 0 -> 1)" in other_seed
+    fewer = one_error_line(mbpo(runs, "train", *TINY, "--steps", "250", "--name", "job", "--if-exists", "resume"))
+    assert "run job exists with train.steps 300, more than the 250 asked for" in fewer
+
+    extended = mbpo(runs, "train", *TINY, "--steps", "400", "--name", "job", "--if-exists", "resume", "--json")
+    assert extended.exit_code == 0, extended.output
+    summary = json.loads(extended.stdout)
+    assert (summary["id"], summary["status"], summary["env_steps"]) == (run_id, "finished", 400)
+    with registry_module.Registry.open(runs) as reg:
+        assert [s for s, _, _ in reg.metrics(run_id, "eval_return")] == [100, 200, 300, 400]
+        assert reg.get_run(run_id).target_steps == 400
 
 
 def test_train_if_exists_resume_is_safe_to_run_again(tmp_path: Path) -> None:

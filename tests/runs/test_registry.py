@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import Executable, TextClause, bindparam, create_engine, inspect, text
 
 from mbpo_cli.runs import registry as registry_module
+from mbpo_cli.runs.credentials import masked
 from mbpo_cli.runs.registry import (
     SCHEMA_VERSION,
     Registry,
@@ -314,6 +315,20 @@ def test_checkpoints(reg: Registry) -> None:
         reg.add_checkpoint(run.id, step=1, path="x", bytes=1, sha256="ab", kind="latest")
 
 
+def test_replace_checkpoint_is_idempotent(reg: Registry) -> None:
+    """A checkpoint row written twice (a write kept through an outage, replayed after a crash) stays one row; a new
+    best policy replaces the previous one, whatever its path."""
+    run = _new_run(reg)
+    reg.add_checkpoint(run.id, step=50, path="old-best.pt", bytes=1, sha256="ab", kind="best")
+    for _ in range(2):
+        reg.replace_checkpoint(run.id, step=100, path="step-100.pt", bytes=100, sha256="cd", kind="periodic")
+        reg.replace_checkpoint(run.id, step=100, path="best-policy.pt", bytes=10, sha256="ef", kind="best")
+    assert [(c.step, c.path, c.kind) for c in reg.checkpoints(run.id)] == [
+        (100, "step-100.pt", "periodic"), (100, "best-policy.pt", "best")]
+    with pytest.raises(RegistryError, match="no run 'nope'"):
+        reg.replace_checkpoint("nope", step=1, path="x", bytes=1, sha256="ab", kind="final")
+
+
 def test_evaluations(reg: Registry) -> None:
     run = _new_run(reg)
     info = reg.add_evaluation(
@@ -597,10 +612,20 @@ def test_unreachable_postgresql_server_is_one_line(tmp_path: Path) -> None:
     assert f"{nowhere}/.s.PGSQL.5432" in message and "No such file or directory" in message
 
 
+def test_credentials_are_masked_in_any_text() -> None:
+    """Driver messages may quote the connection string back: its secrets go, whatever their form."""
+    text = ("connection to 'host=h password=hunt3r2 sslpassword=\"k3y pass\"' failed; dsn postgresql://u:hunt3r2@h/db;"
+            " echoed s3cr3t and s%40cr%2Ft; PWD=odbc-pw;")
+    shown = masked(text, ("s3cr3t", "s@cr/t"))
+    assert shown == ("connection to 'host=h password=*** sslpassword=***' failed; dsn postgresql://u:***@h/db; echoed "
+                     "*** and ***; PWD=***;")
+
+
 def test_postgresql_registry_hides_the_password(postgres_url: str) -> None:
-    with_password = postgres_url.replace("postgres@", "postgres:secret@")  # trust authentication ignores it
+    with_password = postgres_url.replace("postgres@", "postgres:secret@") + "&sslpassword=secret2"  # trust: ignored
     with Registry(with_password) as reg:
         assert reg.where.startswith("postgresql+psycopg://postgres:***@/mbpo_test_")
+        assert "sslpassword=***" in reg.where and "secret" not in reg.where
         assert reg.warning is None
         with pytest.raises(RegistryError) as info:
             reg.get_run("nope")

@@ -18,6 +18,7 @@ from clihelpers import mbpo, one_error_line
 
 from mbpo_cli.cli.ablate import Placement, resume_command
 from mbpo_cli.config.load import ConfigError, resolve_config
+from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
@@ -211,8 +212,9 @@ class FakeExecutor:
     """Runs 'finish' after a few polls unless interrupted; records what it was asked."""
 
     def __init__(self, stop_after: int | None = None, stop: StopSignals | None = None,
-                 lost_after: int | None = None) -> None:
+                 lost_after: int | None = None, exit_code: int = 0) -> None:
         self.stop_after, self.stop, self.lost_after = stop_after, stop, lost_after
+        self.exit_code = exit_code
         self.submitted: list[list[str]] = []
         self.interrupted: list[int] = []
         self.polls: dict[int, int] = {}
@@ -229,7 +231,7 @@ class FakeExecutor:
         if self.lost_after is not None and sum(self.polls.values()) >= self.lost_after:
             raise executors.ExecutorLost("lost the Ray cluster at h:1: its head has not answered for 30 s")
         self.polls[handle] = self.polls.get(handle, 0) + 1
-        return 0 if self.polls[handle] > 3 else None
+        return self.exit_code if self.polls[handle] > 3 else None
 
     def interrupt(self, handle: int) -> None:
         self.interrupted.append(handle)
@@ -267,6 +269,14 @@ def test_a_lost_executor_ends_the_execution_with_its_running_tasks_lost(tmp_path
     assert ending == ablation.Ending(lost="lost the Ray cluster at h:1: its head has not answered for 30 s")
     assert [t.state for t in tasks] == ["lost", "lost", "pending", "pending"]
     assert executor.interrupted == [0, 1] and len(executor.submitted) == 2  # a run still alive is asked to stop
+
+
+def test_a_run_stopped_by_a_registry_outage_is_interrupted_not_failed(tmp_path: Path) -> None:
+    plan = plan_for(variants.VariantFlags(no_model=True))
+    tasks = [ablation.Task(v.name, s) for v in plan.variants for s in plan.seeds]
+    executor = FakeExecutor(exit_code=OUTAGE_EXIT_CODE)
+    ablation.execute(plan, tasks, Registry.open(tmp_path), tmp_path, executor, jobs=2, threads=1, poll_seconds=0)
+    assert [t.state for t in tasks] == ["interrupted"] * 4  # checkpointed: `--resume` continues them
 
 
 def test_a_run_keeps_the_train_threads_its_config_sets(tmp_path: Path) -> None:
