@@ -19,7 +19,7 @@ from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.engine.state import resolve_device
 
 if TYPE_CHECKING:
-    from mbpo_cli.engine.bench import Timing
+    from mbpo_cli.engine.bench import Floor, Timing
 
 
 @contextmanager
@@ -68,9 +68,16 @@ def bench(
         "--at", help="Real steps before the end-to-end segment (default: the preset's exploration, so the first "
                      "epoch after it); up to it: random actions and one untimed model retrain and rollout.")] = None,
     set_: SetOpt = None,
+    floor: Annotated[bool, typer.Option("--floor", help="Measure only this machine's matmul floor (GFLOP/s of one "
+                                        "256 x 256 x 256 fp32 torch.bmm) and exit: the number to quote beside "
+                                        "any time measured here.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Time the engine's components and an end-to-end segment at a preset's shapes.
+
+    Every report starts with the machine's arithmetic floor: the GFLOP/s one 256 x 256 x 256 fp32 `torch.bmm`
+    reaches (the agents' layer width). Times from two machines compare through it (a machine with half the
+    floor takes about twice as long); `--floor` measures it alone in seconds.
 
     Components: one SAC update at the preset's batch, one ensemble training minibatch (256 per member), one
     full model retrain on --samples transitions, one rollout step of the preset's rollout batch, one env
@@ -85,6 +92,8 @@ def bench(
         mbpo bench --preset hopper --device cuda --steps 10000 --json
 
         mbpo bench --preset hopper --at 50000 --steps 1000 --repeats 3
+
+        mbpo bench --floor
     """
     from mbpo_cli.engine import bench as benchmarks
 
@@ -95,11 +104,18 @@ def bench(
         benchmarks.segment_start(config, at)
         check_device(config.train.device)
         dev = resolve_device(config.train.device)
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
+        machine = benchmarks.matmul_floor(dev)
+        if floor:
+            show_floor(machine, as_json)
+            return
         with bench_progress() as progress:
             timings, update_mode = benchmarks.bench_components(config, samples, repeats, progress)
             segment = benchmarks.bench_end_to_end(config, steps, progress, at)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
-                                  "threads": torch.get_num_threads(), "update_mode": update_mode}
+                                  "threads": torch.get_num_threads(), "update_mode": update_mode,
+                                  "floor_gflops": round(machine.gflops, 1), "floor_threads": machine.threads}
         for timing in timings:
             result[f"{timing.name}_ms"] = round(timing.median, 4)
         result["env_steps_per_s"] = round(segment.steps_per_s, 2)
@@ -112,6 +128,7 @@ def bench(
         if as_json:
             emit_json(result)
             return
+        common.out.print(floor_line(machine), highlight=False)
         common.out.print(components_table(f"mbpo bench: {preset} on {dev}", timings, common.out.width))
         common.out.print(f"{config.agent.name.upper()} update: {update_mode}", highlight=False)
         split = ", ".join(f"{k} {v:,.1f} s" for k, v in segment.phases.items())
@@ -121,3 +138,18 @@ def bench(
             fits = ", ".join(f"{r.seconds:,.1f} s ({r.epochs} epochs, k = {r.rollout_length})"
                              for r in segment.retrains)
             common.out.print(f"model retrains: {fits}", highlight=False)
+
+
+def floor_line(machine: Floor) -> str:
+    """The floor as one line: what it measured, where, with how many threads."""
+    threads = f", {machine.threads} thread{'' if machine.threads == 1 else 's'}" if machine.device == "cpu" else ""
+    return f"matmul floor: {machine.gflops:,.1f} GFLOP/s (256^3 fp32 torch.bmm, {machine.device}{threads})"
+
+
+def show_floor(machine: Floor, as_json: bool) -> None:
+    """`--floor`: the floor alone, as a line or as JSON."""
+    if as_json:
+        emit_json({"floor_gflops": round(machine.gflops, 1), "threads": machine.threads, "device": machine.device,
+                   "torch": torch.__version__})
+        return
+    common.out.print(floor_line(machine), highlight=False)

@@ -71,6 +71,32 @@ def measure(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     return samples
 
 
+FLOOR_SIZE = 256
+"""The floor's matmul: one `torch.bmm` of two 1 x 256 x 256 fp32 matrices, the width of the agents' layers."""
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The machine's arithmetic floor: what one fp32 matmul of the networks' width reaches here."""
+
+    gflops: float
+    """Median GFLOP/s of the `FLOOR_SIZE` cubed `torch.bmm` (2 n^3 floating-point operations a call)."""
+    threads: int
+    """torch's CPU threads while it was measured."""
+    device: str
+
+
+def matmul_floor(device: torch.device, repeats: int = 200) -> Floor:
+    """Measure the floor on `device`: a time on this machine compares with one on another as the floors compare."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(1, FLOOR_SIZE, FLOOR_SIZE, generator=generator, device=device)
+    b = torch.randn(1, FLOOR_SIZE, FLOOR_SIZE, generator=generator, device=device)
+    out = torch.empty(1, FLOOR_SIZE, FLOOR_SIZE, device=device)
+    samples = measure(lambda: torch.bmm(a, b, out=out), device, repeats, warmup=20)
+    seconds = statistics.median(samples) / 1000.0
+    return Floor(2 * FLOOR_SIZE**3 / seconds / 1e9, torch.get_num_threads(), str(device))
+
+
 def _fill(state: RunState, n: int) -> None:
     """Fill the real buffer with `n` random transitions near the task's start states."""
     spec, device = state.spec, state.device

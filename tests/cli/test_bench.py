@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from mbpo_cli.cli.app import app
+from mbpo_cli.engine import bench
 
 
 def test_bench_json_has_the_documented_keys(tmp_path) -> None:
@@ -13,8 +16,8 @@ def test_bench_json_has_the_documented_keys(tmp_path) -> None:
                                       "--set", "model.max_epochs=3", "--set", "rollout.batch_size=2000"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    for key in ("device", "sac_update_ms", "model_train_step_ms", "rollout_step_ms", "env_step_ms",
-                "env_steps_per_s", "model_retrain_ms", "eval_episode_ms"):
+    for key in ("device", "floor_gflops", "floor_threads", "sac_update_ms", "model_train_step_ms", "rollout_step_ms",
+                "env_step_ms", "env_steps_per_s", "model_retrain_ms", "eval_episode_ms"):
         assert key in data, key
     assert data["device"] == "cpu"
     assert data["update_mode"].startswith("eager")
@@ -111,3 +114,20 @@ def test_bench_table_at_80_columns_keeps_names_and_numbers_whole() -> None:
     for value in ("sac_update", "model_train_step_eager", "model_retrain", "eval_episode", "17,901", "12,346",
                   "23,457", "1.50", "0.055", "47.8", "0.004", "20", "69.4%", "median", "runs/step", "share"):
         assert value in words, (value, text)
+
+
+def test_the_floor_is_two_n_cubed_flops_over_the_median_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 x 256^3 = 33,554,432 operations a call; calls of 2, 1 and 4 ms have a median of 2 ms: 16.777216 GFLOP/s.
+    monkeypatch.setattr(bench, "measure", lambda fn, device, repeats, warmup: [2.0, 1.0, 4.0])
+    floor = bench.matmul_floor(torch.device("cpu"))
+    assert floor.gflops == pytest.approx(16.777216)
+    assert floor.threads == torch.get_num_threads() and floor.device == "cpu"
+
+
+def test_bench_floor_alone(tmp_path) -> None:
+    result = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--floor", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == {"floor_gflops", "threads", "device", "torch"} and data["floor_gflops"] > 0
+    line = CliRunner().invoke(app, ["--runs-dir", str(tmp_path), "bench", "--floor"]).stdout
+    assert line.startswith("matmul floor: ") and "GFLOP/s (256^3 fp32 torch.bmm, cpu, " in line
