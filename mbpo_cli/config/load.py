@@ -409,6 +409,8 @@ def _check_dhmbpo(c: Config, fail: Callable[[str, str], None]) -> None:  # noqa:
         fail("dhmbpo.model.dropout", f"needs layers = {m.layers} values in [0, 1), got {list(m.dropout)}")
     if len(m.weight_decay) != m.layers + 1 or any(w < 0 for w in m.weight_decay):
         fail("dhmbpo.model.weight_decay", f"needs layers + 1 = {m.layers + 1} values >= 0, got {list(m.weight_decay)}")
+    if m.max_seconds is not None and not 0.0 < m.max_seconds < math.inf:
+        fail("dhmbpo.model.max_seconds", f"must be positive and finite, got {m.max_seconds}")
     if m.noise_decay < 0:
         fail("dhmbpo.model.noise_decay", f"must be >= 0, got {m.noise_decay}")
     if not 0.0 < m.validation_fraction < 1.0:

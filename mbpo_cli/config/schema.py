@@ -302,6 +302,9 @@ class DynamicsConfig:
     Ant 166, Humanoid 191); lower it to cut the retrain's cost."""
     max_epochs_ratio: float = 5.0
     """Training stops after floor(max_epochs_ratio * patience_scale * ln(obs_dim + 1)) epochs at most."""
+    max_seconds: float | None = None
+    """Cap on one retrain's wall time in seconds, checked after each epoch (None: no cap, the paper's). A capped
+    run's numbers depend on the machine's speed: it is not reproducible."""
 
 
 @dataclass(frozen=True)

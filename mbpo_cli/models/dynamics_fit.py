@@ -7,13 +7,14 @@ with a fresh AdamW in epochs of at most `batches_per_epoch` minibatches (walking
 training transitions, reshuffled when it runs out). After each epoch it scores the per-sample validation NLL of the
 moment-matched ensemble and compares it with the best snapshot's by a one-sided paired test (a t-test under 1,000
 validation samples, else a z-test): a p-value under `keep_p` resets the patience, one under `improvement_p` also
-makes the epoch the best snapshot. Training stops when the patience runs out or at the epoch cap; the best
-snapshot, possibly the weights the retrain started from, is restored.
+makes the epoch the best snapshot. Training stops when the patience runs out, at the epoch cap or (`max_seconds`, not
+reproducible) the time cap; the best snapshot, possibly the weights the retrain started from, is restored.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 
 from mbpo_cli.models.dynamics import DynamicsEnsemble, make_dynamics_optimizer, raw_targets
 from mbpo_cli.nn.batch import Batch
-from mbpo_cli.nn.normed_mlp import dropout_masks, mask_size
+from mbpo_cli.nn.normed_mlp import sampled_masks
 
 T_TEST_BELOW = 1000
 """Validation sets smaller than this are compared by a paired t-test, larger ones by a z-test (the public code)."""
@@ -159,6 +160,7 @@ def fit_dynamics(model: DynamicsEnsemble, data: Batch, labels: TransitionLabels,
     jitter = cfg.min_std / model.out_std[0]
     shapes = model.net.mask_shapes(batches.size)
     waited, best_epoch, epoch = 0, 0, 0
+    started = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     while epoch < max_epochs:
         loss_sum = torch.zeros((), device=device)
@@ -166,8 +168,7 @@ def fit_dynamics(model: DynamicsEnsemble, data: Batch, labels: TransitionLabels,
             idx = batches.next()
             y = y_train[idx].expand(model.members, -1, -1).clone()
             y[..., 0] += torch.randn(y.shape[:2], generator=generator, device=device) * jitter
-            masks = dropout_masks(torch.rand(mask_size(shapes), generator=generator, device=device), shapes,
-                                  cfg.dropout)
+            masks = sampled_masks(shapes, cfg.dropout, generator, device)
             loss = model.nll(x_train[idx], y, weights[:, idx], masks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -185,7 +186,7 @@ def fit_dynamics(model: DynamicsEnsemble, data: Batch, labels: TransitionLabels,
                         saved.copy_(p_now)
         else:
             waited += 1
-        if waited > patience:
+        if waited > patience or (cfg.max_seconds is not None and time.perf_counter() - started > cfg.max_seconds):
             break
     with torch.no_grad():
         for saved, p_now in zip(snapshot, params, strict=True):

@@ -100,10 +100,24 @@ def dropout_masks(uniform: torch.Tensor, shapes: Sequence[tuple[int, ...]], rate
         size = math.prod(shape)
         if rate > 0.0:
             keep = uniform[offset : offset + size].view(shape) >= rate
-            masks.append(keep.to(uniform.dtype) * (1.0 / (1.0 - rate)))
+            masks.append(torch.where(keep, 1.0 / (1.0 - rate), 0.0))
         else:
             masks.append(None)
         offset += size
+    return masks
+
+
+def sampled_masks(shapes: Sequence[tuple[int, ...]], rates: Sequence[float], generator: torch.Generator,
+                  device: torch.device) -> list[torch.Tensor | None]:
+    """Multiplicative dropout masks as `dropout_masks` makes them, drawn directly from `generator` (Bernoulli keeps,
+    one pass each)."""
+    masks: list[torch.Tensor | None] = []
+    for shape, rate in zip(shapes, rates, strict=True):
+        if rate > 0.0:
+            keep = torch.empty(shape, device=device).bernoulli_(1.0 - rate, generator=generator)
+            masks.append(keep.mul_(1.0 / (1.0 - rate)))
+        else:
+            masks.append(None)
     return masks
 
 
