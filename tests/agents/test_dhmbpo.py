@@ -98,15 +98,17 @@ def test_value_expansion_target_and_actor_return_on_a_linear_system() -> None:
     return with the entropy term at t = 0 too, computed by hand for branches that terminate at step 1, at the last
     step and never (a terminated branch keeps its terminating reward and loses everything after)."""
     horizon, gamma, alpha = 3, 0.9, 0.2
-    starts = torch.tensor([[0.0, 0.0], [1.3, 0.0], [0.5, 2.0], [-1.0, 0.5]])
+    starts = torch.tensor([[0.0, 0.0], [1.3, -0.5], [0.5, 2.0], [-1.0, 0.5]])
     noise = RolloutNoise(actions=torch.randn(horizon + 1, 4, 1, generator=torch.Generator().manual_seed(1)),
                          model=torch.zeros(horizon, 4, 2), orders=torch.zeros(horizon, 2))
     dynamics = Dynamics(step=linear_step, terminated=lambda obs: obs[:, 0] > LIMIT, members=2)
-    rollout = training_rollout(constant_actor().sample, dynamics, starts, noise)
+    with torch.no_grad():
+        rollout = training_rollout(constant_actor().sample, dynamics, starts, noise)
 
     hand = hand_rollout(starts, noise.actions, horizon)
     assert rollout.masks.tolist() == [[m[t] for m in hand["masks"]] for t in range(horizon + 1)]
-    assert rollout.masks[:, 1].tolist() == [1.0, 0.0, 0.0, 0.0]  # 1.3 * 0.9 + ... > 1 at once
+    assert rollout.masks[:, 1].tolist() == [1.0, 0.0, 0.0, 0.0]  # over 1 at once, back under it later: done
+    assert float(rollout.states[2, 1, 0]) < LIMIT
     assert rollout.masks[:, 2].tolist() == [1.0, 1.0, 1.0, 0.0]  # the last step ends it: no Q term
     for i in range(4):
         for t in range(horizon + 1):
