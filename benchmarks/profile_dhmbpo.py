@@ -26,8 +26,8 @@ from mbpo_cli.engine.burst import dhmbpo_agent
 from mbpo_cli.engine.double_horizon import StateBuffer, distribution_rollout
 from mbpo_cli.engine.state import build_run
 from mbpo_cli.models.dynamics import make_dynamics_optimizer, raw_targets
+from mbpo_cli.models.dynamics_fit import train_step
 from mbpo_cli.nn.batch import Batch
-from mbpo_cli.nn.normed_mlp import sampled_masks
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -84,16 +84,11 @@ def main() -> None:
     x = model.inputs(obs[: m.batch_size], act[: m.batch_size])
     y = model.targets(raw_targets(obs, torch.randn(n, generator=g), next_obs))[: m.batch_size]
     weights = torch.ones(model.members, m.batch_size)
-    shapes = model.net.mask_shapes(m.batch_size)
     x_val = model.inputs(obs[: m.validation_batches * m.batch_size], act[: m.validation_batches * m.batch_size])
     y_val = model.targets(raw_targets(obs, torch.randn(n, generator=g), next_obs))[: x_val.shape[0]]
 
     def model_minibatch() -> None:
-        masks = sampled_masks(shapes, m.dropout, g, state.device)
-        loss = model.nll(x, y.expand(model.members, -1, -1), weights, masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x, y.expand(model.members, -1, -1), weights, g)
 
     parts: dict[str, Callable[[], object]] = {
         "joint update": lambda: agent.learn(starts, g, critic_only=False),

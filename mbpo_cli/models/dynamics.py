@@ -21,6 +21,9 @@ from mbpo_cli.nn.normed_mlp import Masks, NormedEnsembleMLP
 
 MIN_VARIANCE = 1e-8
 """Floor of a normalizer's variance (its std is at least 1e-4)."""
+SCORE_ROWS = 512
+"""Validation rows scored at once: every member's activations of a chunk stay in a CPU's cache (half the time of
+scoring 12,288 rows at once at Hopper's shapes; the same numbers)."""
 
 
 class DynamicsEnsemble(nn.Module):
@@ -115,10 +118,15 @@ class DynamicsEnsemble(nn.Module):
     def scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample validation NLL `N` of the moment-matched ensemble on inputs `N x in`, normalized targets
         `N x out`: a Gaussian with the members' mean, and the variance of their means (unbiased) plus the exponent
-        of twice their mean log noise scale; summed over outputs."""
-        means = self.net(x.expand(self.members, -1, -1))
-        variance = torch.exp(2.0 * self.log_noise.mean(dim=0)) + means.var(dim=0)
-        return (0.5 * (y - means.mean(dim=0)).square() / variance + 0.5 * variance.log()).sum(dim=-1)
+        of twice their mean log noise scale; summed over outputs. Computed `SCORE_ROWS` rows at a time."""
+        noise = torch.exp(2.0 * self.log_noise.mean(dim=0))
+        parts = []
+        for start in range(0, x.shape[0], SCORE_ROWS):
+            means = self.net(x[start : start + SCORE_ROWS].expand(self.members, -1, -1))
+            variance = noise + means.var(dim=0)
+            error = (y[start : start + SCORE_ROWS] - means.mean(dim=0)).square()
+            parts.append((0.5 * error / variance + 0.5 * variance.log()).sum(dim=-1))
+        return torch.cat(parts)
 
 
 def raw_targets(obs: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

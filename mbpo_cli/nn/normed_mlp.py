@@ -109,16 +109,40 @@ def dropout_masks(uniform: torch.Tensor, shapes: Sequence[tuple[int, ...]], rate
 
 def sampled_masks(shapes: Sequence[tuple[int, ...]], rates: Sequence[float], generator: torch.Generator,
                   device: torch.device) -> list[torch.Tensor | None]:
-    """Multiplicative dropout masks as `dropout_masks` makes them, drawn directly from `generator` (Bernoulli keeps,
-    one pass each)."""
+    """Multiplicative dropout masks as `dropout_masks` makes them, drawn from `generator`: the dropped units of each
+    are the successes of i.i.d. Bernoulli(rate) trials over its elements, found through their geometric gaps
+    (about `rate` times fewer draws than one per element)."""
     masks: list[torch.Tensor | None] = []
     for shape, rate in zip(shapes, rates, strict=True):
         if rate > 0.0:
-            keep = torch.empty(shape, device=device).bernoulli_(1.0 - rate, generator=generator)
-            masks.append(keep.mul_(1.0 / (1.0 - rate)))
+            size = math.prod(shape)
+            mask = torch.full((size,), 1.0 / (1.0 - rate), device=device)
+            mask[bernoulli_successes(size, rate, generator, device)] = 0.0
+            masks.append(mask.view(shape))
         else:
             masks.append(None)
     return masks
+
+
+def bernoulli_successes(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """The indices (int64, ascending) of the successes among `n` i.i.d. Bernoulli(p) trials, `0 < p < 1`.
+
+    The failures before each success are Geometric(p): floor(log(1 - U) / log(1 - p)) for U uniform in [0, 1), so the
+    successes' positions are the running sums of those gaps plus one; gaps are drawn in chunks until one passes `n`
+    (a host synchronization per chunk, normally one).
+    """
+    log_q = math.log1p(-p)
+    expected = n * p
+    chunk = int(expected + 6.0 * math.sqrt(expected * (1.0 - p)) + 16)
+    found, last = [], -1
+    while True:
+        u = torch.rand(chunk, generator=generator, device=device, dtype=torch.float64)
+        gaps = torch.floor(torch.log1p(-u) / log_q).long() + 1
+        positions = gaps.cumsum(dim=0) + last
+        found.append(positions[positions < n])
+        last = int(positions[-1])
+        if last >= n:
+            return torch.cat(found)
 
 
 def mask_size(shapes: Sequence[tuple[int, ...]]) -> int:
