@@ -35,6 +35,7 @@ def test_train_eval_and_export_a_dhmbpo_run(tmp_path: Path) -> None:
     assert run.config["algo"] == "dhmbpo" and run.config["dhmbpo"]["iteration_steps"] == 100
     assert {"actor_loss", "critic_loss", "alpha", "model_validation_nll", "dr_buffer_states"} <= keys
 
+    assert "the diagnostics are MBPO's" in one_error_line(mbpo(runs_dir, "diagnose", run.id))
     for which in ("latest", "best"):
         evaluated = mbpo(runs_dir, "eval", run.id, "--checkpoint", which, "--episodes", "2", "--json")
         assert evaluated.exit_code == 0, evaluated.output

@@ -75,3 +75,11 @@ def test_bad_dhmbpo_settings_are_one_line(overrides: list[str], message: str) ->
 def test_the_section_is_not_checked_for_other_algorithms() -> None:
     """An MBPO run ignores the dhmbpo section: its rules apply only with algo: dhmbpo."""
     assert resolve_config(preset="hopper", overrides=["dhmbpo.iteration_steps=3000"]).algo == "mbpo"
+
+
+def test_compare_counts_dhmbpo_runs_as_model_based() -> None:
+    """`mbpo compare` picks the one model-free group of a task as the baseline: DHMBPO's runs are not one."""
+    from mbpo_cli.reports.compare import is_model_free
+
+    assert [is_model_free(label) for label in ("dhmbpo", "mbpo", "mbpo-td3", "sac", "dqn")] == [
+        False, False, False, True, True]
