@@ -124,8 +124,10 @@ def main() -> None:
     for name, value in burst.items():
         print(f"  {name:20s} {100 * value / total:5.1f} %")
 
+    for name in ("critic-only update", "DR (one round)", "model minibatch", "model validation"):
+        print(f"{name}: {sum(op_counts(parts[name]).values())} aten operators (top level)")
     joint = op_counts(parts["joint update"])
-    print(f"one joint update: {sum(joint.values())} aten operators (top level), most frequent:")
+    print(f"joint update: {sum(joint.values())} aten operators (top level), most frequent:")
     for name, count in joint.most_common(12):
         print(f"  {count:5d}  {name}")
     if args.table:

@@ -395,8 +395,8 @@ class DHMBPOConfig:
 
     @property
     def warmup_states(self) -> int:
-        """States the warm-up DR adds at least."""
-        if self.distribution_horizon <= 0:
+        """States the warm-up DR adds at least (none without DRs or without a warm-up)."""
+        if self.distribution_horizon <= 0 or self.warmup_updates == 0:
             return 0
         return max(self.batch_size * self.warmup_updates // self.distribution_horizon, self.batch_size)
 

@@ -36,6 +36,8 @@ def test_defaults_are_the_papers_settings() -> None:
     assert dataclasses.asdict(DynamicsConfig()) == PAPER_MODEL
     assert (defaults.warmup_updates, defaults.warmup_states) == (250, 3200)  # ep_len / 4; 256 * 250 / 20
     assert (defaults.joint_updates(first=True), defaults.joint_updates(first=False)) == (5000, 1000)
+    assert dataclasses.replace(defaults, critic_warmup_updates=0).warmup_states == 0  # no warm-up, no warm-up DR
+    assert dataclasses.replace(defaults, distribution_horizon=0).warmup_states == 0
 
 
 @pytest.mark.parametrize("preset", sorted(PAPER_TASKS))
