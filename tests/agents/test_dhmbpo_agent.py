@@ -24,6 +24,7 @@ from mbpo_cli.config.schema import DHMBPOConfig, DynamicsConfig
 from mbpo_cli.engine.double_horizon import bind_model
 from mbpo_cli.models.dynamics import DynamicsEnsemble
 from mbpo_cli.models.termination import never
+from mbpo_cli.nn.batch import Batch
 
 
 @pytest.fixture(autouse=True)
@@ -265,3 +266,22 @@ def test_the_first_update_sets_the_bounds_and_later_ones_move_them_slowly() -> N
     agent.q_bounds.copy_(torch.tensor([0.0, 4.0]))
     agent.update_bounds(rollout, alpha)
     assert torch.allclose(agent.q_bounds, torch.tensor([0.0, 4.0]) * 0.75 + fresh * 0.25)
+
+
+def test_the_protocols_update_starts_from_raw_observations() -> None:
+    """`update(batch, generator)` (the engine's agent protocol) is one joint update from `batch.obs` normalized by
+    the actor's statistics; on a CPU its CUDA-graph capture says it stays eager and captures nothing."""
+    first, _ = bound_agent()
+    second, _ = bound_agent()
+    for agent in (first, second):
+        agent.actor.obs_mean.fill_(2.0)
+        agent.actor.obs_std.fill_(3.0)
+    raw = torch.randn(8, 3, generator=torch.Generator().manual_seed(7)) * 3 + 2
+    batch = Batch(raw, torch.zeros(8, 2), torch.zeros(8), raw, torch.zeros(8))
+    got = first.update(batch, torch.Generator().manual_seed(8))
+    want = second.learn((raw - 2.0) / 3.0, torch.Generator().manual_seed(8), critic_only=False)
+    assert {k: v.item() for k, v in got.items()} == pytest.approx({k: v.item() for k, v in want.items()})
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
+                                                 strict=True))
+    assert first.use_cuda_graph(batch, torch.Generator()) == "eager (CUDA graphs need a CUDA device)"
+    assert not first.graphs
