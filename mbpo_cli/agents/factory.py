@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from mbpo_cli.agents.base import ActionSpace, GraphedAgent
 from mbpo_cli.agents.ddpg import DDPG
+from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.dqn import DQN
 from mbpo_cli.agents.sac import SAC
 from mbpo_cli.agents.td3 import TD3
 from mbpo_cli.config.schema import Config
 
 AGENT_TYPES: dict[str, type[GraphedAgent]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "dqn": DQN}
+
+BuiltAgent = GraphedAgent | DHMBPOAgent
+"""What `make_agent` builds: a base agent, or DHMBPO's actor-critic (algo: dhmbpo)."""
 
 
 def action_space_of(name: str) -> ActionSpace:
@@ -22,8 +26,11 @@ def agents_for(space: ActionSpace) -> list[str]:
     return [name for name, cls in AGENT_TYPES.items() if cls.action_space == space]
 
 
-def make_agent(config: Config, obs_dim: int, act_dim: int) -> GraphedAgent:
-    """The agent `config.agent.name` for observations of `obs_dim` and `act_dim` actions (choices), on the CPU."""
+def make_agent(config: Config, obs_dim: int, act_dim: int) -> BuiltAgent:
+    """The agent `config.agent.name` (DHMBPO's own with algo: dhmbpo) for observations of `obs_dim` and `act_dim`
+    actions (choices), on the CPU."""
+    if config.algo == "dhmbpo":
+        return DHMBPOAgent(obs_dim, act_dim, config.dhmbpo)
     name, gamma = config.agent.name, config.agent.gamma
     if name == "sac":
         return SAC(obs_dim, act_dim, config.sac, gamma)

@@ -113,6 +113,8 @@ def diagnose(
         if not diag.epochs:
             why = ("it trains no model" if info.algo != "mbpo" else
                    "none was recorded (diagnostics.enabled false, or no epoch ended after exploration yet)")
+            if info.algo == "dhmbpo":
+                why = "the diagnostics are MBPO's (a DHMBPO run records its model's validation NLL as metrics)"
             raise RunError(f"run {info.id} has no model diagnostics: {why}")
         if figure is not None:
             with figure.writing() as partial:

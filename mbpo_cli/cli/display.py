@@ -99,6 +99,8 @@ class RichReporter:
         self.console.print(f"[bold]{what}[/]  run [cyan]{run.id}[/] ({run.name})  seed {config.train.seed}  "
                            f"device {run.device}")
         cycle = config.rollout.train_freq if config.algo == "mbpo" else 0  # steps between two model fits
+        if config.algo == "dhmbpo":
+            cycle = config.dhmbpo.iteration_steps  # steps between two learning bursts
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

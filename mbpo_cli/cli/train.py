@@ -47,7 +47,8 @@ def train(
     device: DeviceOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
     algo: Annotated[str | None, typer.Option("--algo", help="mbpo; model-free (the base agent without a model, "
-                                             "G=1 unless set); or sac (SAC without a model, G=1 unless set).")]
+                                             "G=1 unless set); sac (SAC without a model, G=1 unless set); or dhmbpo "
+                                             "(Double Horizon MBPO, its `dhmbpo` settings).")]
     = None,
     tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard event "
                                                      "files under the run folder as it trains (train.tensorboard; "
@@ -79,6 +80,8 @@ def train(
         mbpo train --preset hopper --seed 1 --set rollout.batch_size=50000
 
         mbpo train --preset hopper --algo sac            # the SAC baseline (G=1)
+
+        mbpo train --preset hopper --algo dhmbpo --steps 30000   # Double Horizon MBPO
 
         mbpo train --preset inverted_pendulum --set agent.name=td3    # MBPO with TD3 as its agent
 

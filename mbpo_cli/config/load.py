@@ -12,7 +12,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -497,6 +497,70 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
                                 f"({', '.join(KNOWN_TERMINATIONS)}), got {shown(termination)}")
     if c.env.reward != "model" and not _is_function_ref(c.env.reward):
         fail("env.reward", f"expected model or module:function, got {shown(c.env.reward)}")
+    if c.algo == "dhmbpo":
+        _check_dhmbpo(c, fail)
+
+
+def _check_dhmbpo(c: Config, fail: Callable[[str, str], None]) -> None:  # noqa: C901 - a flat list of rules
+    """The rules of the `dhmbpo` section and of what a DHMBPO run needs from the others (algo: dhmbpo only)."""
+    d, m = c.dhmbpo, c.dhmbpo.model
+
+    def positive(key: str, value: int | float | None) -> None:
+        if value is not None and value <= 0:
+            fail(key, f"must be positive, got {value}")
+
+    for key in ("iteration_steps", "updates_per_step", "first_model_factor", "first_updates_factor",
+                "distribution_every", "distribution_starts", "distribution_states", "distribution_buffer",
+                "training_horizon", "batch_size", "lr", "tau", "init_alpha", "actor_hidden", "actor_layers",
+                "critic_members", "target_members", "critic_hidden", "critic_layers", "critic_norm_eps",
+                "bound_rate"):
+        positive(f"dhmbpo.{key}", getattr(d, key))
+    for key in ("members", "hidden", "layers", "lr", "min_std", "data_cap", "batch_size", "batches_per_epoch",
+                "validation_batches", "patience_scale", "max_epochs_ratio"):
+        positive(f"dhmbpo.model.{key}", getattr(m, key))
+    if d.critic_warmup_updates is not None and d.critic_warmup_updates < 0:
+        fail("dhmbpo.critic_warmup_updates", f"must be >= 0, got {d.critic_warmup_updates}")
+    if d.distribution_horizon < 0:
+        fail("dhmbpo.distribution_horizon", f"must be >= 0, got {d.distribution_horizon}")
+    if not 0.0 <= d.gamma < 1.0:
+        fail("dhmbpo.gamma", f"must be in [0, 1), got {d.gamma}")
+    if d.tau > 1.0 or d.bound_rate > 1.0:
+        fail("dhmbpo.tau" if d.tau > 1.0 else "dhmbpo.bound_rate", "must be at most 1")
+    if not 0.0 <= d.critic_dropout < 1.0:
+        fail("dhmbpo.critic_dropout", f"must be in [0, 1), got {d.critic_dropout}")
+    if not 0.0 < d.bound_quantile < 0.5:
+        fail("dhmbpo.bound_quantile", f"must be in (0, 0.5), got {d.bound_quantile}")
+    if d.target_members > d.critic_members:
+        fail("dhmbpo.target_members", f"{d.target_members} > critic_members {d.critic_members}")
+    for key in ("batch_size", "distribution_starts"):
+        if getattr(d, key) % m.members:
+            fail(f"dhmbpo.{key}", f"must be a multiple of dhmbpo.model.members ({m.members}): each member takes an "
+                                  f"equal block of the batch, got {getattr(d, key)}")
+    if len(m.norm_eps) != m.layers or any(e <= 0 for e in m.norm_eps):
+        fail("dhmbpo.model.norm_eps", f"needs layers = {m.layers} positive values, got {list(m.norm_eps)}")
+    if len(m.dropout) != m.layers or any(not 0.0 <= p < 1.0 for p in m.dropout):
+        fail("dhmbpo.model.dropout", f"needs layers = {m.layers} values in [0, 1), got {list(m.dropout)}")
+    if len(m.weight_decay) != m.layers + 1 or any(w < 0 for w in m.weight_decay):
+        fail("dhmbpo.model.weight_decay", f"needs layers + 1 = {m.layers + 1} values >= 0, got {list(m.weight_decay)}")
+    if m.max_seconds is not None and not 0.0 < m.max_seconds < math.inf:
+        fail("dhmbpo.model.max_seconds", f"must be positive and finite, got {m.max_seconds}")
+    if m.noise_decay < 0:
+        fail("dhmbpo.model.noise_decay", f"must be >= 0, got {m.noise_decay}")
+    if not 0.0 < m.validation_fraction < 1.0:
+        fail("dhmbpo.model.validation_fraction", f"must be in (0, 1), got {m.validation_fraction}")
+    if not 0.0 < m.improvement_p <= m.keep_p <= 1.0:
+        fail("dhmbpo.model.improvement_p", f"need 0 < improvement_p <= keep_p <= 1, got {m.improvement_p} and "
+                                           f"{m.keep_p}")
+    if c.train.init_steps < d.iteration_steps or c.train.init_steps % d.iteration_steps:
+        fail("train.init_steps", f"DHMBPO explores for whole iterations: a positive multiple of "
+                                 f"dhmbpo.iteration_steps ({d.iteration_steps}), got {c.train.init_steps}")
+    if c.env.termination == "learned":
+        fail("env.termination", "learned is not available with DHMBPO (its rollouts need a known, never or "
+                                "module:function termination)")
+    if c.env.reward != "model":
+        fail("env.reward", "DHMBPO learns the reward with its model (its actor's gradient flows through it): use model")
+    if c.train.pipeline:
+        fail("train.pipeline", "is MBPO's: DHMBPO retrains its model in its learning burst")
 
 
 def _is_function_ref(text: str) -> bool:
@@ -549,17 +613,21 @@ def env_defaults(env_id: str, facts: TaskFacts, steps: int = ENV_STEPS) -> dict[
     The paper's locomotion settings (G = 20, 1000-step epochs, 5,000 random steps), a wider model
     for large observations (as for Humanoid), DQN for discrete actions, and the usual SAC entropy target -|A|.
     Exploration and epochs scale down with a small budget, so that the agent trains for most of it and is evaluated
-    at least 20 times: `init_steps` is a tenth of `steps` (at least 1, at most 5,000), `epoch_length` a twentieth
-    (at most 1,000). `--steps 5000` explores for 500 steps in epochs of 250, as the small presets do; from 50,000
-    steps on, the paper's values.
+    at least 20 times: `init_steps` is a tenth of `steps` (at least 1, at most 5,000) rounded down to whole epochs,
+    `epoch_length` a twentieth (at most 1,000). `--steps 5000` explores for 500 steps in epochs of 250, as the small
+    presets do; from 50,000 steps on, the paper's values. DHMBPO's iterations are the epochs (it explores for whole
+    iterations).
     """
+    epoch_length = max(1, min(PAPER_EPOCH_LENGTH, steps // 20))
+    init_steps = max(1, min(PAPER_INIT_STEPS, steps // 10))
+    init_steps = max(epoch_length, init_steps - init_steps % epoch_length)
     data: dict[str, Any] = {
         "env": {"id": env_id, "termination": facts.termination},
         "agent": {"name": "dqn" if facts.discrete else "sac"},
         "model": {"hidden": 200 if facts.obs_dim < 40 else 400},
         "rollout": {"schedule": [20, 100, 1, 1]},
-        "train": {"steps": steps, "init_steps": max(1, min(PAPER_INIT_STEPS, steps // 10)),
-                  "epoch_length": max(1, min(PAPER_EPOCH_LENGTH, steps // 20))},
+        "train": {"steps": steps, "init_steps": init_steps, "epoch_length": epoch_length},
+        "dhmbpo": {"iteration_steps": epoch_length},
     }
     if not facts.discrete:
         data["sac"] = {"target_entropy": -float(facts.act_dim)}
@@ -568,8 +636,9 @@ def env_defaults(env_id: str, facts: TaskFacts, steps: int = ENV_STEPS) -> dict[
 
 BASELINE_UPDATES = 1
 """G of the model-free baseline when `--algo model-free` (or `--algo sac`) switches an MBPO source."""
-ALGO_CHOICES = ("mbpo", "model-free", "sac")
-"""`--algo` values: MBPO, the base agent without a model, or SAC without a model."""
+ALGO_CHOICES = ("mbpo", "model-free", "sac", "dhmbpo")
+"""`--algo` values: MBPO, the base agent without a model, SAC without a model, or Double Horizon MBPO (the source's
+env and termination, the `dhmbpo` section's settings)."""
 
 
 def resolve_config(
@@ -588,7 +657,7 @@ def resolve_config(
 
     `--algo model-free` on an MBPO source trains the configured base agent without a model at the standard
     ratio of one update per env step (G = 1) unless `agent.updates_per_step` is set; `--algo sac` does the same
-    with SAC as the agent.
+    with SAC as the agent; `--algo dhmbpo` trains Double Horizon MBPO on the source's task with its `dhmbpo` section.
     """
     chosen = [x for x in (preset, config_file, env_id) if x is not None]
     if len(chosen) > 1:
@@ -643,8 +712,8 @@ def _algo_overrides(algo: str, data: Mapping[str, Any], overrides: list[str]) ->
     algo = algo.replace("_", "-")
     if algo not in ALGO_CHOICES:
         raise ConfigError(f"--algo: expected {', '.join(ALGO_CHOICES)}, got {shown(algo)}")
-    if algo == "mbpo":
-        return ["algo=mbpo"]
+    if algo in ("mbpo", "dhmbpo"):
+        return [f"algo={algo}"]
     result = ["algo=model_free"] + (["agent.name=sac"] if algo == "sac" else [])
     sets_updates = any(parse_override(o)[0] in (["agent", "updates_per_step"], ["sac", "updates_per_step"])
                        for o in overrides)

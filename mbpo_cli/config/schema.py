@@ -259,6 +259,156 @@ class DQNConfig:
 
 
 @dataclass(frozen=True)
+class DynamicsConfig:
+    """DHMBPO's dynamics model: an ensemble of Gaussian MLPs with layer normalization, dropout and a learned
+    constant noise, trained on all real data with bootstrap weights and z-test early stopping.
+
+    Defaults are the public code's (4kubo/erl_lib at 024b0b5: deep_ensemble.yaml, base_train.yaml, de_trainer.py).
+    """
+
+    members: int = 8
+    """Ensemble members; each training-rollout batch is split into this many equal blocks, one member each."""
+    hidden: int = 256
+    """Units per hidden layer."""
+    layers: int = 3
+    """Hidden layers (SiLU)."""
+    norm_eps: tuple[float, ...] = (1.0, 0.1, 0.01)
+    """Layer-norm epsilon (no affine parameters) on the input of each layer after the first: the second and third
+    hidden layers, then the output layer (`layers` values). The large values are deliberate: do not "fix" them."""
+    dropout: tuple[float, ...] = (0.0075, 0.005, 0.0025)
+    """Dropout rate after each hidden layer (`layers` values), during training only."""
+    weight_decay: tuple[float, ...] = (2.5e-4, 5e-4, 7.5e-4, 1e-3)
+    """AdamW's decoupled weight decay of each layer's weights and bias, hidden layers then output (`layers + 1`)."""
+    noise_decay: float = 1e-2
+    """AdamW's decoupled weight decay of the learned log noise scale (pulls the noise towards 1 in normalized
+    units)."""
+    lr: float = 1e-3
+    """AdamW learning rate (a fresh optimizer at every retrain; the weights carry over)."""
+    min_std: float = 1e-3
+    """Floor of the noise scale in the loss's log term, and the std of the jitter added to the reward target."""
+    bootstrap: Literal["exponential", "poisson"] = "exponential"
+    """Per-member weights of each real transition in the loss, drawn once when it is first trained on: Exp(1)
+    (the code's default) or Poisson(1)."""
+    validation_fraction: float = 0.2
+    """Fraction of real transitions given a permanent validation label (never trained on)."""
+    data_cap: int = 100_000
+    """A retrain uses a random subset of at most this many real transitions."""
+    batch_size: int = 2048
+    """Minibatch size (every member sees the same minibatch, weighted by its bootstrap weights)."""
+    batches_per_epoch: int = 6
+    """Minibatches per epoch at most (fewer while there is little data); an epoch then checks the validation."""
+    validation_batches: int = 6
+    """Validation batches of `batch_size` scored per epoch at most (the first of one random order per retrain)."""
+    improvement_p: float = 0.1
+    """An epoch whose per-sample validation NLL beats the best snapshot's with a one-sided paired test's p-value
+    under this becomes the new best snapshot."""
+    keep_p: float = 0.5
+    """An epoch with a p-value under this resets the patience."""
+    patience_scale: float = 50.0
+    """Patience in epochs: floor(patience_scale * ln(obs_dim + 1)) (Hopper 124, Walker2d and HalfCheetah 144,
+    Ant 166, Humanoid 191); lower it to cut the retrain's cost."""
+    max_epochs_ratio: float = 5.0
+    """Training stops after floor(max_epochs_ratio * patience_scale * ln(obs_dim + 1)) epochs at most."""
+    max_seconds: float | None = None
+    """Cap on one retrain's wall time in seconds, checked after each epoch (None: no cap, the paper's). A capped
+    run's numbers depend on the machine's speed: it is not reproducible."""
+
+
+@dataclass(frozen=True)
+class DHMBPOConfig:
+    """Double Horizon MBPO (Kubo, Parmas and Ishii, TMLR 2025; `algo: dhmbpo`).
+
+    The policy is frozen while it collects an iteration of real steps; at the iteration's end a learning burst
+    refreshes the normalizers, retrains the model, starts fresh optimizers, fills a buffer with the states of long
+    distribution rollouts (DR, no gradients), warms the critics up, then runs one joint update per real step of the
+    iteration: each a short training rollout (TR) through the model from DR states, with gradients, whose
+    value-expansion target trains the critics and whose return trains the actor through the model. The random
+    exploration before the first burst is `train.init_steps` (the paper's 5 seed iterations: 5,000 steps), a
+    multiple of `iteration_steps`.
+
+    Defaults are the paper's shared settings, as in its public code (4kubo/erl_lib at 024b0b5: dhmbpo.yaml, svg.yaml,
+    sac_new.yaml, sac.yaml).
+    """
+
+    iteration_steps: int = 1000
+    """Real steps per iteration, a burst after each (the paper: the task's episode length)."""
+    updates_per_step: float = 1.0
+    """Joint updates per real step of an iteration (the update-to-data ratio; a burst runs the nearest whole
+    number)."""
+    first_model_factor: int = 5
+    """The first burst's model patience and epoch cap are multiplied by this (the seed iterations)."""
+    first_updates_factor: int = 5
+    """The first burst runs this many times the joint updates (the seed iterations: 5,000)."""
+    critic_warmup_updates: int | None = None
+    """Critic-only updates after each retrain, from one DR of max(batch_size * updates / distribution_horizon,
+    batch_size) states (None: iteration_steps / 4, 250 updates from 3,200 states)."""
+    distribution_horizon: int = 20
+    """Steps of each distribution rollout (0: none; training rollouts then start from real states, SAC-SVG(H))."""
+    distribution_every: int = 20
+    """Joint updates between DRs (a DR before update 0, 20, 40, ...)."""
+    distribution_starts: int = 256
+    """Real start states of one DR round (a multiple of `model.members`)."""
+    distribution_states: int = 5120
+    """A DR repeats rounds until it has added at least this many states (normally one round of 256 x 21)."""
+    distribution_buffer: int = 51_200
+    """States the DR buffer keeps, first in first out (ten DRs); it is emptied at every retrain."""
+    training_horizon: int = 5
+    """H: model steps of each training rollout."""
+    gamma: float = 0.995
+    """Discount."""
+    batch_size: int = 256
+    """Training-rollout start states per update (a multiple of `model.members`)."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critics and temperature (fresh optimizers at every burst)."""
+    tau: float = 5e-3
+    """Target critics' smoothing coefficient."""
+    init_alpha: float = 0.1
+    """Initial entropy temperature."""
+    target_entropy: float | None = None
+    """Entropy target of the temperature (None: -action_dim)."""
+    actor_hidden: int = 256
+    """Units per hidden layer of the actor."""
+    actor_layers: int = 3
+    """Hidden layers (SiLU) of the actor."""
+    critic_members: int = 5
+    """Critics in the ensemble (the actor's loss uses their mean)."""
+    target_members: int = 2
+    """Target critics drawn at random for each target, whose minimum is taken."""
+    critic_hidden: int = 256
+    """Units per hidden layer of each critic."""
+    critic_layers: int = 3
+    """Hidden layers (SiLU) of each critic."""
+    critic_norm_eps: float = 1e-5
+    """Layer-norm epsilon (no affine parameters) on the input of each critic layer after the first."""
+    critic_dropout: float = 1e-3
+    """Dropout rate after each critic hidden layer (online critics only)."""
+    bound_quantile: float = 0.01
+    """The critics predict `c + w z`, c and w the midpoint and half-width of bounds on Q: the `bound_quantile` and
+    `1 - bound_quantile` quantiles of the training rollouts' entropy-regularized rewards, divided by 1 - gamma;
+    targets are clipped to the bounds."""
+    bound_rate: float = 3e-4
+    """Rate of the bounds' exponential moving average (the first update sets them)."""
+    model: DynamicsConfig = field(default_factory=DynamicsConfig)
+    """The dynamics model and its training."""
+
+    def joint_updates(self, first: bool) -> int:
+        """Joint updates of a burst (the first burst's, or any other's)."""
+        return round(self.updates_per_step * self.iteration_steps * (self.first_updates_factor if first else 1))
+
+    @property
+    def warmup_updates(self) -> int:
+        """Critic-only updates of a burst."""
+        return self.iteration_steps // 4 if self.critic_warmup_updates is None else self.critic_warmup_updates
+
+    @property
+    def warmup_states(self) -> int:
+        """States the warm-up DR adds at least (none without DRs or without a warm-up)."""
+        if self.distribution_horizon <= 0 or self.warmup_updates == 0:
+            return 0
+        return max(self.batch_size * self.warmup_updates // self.distribution_horizon, self.batch_size)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The run."""
 
@@ -303,8 +453,9 @@ class Config:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     """The task."""
-    algo: Literal["mbpo", "model_free"] = "mbpo"
-    """mbpo, or model_free (the base agent on real data only, the same code path without a model)."""
+    algo: Literal["mbpo", "model_free", "dhmbpo"] = "mbpo"
+    """mbpo, model_free (the base agent on real data only, the same code path without a model), or dhmbpo (Double
+    Horizon MBPO: its own model, actor and critics, see `dhmbpo`)."""
     agent: AgentConfig = field(default_factory=AgentConfig)
     """The base agent and its update ratio."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -325,17 +476,21 @@ class Config:
     """The run."""
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     """Model diagnostics (MBPO runs)."""
+    dhmbpo: DHMBPOConfig = field(default_factory=DHMBPOConfig)
+    """Double Horizon MBPO's settings (algo: dhmbpo)."""
 
     @property
     def uses_model(self) -> bool:
-        """True for MBPO, False for the base agent alone."""
-        return self.algo == "mbpo"
+        """True for the model-based algorithms (mbpo, dhmbpo), False for the base agent alone."""
+        return self.algo in ("mbpo", "dhmbpo")
 
     @property
     def label(self) -> str:
-        """How runs are named and grouped: mbpo (with SAC, the paper's), mbpo-<agent>, or the agent alone."""
+        """How runs are named and grouped: mbpo (with SAC, the paper's), mbpo-<agent>, dhmbpo, or the agent alone."""
         if self.algo == "model_free":
             return self.agent.name
+        if self.algo == "dhmbpo":
+            return "dhmbpo"
         return "mbpo" if self.agent.name == "sac" else f"mbpo-{self.agent.name}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The MBPO training loop (Janner et al. 2019, Algorithm 2) and the base agent alone on the same path.
+"""The MBPO training loop (Janner et al. 2019, Algorithm 2), the base agent alone and DHMBPO on the same path.
 
 `train(state, callback)` advances a `RunState` (see `mbpo_cli.engine.state`) until `config.train.steps`
 real steps, reporting through `callback` (progress each step, metrics at each epoch end).
@@ -18,6 +18,8 @@ import torch
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
+from mbpo_cli.engine.burst import burst_due, learning_burst
+from mbpo_cli.engine.burst import update_mode as dhmbpo_update_mode
 from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
 from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
@@ -30,7 +32,7 @@ from mbpo_cli.engine.rollout import (
     rollout_length,
     rollouts_kept,
 )
-from mbpo_cli.engine.state import MODEL_PHASES, EpochAccumulator, RunState
+from mbpo_cli.engine.state import EpochAccumulator, RunState
 from mbpo_cli.nn.batch import Batch
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +220,8 @@ def prepare_updates(state: RunState) -> str:
     Capture leaves every parameter and optimizer state as it was, and its example minibatches come from a
     dedicated generator, so the run's random streams (and therefore its numbers) are untouched.
     """
+    if state.double_horizon is not None:
+        return dhmbpo_update_mode(state)
     name = state.config.agent.name.upper()
     if not state.config.train.cuda_graphs:
         return f"{name} updates and model training: eager (train.cuda_graphs is off)"
@@ -328,15 +332,16 @@ def end_epoch(state: RunState) -> dict[str, float]:
         metrics.update(model_diagnostics(state, eval_seed % 2**31))
         check_custom_rewards(state)
         acc.seconds["diag"] += time.perf_counter() - start
+    if state.double_horizon is not None:
+        metrics.update(state.model_info)
     if state.uses_model:
         assert state.model_buffer is not None
         metrics.update(state.model_info)
         metrics["rollout_k"] = float(state.k)
         metrics["model_buffer_size"] = float(len(state.model_buffer))
     metrics["agent_updates"] = float(state.agent_updates)
-    for phase, seconds in acc.seconds.items():
-        if state.uses_model or phase not in MODEL_PHASES:  # a run without a model has no model phases to time
-            metrics[f"{metric_keys.TIME_PREFIX}{phase}"] = seconds
+    for phase in state.phases:
+        metrics[f"{metric_keys.TIME_PREFIX}{phase}"] = acc.seconds[phase]
     state.epoch_acc = EpochAccumulator()
     return metrics
 
@@ -351,7 +356,8 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     (asked before every step).
 
     Each real step: retrain the model and branch rollouts when due, act in the env, then G agent
-    updates on mixed real/model minibatches. Each epoch end: evaluate and report metrics. A retrain still running
+    updates on mixed real/model minibatches (DHMBPO: none; a learning burst after each iteration's last step).
+    Each epoch end: evaluate and report metrics. A retrain still running
     in the background (`train.pipeline`) when this returns stays in `state.model_job`; one still running when an
     error ends the loop is cancelled. A custom function's failure (CustomFunctionError) gets the env step.
     """
@@ -388,13 +394,18 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             finished, policy_acted = env_step(state)
             seconds["env"] += time.perf_counter() - start
 
-            # -- Agent: G updates on minibatches of real and model data.
-            if policy_acted:
+            # -- Agent: G updates on minibatches of real and model data (DHMBPO learns in bursts instead).
+            if policy_acted and state.double_horizon is None:
                 start = time.perf_counter()
                 agent_updates(state)
                 seconds["agent"] += time.perf_counter() - start
 
             state.env_step += 1
+
+            # -- DHMBPO: at the end of each iteration, a learning burst (retrain the model, distribution
+            #    rollouts, value-expansion updates of critics and actor through the model).
+            if burst_due(state):
+                learning_burst(state)
             notify(StepEvent(state.env_step, finished))
             if state.env_step % epoch_length == 0 or state.env_step == total:
                 metrics = end_epoch(state)

@@ -15,13 +15,17 @@ import numpy as np
 import torch
 
 from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.double_horizon import DoubleHorizon, bind_model
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.engine.pipeline import ModelJob
 from mbpo_cli.engine.task import CustomReward, Termination, check_agent, reward_of, termination_of
 from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
+from mbpo_cli.models.dynamics import DynamicsEnsemble
+from mbpo_cli.models.dynamics_fit import TransitionLabels
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 
 PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
@@ -100,6 +104,8 @@ class RunState:
     update_mode: str | None = None
     """How agent updates and model training steps run in this process (CUDA graphs or eager); decided once
     exploration is over."""
+    double_horizon: DoubleHorizon | None = None
+    """DHMBPO's dynamics model and the labels of its real data (algo: dhmbpo; its actor-critic is `agent`)."""
 
     @property
     def epoch(self) -> int:
@@ -113,8 +119,19 @@ class RunState:
 
     @property
     def uses_model(self) -> bool:
-        """True for MBPO, False for the base agent alone."""
+        """True for MBPO (its ensemble and branched rollouts), False for the base agent alone and for DHMBPO (whose
+        model is in `double_horizon`)."""
         return self.model is not None
+
+    @property
+    def phases(self) -> tuple[str, ...]:
+        """The phases this run spends time in (its `time_*` metrics): all of them for MBPO, no model diagnostics for
+        DHMBPO, no model phase for the base agent alone."""
+        if self.uses_model:
+            return PHASES
+        if self.double_horizon is not None:
+            return tuple(p for p in PHASES if p != "diag")
+        return tuple(p for p in PHASES if p not in MODEL_PHASES)
 
     def terminated(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Termination `N` (bool) of model next observations `N x D`, by the run's termination function."""
@@ -150,7 +167,7 @@ def set_threads(config: Config) -> None:
     """torch's CPU threads: `train.threads` (None: torch's default, all cores); a pipelined MBPO run gives each of
     its two activities (agent updates, model training) half of them."""
     threads = config.train.threads
-    if config.train.pipeline and config.uses_model:
+    if config.train.pipeline and config.algo == "mbpo":
         threads = max(1, (threads or available_cores()) // 2)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -172,7 +189,7 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
 
     agent = make_agent(config, spec.obs_dim, spec.act_dim).to(device)
     model = optimizer = model_buffer = done_model = done_optimizer = None
-    if config.uses_model:
+    if config.algo == "mbpo":
         model = GaussianEnsemble(spec.obs_dim, spec.act_dim, config.model).to(device)
         optimizer = make_model_optimizer(model)
         model_buffer = ReplayBuffer(1, spec.obs_dim, spec.act_dim, device)
@@ -205,7 +222,18 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
     )
     if model is not None and config.rollout.from_initial_states:
         state.initial_states = initial_state_pool(config, device)
+    if isinstance(agent, DHMBPOAgent):
+        state.double_horizon = double_horizon(config, spec, agent, termination, device)
     return state
+
+
+def double_horizon(config: Config, spec: EnvSpec, agent: DHMBPOAgent, termination: Termination,
+                   device: torch.device) -> DoubleHorizon:
+    """A DHMBPO run's fresh dynamics model, bound to the agent's training rollouts, and its (empty) labels."""
+    assert termination.fn is not None
+    model = DynamicsEnsemble(spec.obs_dim, spec.act_dim, config.dhmbpo.model).to(device)
+    bind_model(agent, model, termination.fn)
+    return DoubleHorizon(model, TransitionLabels.empty(model.members, device))
 
 
 def initial_state_pool(config: Config, device: torch.device) -> torch.Tensor:

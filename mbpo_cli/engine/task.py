@@ -175,6 +175,11 @@ def reward_of(config: Config) -> CustomReward | None:
 def check_agent(config: Config, spec: EnvSpec) -> None:
     """ConfigError unless the agent supports the task's action space, naming the fix."""
     space: ActionSpace = "discrete" if spec.discrete else "continuous"
+    if config.algo == "dhmbpo":
+        if spec.discrete:
+            raise ConfigError(f"algo: dhmbpo needs a continuous (Box) action space but {config.env.id} has "
+                              f"{spec.action_space}: its actor's gradient flows through the actions")
+        return
     name = config.agent.name
     if action_space_of(name) != space:
         fits = ", ".join(agents_for(space))

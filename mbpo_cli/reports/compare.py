@@ -409,8 +409,9 @@ def _env_warnings(groups: Sequence[Group], threshold: float | None) -> list[str]
 
 
 def is_model_free(algo: str) -> bool:
-    """Whether a run's algo label (`mbpo`, `mbpo-td3`, ..., `sac`, `dqn`, ...) names an agent without a model."""
-    return not algo.startswith("mbpo")
+    """Whether a run's algo label (`mbpo`, `mbpo-td3`, ..., `dhmbpo`, `sac`, `dqn`, ...) names an agent without a
+    model."""
+    return not algo.startswith(("mbpo", "dhmbpo"))
 
 
 def paper_budgets(env_ids: Sequence[str]) -> list[int]:

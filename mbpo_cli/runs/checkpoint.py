@@ -95,6 +95,9 @@ def capture(state: RunState) -> dict[str, Any]:
         payload["done_optimizer"] = state.done_optimizer.state_dict()
     if state.initial_states is not None:
         payload["initial_states"] = state.initial_states.cpu()
+    if state.double_horizon is not None:
+        payload["double_horizon"] = {"model": state.double_horizon.model.state_dict(),
+                                     "labels": state.double_horizon.labels.state_dict()}
     if state.model_job is not None:
         payload["model_job"] = _job_state(state.model_job.result())
     return payload
@@ -174,6 +177,9 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
         _set_lr(state.done_optimizer, state.config.done_model.lr)
     if "initial_states" in payload:
         state.initial_states = payload["initial_states"].to(device)
+    if state.double_horizon is not None:
+        state.double_horizon.model.load_state_dict(payload["double_horizon"]["model"])
+        state.double_horizon.labels.load_state_dict(payload["double_horizon"]["labels"])
     state.model_job = _restore_job(state, payload["model_job"]) if "model_job" in payload else None
     state.model_info = dict(payload["model_info"])
     acc = payload["epoch_acc"]

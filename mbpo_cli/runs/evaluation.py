@@ -37,8 +37,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import GraphedAgent
-from mbpo_cli.agents.factory import make_agent
+from mbpo_cli.agents.factory import BuiltAgent, make_agent
 from mbpo_cli.config.load import ConfigError, build_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
@@ -74,7 +73,7 @@ class EvalError(RunError):
 class Policy:
     """A run's policy, ready to act, and where it came from."""
 
-    agent: GraphedAgent
+    agent: BuiltAgent
     config: Config
     checkpoint: CheckpointInfo
     file: Path
@@ -154,7 +153,7 @@ def select_checkpoint(checkpoints: list[CheckpointInfo], run: RunInfo, which: st
     return matches[-1]
 
 
-def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: str, step: int) -> GraphedAgent:
+def policy_agent(config: Config, spec: EnvSpec, payload: dict[str, Any], path: str, step: int) -> BuiltAgent:
     """The run's agent on the CPU, acting as it did at env step `step` of the run.
 
     A full checkpoint restores the whole agent (key ``agent``); a best-policy file restores its acting network

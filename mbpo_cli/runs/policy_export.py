@@ -4,7 +4,8 @@ the policy `mbpo eval` runs before it is put in place, and its single-observatio
 The exported program takes raw observations ``B x obs`` (float32, any batch size ``B``) and returns the action as
 the task takes it, computed as :func:`mbpo_cli.engine.envs.to_env_action` computes it: ``B x act`` float32 within
 the task's bounds, ``low + (a + 1) * 0.5 * (high - low)`` of the actor's tanh action ``a`` (SAC: tanh of its mean;
-TD3 and DDPG: the actor's output), or the greedy action's index, int64 ``B`` (DQN). The agents' one-member
+TD3 and DDPG: the actor's output; DHMBPO: tanh of its mean on observations standardized by its normalizer), or the
+greedy action's index, int64 ``B`` (DQN). The agents' one-member
 :class:`BatchedMLP` (weights ``1 x in x out``) is rewritten as ``nn.Linear`` layers: what the ONNX exporter maps to
 Gemm and what dynamic INT8 quantization acts on.
 
@@ -37,8 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mbpo_cli.agents.base import GraphedAgent
+from mbpo_cli.agents.dhmbpo import DHMBPOActor
 from mbpo_cli.agents.dqn import QNetwork
+from mbpo_cli.agents.factory import BuiltAgent
 from mbpo_cli.agents.networks import DeterministicActor
 from mbpo_cli.agents.sac import Actor
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
@@ -154,6 +156,20 @@ class BoundedAction(nn.Module):
         return self.low + (torch.tanh(self.net(obs)) + 1.0) * 0.5 * self.range
 
 
+class Standardize(nn.Module):
+    """``B x obs`` -> ``(obs - mean) / std``: the observation normalizer a DHMBPO actor acts through."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        # frozen parameters rather than buffers, as in BoundedAction (TorchScript and postponed annotations)
+        self.mean = nn.Parameter(mean.detach().clone().float(), requires_grad=False)
+        self.std = nn.Parameter(std.detach().clone().float(), requires_grad=False)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalized observations ``B x obs``."""
+        return (obs - self.mean) / self.std
+
+
 class GreedyAction(nn.Module):
     """``B x obs`` float32 -> the index of the largest Q value, int64 ``B``."""
 
@@ -166,7 +182,7 @@ class GreedyAction(nn.Module):
         return self.net(obs).argmax(dim=-1)
 
 
-def policy_program(agent: GraphedAgent, spec: EnvSpec) -> nn.Module:
+def policy_program(agent: BuiltAgent, spec: EnvSpec) -> nn.Module:
     """The agent's deterministic policy as a standalone module (no gradients, eval mode)."""
     net = agent.policy
     program: nn.Module
@@ -174,6 +190,9 @@ def policy_program(agent: GraphedAgent, spec: EnvSpec) -> nn.Module:
         program = GreedyAction(linear_layers(net.net))
     elif isinstance(net, Actor):
         program = BoundedAction(linear_layers(net.net, outputs=net.act_dim), spec.act_low, spec.act_high)
+    elif isinstance(net, DHMBPOActor):
+        body = nn.Sequential(Standardize(net.obs_mean, net.obs_std), linear_layers(net.net, outputs=net.act_dim))
+        program = BoundedAction(body, spec.act_low, spec.act_high)
     elif isinstance(net, DeterministicActor):
         program = BoundedAction(linear_layers(net.net), spec.act_low, spec.act_high)
     else:
@@ -255,7 +274,7 @@ def module_act(program: nn.Module) -> Act:
     return lambda obs: program(torch.from_numpy(obs)).numpy()
 
 
-def tool_act(agent: GraphedAgent, spec: EnvSpec) -> Act:
+def tool_act(agent: BuiltAgent, spec: EnvSpec) -> Act:
     """The agent's deterministic policy as `mbpo eval` acts: the agent's action, then ``to_env_action`` per row."""
 
     def act(obs: np.ndarray) -> np.ndarray:

@@ -281,7 +281,7 @@ def test_resolve_from_env_id() -> None:
 
 @pytest.mark.parametrize(("steps", "init_steps", "epoch_length"), [
     (5000, 500, 250), (2000, 200, 100), (20_000, 2000, 1000), (100_000, 5000, 1000), (300_000, 5000, 1000),
-    (15, 1, 1), (5, 1, 1),
+    (15, 1, 1), (5, 1, 1), (3150, 314, 157),
 ])
 def test_env_exploration_and_epochs_scale_with_the_budget(steps: int, init_steps: int, epoch_length: int) -> None:
     """`--env ID --steps N` explores a tenth of N (at most 5,000) and evaluates at least 20 times (epochs of at most
@@ -289,6 +289,8 @@ def test_env_exploration_and_epochs_scale_with_the_budget(steps: int, init_steps
     for kwargs in ({"steps": steps}, {"overrides": [f"train.steps={steps}"]}):
         train = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), **kwargs).train  # type: ignore[arg-type]
         assert (train.steps, train.init_steps, train.epoch_length) == (steps, init_steps, epoch_length)
+    dhmbpo = resolve_config(env_id="Pendulum-v1", env_facts=_facts(3, 1), steps=steps, algo="dhmbpo")
+    assert dhmbpo.dhmbpo.iteration_steps == epoch_length  # whole iterations of exploration: a valid DHMBPO config
 
 
 def test_env_defaults_keep_the_papers_values_without_steps_and_yield_to_explicit_sets() -> None:

@@ -6,9 +6,11 @@ diagnostics): a key added to the engine without a table entry fails here.
 """
 
 import pytest
+from dhmbpo_tiny import TINY_DHMBPO
 
 from mbpo_cli.config import metrics
-from mbpo_cli.config.load import build_config
+from mbpo_cli.config.load import build_config, resolve_config
+from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.events import EpochEvent, Event, RolloutEvent
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import MODEL_PHASES, build_run
@@ -33,7 +35,7 @@ MODEL_FREE = {
 MODEL_TIMES = {f"{metrics.TIME_PREFIX}{phase}" for phase in MODEL_PHASES}
 
 
-def emitted(config: dict) -> set[str]:
+def emitted(config: dict | Config) -> set[str]:
     """Every metric key a tiny run of `config` reports (epoch metrics and adaptive rollouts' metrics)."""
     keys: set[str] = set()
 
@@ -41,7 +43,7 @@ def emitted(config: dict) -> set[str]:
         if isinstance(event, EpochEvent | RolloutEvent):
             keys.update(event.metrics)
 
-    train(build_run(build_config(config)), record)
+    train(build_run(config if isinstance(config, Config) else build_config(config)), record)
     return keys
 
 
@@ -50,6 +52,15 @@ def test_every_key_of_an_mbpo_run_is_in_the_table() -> None:
     assert {"eval_return", "model_holdout_loss", "done_holdout_recall", "rollout_length_p90", "diag_model_return",
             "diag_open_loop_h1", "alpha", "time_model", "time_rollout", "time_diag"} <= keys  # the run did it all
     assert sorted(k for k in keys if metrics.metric(k) is None) == []
+
+
+def test_every_key_of_a_dhmbpo_run_is_in_the_table_and_it_times_no_diagnostics() -> None:
+    config = resolve_config(preset="inverted_pendulum", algo="dhmbpo", steps=400,
+                            overrides=["train.device=cpu", *TINY_DHMBPO])
+    keys = emitted(config)
+    assert {"eval_return", "critic_loss", "q_mean", "model_validation_nll", "time_model", "time_rollout"} <= keys
+    assert sorted(k for k in keys if metrics.metric(k) is None) == []
+    assert "time_diag" not in keys
 
 
 @pytest.mark.parametrize("agent", sorted(MODEL_FREE))
