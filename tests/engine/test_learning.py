@@ -3,8 +3,6 @@
 These are the suite's slow tests (a few minutes on 2 cores). The curves are deterministic for the seed.
 """
 
-import itertools
-
 import pytest
 
 from mbpo_cli.config.load import resolve_config
@@ -34,38 +32,32 @@ def run_curve(algo: str, overrides: list[str], stop_at_return: float | None = No
     return curve
 
 
-def area(curve: Curve) -> float:
-    """Trapezoid area under the evaluation curve (returns are >= 0 on this task)."""
-    return sum((s1 - s0) * (r0 + r1) / 2 for (s0, r0), (s1, r1) in itertools.pairwise(curve))
-
-
-@pytest.fixture(scope="module")
-def sac_curve() -> Curve:
-    """Standard SAC (G = 1) on the full budget."""
-    return run_curve("sac", [])
+MBPO_REACHES = 900
+"""The return MBPO must reach, and standard SAC must not, at equal real steps."""
+REACHED_BY = 2500
+"""MBPO reaches `MBPO_REACHES` by this env step (1,750-2,250 with torch 2.13.0 on CPU, seed 0)."""
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("inverted-pendulum-sac")
-def test_sac_learns_inverted_pendulum(sac_curve: Curve) -> None:
+def test_sac_learns_inverted_pendulum_but_not_to_900_in_3000_steps() -> None:
     # A uniform-random policy scores about 20 here (the first evaluations, before any update, agree);
-    # a learning agent holds the pole several times longer within the budget.
+    # a learning agent holds the pole several times longer within the budget, but standard SAC (G = 1) does not
+    # reach MBPO's return within the whole budget: the baseline half of "MBPO beats SAC at equal real steps".
+    sac_curve = run_curve("sac", [])
     first = sac_curve[1][1]
     assert first < 40
     assert max(r for _, r in sac_curve) >= 3 * first
+    assert sac_curve[-1][0] == BUDGET and max(r for _, r in sac_curve) < MBPO_REACHES, sac_curve
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("inverted-pendulum-sac")
-def test_mbpo_beats_sac_at_equal_real_steps(sac_curve: Curve) -> None:
+def test_mbpo_reaches_in_fewer_real_steps_a_return_sac_does_not_reach() -> None:
     # The paper's settings but with 10,000 instead of 100,000 branched rollouts per retrain: with k = 1 the
     # model buffer then holds 10,000 fresh model transitions, still far more than the real data, and every
     # SAC minibatch is still 95% model data, so the test exercises exactly MBPO's mechanism (model fitting,
-    # branched rollouts, mixed minibatches, G = 10) at a fraction of the rollout cost.
-    mbpo = run_curve("mbpo", ["rollout.batch_size=10000"], stop_at_return=900)
+    # branched rollouts, mixed minibatches, G = 10) at a fraction of the rollout cost. With the test above: at
+    # equal real steps MBPO reaches a return (900) that SAC does not reach in the whole budget, in at most 5/6 of
+    # it. The two run apart (in parallel under pytest-xdist): this one is the suite's longest test.
+    mbpo = run_curve("mbpo", ["rollout.batch_size=10000"], stop_at_return=MBPO_REACHES)
     reached_at, best = mbpo[-1]
-    assert best >= 900 and reached_at <= BUDGET, mbpo
-    # At equal real steps: SAC's curve over the same [0, reached_at] has less area, and SAC does not reach 900
-    # within the whole budget.
-    assert area(mbpo) > area([(s, r) for s, r in sac_curve if s <= reached_at]), (mbpo, sac_curve)
-    assert max(r for _, r in sac_curve) < 900, sac_curve
+    assert best >= MBPO_REACHES and reached_at <= REACHED_BY, mbpo
