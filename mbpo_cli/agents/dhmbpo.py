@@ -134,7 +134,9 @@ class DHMBPOAgent(nn.Module):
         self.register_buffer("target_entropy", torch.tensor(target))
         self.register_buffer("q_bounds", torch.zeros(2))
         self.register_buffer("bounds_set", torch.tensor(False))
-        self.register_buffer("discount", discounts(config.gamma, config.training_horizon), persistent=False)
+        self.rollout_horizon = max(config.training_horizon, 1)
+        """Model steps of the rollout an update makes: H, or one step for the critics' target when H = 0."""
+        self.register_buffer("discount", discounts(config.gamma, self.rollout_horizon), persistent=False)
         self.dynamics: Dynamics | None = None
         self.actor_optimizer, self.critic_optimizer = self._optimizers()
         self.graphs: dict[tuple[torch.Size, bool], CapturedStep[UpdateInfo]] = {}
@@ -193,7 +195,7 @@ class DHMBPOAgent(nn.Module):
         target critics' draw; the online critics' dropout (twice in a joint update)."""
         cfg = self.config
         assert self.dynamics is not None, "bind the dynamics first"
-        normal = RolloutNoise.size(cfg.training_horizon, batch, self.act_dim, self.obs_dim, self.dynamics.members)
+        normal = RolloutNoise.size(self.rollout_horizon, batch, self.act_dim, self.obs_dim, self.dynamics.members)
         forwards = 1 if critic_only else 2
         uniform = forwards * mask_size(self.critic.net.mask_shapes(batch)) if cfg.critic_dropout > 0 else 0
         return normal + cfg.critic_members, uniform
@@ -221,7 +223,7 @@ class DHMBPOAgent(nn.Module):
         cfg = self.config
         assert self.dynamics is not None, "bind the dynamics first"
         batch = starts.shape[0]
-        rollout_noise = RolloutNoise.read(noise, cfg.training_horizon, batch, self.act_dim, self.obs_dim,
+        rollout_noise = RolloutNoise.read(noise, self.rollout_horizon, batch, self.act_dim, self.obs_dim,
                                           self.dynamics.members)
         pick = noise[-cfg.critic_members :].argsort()[: cfg.target_members]
         alpha = self.log_alpha.detach().exp()
@@ -254,8 +256,12 @@ class DHMBPOAgent(nn.Module):
     def actor_loss(self, rollout: Rollout, masks: Masks | None, center: torch.Tensor, width: torch.Tensor,
                    alpha: torch.Tensor) -> torch.Tensor:
         """Minus the mean return of the rollout, valued at `(s_H, a_H)` by the mean of the online critics (with
-        dropout `masks`, their weights detached: the gradient reaches their input, not them)."""
+        dropout `masks`, their weights detached: the gradient reaches their input, not them). With H = 0, SAC's
+        actor loss at the start states: minus the mean of Q(s_0, a_0) - alpha log pi(a_0 | s_0), no model in it."""
         frozen = self.critic.net.detached()
+        if self.config.training_horizon == 0:
+            q_bar = center + width * self.critic(rollout.states[0], rollout.actions[0], masks, frozen).mean(dim=0)
+            return -(q_bar - alpha * rollout.logps[0]).mean()
         q_bar = center + width * self.critic(rollout.states[-1], rollout.actions[-1], masks, frozen).mean(dim=0)
         return -actor_return(rollout, q_bar, alpha, self.discount).mean()
 

@@ -59,16 +59,18 @@ def _note(text: str) -> None:
 
 
 def _new_plan(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None, steps: int | None,
-              device: str | None, flags: variants.VariantFlags, seeds: int, start_seed: int,
+              device: str | None, algo: str | None, flags: variants.VariantFlags, seeds: int, start_seed: int,
               name: str | None) -> variants.Plan:
     """The validated plan of a new ablation (nothing written)."""
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if start_seed < 0:
         raise ConfigError(f"--start-seed: must be >= 0, got {start_seed}")
-    control = build_train_config(preset, config, env, sets, None, steps, device, None)
+    control = build_train_config(preset, config, env, sets, None, steps, device, algo)
     source = {"preset": preset, "config": None if config is None else str(config.resolve()), "env": env,
               "sets": list(sets or []), "steps": steps, "device": device}
+    if algo is not None:
+        source["algo"] = algo
     return variants.build_plan(control, source, flags, range(start_seed, start_seed + seeds), name)
 
 
@@ -324,6 +326,14 @@ def ablate(
                                                    "the model's uncertainty (rollout.adaptive).")] = False,
     updates_per_step: Annotated[list[int] | None, typer.Option("--updates-per-step", help="Variant: G "
                                                                "(repeatable).")] = None,
+    algo: Annotated[str | None, typer.Option("--algo", help="The control's algorithm: mbpo, dhmbpo, model-free "
+                                             "or sac (as train --algo).")] = None,
+    no_training_rollout: Annotated[bool, typer.Option("--no-training-rollout", help="Variant (--algo dhmbpo): "
+                                                      "training horizon 0, DHMBPO's MBPO parent.")] = False,
+    no_distribution_rollout: Annotated[bool, typer.Option("--no-distribution-rollout", help="Variant (--algo "
+                                                          "dhmbpo): no distribution rollout, SAC-SVG(H).")] = False,
+    mbpo: Annotated[bool, typer.Option("--mbpo", help="Variant: MBPO itself with the source's settings (beside "
+                                       "--algo dhmbpo).")] = False,
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Custom variant NAME:KEY=VALUE[,KEY=VALUE"
                                                       "...] (repeatable).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
@@ -371,23 +381,27 @@ def ablate(
         mbpo ablate --preset hopper --no-model --seeds 8 --executor ray --address auto --gpus-per-run 0.25
 
         mbpo ablate --preset hopper --seeds 10 --executor ray      # a seed sweep on a local Ray instance
+
+        mbpo ablate --preset hopper --algo dhmbpo --no-training-rollout --no-distribution-rollout --mbpo --seeds 2
     """
     with handled(ctx):
         flags = variants.VariantFlags(
             no_model=no_model, rollout_lengths=rollout_length or (), from_initial_states=from_initial_states,
             real_ratios=real_ratio or (), ensemble_sizes=ensemble_size or (), deterministic_model=deterministic_model,
             no_elites=no_elites, adaptive_horizon=adaptive_horizon, updates_per_step=updates_per_step or (),
+            no_training_rollout=no_training_rollout, no_distribution_rollout=no_distribution_rollout, mbpo=mbpo,
             custom=variant or ())
         placement = _placement(executor, jobs, address, cpus_per_run, gpus_per_run)
         if resume_group is not None:
-            given = [preset, config, env, steps, device, name, set_, dry_run] + [f for f in vars(flags).values() if f]
+            given = [preset, config, env, steps, device, algo, name, set_, dry_run] + [f for f in vars(flags).values()
+                                                                                     if f]
             if any(x is not None and x is not False for x in given):
                 raise ConfigError("--resume GROUP takes the plan from the group: only --jobs, --json and the "
                                   "executor options go with it (no --dry-run)")
             registry = registry_of(ctx, resume_group)
             plan = ablation.load_plan(registry, resume_group)
         else:
-            plan = _new_plan(preset, config, env, set_, steps, device, flags, seeds, start_seed, name)
+            plan = _new_plan(preset, config, env, set_, steps, device, algo, flags, seeds, start_seed, name)
             note_renamed(name, "group name")
             if dry_run:
                 _print_plan(plan, placement, as_json)

@@ -511,7 +511,7 @@ def _check_dhmbpo(c: Config, fail: Callable[[str, str], None]) -> None:  # noqa:
 
     for key in ("iteration_steps", "updates_per_step", "first_model_factor", "first_updates_factor",
                 "distribution_every", "distribution_starts", "distribution_states", "distribution_buffer",
-                "training_horizon", "batch_size", "lr", "tau", "init_alpha", "actor_hidden", "actor_layers",
+                "batch_size", "lr", "tau", "init_alpha", "actor_hidden", "actor_layers",
                 "critic_members", "target_members", "critic_hidden", "critic_layers", "critic_norm_eps",
                 "bound_rate"):
         positive(f"dhmbpo.{key}", getattr(d, key))
@@ -520,8 +520,9 @@ def _check_dhmbpo(c: Config, fail: Callable[[str, str], None]) -> None:  # noqa:
         positive(f"dhmbpo.model.{key}", getattr(m, key))
     if d.critic_warmup_updates is not None and d.critic_warmup_updates < 0:
         fail("dhmbpo.critic_warmup_updates", f"must be >= 0, got {d.critic_warmup_updates}")
-    if d.distribution_horizon < 0:
-        fail("dhmbpo.distribution_horizon", f"must be >= 0, got {d.distribution_horizon}")
+    for key in ("distribution_horizon", "training_horizon"):
+        if getattr(d, key) < 0:
+            fail(f"dhmbpo.{key}", f"must be >= 0, got {getattr(d, key)}")
     if not 0.0 <= d.gamma < 1.0:
         fail("dhmbpo.gamma", f"must be in [0, 1), got {d.gamma}")
     if d.tau > 1.0 or d.bound_rate > 1.0:

@@ -353,7 +353,9 @@ class DHMBPOConfig:
     distribution_buffer: int = 51_200
     """States the DR buffer keeps, first in first out (ten DRs); it is emptied at every retrain."""
     training_horizon: int = 5
-    """H: model steps of each training rollout."""
+    """H: model steps of each training rollout. 0: no training rollout through the model, MBPO's way of learning
+    from it: the critics learn from one-step model transitions of the DR states (the target of H = 1, no gradient
+    through the model) and the actor from the critics at its own action, as SAC inside MBPO does."""
     gamma: float = 0.995
     """Discount."""
     batch_size: int = 256

@@ -111,6 +111,12 @@ class VariantFlags:
     no_elites: bool = False
     adaptive_horizon: bool = False
     updates_per_step: Sequence[int] = ()
+    no_training_rollout: bool = False
+    """DHMBPO: training horizon 0 (its MBPO parent)."""
+    no_distribution_rollout: bool = False
+    """DHMBPO: no distribution rollout (its SAC-SVG(H) parent)."""
+    mbpo: bool = False
+    """MBPO itself, with the source's MBPO settings (beside a DHMBPO control)."""
     custom: Sequence[str] = ()
     """``NAME:KEY=VALUE[,KEY=VALUE...]`` strings."""
 
@@ -164,12 +170,33 @@ def variants_from_flags(flags: VariantFlags, control: Config) -> list[Variant]:
         if g < 1:
             raise ConfigError(f"--updates-per-step: must be at least 1, got {g}")
         variants.append(Variant(f"G={g}", (f"agent.updates_per_step={g}",)))
+    variants.extend(_double_horizon_variants(flags, control))
     variants.extend(parse_custom(text) for text in flags.custom)
     seen: set[str] = set()
     for variant in variants:
         if variant.name in seen:
             raise ConfigError(f"variant {variant.name!r} is given twice (names must be unique)")
         seen.add(variant.name)
+    return variants
+
+
+def _double_horizon_variants(flags: VariantFlags, control: Config) -> list[Variant]:
+    """DHMBPO's parents (Kubo et al. 2025: no training rollout gives MBPO with longer branches, no distribution
+    rollout SAC-SVG(H)) and MBPO itself, the paper's comparison; the first two need a DHMBPO control."""
+    parents = [(flags.no_training_rollout, "--no-training-rollout", "no-training-rollout",
+                "dhmbpo.training_horizon=0"),
+               (flags.no_distribution_rollout, "--no-distribution-rollout", "no-distribution-rollout",
+                "dhmbpo.distribution_horizon=0")]
+    variants = []
+    for on, flag, name, override in parents:
+        if on and control.algo != "dhmbpo":
+            raise ConfigError(f"{flag}: a DHMBPO variant, the control is {control.algo} (add --algo dhmbpo)")
+        if on:
+            variants.append(Variant(name, (override,)))
+    if flags.mbpo:
+        if control.algo == "mbpo":
+            raise ConfigError("--mbpo: the control is already MBPO (use it beside --algo dhmbpo)")
+        variants.append(Variant("mbpo", ("algo=mbpo",)))
     return variants
 
 

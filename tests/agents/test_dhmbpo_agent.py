@@ -196,10 +196,10 @@ def test_target_is_the_clipped_minimum_of_the_drawn_target_critics() -> None:
 
 
 def rollout_noise(agent: DHMBPOAgent, batch: int, seed: int = 0) -> RolloutNoise:
-    cfg = agent.config
-    size = RolloutNoise.size(cfg.training_horizon, batch, agent.act_dim, agent.obs_dim, cfg.model.members)
-    return RolloutNoise.read(torch.randn(size, generator=torch.Generator().manual_seed(seed)), cfg.training_horizon,
-                             batch, agent.act_dim, agent.obs_dim, cfg.model.members)
+    horizon, members = agent.rollout_horizon, agent.config.model.members
+    size = RolloutNoise.size(horizon, batch, agent.act_dim, agent.obs_dim, members)
+    return RolloutNoise.read(torch.randn(size, generator=torch.Generator().manual_seed(seed)), horizon, batch,
+                             agent.act_dim, agent.obs_dim, members)
 
 
 def test_actor_gradient_flows_through_the_model_and_never_into_model_or_critic_weights() -> None:
@@ -228,6 +228,46 @@ def test_actor_gradient_flows_through_the_model_and_never_into_model_or_critic_w
         model.net.weights[-1][..., 0] = 0.0
         model.net.biases[-1][..., 0] = 0.0
     assert max(float(g.abs().max()) for g in actor_gradient()) < 1e-20
+
+
+def test_without_a_training_rollout_the_critics_learn_one_model_step_and_the_actor_only_from_them() -> None:
+    """H = 0 (the "no training rollout" ablation): each update rolls one model step for the critics' target,
+    r_0 + gamma m_1 (Q(s_1, a_1) - alpha log pi_1) with the target critics' clipped minimum, and the actor's loss is
+    SAC's, -(Q_bar(s_0, a_0) - alpha log pi_0): zeroing the model's reward output changes nothing of the actor's
+    gradient, and the critics' weights get none from it."""
+    config = dataclasses.replace(SMALL, training_horizon=0, critic_dropout=0.0)
+    agent, model = bound_agent(config)
+    assert agent.dynamics is not None and agent.rollout_horizon == 1
+    starts = torch.randn(8, 3, generator=torch.Generator().manual_seed(7))
+    noise = rollout_noise(agent, 8)  # one model step's draws: a rollout of the critics' target
+    assert noise.model.shape[0] == 1
+    alpha, center, width = agent.log_alpha.detach().exp(), torch.tensor(5.0), torch.tensor(2.0)
+
+    rollout = training_rollout(agent.actor.sample, agent.dynamics, starts, noise)
+    frozen = agent.critic.net.detached()
+    q0 = center + width * agent.critic(rollout.states[0], rollout.actions[0], None, frozen).mean(dim=0)
+    loss = agent.actor_loss(rollout, None, center, width, alpha)
+    assert loss.item() == pytest.approx(-(q0 - alpha * rollout.logps[0]).mean().item(), rel=1e-6)
+    with torch.no_grad():
+        pick = torch.tensor([0, 1])
+        target = agent.target_q(rollout.states[1], rollout.actions[1], pick, center, width)
+        y = value_target(rollout, target, alpha, agent.discount)
+        by_hand = rollout.rewards[0] + config.gamma * rollout.masks[1] * (target - alpha * rollout.logps[1])
+    assert torch.allclose(y, by_hand, atol=1e-5)
+
+    def actor_gradient() -> list[torch.Tensor]:
+        agent.actor.zero_grad(set_to_none=True)
+        fresh = training_rollout(agent.actor.sample, agent.dynamics, starts, noise)
+        agent.actor_loss(fresh, None, center, width, alpha).backward()
+        return [p.grad.clone() for p in agent.actor.parameters() if p.grad is not None]
+
+    before = actor_gradient()
+    assert len(before) == len(list(agent.actor.parameters())) and any(g.abs().sum() > 0 for g in before)
+    with torch.no_grad():
+        model.net.weights[-1][..., 0] = 0.0
+        model.net.biases[-1][..., 0] = 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, actor_gradient(), strict=True))
+    assert all(p.grad is None for p in [*model.parameters(), *agent.critic.parameters()])
 
 
 def test_an_update_steps_actor_critics_targets_and_temperature_never_the_model() -> None:

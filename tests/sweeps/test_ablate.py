@@ -39,6 +39,26 @@ def plan_for(flags: variants.VariantFlags, sets: list[str] | None = None) -> var
 # ---------------------------------------------------------------------------------------------
 
 
+def test_the_double_horizon_comparison_is_one_plan() -> None:
+    """`--algo dhmbpo --no-training-rollout --no-distribution-rollout --mbpo`: DHMBPO, its two parents and MBPO."""
+    control = resolve_config(preset="hopper", algo="dhmbpo")
+    flags = variants.VariantFlags(no_training_rollout=True, no_distribution_rollout=True, mbpo=True)
+    plan = variants.build_plan(control, {"preset": "hopper", "algo": "dhmbpo"}, flags, [0], "g")
+    assert [v.name for v in plan.variants] == ["control", "no-training-rollout", "no-distribution-rollout", "mbpo"]
+    assert plan.diffs()["no-training-rollout"] == {"dhmbpo.training_horizon": (5, 0)}
+    assert plan.diffs()["no-distribution-rollout"] == {"dhmbpo.distribution_horizon": (20, 0)}
+    assert plan.diffs()["mbpo"] == {"algo": ("dhmbpo", "mbpo")}
+    assert plan.configs["mbpo"]["agent"]["updates_per_step"] == 20  # the preset's MBPO, G = 20
+
+
+def test_double_horizon_variants_need_a_dhmbpo_control_and_mbpo_another() -> None:
+    for flags, flag in ((variants.VariantFlags(no_training_rollout=True), "--no-training-rollout"),
+                        (variants.VariantFlags(no_distribution_rollout=True), "--no-distribution-rollout"),
+                        (variants.VariantFlags(mbpo=True), "--mbpo")):
+        with pytest.raises(ConfigError, match=f"^{flag}: "):
+            plan_for(flags)
+
+
 def test_flags_give_the_expected_variants_and_diffs() -> None:
     flags = variants.VariantFlags(
         no_model=True, rollout_lengths=[1, 5], from_initial_states=True, real_ratios=[0.5], ensemble_sizes=[1, 3],
