@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -34,6 +35,12 @@ from mbpo_cli.runs.session import (
     start_run,
 )
 from mbpo_cli.runs.tensorboard import summary_writer
+from mbpo_cli.runs.wandb_tracking import wandb_module
+
+TrackOpt = Annotated[bool | None, typer.Option("--track/--no-track", help="Log each epoch's metrics, the config and "
+                                               "the run's group to Weights & Biases as it trains (train.track; "
+                                               "project $WANDB_PROJECT, default mbpo; WANDB_MODE=offline keeps it "
+                                               "on disk; needs: pip install 'mbpo-cli[wandb]').")]
 
 
 def train(
@@ -53,6 +60,7 @@ def train(
     tensorboard: Annotated[bool | None, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard event "
                                                      "files under the run folder as it trains (train.tensorboard; "
                                                      "needs: pip install 'mbpo-cli[tensorboard]').")] = None,
+    track: TrackOpt = None,
     if_exists: Annotated[str, typer.Option("--if-exists", help="When a run with --name exists: error, or resume "
                                            "it from its last checkpoint (a requeued or retried job; a finished run "
                                            "is left as it is). The run must be asked for as recorded, but that a "
@@ -91,6 +99,8 @@ def train(
 
         mbpo train --preset inverted_pendulum --tensorboard   # then: tensorboard --logdir runs
 
+        mbpo train --preset hopper --track               # W&B (project $WANDB_PROJECT, default mbpo)
+
         mbpo train --preset hopper --name hopper-s0 --if-exists resume   # safe to requeue
     """
     with handled(ctx):
@@ -101,12 +111,16 @@ def train(
         if if_exists == "resume" and name is None:
             raise ConfigError("--if-exists resume needs --name (the run to find)")
         cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
+        if track is not None:
+            cfg = replace(cfg, train=replace(cfg.train, track=track))
         if print_config:
             emit_yaml(cfg.to_dict())
             return
         note_renamed(name, "run name")
         if cfg.train.tensorboard:
             summary_writer("train.tensorboard")  # a missing package fails before the registry is opened
+        if cfg.train.track:
+            wandb_module("train.track")
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         if preset is None and config is not None:
@@ -125,6 +139,7 @@ def resume(
     steps: Annotated[int | None, typer.Option("--steps", help="New total of env steps (extends a run).")] = None,
     device: DeviceOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Accept a changed config (recorded).")] = False,
+    track: TrackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue a run from its newest good checkpoint: same id, same curves, same registry rows.
@@ -141,8 +156,11 @@ def resume(
     with handled(ctx):
         if device is not None:
             check_device(device)
+        if track:
+            wandb_module("train.track")
         registry = registry_of(ctx, run)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
-        outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force)
+        outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force,
+                             track=track)
         finish(outcome, ctx, as_json)
 

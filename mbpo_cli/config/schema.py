@@ -447,6 +447,11 @@ class TrainConfig:
     """Also write each epoch's metrics as TensorBoard event files under `runs/<run-id>/tensorboard/` while training
     (needs the optional `tensorboard` package: `pip install 'mbpo-cli[tensorboard]'`). `mbpo runs export` writes
     them for any recorded run afterwards."""
+    track: bool = False
+    """Also log each epoch's metrics (under the same sections as TensorBoard's), the config and the run's group to
+    Weights & Biases while training, as a W&B run that a resume continues (needs the optional `wandb` package:
+    `pip install 'mbpo-cli[wandb]'`). Where it goes is wandb's own environment: WANDB_PROJECT (default `mbpo`),
+    WANDB_ENTITY, WANDB_MODE (`offline` keeps it on disk for `wandb sync`), WANDB_DIR (default: the run folder)."""
 
 
 @dataclass(frozen=True)

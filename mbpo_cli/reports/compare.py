@@ -53,9 +53,10 @@ from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
 
 Curve = stats.Curve
 
-IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs", "train.tensorboard")
+IGNORED_KEYS = ("train.seed", "train.device", "train.threads", "train.cuda_graphs", "train.tensorboard",
+                "train.track")
 """Config keys that may differ between the seeds of one group (how a run is executed or logged, not what it learns;
-runs recorded before `train.tensorboard` existed lack it)."""
+runs recorded before `train.tensorboard` or `train.track` existed lack them)."""
 IGNORED_SECTIONS = ("diagnostics.",)
 """Config sections that change nothing a run learns (and that runs recorded before them lack)."""
 ADDED_KEYS = {"rollout.adaptive": False, "rollout.adaptive_scale": 1.0, "rollout.adaptive_max_length": 10}

@@ -60,6 +60,7 @@ from mbpo_cli.runs.registry import (
     sanitize_name,
 )
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, live_folder, summary_writer
+from mbpo_cli.runs.wandb_tracking import LiveWandb, wandb_module
 
 HEARTBEAT_SECONDS = 10.0
 BEST_POLICY = "best-policy.pt"
@@ -346,6 +347,7 @@ class Session:
         self.last_metrics: dict[str, float] = {} if self.recorded is None else dict(self.recorded[1])
         self.best_eval = _best_eval(registry, run.id)
         self.tensorboard: LiveTensorBoard | None = None
+        self.tracker: LiveWandb | None = None
         self.writer = RegistryWriter(registry, run.id, folder, outage_seconds, reporter.message)
         self.full_checkpoints = [(c.step, c.path) for c in registry.checkpoints(run.id) if c.kind != "best"]
         """(env step, stored path) of the run's full checkpoints, oldest first, as the registry will hold them once
@@ -383,6 +385,8 @@ class Session:
         self.writer.write(Heartbeat(event.env_step, metrics[metric_keys.WALL_SECONDS]))
         if self.tensorboard is not None:
             self.tensorboard.write(event.env_step, metrics)
+        if self.tracker is not None:
+            self.tracker.write(event.env_step, metrics)
         self.last_metrics = metrics
         self.reporter.epoch(event.env_step, metrics)
         ret = metrics.get(metric_keys.EVAL_RETURN)
@@ -436,6 +440,8 @@ class Session:
         start_step = self.state.env_step
         signals = self.signals
         self.writer.write(Status("running"))
+        if self.state.config.train.track:  # before the display: wandb may ask for a login
+            self.tracker = LiveWandb(self.run, self.state.config.to_dict(), self.folder, self.reporter.message)
         self.reporter.start(self.run, self.state.config, start_step)
         if self.recorded is not None:
             self.reporter.epoch(*self.recorded)
@@ -450,11 +456,15 @@ class Session:
             with suppress(RegistryError, RegistryLost):  # the failure itself may be the registry's
                 self.writer.write(Status("failed", _one_line(err)))
                 self.heartbeat(self.state.env_step)
+            if self.tracker is not None:
+                self.tracker.close(failed=True)
             self.reporter.stop()
             raise
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
+            if self.tracker is not None:
+                self.tracker.close()
         stopped = self.state.env_step < self.state.config.train.steps and (signals.requested() or self.writer.expired)
         self.save_checkpoint("periodic" if stopped else "final")
         status = "interrupted" if stopped else "finished"
@@ -586,6 +596,8 @@ def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path
                signals: StopSignals, outage_seconds: float) -> Outcome:
     if config.train.tensorboard:
         summary_writer("train.tensorboard")  # a missing package fails here, before the run is registered
+    if config.train.track:
+        wandb_module("train.track")
     device = resolve_device(config.train.device)
     run = registry.create_run(
         name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.label, seed=config.train.seed,
@@ -739,17 +751,18 @@ def latest_good_checkpoint(
 
 def resume_run(
     registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, *, steps: int | None = None,
-    device: str | None = None, force: bool = False,
+    device: str | None = None, force: bool = False, track: bool | None = None,
 ) -> Outcome:
     """Continue run `ref` from its newest good checkpoint, in the same run id and registry rows.
 
-    A stop signal from the start on stops the run once it is restored (it is saved again, unchanged).
+    A stop signal from the start on stops the run once it is restored (it is saved again, unchanged). `track`
+    turns W&B tracking (`train.track`) on or off from this session on.
     """
     reporter = SafeReporter(reporter)
     outage_seconds = outage_limit()
     with StopSignals(reporter) as signals:
         return _resume_run(registry, runs_dir, ref, reporter, signals, outage_seconds, steps=steps, device=device,
-                           force=force)
+                           force=force, track=track)
 
 
 def _edited_config(run: RunInfo, recorded: Config, config_file: Path, reporter: Reporter, force: bool) -> Config:
@@ -770,7 +783,7 @@ def _edited_config(run: RunInfo, recorded: Config, config_file: Path, reporter: 
 
 def _resume_run(
     registry: Registry, runs_dir: Path, ref: str, reporter: Reporter, signals: StopSignals, outage_seconds: float,
-    *, steps: int | None, device: str | None, force: bool,
+    *, steps: int | None, device: str | None, force: bool, track: bool | None,
 ) -> Outcome:
     run = registry.get_run(ref)
     folder = run_dir(runs_dir, run.id)
@@ -794,16 +807,20 @@ def _resume_run(
         overrides["steps"] = steps
     if device is not None:
         overrides["device"] = device
+    if track is not None:
+        overrides["track"] = track
     config = build_config({**recorded.to_dict(), "train": {**recorded.to_dict()["train"], **overrides}}, "resume")
     if config.train.tensorboard:
         summary_writer("train.tensorboard")  # a missing package fails here, before anything is restored
+    if config.train.track:
+        wandb_module("train.track")
     with run_lock(folder):
         info, payload = latest_good_checkpoint(registry, run, reporter, runs_dir)
         if steps is not None and steps < info.step:
             raise RunError(f"run {run.id}: --steps {steps} is below its checkpoint at env step {info.step}")
         saved = build_config(payload["config"], info.path).to_dict()
         drift = {k: v for k, v in config_diff(saved, config.to_dict()).items()
-                 if k not in ("train.steps", "train.device")}
+                 if k not in ("train.steps", "train.device", "train.track")}
         if drift and not force:
             raise RunError(f"run {run.id}: the config differs from its checkpoint ({', '.join(drift)}); use --force")
         state = build_run(config, resolve_device(config.train.device))

@@ -270,14 +270,15 @@ def test_a_group_never_mixes_environments(runs_dir: Path) -> None:
     assert np.isfinite([r.auc for r in report.efficiency]).all()
 
 
-def test_seeds_logged_to_tensorboard_or_recorded_before_the_key_stay_one_group(runs_dir: Path) -> None:
-    """`train.tensorboard` says how a run is logged, not what it learns: seeds with it on, off, or recorded
-    before the key existed are one group."""
+@pytest.mark.parametrize("key", ["tensorboard", "track"])
+def test_seeds_logged_to_tensorboard_or_recorded_before_the_key_stay_one_group(runs_dir: Path, key: str) -> None:
+    """`train.tensorboard` and `train.track` (W&B) say how a run is logged, not what it learns: seeds with it on,
+    off, or recorded before the key existed are one group."""
     def logged(flag: bool | None) -> Callable[[str, str, int], dict]:
         def make(env: str, algo: str, seed: int) -> dict:
             made = config(env, algo, seed)
             if flag is not None:
-                made["train"]["tensorboard"] = flag
+                made["train"][key] = flag
             return made
         return make
 
