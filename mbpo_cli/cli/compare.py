@@ -70,6 +70,7 @@ def compare(
     """
     from mbpo_cli.reports import compare as reports
     from mbpo_cli.reports import plots
+    from mbpo_cli.reports.refs import resolve_refs
     from mbpo_cli.runs import outputs
 
     with handled(ctx):
@@ -83,8 +84,8 @@ def compare(
         try:
             at_steps = reports.parse_steps(at) if at is not None else None
             registry = registry_of(ctx, refs[0], read_only=True)
-            runs = reports.resolve_refs(registry, refs)
-            base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
+            runs = resolve_refs(registry, refs)
+            base_runs = resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
             model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], metric_keys.DIAG_MODEL_RETURN)

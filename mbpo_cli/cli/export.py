@@ -71,12 +71,12 @@ def runs_export(
 
 def _runs(ctx: typer.Context, refs: list[str]) -> tuple[Registry, list[RunInfo]]:
     """The registry and the runs `refs` name (ids, id prefixes, run or group names)."""
-    from mbpo_cli.reports import compare as reports
+    from mbpo_cli.reports.refs import ReportError, resolve_refs
 
     registry = registry_of(ctx, refs[0], read_only=True)
     try:
-        return registry, reports.resolve_refs(registry, refs)
-    except reports.ReportError as error:
+        return registry, resolve_refs(registry, refs)
+    except ReportError as error:
         raise RunError(str(error)) from None
 
 
