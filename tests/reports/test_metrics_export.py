@@ -1,4 +1,4 @@
-"""Tests for `mbpo runs export` (mbpo_cli.reports.export and the CLI) on a synthetic registry.
+"""Tests for `mbpo runs export` (mbpo_cli.reports.metrics_export and the CLI) on a synthetic registry.
 
 Every event file written is read back with TensorBoard's own reader (`EventAccumulator`) and compared with the
 registry's rows, a metric under its namespaced tag (`eval/eval_return`; the CSV keeps the registry's keys). TensorBoard
@@ -18,7 +18,7 @@ from clihelpers import mbpo, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mbpo_cli.config.metrics import tensorboard_tag
-from mbpo_cli.reports.export import CSV_HEADER, folder_names, run_scalars, write_csv
+from mbpo_cli.reports.metrics_export import CSV_HEADER, folder_names, run_scalars, write_csv
 from mbpo_cli.runs.registry import Registry, RunInfo
 
 STEPS = [100, 200, 300]
