@@ -19,6 +19,7 @@ import typer
 from rich.live import Live
 
 from mbpo_cli.cli import common
+from mbpo_cli.cli.ablate_tables import ablation_runs_table, diff_table
 from mbpo_cli.cli.common import (
     ConfigOpt,
     DeviceOpt,
@@ -34,7 +35,7 @@ from mbpo_cli.cli.common import (
     open_registry,
     registry_of,
 )
-from mbpo_cli.cli.tables import ablation_runs_table, compare_tables, diff_table
+from mbpo_cli.cli.compare_tables import compare_tables
 from mbpo_cli.config.load import ConfigError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
 from mbpo_cli.runs.session import RunError, StopSignals

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from mbpo_cli import __version__
-from mbpo_cli.cli import ablate, bench, compare, diagnose, evaluate, export, policy_export, presets, runs, train
+from mbpo_cli.cli import ablate, bench, compare, diagnose, evaluate, export, presets, runs, runs_export, train
 from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import Globals
 
@@ -52,9 +52,9 @@ def main_options(
 app.command(cls=Command)(train.train)
 app.command(cls=Command)(train.resume)
 app.add_typer(runs.runs_app, name="runs")
-runs.runs_app.command("export", cls=Command)(export.runs_export)
+runs.runs_app.command("export", cls=Command)(runs_export.runs_export)
 app.command("eval", cls=Command)(evaluate.eval_run)
-app.command("export", cls=Command)(policy_export.export)
+app.command("export", cls=Command)(export.export)
 app.command(cls=Command)(compare.compare)
 app.command(cls=Command)(diagnose.diagnose)
 app.command(cls=Command)(ablate.ablate)

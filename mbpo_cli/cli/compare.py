@@ -10,7 +10,7 @@ import typer
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import OverwriteOpt, emit_json, handled, registry_of
-from mbpo_cli.cli.tables import compare_tables, short_group_names
+from mbpo_cli.cli.compare_tables import compare_tables, short_group_names
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.session import RunError
 
@@ -69,7 +69,7 @@ def compare(
         mbpo compare hopper-seeds --threshold 3000 --format json
     """
     from mbpo_cli.reports import compare as reports
-    from mbpo_cli.reports import plots
+    from mbpo_cli.reports.refs import resolve_refs
     from mbpo_cli.runs import outputs
 
     with handled(ctx):
@@ -83,8 +83,8 @@ def compare(
         try:
             at_steps = reports.parse_steps(at) if at is not None else None
             registry = registry_of(ctx, refs[0], read_only=True)
-            runs = reports.resolve_refs(registry, refs)
-            base_runs = reports.resolve_refs(registry, [baseline]) if baseline is not None else None
+            runs = resolve_refs(registry, refs)
+            base_runs = resolve_refs(registry, [baseline]) if baseline is not None else None
             curves = reports.load_curves(registry, [*runs, *(base_runs or [])])
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_steps, threshold=threshold)
             model_curves = (reports.load_curves(registry, [*runs, *(base_runs or [])], metric_keys.DIAG_MODEL_RETURN)
@@ -97,35 +97,46 @@ def compare(
         if figure is not None:
             _draw(report, curves_data, model_curves if model_return else None, figure)
         if fmt == "csv":
-            import csv
-
-            writer = csv.writer(sys.stdout, lineterminator="\n")
-            writer.writerow(["run_id", "group", "seed", "step", "return"])
-            writer.writerows(reports.long_rows(report, curves))
-            return
-        if fmt == "json":
+            _print_csv(reports.long_rows(report, curves))
+        elif fmt == "json":
             data = reports.report_to_dict(report)
             data["plot"] = None if plot is None else str(plot)
             emit_json(data)
-            return
-        for table in compare_tables(report, common.out.width):
-            common.out.print(table)
-        for env, auc in report.auc.items():
-            if auc.start == auc.start:
-                of = "" if len(report.auc) == 1 else f" of {env}"
-                common.out.print(f"norm. AUC{of}: each run's mean return over env steps {auc.start:,.0f}-"
-                                 f"{auc.end:,.0f}, scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the "
-                                 f"lowest and highest eval return of any compared run{of})",
-                                 highlight=False, markup=False)
-        common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
-        common.out.print(reports.THRESHOLD_RULE, highlight=False, markup=False)
-        common.out.print(f"values: {reports.VALUES_AT_STEPS}", highlight=False, markup=False)
-        for note in report.notes:
-            common.out.print(f"note: {note}", highlight=False, markup=False)
-        if plot is not None:
-            common.out.print(f"wrote {plot}")
-        if len(curves_data) <= 10:
-            names, _ = short_group_names(list(curves_data))
-            common.out.print(plots.text_plot({names.get(g, g): curve for g, curve in curves_data.items()}),
-                             highlight=False, markup=False)
+        else:
+            _print_tables(report, curves_data, plot)
 
+
+def _print_csv(rows: list[tuple[str, str, int, int, float]]) -> None:
+    """The long-format CSV (run_id,group,seed,step,return) on stdout."""
+    import csv
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["run_id", "group", "seed", "step", "return"])
+    writer.writerows(rows)
+
+
+def _print_tables(report: Report, curves_data: Groups, plot: Path | None) -> None:
+    """The tables, what their numbers mean, the notes, and the terminal plot (up to 10 groups)."""
+    from mbpo_cli.reports import compare as reports
+    from mbpo_cli.reports import plots
+
+    for table in compare_tables(report, common.out.width):
+        common.out.print(table)
+    for env, auc in report.auc.items():
+        if auc.start == auc.start:
+            of = "" if len(report.auc) == 1 else f" of {env}"
+            common.out.print(f"norm. AUC{of}: each run's mean return over env steps {auc.start:,.0f}-"
+                             f"{auc.end:,.0f}, scaled so that 0 = {auc.low:,.1f} and 1 = {auc.high:,.1f} (the "
+                             f"lowest and highest eval return of any compared run{of})",
+                             highlight=False, markup=False)
+    common.out.print(f"steps: {reports.STEP_AXIS}", highlight=False)
+    common.out.print(reports.THRESHOLD_RULE, highlight=False, markup=False)
+    common.out.print(f"values: {reports.VALUES_AT_STEPS}", highlight=False, markup=False)
+    for note in report.notes:
+        common.out.print(f"note: {note}", highlight=False, markup=False)
+    if plot is not None:
+        common.out.print(f"wrote {plot}")
+    if len(curves_data) <= 10:
+        names, _ = short_group_names(list(curves_data))
+        common.out.print(plots.text_plot({names.get(g, g): curve for g, curve in curves_data.items()}),
+                         highlight=False, markup=False)

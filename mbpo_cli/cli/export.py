@@ -1,112 +1,165 @@
-"""`mbpo runs export`: recorded runs as TensorBoard event files or a long-format CSV (the app registers it on
-`mbpo runs`)."""
+"""`mbpo export`: a run's deterministic policy as a verified TorchScript or ONNX file, and its latency on the CPU."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import handled, registry_of
-from mbpo_cli.runs import outputs
-from mbpo_cli.runs.outputs import OutputFile
-from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError
-from mbpo_cli.runs.tensorboard import summary_writer
+from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
-FORMATS = ("tensorboard", "csv")
+if TYPE_CHECKING:
+    from mbpo_cli.runs.evaluation import Policy
+    from mbpo_cli.runs.policy_export import Exported, Latency
+    from mbpo_cli.runs.registry import RunInfo
+
+FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX"}
 
 
-def runs_export(
+def export(
     ctx: typer.Context,
-    refs: Annotated[list[str], typer.Argument(help="Run ids, id prefixes, run names or group names.",
-                                              metavar="RUN_OR_GROUP")],
-    out: Annotated[Path, typer.Option("--out", help="tensorboard: the folder to write (one subfolder per run, "
-                                      "named by run name); csv: the file to write, or - for stdout. Not the "
-                                      "registry, the runs directory itself or anything in a run's folder.")],
-    fmt: Annotated[str, typer.Option("--format", help="tensorboard (event files; needs: pip install "
-                                     "'mbpo-cli[tensorboard]') or csv (run_id,run_name,step,key,value).")]
-    = "tensorboard",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="csv: replace the file if it exists; tensorboard: "
-                                            "replace the event files of runs already exported to OUT.")] = False,
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or name.")],
+    fmt: Annotated[str, typer.Option("--format", help="torchscript, or onnx (needs: pip install 'mbpo-cli[onnx]').")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (its folder must exist; not the registry or "
+                                      "anything in a run's folder).")],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="latest, best, or an env step.")] = "latest",
+    quantize: Annotated[str | None, typer.Option("--quantize", help="int8: dynamic INT8 quantization of the Linear "
+                                                 "layers (compared with the float policy, not held to 1e-5).")]
+    = None,
+    seed: Annotated[int, typer.Option("--seed", help="Verification episode i resets the env with seed + i.")] = 0,
+    bench: Annotated[bool, typer.Option("--bench", help="Then time one action on one observation on the CPU: eager "
+                                        "PyTorch, TorchScript, ONNX Runtime and INT8.")] = False,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads of torch and of ONNX Runtime (intra-op).")]
+    = 1,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Export runs' metrics, every one at its env step, and their `mbpo eval` evaluations.
+    """Write a run's deterministic policy as one TorchScript or ONNX file, verified before it is put in place.
 
-    TensorBoard: one subfolder of OUT per run, named by its run name (with `-<run id>` added if two names would
-    share a folder); exporting a run again replaces its event files there, with --overwrite. View with
-    `tensorboard --logdir OUT`. CSV: one row per value, long format; an existing file is replaced only with
-    --overwrite. Either is written under a temporary name and renamed into place once complete. OUT may be a new
-    folder inside the runs directory (e.g. runs/tb), never the registry, the runs directory itself or a run's folder.
+    The file takes raw observations `B x obs` (float32, any batch size) and returns the action as the task takes
+    it: `B x act` float32 within the task's bounds (SAC, TD3, DDPG), or the greedy action's index, int64 `B` (DQN).
+    On 512 observations of seeded episodes its actions must be the run's policy's within 1e-5 (DQN: the same
+    indices), else nothing is written (exit 1). An INT8 file is reported against the float policy instead: its
+    largest deviation, and its returns over 10 episodes beside the float policy's.
+
+    OUT is written under a temporary name beside it and renamed into place once verified; an existing file is
+    replaced only with --overwrite. The registry and anything in a run's folder (its checkpoints) are refused.
 
     Examples:
 
-        mbpo runs export 3f9a1c2e --out tb/ --overwrite && tensorboard --logdir tb/
+        mbpo export 3f9a1c2e --format torchscript --out policy.pt --overwrite
 
-        mbpo runs export hopper-seeds hopper-sac-seeds --format tensorboard --out tb/
+        mbpo export 3f9a1c2e --checkpoint best --format onnx --out policy.onnx --bench
 
-        mbpo runs export 3f9a1c2e --format csv --out - | head
+        mbpo export 3f9a1c2e --format onnx --quantize int8 --out policy-int8.onnx --json
     """
-    from mbpo_cli.reports import export
+    from mbpo_cli.runs import outputs, policy_export
 
     with handled(ctx):
-        if fmt not in FORMATS:
-            raise RunError(f"--format: expected tensorboard or csv, got {fmt!r}")
-        to_stdout = str(out) == "-"
-        if fmt == "csv":
-            file = None if to_stdout else outputs.check_file("--out", out, ctx.obj.runs_dir, overwrite)
-            registry, runs = _runs(ctx, refs)
-            _export_csv(registry, runs, file)
+        policy_export.check_request(fmt, quantize, seed, threads)
+        output = outputs.check_file("--out", out, ctx.obj.runs_dir, overwrite)
+        registry = registry_of(ctx, run, read_only=True)
+        info = registry.get_run(run)
+        policy = policy_export.export_source(registry, info, ctx.obj.runs_dir, checkpoint)
+        try:
+            exported = policy_export.export_policy(policy, fmt, quantize, output, seed, threads)
+        except policy_export.VerificationError as error:
+            common.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        latencies = policy_export.bench_latency(policy, exported, threads) if bench else None
+        if as_json:
+            emit_json(export_data(info, policy, exported, latencies, threads))
             return
-        if to_stdout:
-            raise RunError("--out -: TensorBoard event files need a folder, e.g. --out tb/")
-        summary_writer("--format tensorboard")  # a missing package is one line, before anything is read
-        outputs.check_folder("--out", out, ctx.obj.runs_dir)
-        registry, runs = _runs(ctx, refs)
-        _export_tensorboard(registry, runs, out, export.tensorboard_folders(runs, out, ctx.obj.runs_dir, overwrite))
+        show_export(info, policy, exported)
+        if latencies is not None:
+            show_latencies(latencies, threads)
 
 
-def _runs(ctx: typer.Context, refs: list[str]) -> tuple[Registry, list[RunInfo]]:
-    """The registry and the runs `refs` name (ids, id prefixes, run or group names)."""
-    from mbpo_cli.reports import compare as reports
-
-    registry = registry_of(ctx, refs[0], read_only=True)
-    try:
-        return registry, reports.resolve_refs(registry, refs)
-    except reports.ReportError as error:
-        raise RunError(str(error)) from None
+def _seeds(seed: int, episodes: int) -> str:
+    return f"reset seed {seed}" if episodes == 1 else f"reset seeds {seed}-{seed + episodes - 1}"
 
 
-def _export_tensorboard(registry: Registry, runs: list[RunInfo], out: Path, folders: dict[str, Path]) -> None:
-    """Each run's event file in its folder of `folders` (under `out`), and a line per run saying so."""
-    from mbpo_cli.reports import export
-
-    try:
-        written = export.write_tensorboard(registry, runs, folders)
-    except OSError as error:
-        raise RunError(f"cannot write {error.filename or out}: {error.strerror or error}") from None
-    names = export.folder_names(runs)
-    for run in runs:
-        common.out.print(f"{run.id} ({escape(run.name)}): {written[run.id]:,} scalars -> "
-                         f"{escape(str(out / names[run.id]))}", highlight=False, soft_wrap=True)
-    common.out.print(f"View with: [bold]tensorboard --logdir {escape(str(out))}[/]", highlight=False, soft_wrap=True)
+def _signature(exported: Exported) -> str:
+    output = f"B int64 (the greedy action's index, 0 to {exported.act_dim - 1})" if exported.discrete else \
+        f"B x {exported.act_dim} float32 (within the task's bounds)"
+    return f"input obs: B x {exported.obs_dim} float32; output action: {output}"
 
 
-def _export_csv(registry: Registry, runs: list[RunInfo], file: OutputFile | None) -> None:
-    """The CSV on stdout (`file` None), or in `file` (with a line saying so)."""
-    from mbpo_cli.reports import export
+def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
+    """What was written, what it takes and returns, and what its verification found."""
+    from mbpo_cli.runs.policy_export import RETURN_EPISODES, TOLERANCE
 
-    if file is None:
-        export.write_csv(registry, runs, sys.stdout)
-        sys.stdout.flush()
+    check = exported.check
+    kind = FORMAT_NAMES[exported.fmt] + (" INT8" if exported.quantize else "")
+    print_line(f"exported run {info.id} ({info.name}), checkpoint {policy.label}, to {exported.path}: {kind}, "
+               f"{exported.size / 1000:,.1f} kB")
+    print_line(_signature(exported))
+    where = f"{check.observations} observations of {exported.episodes} episodes " \
+            f"({_seeds(exported.seed, exported.episodes)})"
+    if exported.quantize is None:
+        found = f"the same greedy action on all {check.observations}" if exported.discrete else \
+            f"max deviation from the run's policy {check.max_deviation:.2g} (tolerance {TOLERANCE:g})"
+        print_line(f"verified on {where}: {found}")
         return
-    try:
-        with file.writing() as partial, open(partial, "w", newline="") as stream:
-            count = export.write_csv(registry, runs, stream)
-    except OSError as error:
-        raise RunError(f"cannot write {file.named}: {error.strerror or error}") from None
-    common.out.print(f"{count:,} rows of {len(runs)} run{'s' if len(runs) != 1 else ''} -> "
-                     f"{escape(str(file.named))}", highlight=False, soft_wrap=True)
+    agree = check.observations - check.differing
+    found = f"the float policy's greedy action on {agree} of {check.observations}" if exported.discrete else \
+        f"max deviation from the float policy {check.max_deviation:.2g} (INT8 is not held to {TOLERANCE:g})"
+    print_line(f"INT8 on {where}: {found}")
+    table = Table(title=f"returns over {RETURN_EPISODES} episodes ({_seeds(exported.seed, RETURN_EPISODES)})")
+    for column in ("policy", "mean", "std", "min", "max"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for label, returns in (("INT8 (this file)", exported.int8_returns), ("float (mbpo eval)", exported.float_returns)):
+        values = np.asarray(returns)
+        table.add_row(label, *(f"{v:,.2f}" for v in (values.mean(), values.std(), values.min(), values.max())))
+    common.out.print(table)
+
+
+def show_latencies(latencies: list[Latency], threads: int) -> None:
+    """The latency table: p50 and p99 per runtime, skipped ones with their reason."""
+    from mbpo_cli.runs.policy_export import TIMED_CALLS, WARMUP_CALLS
+
+    table = Table(title=f"one action (batch 1), CPU, {threads} thread{'' if threads == 1 else 's'}",
+                  caption=f"{TIMED_CALLS:,} timed calls after {WARMUP_CALLS} warm-up calls")
+    for column in ("runtime", "p50 (µs)", "p99 (µs)", "note"):
+        table.add_column(column, justify="right" if column.startswith("p") else "left")
+    for row in latencies:
+        timed = row.p50_us is not None and row.p99_us is not None
+        table.add_row(row.runtime, f"{row.p50_us:,.1f}" if timed else "-", f"{row.p99_us:,.1f}" if timed else "-",
+                      row.note)
+    common.out.print(table)
+
+
+def print_line(text: str) -> None:
+    """One line of plain text (no markup, no highlighting) on stdout."""
+    common.out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: list[Latency] | None,
+                threads: int) -> dict[str, Any]:
+    """The `--json` object."""
+    from mbpo_cli.runs.policy_export import TIMED_CALLS, TOLERANCE, WARMUP_CALLS
+
+    check = exported.check
+    return {
+        "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+        "checkpoint_step": policy.checkpoint.step, "format": exported.fmt, "quantize": exported.quantize,
+        "file": str(exported.path), "bytes": exported.size,
+        "input": {"name": "obs", "shape": ["B", exported.obs_dim], "dtype": "float32"},
+        "output": {"name": "action", "shape": ["B"] if exported.discrete else ["B", exported.act_dim],
+                   "dtype": "int64" if exported.discrete else "float32"},
+        "verification": {"against": "float policy", "observations": check.observations,
+                         "episodes": exported.episodes, "seed": exported.seed,
+                         "max_deviation": check.max_deviation, "differing": check.differing,
+                         "tolerance": None if exported.quantize else TOLERANCE},
+        "returns": None if exported.quantize is None else {"seed": exported.seed, "int8": exported.int8_returns,
+                                                           "float": exported.float_returns},
+        "bench": None if latencies is None else {
+            "threads": threads, "warmup_calls": WARMUP_CALLS, "timed_calls": TIMED_CALLS,
+            "results": [{"runtime": r.runtime, "p50_us": r.p50_us, "p99_us": r.p99_us, "note": r.note}
+                        for r in latencies]},
+    }

@@ -150,3 +150,8 @@ def split_columns(probe: Table, columns: Sequence[Col], rows: Sequence[Sequence[
         else:
             groups.append([*range(lead), i])
     return groups or [list(range(lead))]
+
+
+def fmt_number(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
+    """A cell's number formatted with `spec`; `missing` for None or NaN."""
+    return missing if value is None or value != value else format(value, spec)

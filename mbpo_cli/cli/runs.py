@@ -15,7 +15,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import JsonOpt, emit_json, existing_registry, handled, registry_of
 from mbpo_cli.cli.diagnose import diagnostics_table
-from mbpo_cli.cli.run_tables import metrics_summary, metrics_table, run_tables, runs_table
+from mbpo_cli.cli.runs_tables import metrics_summary, metrics_table, run_tables, runs_table
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.reports.diagnostics import load_diagnostics
 from mbpo_cli.runs.registry import Registry, RunInfo

@@ -1,1 +1,3 @@
-"""Layer 5 (with `sweeps`): statistics, the compare report and plots, computed from registry records."""
+"""Layer 5 (with `sweeps`): what the report commands compute from registry records: the runs named on a command
+line (`refs`), statistics (`stats`), the compare report (`compare`, one module per table), plots, a run's model
+diagnostics and the metrics export (`metrics_export`: TensorBoard event files, CSV)."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs.registry import Registry, RunInfo
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
 
 EPOCH_KEYS = (metric_keys.EVAL_RETURN, metric_keys.DIAG_MODEL_RETURN, metric_keys.DIAG_MODEL_ERROR,
               metric_keys.DIAG_REWARD_ERROR, metric_keys.DIAG_DISAGREEMENT)
@@ -82,6 +86,63 @@ def shown_steps(steps: list[int], most: int) -> list[int]:
     return [steps[i] for i in sorted(picks)]
 
 
+def _horizon_panel(ax: Axes, diag: Diagnostics, curves: int, colors: Colormap) -> None:
+    """Open-loop error against rollout step for up to `curves` epochs (log scale, later epochs darker)."""
+    steps = shown_steps(sorted(diag.open_loop), curves)
+    for i, step in enumerate(steps):
+        errors = diag.open_loop[step]
+        ax.plot(range(1, len(errors) + 1), errors, marker="o", markersize=3,
+                color=colors(0.85 * i / max(len(steps) - 1, 1)), label=f"step {step:,}")
+    ax.set_yscale("log")
+    ax.set_xlabel("rollout step h (real actions replayed, model's own states fed back)")
+    ax.set_ylabel("next-observation error (normalized MSE)")
+    ax.set_title("Compounding model error")
+    if steps:
+        ax.legend(fontsize=8)
+
+
+def _epoch_points(diag: Diagnostics, key: str) -> list[tuple[int, float]]:
+    """``(env step, value)`` of `key` at every epoch that recorded it."""
+    return [(s, diag.epochs[s][key]) for s in sorted(diag.epochs) if key in diag.epochs[s]]
+
+
+def _return_panel(ax: Axes, diag: Diagnostics) -> None:
+    """The model return beside the real evaluation return over training."""
+    for key, label, style in ((metric_keys.EVAL_RETURN, "real (evaluation)", "-"),
+                              (metric_keys.DIAG_MODEL_RETURN, "inside the model", "--")):
+        points = _epoch_points(diag, key)
+        if points:
+            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label)
+    ax.set_xlabel("env steps (random exploration included)")
+    ax.set_ylabel("return of the deterministic policy")
+    ax.set_title("Model return vs real return")
+    ax.legend(fontsize=8)
+
+
+def _error_panel(ax: Axes, diag: Diagnostics) -> None:
+    """The one-step error on unseen real transitions with the members' disagreement, and, for adaptive rollouts,
+    the realized branch length on a second axis."""
+    for key, label in ((metric_keys.DIAG_MODEL_ERROR, "one-step error, unseen real data"),
+                       (metric_keys.DIAG_DISAGREEMENT, "members' disagreement")):
+        points = _epoch_points(diag, key)
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("env steps")
+    ax.set_title("Model error and disagreement")
+    if diag.rollouts:
+        lengths_ax = ax.twinx()
+        retrains = sorted(diag.rollouts)
+        mean = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_MEAN, math.nan) for s in retrains]
+        low = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P10, math.nan) for s in retrains]
+        high = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P90, math.nan) for s in retrains]
+        lengths_ax.plot(retrains, mean, color="gray", linewidth=1, label="branch length (mean, p10-p90)")
+        lengths_ax.fill_between(retrains, low, high, color="gray", alpha=0.2, linewidth=0)
+        lengths_ax.set_ylabel("adaptive branch length")
+        lengths_ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
+
+
 def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
     """Save a figure (PNG or SVG by `path`'s suffix) with three panels: open-loop error against rollout step for up
     to `curves` epochs (log scale, later epochs darker), the model return beside the real evaluation return over
@@ -97,49 +158,9 @@ def plot_diagnostics(diag: Diagnostics, path: Path, curves: int = 6) -> None:
 
     fig, (horizon_ax, return_ax, error_ax) = plt.subplots(1, 3, figsize=(16, 4.8))
     try:
-        steps = shown_steps(sorted(diag.open_loop), curves)
-        colors = plt.get_cmap("viridis")
-        for i, step in enumerate(steps):
-            errors = diag.open_loop[step]
-            horizon_ax.plot(range(1, len(errors) + 1), errors, marker="o", markersize=3,
-                            color=colors(0.85 * i / max(len(steps) - 1, 1)), label=f"step {step:,}")
-        horizon_ax.set_yscale("log")
-        horizon_ax.set_xlabel("rollout step h (real actions replayed, model's own states fed back)")
-        horizon_ax.set_ylabel("next-observation error (normalized MSE)")
-        horizon_ax.set_title("Compounding model error")
-        if steps:
-            horizon_ax.legend(fontsize=8)
-
-        epochs = sorted(diag.epochs)
-        for key, label, style in ((metric_keys.EVAL_RETURN, "real (evaluation)", "-"),
-                                  (metric_keys.DIAG_MODEL_RETURN, "inside the model", "--")):
-            points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
-            if points:
-                return_ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=label)
-        return_ax.set_xlabel("env steps (random exploration included)")
-        return_ax.set_ylabel("return of the deterministic policy")
-        return_ax.set_title("Model return vs real return")
-        return_ax.legend(fontsize=8)
-
-        for key, label in ((metric_keys.DIAG_MODEL_ERROR, "one-step error, unseen real data"),
-                           (metric_keys.DIAG_DISAGREEMENT, "members' disagreement")):
-            points = [(s, diag.epochs[s][key]) for s in epochs if key in diag.epochs[s]]
-            if points:
-                error_ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
-        error_ax.set_yscale("log")
-        error_ax.set_xlabel("env steps")
-        error_ax.set_title("Model error and disagreement")
-        if diag.rollouts:
-            lengths_ax = error_ax.twinx()
-            retrains = sorted(diag.rollouts)
-            mean = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_MEAN, math.nan) for s in retrains]
-            low = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P10, math.nan) for s in retrains]
-            high = [diag.rollouts[s].get(metric_keys.ROLLOUT_LENGTH_P90, math.nan) for s in retrains]
-            lengths_ax.plot(retrains, mean, color="gray", linewidth=1, label="branch length (mean, p10-p90)")
-            lengths_ax.fill_between(retrains, low, high, color="gray", alpha=0.2, linewidth=0)
-            lengths_ax.set_ylabel("adaptive branch length")
-            lengths_ax.legend(fontsize=8, loc="lower right")
-        error_ax.legend(fontsize=8, loc="upper right")
+        _horizon_panel(horizon_ax, diag, curves, plt.get_cmap("viridis"))
+        _return_panel(return_ax, diag)
+        _error_panel(error_ax, diag)
         fig.suptitle(f"{diag.run.env_id}, run {diag.run.id} ({diag.run.name})")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)

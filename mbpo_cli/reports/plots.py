@@ -128,31 +128,15 @@ def text_plot(groups: Groups, width: int = 60, height: int = 12) -> str:
         raise ValueError(f"text_plot draws at most {len(_SYMBOLS)} groups, got {len(groups)}")
     if width < 2 or height < 2:
         raise ValueError(f"width and height must be >= 2, got {width}x{height}")
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (steps (K,), IQM (K,))
-    for name, (grid, returns) in groups.items():
-        steps, values = _complete_columns(name, grid, returns)
-        if steps.size:
-            curves[name] = (steps, np.asarray(stats.iqm(values, axis=0)))
+    curves = _iqm_curves(groups)
     if not curves:
         return "(no grid step where every run has data)"
-
     x_min = min(s[0] for s, _ in curves.values())
     x_max = max(s[-1] for s, _ in curves.values())
     y_min = min(float(np.min(v)) for _, v in curves.values())
     y_max = max(float(np.max(v)) for _, v in curves.values())
-    y_span = (y_max - y_min) or 1.0
     xs = np.linspace(x_min, x_max, width)  # (width,) env step of each column
-
-    canvas = [[" "] * width for _ in range(height)]
-    for symbol, name in zip(_SYMBOLS, groups, strict=False):
-        if name not in curves:
-            continue
-        steps, curve = curves[name]
-        for col in np.flatnonzero((xs >= steps[0]) & (xs <= steps[-1])):
-            y = float(np.interp(xs[col], steps, curve))
-            row = round((y - y_min) / y_span * (height - 1))
-            canvas[height - 1 - row][col] = symbol
-
+    canvas = _canvas(groups, curves, xs, y_min, y_max, height)
     top, bottom = f"{y_max:.4g}", f"{y_min:.4g}"
     label_width = max(len(top), len(bottom))
     lines = []
@@ -164,3 +148,29 @@ def text_plot(groups: Groups, width: int = 60, height: int = 12) -> str:
     lines.append(" " * (label_width + 2) + first + last.rjust(max(width - len(first), len(last) + 1)))
     lines.append("  ".join(f"{symbol} {name}" for symbol, name in zip(_SYMBOLS, groups, strict=False)))
     return "\n".join(lines)
+
+
+def _iqm_curves(groups: Groups) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Name -> ``(steps (K,), IQM (K,))`` over the complete grid columns, for the groups that have any."""
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, (grid, returns) in groups.items():
+        steps, values = _complete_columns(name, grid, returns)
+        if steps.size:
+            curves[name] = (steps, np.asarray(stats.iqm(values, axis=0)))
+    return curves
+
+
+def _canvas(groups: Groups, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], xs: np.ndarray, y_min: float,
+            y_max: float, height: int) -> list[list[str]]:
+    """``height`` rows of ``xs.size`` cells, each group's symbol where its curve passes (later groups on top)."""
+    y_span = (y_max - y_min) or 1.0
+    canvas = [[" "] * xs.size for _ in range(height)]
+    for symbol, name in zip(_SYMBOLS, groups, strict=False):
+        if name not in curves:
+            continue
+        steps, curve = curves[name]
+        for col in np.flatnonzero((xs >= steps[0]) & (xs <= steps[-1])):
+            y = float(np.interp(xs[col], steps, curve))
+            row = round((y - y_min) / y_span * (height - 1))
+            canvas[height - 1 - row][col] = symbol
+    return canvas

@@ -13,8 +13,8 @@ from clihelpers import mbpo
 from rich.console import Console
 
 from mbpo_cli.cli import common
+from mbpo_cli.cli.compare_tables import short_group_names
 from mbpo_cli.cli.fit import Col, Fit, fit_widths, shorten
-from mbpo_cli.cli.tables import short_group_names
 from mbpo_cli.runs.registry import Registry
 
 GROUP = "hopper-ablation-rollout-length-98c1a1"

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.run_tables import runs_table, short_count
+from mbpo_cli.cli.runs_tables import runs_table, short_count
 from mbpo_cli.config.load import resolve_config
 from mbpo_cli.runs.registry import Registry
 

@@ -26,7 +26,8 @@ from rich.console import Console
 
 from mbpo_cli.cli import common
 from mbpo_cli.reports import stats
-from mbpo_cli.reports.compare import build_report, group_runs, load_curves, parse_steps, resolve_refs
+from mbpo_cli.reports.compare import build_report, group_runs, load_curves, parse_steps
+from mbpo_cli.reports.refs import resolve_refs
 from mbpo_cli.runs.registry import Registry, RunInfo
 
 MBPO_STEPS = [1000, 2000, 3000, 4000, 5000]

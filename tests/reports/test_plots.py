@@ -1,13 +1,18 @@
-"""Tests for mbpo_cli.plots: image files and the terminal plot."""
+"""Tests for mbpo_cli.reports.plots: the curves a figure draws, image files and the terminal plot."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from mbpo_cli.reports import plots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -29,11 +34,59 @@ def test_plot_curves_writes_png(tmp_path: Path) -> None:
     assert len(data) > 1000
 
 
-def test_plot_curves_writes_svg(tmp_path: Path) -> None:
+def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The figures `plot_curves` draws, caught as it closes them (they are still closed)."""
+    import matplotlib.pyplot as plt
+
+    figures: list[Figure] = []
+    close = plt.close
+
+    def catch(fig: Figure) -> None:
+        figures.append(fig)
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", catch)
+    return figures
+
+
+def test_plot_curves_draws_each_groups_iqm_its_band_and_the_threshold(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = drawn_figures(monkeypatch)
+    groups = _groups()
+    model = {"mbpo": (groups["mbpo"][0], groups["mbpo"][1] * 2)}
+    plots.plot_curves(groups, tmp_path / "curves.png", threshold=50.0, title="Hopper-v4", model_returns=model)
+    (ax,) = figures[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["mbpo (n=3)", "mbpo: return inside its model", "sac (n=1)", "threshold 50"]
+    grid = groups["mbpo"][0]
+    # mbpo: only the 18 columns where all three runs have data; the IQM of 3 runs is their mean (offset 5)
+    assert np.array_equal(lines["mbpo (n=3)"].get_xdata(), grid[:18])
+    assert np.allclose(lines["mbpo (n=3)"].get_ydata(), grid[:18] / 100.0 + 5.0)
+    assert np.allclose(lines["mbpo: return inside its model"].get_ydata(), 2 * (grid[:18] / 100.0 + 5.0))
+    assert lines["mbpo: return inside its model"].get_linestyle() == "--"
+    assert lines["mbpo: return inside its model"].get_color() == lines["mbpo (n=3)"].get_color()
+    assert np.array_equal(lines["sac (n=1)"].get_xdata(), grid)
+    assert np.allclose(lines["sac (n=1)"].get_ydata(), grid / 200.0)
+    assert np.allclose(lines["threshold 50"].get_ydata(), 50.0)
+    # one band: the mbpo runs' bootstrap interval (a single sac run has none), around its IQM
+    (band,) = ax.collections
+    x, y = band.get_paths()[0].vertices.T
+    assert x.min() == 0.0 and x.max() == grid[17]
+    assert y.min() <= 0.0 + 5.0 and y.max() >= grid[17] / 100.0 + 5.0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(lines)
+    assert ax.get_title() == "Hopper-v4"
+
+
+def test_plot_curves_writes_svg_with_its_legend(tmp_path: Path) -> None:
     path = tmp_path / "curves.svg"
     plots.plot_curves(_groups(), path, threshold=None, title="Hopper-v4")
     text = path.read_text()
-    assert "<svg" in text
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    # matplotlib writes each text it draws as a comment before its glyphs
+    for label in ("mbpo (n=3)", "sac (n=1)", "Hopper-v4", "eval return"):
+        assert f"<!-- {label} -->" in text
+    assert "threshold" not in text
+    assert len(re.findall(r'<g id="\w*PolyCollection_\d+"', text)) == 1  # the one band
 
 
 def test_plot_curves_rejects_unknown_suffix(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.agents.base import GraphedAgent
 from mbpo_cli.agents.factory import make_agent
-from mbpo_cli.cli.policy_export import show_latencies
+from mbpo_cli.cli.export import show_latencies
 from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export

@@ -1,4 +1,4 @@
-"""Tests for `mbpo runs export` (mbpo_cli.reports.export and the CLI) on a synthetic registry.
+"""Tests for `mbpo runs export` (mbpo_cli.reports.metrics_export and the CLI) on a synthetic registry.
 
 Every event file written is read back with TensorBoard's own reader (`EventAccumulator`) and compared with the
 registry's rows, a metric under its namespaced tag (`eval/eval_return`; the CSV keeps the registry's keys). TensorBoard
@@ -18,7 +18,7 @@ from clihelpers import mbpo, one_error_line
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mbpo_cli.config.metrics import tensorboard_tag
-from mbpo_cli.reports.export import CSV_HEADER, folder_names, run_scalars, write_csv
+from mbpo_cli.reports.metrics_export import CSV_HEADER, folder_names, run_scalars, write_csv
 from mbpo_cli.runs.registry import Registry, RunInfo
 
 STEPS = [100, 200, 300]
@@ -146,10 +146,35 @@ def test_csv_round_trips_the_registry(runs_dir: Path, tmp_path: Path) -> None:
         assert write_csv(registry, [registry.get_run("ip-a")], buffer) == len(rows) // 2
 
 
-def test_run_scalars_are_in_step_order(runs_dir: Path) -> None:
+def test_run_scalars_are_every_metric_and_evaluation_in_step_order(runs_dir: Path) -> None:
+    """ip-a (seed 0): the exact scalars of `add_run`, by step then key; a metric at the run's creation time plus its
+    training wall seconds at that step, an evaluation at the checkpoint's step and the time it was recorded."""
     with Registry.open(runs_dir) as registry:
-        scalars = run_scalars(registry, registry.get_run("ip-a"))
-    assert [(s.step, s.key) for s in scalars] == sorted((s.step, s.key) for s in scalars)
+        run = registry.get_run("ip-a")
+        scalars = run_scalars(registry, run)
+        recorded = {e.checkpoint: e.created_at.timestamp() for e in registry.evaluations(run.id)}
+    start = run.created_at.timestamp()
+    assert [(s.step, s.key, s.value, s.tag) for s in scalars] == [
+        (100, "eval_return", 10.1, "eval/eval_return"),
+        (100, "model_loss", 1 / 3, "other/model_loss"),
+        (100, "wall_seconds", 2.5, "time/wall_seconds"),
+        (200, "done_holdout_recall", 0.75, "model/done_holdout_recall"),
+        (200, "eval_return", 20.1, "eval/eval_return"),
+        (200, "evaluation/mean_return", 25.0, "evaluation/mean_return"),
+        (200, "evaluation/std_return", 5.0, "evaluation/std_return"),
+        (200, "model_loss", 1 / 6, "other/model_loss"),
+        (200, "wall_seconds", 5.0, "time/wall_seconds"),
+        (300, "eval_return", 30.1, "eval/eval_return"),
+        (300, "evaluation_stochastic/mean_return", 5.5, "evaluation_stochastic/mean_return"),
+        (300, "evaluation_stochastic/std_return", 0.5, "evaluation_stochastic/std_return"),
+        (300, "model_loss", 1 / 9, "other/model_loss"),
+        (300, "wall_seconds", 7.5, "time/wall_seconds"),
+    ]
+    trained = {100: 2.5, 200: 5.0, 300: 7.5}
+    assert [s.wall_time for s in scalars if not s.key.startswith("evaluation")] == pytest.approx(
+        [start + trained[s.step] for s in scalars if not s.key.startswith("evaluation")])
+    assert [s.wall_time for s in scalars if s.key.startswith("evaluation/")] == [recorded["best:200"]] * 2
+    assert [s.wall_time for s in scalars if s.key.startswith("evaluation_stochastic/")] == [recorded["final:300"]] * 2
 
 
 def test_missing_tensorboard_is_one_line(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

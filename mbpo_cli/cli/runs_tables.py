@@ -15,8 +15,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from mbpo_cli.cli.fit import Col, Fit, compact, fitted, split_columns
-from mbpo_cli.cli.tables import fmt_number
+from mbpo_cli.cli.fit import Col, Fit, compact, fitted, fmt_number, split_columns
 from mbpo_cli.runs.registry import RunInfo
 
 WIDE = 140

@@ -1,21 +1,22 @@
-"""Rich tables of compare reports and ablation plans (rendering only; the numbers come from the reports)."""
+"""The Rich tables of a compare report (`mbpo compare`, and `mbpo ablate` at its end): rendering only, the numbers
+come from `mbpo_cli.reports.compare`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
-from mbpo_cli.cli.fit import Col, Fit, fit, fitted
+from mbpo_cli.cli.fit import Col, Fit, fit, fitted, fmt_number
 
-
-def fmt_number(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
-    return missing if value is None or value != value else format(value, spec)
+if TYPE_CHECKING:
+    from mbpo_cli.reports.compare import Report
 
 
 def fmt_duration(seconds: float | None) -> str:
+    """Seconds as `12.3 s`, `4m 05s` or `1h 02m`; `-` for none."""
     if seconds is None or seconds != seconds:
         return "-"
     if seconds < 60:
@@ -25,8 +26,8 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
-def compare_tables(report: Any, width: int) -> list[Table]:
-    """The Rich tables of a compare report (see mbpo_cli.report for the definitions), for a terminal `width`
+def compare_tables(report: Report, width: int) -> list[Table]:
+    """The Rich tables of a compare report (see mbpo_cli.reports.compare for the definitions), for a terminal `width`
     columns wide: numbers whole, group names shortened in the middle if need be (inside an ablation, the variant
     alone)."""
     names, ablation = short_group_names([g.name for g in report.groups])
@@ -55,7 +56,7 @@ GROUP = Col("group", Fit.NAME, keep=30)
 """The group column of every compare table."""
 
 
-def _returns_table(report: Any, name: Callable[[str | None], str], ablation: str | None, width: int) -> Table:
+def _returns_table(report: Report, name: Callable[[str | None], str], ablation: str | None, width: int) -> Table:
     caption = None if ablation is None else f"groups of ablation {ablation} are shown by their variant"
     table = Table(title="Eval return at milestones (95% CI: bootstrap of the IQM over seeds)", caption=caption)
     rows: list[list[str]] = []
@@ -79,7 +80,7 @@ def _returns_table(report: Any, name: Callable[[str | None], str], ablation: str
     return table
 
 
-def _efficiency_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
+def _efficiency_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
     pairs = {(r.baseline, r.threshold) for r in report.efficiency}
     single = len(pairs) == 1
     baseline, threshold = next(iter(pairs)) if single else (None, None)
@@ -114,7 +115,7 @@ def _efficiency_table(report: Any, name: Callable[[str | None], str], width: int
     return fitted(Table(title=title), columns, rows, width)
 
 
-def _wall_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
+def _wall_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
     columns = [GROUP, Col("runs"), Col("wall time", Fit.WRAP, "right"), Col("env steps"), Col("env steps/s"),
                Col("~wall to threshold", Fit.WRAP, "right")]
     to_threshold = {row.group: row.wall_to_threshold for row in report.efficiency}
@@ -124,7 +125,7 @@ def _wall_table(report: Any, name: Callable[[str | None], str], width: int) -> T
     return fitted(Table(title="Wall-clock time (mean per run)"), columns, rows, width)
 
 
-def _final_table(report: Any, name: Callable[[str | None], str], width: int) -> Table:
+def _final_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
     columns = [GROUP, Col("final step"), Col("seeds"), Col("IQM"), Col("95% CI", Fit.WRAP, "right"),
                Col("P(better than baseline)", Fit.WRAP, "right"), Col("at step")]
     rows = []
@@ -142,35 +143,3 @@ def _final_table(report: Any, name: Callable[[str | None], str], width: int) -> 
                      "-" if row.p_step is None else f"{row.p_step:,}"])
     title = "Final return (IQM at each group's last common eval step) and P(improvement) over the baseline"
     return fitted(Table(title=title), columns, rows, width)
-
-
-def diff_table(plan: Any) -> Table:
-    from mbpo_cli.sweeps.variants import describe_value
-
-    table = Table(title=f"Variants of {plan.group}: config differences from the control")
-    for column in ("variant", "key", "control", "variant value"):
-        table.add_column(column, overflow="fold")
-    for name, diff in plan.diffs().items():
-        if not diff:
-            table.add_row(escape(name), "(the full configuration)" if name == "control" else "(no change)", "", "")
-            continue
-        for i, (key, (a, b)) in enumerate(diff.items()):
-            table.add_row(escape(name) if i == 0 else "", key, escape(describe_value(a)), escape(describe_value(b)))
-        table.add_section()
-    return table
-
-
-def ablation_runs_table(plan: Any, rows: list[dict[str, Any]]) -> Table:
-    done = sum(1 for r in rows if str(r["status"]).startswith("finished"))
-    steps = sum(r["env_steps"] for r in rows)
-    total = sum(r["target_steps"] for r in rows) or 1
-    table = Table(title=f"Ablation {plan.group}: {done}/{len(rows)} runs finished, {steps:,}/{total:,} env steps "
-                        f"({steps / total:.0%})")
-    for column in ("variant", "seed", "run", "env steps", "last eval", "status"):
-        table.add_column(column, justify="right" if column in ("seed", "env steps", "last eval") else "left")
-    for r in rows:
-        last = r["last_eval_return"]
-        table.add_row(escape(r["variant"]), str(r["seed"]), r["id"] or "-", f"{r['env_steps']:,}/{r['target_steps']:,}",
-                      "-" if last is None else f"{last:,.1f}", str(r["status"]))
-    return table
-

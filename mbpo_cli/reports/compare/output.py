@@ -1,0 +1,85 @@
+"""A compare report as data for the outputs: JSON, the long-format CSV rows, and the curves to plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from mbpo_cli.reports import stats
+from mbpo_cli.reports.compare.curves import STEP_AXIS, VALUES_AT_STEPS, Curve
+from mbpo_cli.reports.compare.efficiency import THRESHOLD_RULE
+from mbpo_cli.reports.compare.groups import Group
+from mbpo_cli.reports.compare.report import Report
+
+
+def _clean(value: Any) -> Any:
+    """NaN and inf -> None, numpy scalars -> Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _group_data(group: Group) -> dict[str, Any]:
+    """A group and its runs, for the JSON."""
+    return {"name": group.name, "env": group.env_id, "algo": group.algo, "preset": group.preset,
+            "n_seeds": len(group.runs),
+            "runs": [{"id": r.id, "name": r.name, "seed": r.seed, "status": r.display_status,
+                      "registry_group": r.group, "variant": r.variant} for r in group.runs]}
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    """The report as JSON-ready data (NaN as null): the same numbers as the tables, unrounded."""
+    return _clean({
+        "groups": [_group_data(g) for g in report.groups],
+        "milestones": list(report.milestones),
+        "returns": [asdict(r) for r in report.returns],
+        "baselines": dict(report.baselines),
+        "threshold_source": report.threshold_source,
+        "threshold_rule": THRESHOLD_RULE,
+        "efficiency": [asdict(r) for r in report.efficiency],
+        "auc_interval": asdict(next(iter(report.auc.values()))) if len(report.auc) == 1 else None,
+        "auc_intervals": {env: asdict(interval) for env, interval in report.auc.items()},
+        "wall_clock": [asdict(r) for r in report.wall],
+        "final": [asdict(r) for r in report.final],
+        "notes": list(report.notes),
+        "warnings": list(report.warnings),
+        "steps": STEP_AXIS,
+        "interpolation": VALUES_AT_STEPS,
+    })
+
+
+def long_rows(report: Report, curves: Mapping[str, Curve]) -> list[tuple[str, str, int, int, float]]:
+    """``(run_id, group, seed, step, return)`` for every eval point of every compared run."""
+    rows: list[tuple[str, str, int, int, float]] = []
+    for group in report.groups:
+        for run in group.runs:
+            steps, values = curves[run.id]
+            rows.extend((run.id, group.name, run.seed, int(s), float(v)) for s, v in zip(steps, values, strict=True))
+    return rows
+
+
+def plot_data(report: Report, curves: Mapping[str, Curve]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Group name -> ``(grid (G,), returns (R, G))`` on the union of all eval steps (for
+    :mod:`mbpo_cli.reports.plots`)."""
+    grid = np.unique(np.concatenate([curves[r.id][0] for g in report.groups for r in g.runs]))
+    return {g.name: (grid, stats.curves_on_grid([curves[r.id] for r in g.runs], grid)) for g in report.groups}
+
+
+def model_return_data(report: Report, curves: Mapping[str, Curve]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Like :func:`plot_data` for the model-return curves (``diag_model_return``), for the groups whose every run
+    recorded one (model-free groups and runs without diagnostics are left out)."""
+    groups = [g for g in report.groups if all(curves[r.id][0].size for r in g.runs)]
+    if not groups:
+        return {}
+    grid = np.unique(np.concatenate([curves[r.id][0] for g in groups for r in g.runs]))
+    return {g.name: (grid, stats.curves_on_grid([curves[r.id] for r in g.runs], grid)) for g in groups}

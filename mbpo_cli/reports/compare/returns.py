@@ -1,0 +1,114 @@
+"""The returns table: each group's returns at milestones (env steps).
+
+**Returns at milestones**: mean, IQM and 95% percentile-bootstrap CI of the IQM of the runs that have a value at
+the milestone (:data:`~mbpo_cli.reports.compare.curves.VALUES_AT_STEPS`). The default milestones are the steps of
+:func:`stats.milestones` (plus the paper's budgets) that every compared run covers; a user-given milestone (``--at``)
+where a group has no run with a value shows no data, with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mbpo_cli.reports import stats
+from mbpo_cli.reports.compare.comparison import Comparison
+from mbpo_cli.reports.compare.curves import span
+from mbpo_cli.reports.compare.groups import Group
+from mbpo_cli.reports.refs import ReportError
+
+PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
+    "Hopper": (125_000,),
+    "Walker2d": (300_000,),
+    "HalfCheetah": (400_000,),
+    "Ant": (300_000,),
+    "Humanoid": (300_000,),
+}
+"""Env-step budgets of the MBPO paper's learning curves (Janner et al. 2019, Figure 2), by env name."""
+
+
+@dataclass(frozen=True)
+class MilestoneRow:
+    """One group's returns at one env step (NaN CI with fewer than 2 seeds there, all NaN with none)."""
+
+    group: str
+    step: int
+    n_seeds: int
+    mean: float
+    iqm: float
+    ci_low: float
+    ci_high: float
+
+
+def paper_budgets(env_ids: Sequence[str]) -> list[int]:
+    """The paper's budgets for the given env ids (e.g. ``Hopper-v5`` -> 125,000)."""
+    return sorted({b for env in env_ids for b in PAPER_BUDGETS.get(env.split("-v")[0], ())})
+
+
+def parse_steps(text: str) -> list[int]:
+    """``"25000,50k,1e5"`` -> [25000, 50000, 100000]; ReportError on anything else."""
+    steps = []
+    for part in text.split(","):
+        token = part.strip().lower().replace("_", "")
+        scale = 1
+        if token.endswith("k"):
+            token, scale = token[:-1], 1_000
+        elif token.endswith("m"):
+            token, scale = token[:-1], 1_000_000
+        try:
+            value = float(token) * scale
+        except ValueError:
+            raise ReportError(f"--at: expected env steps separated by commas (e.g. 25000,50k), got {text!r}") from None
+        if not math.isfinite(value) or value <= 0 or value != int(value):
+            raise ReportError(f"--at: env steps must be positive whole numbers, got {part.strip()!r}")
+        steps.append(int(value))
+    return steps
+
+
+def choose_milestones(comparison: Comparison, at: Sequence[int] | None) -> tuple[list[int], list[str]]:
+    """The milestones (``at``, else by default only steps every run covers: no row without data), and a note when
+    the runs share no step range (then each group's final step is one).
+
+    Raises:
+        ReportError: a step of ``at`` is not positive.
+    """
+    runs = comparison.runs()
+    shortest = min(int(comparison.curves[r.id][0][-1]) for r in runs)
+    first_common = max(float(comparison.curves[r.id][0][0]) for r in runs)
+    if at:
+        if any(s <= 0 for s in at):
+            raise ReportError("--at: env steps must be positive")
+        return sorted({int(s) for s in at}), []
+    if first_common <= shortest:
+        budgets = paper_budgets([g.env_id for g in comparison.groups])
+        return stats.milestones(shortest, budgets, first_step=first_common) or [shortest], []
+    finals = sorted({gc.final_step for gc in comparison.group_curves.values()})
+    return finals, [f"the runs share no env-step range (one ends at {shortest:,}, another starts at "
+                    f"{first_common:,.0f}): the milestones are each group's final step"]
+
+
+def _group_rows(comparison: Comparison, group: Group, milestones: Sequence[int], n_resamples: int,
+                seed: int) -> tuple[list[MilestoneRow], list[str]]:
+    """``group``'s rows, and a note on the milestones where none of its runs has a value."""
+    summary = stats.summarize_group(group.name, [comparison.curves[r.id] for r in group.runs], milestones,
+                                    n_resamples=n_resamples, seed=seed)
+    rows = [MilestoneRow(group.name, step, summary.n_seeds[i], summary.mean[i], summary.iqm[i], summary.ci_low[i],
+                         summary.ci_high[i]) for i, step in enumerate(summary.steps)]
+    empty = [row.step for row in rows if row.n_seeds == 0]
+    if not empty:
+        return rows, []
+    return rows, [f"no run of {group.name} has a value at env step {', '.join(f'{s:,}' for s in empty)} (its "
+                  f"evaluations span env steps {span(group.runs, comparison.curves)}; never extrapolated): no data"]
+
+
+def returns_rows(comparison: Comparison, milestones: Sequence[int], n_resamples: int,
+                 seed: int) -> tuple[list[MilestoneRow], list[str]]:
+    """Every group's rows at ``milestones``, group by group, and notes on milestones without data."""
+    rows: list[MilestoneRow] = []
+    notes: list[str] = []
+    for group in comparison.groups:
+        group_rows, group_notes = _group_rows(comparison, group, milestones, n_resamples, seed)
+        rows += group_rows
+        notes += group_notes
+    return rows, notes
