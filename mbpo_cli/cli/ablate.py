@@ -35,7 +35,7 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.tables import ablation_runs_table, compare_tables, diff_table
-from mbpo_cli.config.load import ConfigError
+from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
 from mbpo_cli.runs.session import RunError, StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
@@ -66,7 +66,7 @@ def _new_plan(preset: str | None, config: Path | None, env: str | None, sets: li
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if start_seed < 0:
         raise ConfigError(f"--start-seed: must be >= 0, got {start_seed}")
-    control = build_train_config(preset, config, env, sets, None, steps, device, None)
+    control = build_train_config(preset, config, env, sets, steps=steps, device=device).config
     source = {"preset": preset, "config": None if config is None else str(config.resolve()), "env": env,
               "sets": list(sets or []), "steps": steps, "device": device}
     return variants.build_plan(control, source, flags, range(start_seed, start_seed + seeds), name)

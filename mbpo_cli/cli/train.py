@@ -23,7 +23,7 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.display import RichReporter
-from mbpo_cli.config.load import ConfigError, base_preset
+from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.session import (
     Reporter,
     RunMeta,
@@ -94,13 +94,13 @@ def train(
         mbpo train --preset hopper --name hopper-s0 --if-exists resume   # safe to requeue
     """
     with handled(ctx):
-        if tensorboard is not None:
-            set_ = [*(set_ or []), f"train.tensorboard={str(tensorboard).lower()}"]
         if if_exists not in ("error", "resume"):
             raise ConfigError(f"--if-exists: expected error or resume, got {if_exists!r}")
         if if_exists == "resume" and name is None:
             raise ConfigError("--if-exists resume needs --name (the run to find)")
-        cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
+        resolved = build_train_config(preset, config, env, set_, seed=seed, steps=steps, device=device, algo=algo,
+                                      tensorboard=tensorboard)
+        cfg = resolved.config
         if print_config:
             emit_yaml(cfg.to_dict())
             return
@@ -109,9 +109,7 @@ def train(
             summary_writer("train.tensorboard")  # a missing package fails before the registry is opened
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
-        if preset is None and config is not None:
-            preset = base_preset(config)
-        meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
+        meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
         if if_exists == "resume":
             outcome = start_or_resume(cfg, meta, registry, ctx.obj.runs_dir, reporter)
         else:
