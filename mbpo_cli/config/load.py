@@ -6,18 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from mbpo_cli.config.env_defaults import TaskFacts, env_defaults
-from mbpo_cli.config.errors import ConfigError, clip, shown
+from mbpo_cli.config.errors import ConfigError, clip
 from mbpo_cli.config.files import preset_names, preset_path, read_yaml
-from mbpo_cli.config.mappings import config_diff, deep_merge
-from mbpo_cli.config.migrate import migrate
+from mbpo_cli.config.mappings import config_diff
 from mbpo_cli.config.overrides import apply, apply_overrides, parse_override, parse_sets
 from mbpo_cli.config.resolve import exploration_warning, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.config.validation import build_config
 
-__all__ = ["ConfigError", "TaskFacts", "apply_overrides", "build_config", "clip", "config_diff", "deep_merge",
-           "env_defaults", "exploration_warning", "load_config", "migrate", "parse_override", "preset_names",
-           "preset_path", "read_yaml", "resolve_config", "shown", "with_overrides"]
+__all__ = ["ConfigError", "TaskFacts", "apply_overrides", "build_config", "clip", "config_diff", "env_defaults",
+           "exploration_warning", "load_config", "parse_override", "preset_names", "preset_path", "read_yaml",
+           "resolve_config", "with_overrides"]
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> Config:

@@ -19,7 +19,7 @@ class ModelConfig:
     ensemble_size: int = field(default=7, metadata=checked(POSITIVE))
     """Number of ensemble members E."""
     elites: int = field(default=5, metadata=checked(POSITIVE))
-    """Members with the lowest holdout loss used for rollouts."""
+    """Members with the lowest holdout loss used for rollouts (at most `ensemble_size`)."""
     hidden: int = field(default=200, metadata=checked(POSITIVE))
     """Units per hidden layer."""
     layers: int = field(default=4, metadata=checked(POSITIVE))

@@ -27,7 +27,7 @@ class TrainConfig:
     epoch_length: int = field(default=1000, metadata=checked(POSITIVE))
     """Real steps per epoch (evaluation, metrics and checkpoint at each epoch end)."""
     init_steps: int = field(default=5000, metadata=checked(NON_NEGATIVE))
-    """Initial steps with a uniform random policy."""
+    """Initial steps with a uniform random policy (at least 1 for mbpo; whole DHMBPO iterations for dhmbpo)."""
     eval_episodes: int = field(default=5, metadata=checked(NON_NEGATIVE))
     """Deterministic evaluation episodes at each epoch end."""
     seed: int = field(default=0, metadata=checked(Within(0, MAX_SEED)))
