@@ -36,7 +36,7 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.compare_tables import compare_tables
-from mbpo_cli.config.load import ConfigError
+from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
 from mbpo_cli.runs.session import RunError, StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
@@ -67,7 +67,7 @@ def _new_plan(preset: str | None, config: Path | None, env: str | None, sets: li
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if start_seed < 0:
         raise ConfigError(f"--start-seed: must be >= 0, got {start_seed}")
-    control = build_train_config(preset, config, env, sets, None, steps, device, algo)
+    control = build_train_config(preset, config, env, sets, steps=steps, device=device, algo=algo).config
     source = {"preset": preset, "config": None if config is None else str(config.resolve()), "env": env,
               "sets": list(sets or []), "steps": steps, "device": device}
     if algo is not None:

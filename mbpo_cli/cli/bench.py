@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, emit_json, handled
+from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, device_source, emit_json, handled
 from mbpo_cli.cli.display import Output
 from mbpo_cli.cli.fit import Col, Fit, fitted
-from mbpo_cli.config.load import ConfigError, resolve_config
-from mbpo_cli.engine.state import resolve_device
+from mbpo_cli.config.errors import ConfigError
+from mbpo_cli.config.resolve import resolve
 
 if TYPE_CHECKING:
     from mbpo_cli.engine.bench import Floor, Timing
@@ -100,10 +100,10 @@ def bench(
     with handled(ctx):
         if steps < 1 or samples < 2 or repeats < 1:
             raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
-        config = resolve_config(preset=preset, device=device, overrides=set_)
+        resolved = resolve(preset=preset, device=device, overrides=set_)
+        config = resolved.config
         benchmarks.segment_start(config, at)
-        check_device(config.train.device)
-        dev = resolve_device(config.train.device)
+        dev = check_device(config.train.device, device_source(resolved.provenance))
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         machine = benchmarks.matmul_floor(dev)

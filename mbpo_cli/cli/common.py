@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 import yaml
 from rich.markup import escape
 
 from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.config.load import ConfigError, clip, exploration_warning, preset_names, resolve_config
-from mbpo_cli.config.schema import Config
+from mbpo_cli.config.errors import ConfigError, clip
+from mbpo_cli.config.files import preset_names
+from mbpo_cli.config.provenance import OriginKind, Provenance
+from mbpo_cli.config.resolve import Resolved, exploration_warning, resolve
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.state import resolve_device
@@ -309,33 +312,42 @@ JSON_PARAM = "as_json"
 """The parameter name every command gives its `JsonOpt` (`handled` reads it to keep stdout for the JSON)."""
 
 
-def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
-                       seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
-    """Resolve the config and check the task (environment, agent, custom functions) before anything is written.
+def build_train_config(preset: str | None, config: Path | None, env: str | None, sets: list[str] | None, *,
+                       seed: int | None = None, steps: int | None = None, device: str | None = None,
+                       algo: str | None = None, tensorboard: bool | None = None,
+                       track: bool | None = None) -> Resolved:
+    """Resolve the config and check the task (device, environment, agent, custom functions) before anything is
+    written.
 
-    `--env ENV_ID` says on stderr which termination the task gets and why; a run that would only explore (steps
-    <= init_steps) is warned about on stderr.
+    `--env ENV_ID` says on stderr which termination the task gets and why (unless the command line set it); a run
+    that would only explore (steps <= init_steps) is warned about on stderr.
     """
     facts, note = None, None
     if env is not None and preset is None and config is None:
         facts, note = task_facts(env)
-    resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets,
-                              seed=seed, steps=steps, device=device, algo=algo)
-    check_device(resolved.train.device, "--device" if device is not None else "train.device")
-    check_task(resolved)
-    if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
+    resolved = resolve(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets, seed=seed,
+                       steps=steps, device=device, algo=algo, tensorboard=tensorboard, track=track)
+    check_device(resolved.config.train.device, device_source(resolved.provenance))
+    check_task(resolved.config)
+    if note is not None and resolved.provenance.of("env.termination").kind is OriginKind.ENV:
         err.print(note, highlight=False, markup=False, soft_wrap=True)
-    warning = exploration_warning(resolved)
+    warning = exploration_warning(resolved.config)
     if warning is not None:
         err.print(warning, highlight=False, markup=False, soft_wrap=True)
     return resolved
 
 
-def check_device(name: str, source: str = "--device") -> None:
-    """A ConfigError (exit 2) for a device this machine does not have; `source` names where the value came from
-    (`--device`, or `train.device` from a config file or --set)."""
+def device_source(provenance: Provenance) -> str:
+    """How an error names where `train.device` came from: the flag (`--device`), or `train.device` (a preset, a
+    config file or --set)."""
+    origin = provenance.of("train.device")
+    return origin.name if origin.kind is OriginKind.FLAG else "train.device"
+
+
+def check_device(name: str, source: str = "--device") -> torch.device:
+    """The torch device `name` stands for on this machine; a ConfigError (exit 2) for a device it does not have,
+    `source` naming where the value came from (`--device`, or `train.device` from a config file or --set)."""
     try:
-        resolve_device(name)
+        return resolve_device(name)
     except (ValueError, RuntimeError) as error:
         raise ConfigError(f"{source} {name}: {error}") from None
-

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, emit_json, handled
-from mbpo_cli.config.load import preset_names, preset_path, resolve_config
+from mbpo_cli.config.files import preset_names, preset_path
+from mbpo_cli.config.resolve import resolve_config
 
 
 def _summary(name: str) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -24,7 +23,7 @@ from mbpo_cli.cli.common import (
     registry_of,
 )
 from mbpo_cli.cli.display import RichReporter
-from mbpo_cli.config.load import ConfigError, base_preset
+from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.session import (
     Reporter,
     RunMeta,
@@ -104,15 +103,13 @@ def train(
         mbpo train --preset hopper --name hopper-s0 --if-exists resume   # safe to requeue
     """
     with handled(ctx):
-        if tensorboard is not None:
-            set_ = [*(set_ or []), f"train.tensorboard={str(tensorboard).lower()}"]
         if if_exists not in ("error", "resume"):
             raise ConfigError(f"--if-exists: expected error or resume, got {if_exists!r}")
         if if_exists == "resume" and name is None:
             raise ConfigError("--if-exists resume needs --name (the run to find)")
-        cfg = build_train_config(preset, config, env, set_, seed, steps, device, algo)
-        if track is not None:
-            cfg = replace(cfg, train=replace(cfg.train, track=track))
+        resolved = build_train_config(preset, config, env, set_, seed=seed, steps=steps, device=device, algo=algo,
+                                      tensorboard=tensorboard, track=track)
+        cfg = resolved.config
         if print_config:
             emit_yaml(cfg.to_dict())
             return
@@ -123,9 +120,7 @@ def train(
             wandb_module("train.track")
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
-        if preset is None and config is not None:
-            preset = base_preset(config)
-        meta = RunMeta(preset=preset, name=name, command=command_line(), group=group, variant=variant)
+        meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
         if if_exists == "resume":
             outcome = start_or_resume(cfg, meta, registry, ctx.obj.runs_dir, reporter)
         else:

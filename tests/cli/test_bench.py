@@ -44,7 +44,7 @@ def test_bench_times_the_presets_agent(tmp_path) -> None:
 
 def test_bench_says_what_it_is_timing_as_it_goes() -> None:
     """`mbpo bench` printed nothing for minutes: every component and every end-to-end step is now reported."""
-    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.config.resolve import resolve_config
     from mbpo_cli.engine.bench import bench_components, bench_end_to_end
 
     config = resolve_config(preset="inverted_pendulum", device="cpu",
@@ -65,7 +65,7 @@ def test_bench_starts_the_segment_later_with_a_model_as_old_as_a_runs() -> None:
     """`--at N` (the cost growth with the data): random exploration up to N, one untimed retrain and rollout
     `train_freq` steps before it, then every timed retrain reported with its step, seconds and epochs, and the
     rollout length of the schedule's epoch at N."""
-    from mbpo_cli.config.load import resolve_config
+    from mbpo_cli.config.resolve import resolve_config
     from mbpo_cli.engine.bench import bench_end_to_end
 
     config = resolve_config(preset="inverted_pendulum", device="cpu",

@@ -23,7 +23,7 @@ from mbpo_cli import __version__
 from mbpo_cli.cli import common
 from mbpo_cli.cli import runs as runs_command
 from mbpo_cli.cli.app import app
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.runs import registry as registry_module
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.session import run_lock

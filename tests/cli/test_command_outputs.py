@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from clihelpers import mbpo, one_error_line
 
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.reports.metrics_export import EVENT_FILE_PREFIX
 from mbpo_cli.runs.registry import Registry
 

@@ -14,7 +14,7 @@ from dhmbpo_tiny import TINY_DHMBPO
 
 from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.factory import make_agent
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.engine.envs import EnvSpec
 from mbpo_cli.runs import policy_export
 from mbpo_cli.runs.registry import Registry

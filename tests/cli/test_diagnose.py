@@ -6,7 +6,7 @@ from pathlib import Path
 
 from clihelpers import mbpo, one_error_line
 
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.reports.compare import config_signature
 from mbpo_cli.runs.registry import Registry
 

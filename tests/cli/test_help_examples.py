@@ -20,7 +20,7 @@ import typer
 from clihelpers import TINY, mbpo, train_runs
 
 from mbpo_cli.cli.app import app
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.runs.registry import Registry
 
 SHELL = {">", "|", "&&", ";"}

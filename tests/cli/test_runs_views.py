@@ -13,7 +13,7 @@ from rich.table import Table
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.runs_tables import runs_table, short_count
-from mbpo_cli.config.load import resolve_config
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.runs.registry import Registry
 
 LOSSES = [(1000, "model_loss", 0.9), (2000, "model_loss", 0.5), (2000, "alpha", 0.2), (3000, "model_loss", 0.25)]

@@ -10,7 +10,8 @@ from clihelpers import runner
 
 from mbpo_cli.cli import run
 from mbpo_cli.cli.app import app
-from mbpo_cli.config.load import preset_names, resolve_config
+from mbpo_cli.config.files import preset_names
+from mbpo_cli.config.resolve import resolve_config
 
 
 @pytest.mark.parametrize(("args", "expected"), [

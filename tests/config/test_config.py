@@ -4,22 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from mbpo_cli.config.load import (
-    ConfigError,
-    TaskFacts,
-    apply_overrides,
-    build_config,
-    env_defaults,
-    exploration_warning,
-    load_config,
-    parse_override,
-    preset_names,
-    preset_path,
-    read_yaml,
-    resolve_config,
-    with_overrides,
-)
+from mbpo_cli.config.env_defaults import TaskFacts, env_defaults
+from mbpo_cli.config.errors import ConfigError
+from mbpo_cli.config.files import preset_names, preset_path, read_yaml
+from mbpo_cli.config.load import load_config, with_overrides
+from mbpo_cli.config.overrides import apply_overrides, parse_override
+from mbpo_cli.config.resolve import exploration_warning, resolve_config
 from mbpo_cli.config.schema import Config
+from mbpo_cli.config.validation import build_config
 
 PAPER_PRESETS = ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum",
                  "walker2d"]

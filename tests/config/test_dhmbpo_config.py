@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from mbpo_cli.config.load import ConfigError, resolve_config
+from mbpo_cli.config.errors import ConfigError
+from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.config.schema import DHMBPOConfig, DynamicsConfig
 
 PAPER_TASKS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5", "ant": "Ant-v5",

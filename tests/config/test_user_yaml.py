@@ -1,20 +1,16 @@
-"""Tests for reading a user's YAML (mbpo_cli.config.load.ConfigLoader): duplicate and non-string keys, nesting,
+"""Tests for reading a user's YAML (mbpo_cli.config.yaml_reader.ConfigLoader): duplicate and non-string keys, nesting,
 alias expansion and huge integers are refused in one bounded line naming the file and the line."""
 
 from pathlib import Path
 
 import pytest
 
-from mbpo_cli.config.load import (
-    MAX_ECHO,
-    MAX_YAML_DEPTH,
-    ConfigError,
-    build_config,
-    clip,
-    load_config,
-    parse_override,
-    resolve_config,
-)
+from mbpo_cli.config.errors import MAX_ECHO, ConfigError, clip
+from mbpo_cli.config.load import load_config
+from mbpo_cli.config.overrides import parse_override
+from mbpo_cli.config.resolve import resolve_config
+from mbpo_cli.config.validation import build_config
+from mbpo_cli.config.yaml_reader import MAX_YAML_DEPTH
 
 
 def _write(path: Path, text: str) -> Path:
