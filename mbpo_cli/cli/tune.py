@@ -100,6 +100,9 @@ def _resumed(ctx: typer.Context, name: str, trials: int | None) -> tuple[Registr
         raise RegistryError(f"no study {name!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
     spec = tuning.load_spec(registry, name)
     if trials is not None and trials != spec.trials:
+        asked = tuning.trials_asked(registry, name)
+        if trials < asked:
+            raise ConfigError(f"--trials {trials}: study {name} already has {asked} trials")
         spec = spec.with_trials(trials)
         tuning.save_spec(registry, spec)
     return registry, spec

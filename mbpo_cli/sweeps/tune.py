@@ -197,6 +197,15 @@ def save_spec(registry: Registry, spec: StudySpec) -> None:
     registry.ensure_group(spec.name, GROUP_KIND, {"tune": spec.to_dict()})
 
 
+def trials_asked(registry: Registry, name: str) -> int:
+    """How many trials the Optuna study ``name`` has asked for (0 when it has none yet)."""
+    optuna = require_optuna()
+    storage = open_storage(registry)
+    if not any(s.study_name == name for s in storage.get_all_studies()):
+        return 0
+    return len(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False))
+
+
 def open_study(registry: Registry, spec: StudySpec) -> optuna.Study:
     """The study's Optuna study with its sampler and pruner (created when its group exists without one: a first
     session stopped in between)."""
@@ -411,6 +420,8 @@ def follow(study: optuna.Study, spec: StudySpec, task: TrialTask, registry: Regi
     except RegistryError:
         return
     rows = _take_run(task, run, registry, spec)
+    if task.state is TrialState.PRUNING:
+        return  # its run is stopping: Optuna takes no report of an ended trial
     assert task.trial is not None
     new = [(step, value) for step, value in spec.objective.running(rows) if step not in task.reported]
     for step, value in new:

@@ -231,6 +231,7 @@ def test_a_stopped_sessions_trials_continue_by_what_their_runs_kept(tmp_path: Pa
     resumable = run_of(asked[1], "interrupted", True, [(100, 1.0)])
     busy = run_of(asked[2], "running", True, [])
     empty = run_of(asked[3], "interrupted", False, [])
+    assert registry.get_run(empty).status == "interrupted"
     tuning.trial_file(runs, "st", 3).unlink()
     (runs / busy).mkdir(parents=True)
     with run_lock(runs / busy):
@@ -250,6 +251,53 @@ def test_a_stopped_sessions_trials_continue_by_what_their_runs_kept(tmp_path: Pa
     assert new[3:] == ["--set", "train.threads=3", "--group", "st", "--variant", "trial-4", "--name", "st-t4",
                        "--if-exists", "resume", "--json"]
     assert tuning.best_trial(spec, planned).number == asked[0].number  # type: ignore[union-attr]
+
+
+class StopRecorder:
+    """An executor that runs nothing and records the runs it is asked to stop."""
+
+    def __init__(self) -> None:
+        self.stopped: list[Any] = []
+
+    def submit(self, args: list[str], log: Path) -> Any:
+        raise AssertionError("nothing is submitted here")
+
+    def poll(self, handle: Any) -> int | None:
+        return None
+
+    def interrupt(self, handle: Any) -> None:
+        self.stopped.append(handle)
+
+
+def test_a_pruned_trial_is_told_at_once_and_reports_nothing_while_it_stops(tmp_path: Path,
+                                                                           optuna_installed: None) -> None:
+    runs = tmp_path / "runs"
+    registry = Registry.open(runs)
+    path = write(tmp_path / "p.yaml", {"space": {"sac.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
+                                       "pruner": {"type": "threshold", "lower": 2.0}})
+    base = resolve_config(preset="inverted_pendulum")
+    spec = studies.build_spec(studies.read_study_file(path), base, "inverted_pendulum", {}, 1, "p")
+    tuning.create_study(registry, spec)
+    study = tuning.open_study(registry, spec)
+    task = tuning.ask(study, spec, runs)
+    task.state, task.handle = tuning.TrialState.RUNNING, "the run"
+    run = registry.create_run(name=tuning.run_name("p", 0), preset="inverted_pendulum", env_id=base.env.id,
+                              algo="mbpo", seed=0, config=spec.trial_config(task.values).to_dict(), device="cpu",
+                              command="test", target_steps=base.train.steps, group="p", variant="trial-0")
+    executor = StopRecorder()
+    registry.log_metrics(run.id, [(100, "eval_return", 3.0)])
+    tuning.follow(study, spec, task, registry, executor)
+    assert task.state is tuning.TrialState.RUNNING and executor.stopped == []
+    registry.log_metrics(run.id, [(200, "eval_return", 1.0)])
+    tuning.follow(study, spec, task, registry, executor)
+    assert task.state is tuning.TrialState.PRUNING and executor.stopped == ["the run"]
+    [trial] = study.get_trials()
+    assert (trial.state.name, trial.intermediate_values) == ("PRUNED", {100: 3.0, 200: 1.0})
+    registry.log_metrics(run.id, [(300, "eval_return", 0.5)])  # the run's last epoch ends as it stops
+    tuning.follow(study, spec, task, registry, executor)
+    tuning.end(study, spec, task, 130, registry)
+    assert task.state is tuning.TrialState.PRUNED and executor.stopped == ["the run"]
+    assert study.get_trials()[0].intermediate_values == {100: 3.0, 200: 1.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +333,8 @@ def test_a_small_study_prunes_the_hopeless_trial_and_completes_the_other(
     assert set(runs_by_id) == {pruned["run_id"], complete["run_id"]}
     # the pruned run stopped cleanly before its end, with a checkpoint (`mbpo resume` could continue it)
     stopped = runs_by_id[pruned["run_id"]]
-    assert stopped.status == "interrupted" and stopped.env_steps < 300 and stopped.variant == f"trial-{pruned['number']}"
+    assert stopped.status == "interrupted" and stopped.env_steps < 300
+    assert stopped.variant == f"trial-{pruned['number']}"
     assert any(c.kind == "periodic" for c in registry.checkpoints(stopped.id))
     assert runs_by_id[complete["run_id"]].status == "finished" and runs_by_id[complete["run_id"]].env_steps == 300
     assert registry.group_info("ip")["kind"] == "tune"  # type: ignore[index]
@@ -319,6 +368,8 @@ def test_the_best_config_trains_as_the_best_trial_did(tuned: tuple[Path, Path, d
     # the same study again is refused, pointing at --resume; resuming a done study only reports it
     line = one_error_line(mbpo(runs, "tune", str(best.with_name("study.yaml")), *TINY_ARGS, "--name", "ip"))
     assert "already exists" in line and "--resume ip" in line
+    assert "--trials 1: study ip already has 2 trials" in one_error_line(
+        mbpo(runs, "tune", "--resume", "ip", "--trials", "1"))
     again = mbpo(runs, "tune", "--resume", "ip", "--json")
     assert again.exit_code == 0, again.output
     assert [t["state"] for t in json.loads(again.stdout)["trials"]] == [t["state"] for t in data["trials"]]
