@@ -37,7 +37,9 @@ from mbpo_cli.cli.common import (
     open_registry,
     write_result,
 )
+from mbpo_cli.cli.fit import Col, Fit, compact, fitted
 from mbpo_cli.cli.tables import fmt_number
+from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError, base_preset
 from mbpo_cli.runs.outputs import OutputFile, check_file
 from mbpo_cli.runs.registry import Registry, RegistryError
@@ -113,37 +115,37 @@ def _resumed(ctx: typer.Context, name: str, trials: int | None) -> tuple[Registr
 # ---------------------------------------------------------------------------------------------
 
 
-def _state(task: tuning.TrialTask) -> str:
-    return f"{task.state.value} (earlier)" if task.earlier else task.state.value
+def _steps(task: tuning.TrialTask) -> str:
+    """``405/1,000``, or ``1,000`` once the run has all its steps."""
+    done = f"{task.env_steps:,}"
+    return done if task.env_steps >= task.target_steps else f"{done}/{task.target_steps:,}"
 
 
-def trials_table(spec: studies.StudySpec, tasks: list[tuning.TrialTask]) -> Table:
-    """One row per trial: its number, its value of each key of the space, its run, steps, the metric's last value
-    (and the objective, when it averages several), and its state; the title counts them and names the best."""
+def trials_table(spec: studies.StudySpec, tasks: list[tuning.TrialTask], width: int) -> Table:
+    """One row per trial: its number (* the best), its value of each key of the space, its run, steps, the metric's
+    last value (and the objective, when it averages several) and its state, fitted to a terminal ``width`` columns
+    wide; the title counts the trials and names the best."""
     counts = {s: sum(1 for t in tasks if t.state is s) for s in tuning.TrialState}
     ended = counts[tuning.TrialState.COMPLETE] + counts[tuning.TrialState.PRUNED] + counts[tuning.TrialState.FAILED]
     best = tuning.best_trial(spec, tasks)
     best_text = "" if best is None else (f"; best {spec.objective.describe()} {fmt_number(best.value, ',.2f')} "
                                          f"(trial {best.number})")
-    table = Table(title=f"Study {escape(spec.name)}: {ended}/{spec.trials} trials done "
-                        f"({counts[tuning.TrialState.COMPLETE]} complete, {counts[tuning.TrialState.PRUNED]} pruned, "
-                        f"{counts[tuning.TrialState.FAILED]} failed){best_text}")
+    table = compact(title=f"Study {escape(spec.name)}: {ended}/{spec.trials} trials done "
+                          f"({counts[tuning.TrialState.COMPLETE]} complete, {counts[tuning.TrialState.PRUNED]} "
+                          f"pruned, {counts[tuning.TrialState.FAILED]} failed){best_text}")
     averaged = spec.objective.last > 1
-    columns = ["trial", *(p.key for p in spec.space), "run", "env steps", f"last {spec.objective.metric}",
-               *(["objective"] if averaged else []), "state"]
-    numeric = {"trial", "env steps", f"last {spec.objective.metric}", "objective"}
-    for column in columns:
-        table.add_column(escape(column), justify="right" if column in numeric else "left", overflow="fold")
+    last = "last eval" if spec.objective.metric == metric_keys.EVAL_RETURN else f"last {spec.objective.metric}"
+    columns = [Col("trial"), *(Col(p.key, Fit.NAME, keep=10) for p in spec.space), Col("run"), Col("env steps"),
+               Col(last), *([Col("objective")] if averaged else []), Col("state", Fit.WRAP)]
+    rows = []
     for task in tasks:
         mark = "*" if best is not None and task.number == best.number else ""
-        row = [f"{task.number}{mark}",
-               *(escape(studies.describe_value(task.values[p.key])) if p.key in task.values else "-"
-                 for p in spec.space),
-               task.run_id or "-", f"{task.env_steps:,}/{task.target_steps:,}",
-               fmt_number(task.last_metric, ",.2f"), *([fmt_number(task.value, ",.2f")] if averaged else []),
-               escape(_state(task))]
-        table.add_row(*row)
-    return table
+        values = [studies.describe_value(task.values[p.key]) if p.key in task.values else "-" for p in spec.space]
+        ending = " (earlier)" if task.earlier else ""
+        rows.append([f"{task.number}{mark}", *values, task.run_id or "-", _steps(task),
+                     fmt_number(task.last_metric, ",.2f"), *([fmt_number(task.value, ",.2f")] if averaged else []),
+                     f"{task.state.value}{ending}"])
+    return fitted(table, columns, rows, width)
 
 
 def best_yaml(spec: studies.StudySpec, best: tuning.Best, complete: bool) -> str:
@@ -249,8 +251,9 @@ def _execute(spec: studies.StudySpec, registry: Registry, runs_dir: Path, placem
                 if as_json:
                     with redirect_stdout(sys.stderr):  # Ray prints its workers' failures to stdout: keep it JSON
                         return tasks, run(None)
-                with Live(trials_table(spec, tasks), console=common.out, refresh_per_second=2) as live:
-                    ending = run(lambda current: live.update(trials_table(spec, current)))
+                with Live(trials_table(spec, tasks, common.out.width), console=common.out,
+                          refresh_per_second=2) as live:
+                    ending = run(lambda current: live.update(trials_table(spec, current, common.out.width)))
                 common.out.print()
             return tasks, ending
         finally:

@@ -228,7 +228,7 @@ class TrialState(str, Enum):
 
     PENDING = "pending"
     RUNNING = "running"
-    PRUNING = "pruned, stopping"
+    PRUNING = "pruning"
     """Told pruned; its run is checkpointing and stopping."""
     PRUNED = "pruned"
     COMPLETE = "complete"
