@@ -147,15 +147,6 @@ class Param:
             return [int(self.low or 0), int(self.high or 0)]
         return [self.low, self.high]
 
-    def describe(self) -> str:
-        """The parameter's domain in a few words (``float 0.0001..0.001 log``)."""
-        if self.type is ParamType.CATEGORICAL:
-            return "one of " + ", ".join(clip(json.dumps(c), 40) for c in self.choices)
-        def number(x: float | None) -> str:
-            return f"{x:g}" if x is not None else "-"
-        extra = " log" if self.log else (f" step {number(self.step)}" if self.step is not None else "")
-        return f"{self.type.value} {number(self.low)}..{number(self.high)}{extra}"
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the group's info)."""
         if self.type is ParamType.CATEGORICAL:
