@@ -324,8 +324,10 @@ def _fail(study: optuna.Study, task: TrialTask, error: str) -> None:
     task.state, task.error = TrialState.FAILED, error
 
 
-_ENDED = {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED, "FAIL": TrialState.FAILED}
-"""Optuna's finished trial states (by name) -> the task's."""
+def _ended(optuna: ModuleType) -> dict[Any, TrialState]:
+    """Optuna's finished trial states -> the task's."""
+    states = optuna.trial.TrialState
+    return {states.COMPLETE: TrialState.COMPLETE, states.PRUNED: TrialState.PRUNED, states.FAIL: TrialState.FAILED}
 
 
 def plan_tasks(study: optuna.Study, spec: StudySpec, registry: Registry, runs_dir: Path) -> list[TrialTask]:
@@ -333,6 +335,7 @@ def plan_tasks(study: optuna.Study, spec: StudySpec, registry: Registry, runs_di
     their runs: a finished run's trial is told its value now, a run with a checkpoint resumes, a run training in
     another process is left to it, and a trial whose run has nothing to resume from is trained again."""
     optuna = require_optuna()
+    ended = _ended(optuna)
     tasks = []
     for frozen in study.get_trials(deepcopy=False):
         values = {p.key: p.decode(frozen.params[p.key]) for p in spec.space if p.key in frozen.params}
@@ -341,9 +344,9 @@ def plan_tasks(study: optuna.Study, spec: StudySpec, registry: Registry, runs_di
         run = run_named(registry, run_name(spec.name, frozen.number))
         if run is not None:
             _take_run(task, run, registry, spec)
-        if frozen.state.name in _ENDED:
-            task.state, task.earlier = _ENDED[frozen.state.name], True
-            task.value = frozen.value if frozen.state.name == "COMPLETE" else task.value
+        if frozen.state in ended:
+            task.state, task.earlier = ended[frozen.state], True
+            task.value = frozen.value if task.state is TrialState.COMPLETE else task.value
         elif frozen.state == optuna.trial.TrialState.RUNNING:
             task.trial = optuna.trial.Trial(study, frozen._trial_id)
             task.reported = set(frozen.intermediate_values)
