@@ -11,7 +11,19 @@ from typing import Annotated
 import typer
 
 from mbpo_cli import __version__
-from mbpo_cli.cli import ablate, bench, compare, diagnose, evaluate, export, presets, runs, runs_export, train
+from mbpo_cli.cli import (
+    ablate,
+    bench,
+    compare,
+    diagnose,
+    evaluate,
+    export,
+    presets,
+    runs,
+    runs_export,
+    train,
+    tune,
+)
 from mbpo_cli.cli.commands import Command, Group
 from mbpo_cli.cli.common import Globals
 
@@ -58,5 +70,6 @@ app.command("export", cls=Command)(export.export)
 app.command(cls=Command)(compare.compare)
 app.command(cls=Command)(diagnose.diagnose)
 app.command(cls=Command)(ablate.ablate)
+app.command(cls=Command)(tune.tune)
 app.command(cls=Command)(bench.bench)
 app.command(cls=Command)(presets.presets)

@@ -4,7 +4,8 @@
 What mbpo keeps is never an output: the registry database (``RUNS_DIR/registry.db`` and the SQLite file of
 ``$MBPO_REGISTRY_URL``, each with its ``-wal``, ``-shm`` and ``-journal`` companions), anything inside a run's
 folder (``RUNS_DIR/<run id>/``: checkpoints, config, lock, live TensorBoard files), the ablations' folder
-(``RUNS_DIR/ablations/``) and the runs directory itself (a folder written there would sit among the run folders).
+(``RUNS_DIR/ablations/``), the tuning studies' folder (``RUNS_DIR/tunes/``) and the runs directory itself (a
+folder written there would sit among the run folders).
 Paths are compared with their symlinks resolved, so a link to any of these is refused too. Anything else under the
 runs directory is the user's (``runs/metrics.csv``, ``runs/tb/``): mbpo only ever creates the names above there.
 
@@ -37,6 +38,8 @@ SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 """Suffixes of the files SQLite keeps for one database (the database itself first)."""
 ABLATIONS_FOLDER = "ablations"
 """The runs directory's folder of ablation configs and logs (:data:`mbpo_cli.sweeps.ablation.ABLATIONS_DIR`)."""
+TUNES_FOLDER = "tunes"
+"""The runs directory's folder of tuning studies' trial configs and logs (:data:`mbpo_cli.sweeps.tune.TUNES_DIR`)."""
 RUN_ID = re.compile(r"[0-9a-f]{8}", re.IGNORECASE)
 """A run id (``secrets.token_hex(4)``), and so the name of a run's folder in the runs directory; ignoring case for
 file systems that do."""
@@ -107,6 +110,8 @@ def owner(target: Path, runs_dir: Path) -> str | None:
         return f"{where}the folder of run {top.lower()}"
     if top.casefold() == ABLATIONS_FOLDER:
         return f"{where}the ablations' folder"
+    if top.casefold() == TUNES_FOLDER:
+        return f"{where}the studies' folder"
     if top.casefold() in {f"{REGISTRY_FILE}{suffix}" for suffix in SQLITE_COMPANIONS}:
         return "the registry database"
     return None

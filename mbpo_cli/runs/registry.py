@@ -57,7 +57,7 @@ from mbpo_cli.runs.credentials import masked, secret_values, shown_url
 SCHEMA_VERSION = 1
 URL_ENV_VAR = "MBPO_REGISTRY_URL"
 RUN_STATUSES = ("running", "finished", "interrupted", "failed")
-GROUP_KINDS = ("seeds", "ablation")
+GROUP_KINDS = ("seeds", "ablation", "tune")
 CHECKPOINT_KINDS = ("periodic", "final", "best")
 
 _BUSY_TIMEOUT_MS = 30_000

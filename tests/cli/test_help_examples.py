@@ -31,6 +31,7 @@ PARSE_ONLY = {
     "ablate --resume": "continues an ablation's runs, which execute as separate processes",
     "ablate --address": "joins a Ray cluster that is not there",
     "eval --video": "films with imageio-ffmpeg and a rendering backend, optional extras",
+    "tune": "runs a study's trials as separate processes for minutes (tests/sweeps/test_tune.py runs a small one)",
 }
 """Examples (by command and option) that cannot run in seconds here, and why: they are parsed only."""
 
