@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mbpo_cli.cli.fit import Col, Fit, fit, fitted
+from mbpo_cli.sweeps.ablation import TaskState
 
 
 def fmt_number(value: float | None, spec: str = ",.1f", missing: str = "-") -> str:
@@ -161,7 +162,7 @@ def diff_table(plan: Any) -> Table:
 
 
 def ablation_runs_table(plan: Any, rows: list[dict[str, Any]]) -> Table:
-    done = sum(1 for r in rows if str(r["status"]).startswith("finished"))
+    done = sum(1 for r in rows if r["state"] == TaskState.FINISHED)
     steps = sum(r["env_steps"] for r in rows)
     total = sum(r["target_steps"] for r in rows) or 1
     table = Table(title=f"Ablation {plan.group}: {done}/{len(rows)} runs finished, {steps:,}/{total:,} env steps "

@@ -43,8 +43,9 @@ from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.engine.loop import evaluate
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import checkpoint_file
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo
-from mbpo_cli.runs.session import RunError, checkpoint_file
 
 ENCODER_HINT = "pip install imageio[ffmpeg]"
 BACKENDS = ("egl", "osmesa")

@@ -45,10 +45,10 @@ from mbpo_cli.agents.networks import DeterministicActor
 from mbpo_cli.agents.sac import Actor
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.nn.mlp import BatchedMLP
+from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
 from mbpo_cli.runs.outputs import OutputFile
 from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError
 
 FORMATS = ("torchscript", "onnx")
 QUANTIZATIONS = ("int8",)
