@@ -14,7 +14,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
-    from mbpo_cli.runs.evaluation import Policy
+    from mbpo_cli.runs.policy import Policy
     from mbpo_cli.runs.policy_export import Exported, Latency
     from mbpo_cli.runs.registry import RunInfo
 
@@ -146,7 +146,7 @@ def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: li
 
     check = exported.check
     return {
-        "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+        "run_id": info.id, "run_name": info.name, "checkpoint": str(policy.label),
         "checkpoint_step": policy.checkpoint.step, "format": exported.fmt, "quantize": exported.quantize,
         "file": str(exported.path), "bytes": exported.size,
         "input": {"name": "obs", "shape": ["B", exported.obs_dim], "dtype": "float32"},

@@ -46,8 +46,9 @@ from mbpo_cli.agents.sac import Actor
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.nn.mlp import BatchedMLP
 from mbpo_cli.runs.errors import RunError
-from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.evaluation import run_episodes
 from mbpo_cli.runs.outputs import OutputFile
+from mbpo_cli.runs.policy import Policy, load_policy
 from mbpo_cli.runs.registry import Registry, RunInfo
 
 FORMATS = ("torchscript", "onnx")

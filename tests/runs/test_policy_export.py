@@ -26,8 +26,9 @@ from mbpo_cli.cli.policy_export import show_latencies
 from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export
-from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.evaluation import run_episodes
 from mbpo_cli.runs.outputs import check_file as check_output
+from mbpo_cli.runs.policy import Policy, load_policy
 from mbpo_cli.runs.policy_export import Latency
 from mbpo_cli.runs.registry import Registry
 

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Executable, TextClause, bindparam, create_engine, inspect, text
 
 from mbpo_cli.runs.registry import (
+    CheckpointLabel,
     Registry,
     RegistryError,
     RunInfo,
@@ -386,6 +387,13 @@ def test_a_status_is_stored_as_its_text_and_shown_with_a_separate_stale_flag(reg
     assert (str(stale), stale.status) == ("interrupted (stale)", RunStatus.INTERRUPTED)
     assert (str(ShownStatus(RunStatus.RUNNING)), ShownStatus(RunStatus.RUNNING).status) == ("running", "running")
     assert reg.get_run(run.id).to_dict()["status"] == "failed"
+
+
+def test_a_checkpoint_label_is_its_kind_and_step_stored_as_text() -> None:
+    label = CheckpointLabel("best", 300)
+    assert str(label) == "best:300" and CheckpointLabel.parse(str(label)) == label
+    assert CheckpointLabel.parse("periodic:1200") == CheckpointLabel("periodic", 1200)
+    assert CheckpointLabel.parse("final") is None  # a row written by other means: no step
 
 
 def test_to_dict_is_json(reg: Registry) -> None:

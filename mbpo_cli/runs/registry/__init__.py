@@ -16,6 +16,7 @@ from mbpo_cli.runs.registry.location import URL_ENV_VAR, default_url
 from mbpo_cli.runs.registry.records import (
     RUN_STATUSES,
     CheckpointInfo,
+    CheckpointLabel,
     EvalInfo,
     RunInfo,
     RunStatus,
@@ -29,6 +30,7 @@ __all__ = [
     "RUN_STATUSES",
     "URL_ENV_VAR",
     "CheckpointInfo",
+    "CheckpointLabel",
     "EvalInfo",
     "Registry",
     "RegistryError",

@@ -6,6 +6,8 @@ for two minutes, or a lock file that no live process holds) is a separate flag, 
 make a :class:`ShownStatus`, whose text (``interrupted (stale)``) is made in one place.
 """
 
+from __future__ import annotations
+
 import re
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
@@ -117,6 +119,26 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
+class CheckpointLabel:
+    """How an evaluation names the checkpoint it evaluated: its kind and env step, stored as ``<kind>:<step>``
+    (``best:300``)."""
+
+    kind: str
+    step: int
+
+    def __str__(self) -> str:
+        """The stored text, ``<kind>:<step>``."""
+        return f"{self.kind}:{self.step}"
+
+    @classmethod
+    def parse(cls, text: str) -> CheckpointLabel | None:
+        """The label stored as `text` (its step after the last ``:``, or the whole text a step); None when it names
+        no step (``final``, as rows written by other means may)."""
+        kind, _, step = text.rpartition(":")
+        return cls(kind, int(step)) if step.isdigit() else None
+
+
+@dataclass(frozen=True)
 class CheckpointInfo:
     """One saved checkpoint of a run."""
 
@@ -128,6 +150,11 @@ class CheckpointInfo:
     sha256: str
     created_at: datetime
     kind: str
+
+    @property
+    def label(self) -> CheckpointLabel:
+        """How an evaluation of this checkpoint names it."""
+        return CheckpointLabel(self.kind, self.step)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-serializable."""
@@ -149,6 +176,11 @@ class EvalInfo:
     mean: float
     std: float
     created_at: datetime
+
+    @property
+    def label(self) -> CheckpointLabel | None:
+        """The checkpoint evaluated, as :attr:`checkpoint` names it (None when it names no step)."""
+        return CheckpointLabel.parse(self.checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-serializable."""
