@@ -19,6 +19,7 @@ from torch import nn
 
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.graphs import CapturedStep, capture_step, set_capturable
+from mbpo_cli.nn.optim import learning_rates_kept
 
 UpdateInfo = dict[str, torch.Tensor]
 """Scalar losses and statistics of one update, kept on the device (read once per epoch)."""
@@ -53,7 +54,8 @@ class Agent(Protocol):
         ...
 
     def load_optimizer_states(self, states: dict[str, dict]) -> None:
-        """Load what `optimizers()` saved (any device); updates run eagerly until recaptured."""
+        """Load what `optimizers()` saved (any device), keeping the learning rates the optimizers were built with (the
+        config's); updates run eagerly until recaptured."""
         ...
 
     def use_cuda_graph(self, batch: Batch, generator: torch.Generator) -> str:
@@ -165,10 +167,12 @@ class GraphedAgent(nn.Module, ABC):
         return next(iter(self.graphs.values()), None)
 
     def load_optimizer_states(self, states: dict[str, dict]) -> None:
-        """Load optimizer states saved by `optimizers()` (any device); updates run eagerly until recaptured."""
+        """Load optimizer states saved by `optimizers()` (any device), each optimizer keeping the learning rate it was
+        built with (its config's); updates run eagerly until recaptured."""
         self.graphs.clear()
         for name, opt in self.optimizers().items():
-            opt.load_state_dict(states[name])
+            with learning_rates_kept(opt):
+                opt.load_state_dict(states[name])
         set_capturable(list(self.optimizers().values()), False)
 
     def on_env_step(self, env_step: int) -> None:

@@ -37,8 +37,9 @@ from mbpo_cli.cli.common import (
 )
 from mbpo_cli.cli.compare_tables import compare_tables
 from mbpo_cli.config.errors import ConfigError
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError
-from mbpo_cli.runs.session import RunError, StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
 
 if TYPE_CHECKING:  # the reports (scipy) load only when an ablation ends: every command starts faster
@@ -274,8 +275,8 @@ def resume_command(runs_dir: Path, group: str, placement: Placement) -> str:
 
 def _lost_line(rows: list[dict[str, Any]], lost: str, placement: Placement, resume: str) -> str:
     """What a lost executor means for the runs, and how to continue, in one line."""
-    running = sum(1 for r in rows if r["status"] == ablation.TaskState.LOST)
-    waiting = sum(1 for r in rows if r["status"] == ablation.TaskState.PENDING)
+    running = sum(1 for r in rows if r["state"] == ablation.TaskState.LOST)
+    waiting = sum(1 for r in rows if r["state"] == ablation.TaskState.PENDING)
     when = "" if placement.address is None else "once the cluster answers again, "
     return (f"error: {lost}; {running} run{'s were' if running != 1 else ' was'} running and {waiting} not started "
             f"(--resume continues each from its last checkpoint); {when}continue with: {resume}")
@@ -285,8 +286,8 @@ def _exit_status(plan: variants.Plan, rows: list[dict[str, Any]], runs_dir: Path
                  ending: ablation.Ending) -> None:
     """Say which runs need attention and how to continue; exit 128 + signal when stopped, EXIT_EXECUTOR_LOST when
     the executor was lost, 1 when runs remain."""
-    failed = [r for r in rows if str(r["status"]).startswith("failed")]
-    busy = [r for r in rows if r["status"] == ablation.TaskState.BUSY]
+    failed = [r for r in rows if r["state"] == ablation.TaskState.FAILED]
+    busy = [r for r in rows if r["state"] == ablation.TaskState.BUSY]
     resume = resume_command(runs_dir, plan.group, placement)
     for r in failed:
         _say(f"run {r['id'] or '-'} ({r['variant']}, seed {r['seed']}) failed; its log is under "

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
+from mbpo_cli.sweeps.ablation import TaskState
+
 if TYPE_CHECKING:
     from mbpo_cli.sweeps.variants import Plan
 
@@ -31,7 +33,7 @@ def diff_table(plan: Plan) -> Table:
 def ablation_runs_table(plan: Plan, rows: list[dict[str, Any]]) -> Table:
     """The ablation's progress: one row per run (`mbpo_cli.sweeps.ablation.run_rows`), finished runs and env steps
     in the title."""
-    done = sum(1 for r in rows if str(r["status"]).startswith("finished"))
+    done = sum(1 for r in rows if r["state"] == TaskState.FINISHED)
     steps = sum(r["env_steps"] for r in rows)
     total = sum(r["target_steps"] for r in rows) or 1
     table = Table(title=f"Ablation {plan.group}: {done}/{len(rows)} runs finished, {steps:,}/{total:,} env steps "

@@ -29,8 +29,10 @@ from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.runs.checkpoint import CheckpointError
-from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost, sanitize_name
-from mbpo_cli.runs.session import Outcome, RunError, run_dir
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import registry_file, run_dir
+from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost, RunStatus, sanitize_name
+from mbpo_cli.runs.session import Outcome
 
 out = Output()
 err = Output(stderr=True, emoji=False)  # an error echoes ids such as `module:EnvId`: `:b:` stays text
@@ -240,7 +242,7 @@ def open_registry(ctx: typer.Context, read_only: bool = False) -> Registry:
 
 def existing_registry(ctx: typer.Context, read_only: bool = False) -> Registry | None:
     """The registry if it exists; None (and nothing created) when the default SQLite file is not there yet."""
-    if not os.environ.get(URL_ENV_VAR) and not (ctx.obj.runs_dir / "registry.db").is_file():
+    if not os.environ.get(URL_ENV_VAR) and not registry_file(ctx.obj.runs_dir).is_file():
         return None
     return open_registry(ctx, read_only)
 
@@ -249,7 +251,7 @@ def registry_of(ctx: typer.Context, ref: str, read_only: bool = False) -> Regist
     """The existing registry for a command about run `ref`; a missing registry means no such run."""
     registry = existing_registry(ctx, read_only)
     if registry is None:
-        raise RegistryError(f"no run {ref!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
+        raise RegistryError(f"no run {ref!r}: there is no registry at {registry_file(ctx.obj.runs_dir)}")
     return registry
 
 
@@ -267,7 +269,7 @@ def run_summary(outcome: Outcome, runs_dir: Path) -> dict[str, Any]:
         "algo": run.algo,
         "seed": run.seed,
         "env_steps": run.env_steps,
-        "final_eval_return" if outcome.status == "finished" else "last_eval_return":
+        "final_eval_return" if outcome.status == RunStatus.FINISHED else "last_eval_return":
             metrics.get(metric_keys.EVAL_RETURN),
         "best_eval_return": outcome.best_eval,
         "wall_seconds": round(outcome.wall_seconds, 2),
@@ -286,7 +288,7 @@ def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
             emit_json(summary)
         else:
             out.print(summary_table(summary))
-            if outcome.status == "interrupted":
+            if outcome.status == RunStatus.INTERRUPTED:
                 out.print(f"Interrupted at env step {outcome.run.env_steps:,}. Continue with: "
                           f"[bold]mbpo resume {outcome.run.id}[/]")
     except OSError:

@@ -12,7 +12,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import OverwriteOpt, emit_json, handled, registry_of
 from mbpo_cli.cli.compare_tables import compare_tables, short_group_names
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.runs.session import RunError
+from mbpo_cli.runs.errors import RunError
 
 if TYPE_CHECKING:
     from mbpo_cli.reports.compare import Report

@@ -14,7 +14,7 @@ from rich.table import Table
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.runs.session import RunError
+from mbpo_cli.runs.errors import RunError
 
 if TYPE_CHECKING:
     from mbpo_cli.reports.diagnostics import Diagnostics

@@ -12,7 +12,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import Globals, JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
-    from mbpo_cli.runs.evaluation import Attempt
+    from mbpo_cli.runs.video import Attempt
 
 
 def show_attempt(attempt: Attempt) -> None:
@@ -49,31 +49,32 @@ def eval_run(
         mbpo eval 3f9a1c2e --checkpoint 50000 --stochastic --video hopper.mp4
     """
     from mbpo_cli.runs import evaluation, outputs
+    from mbpo_cli.runs.policy import EvalError, load_policy
+    from mbpo_cli.runs.video import check_video_path, record_video
 
     with handled(ctx):
         if episodes < 1:
-            raise evaluation.EvalError(f"--episodes: must be at least 1, got {episodes}")
+            raise EvalError(f"--episodes: must be at least 1, got {episodes}")
         if seed < 0:
-            raise evaluation.EvalError(f"--seed: must be >= 0, got {seed}")
+            raise EvalError(f"--seed: must be >= 0, got {seed}")
         if video is not None:
-            evaluation.check_video_path(video)
+            check_video_path(video)
         film_file = None if video is None else outputs.check_file("--video", video, ctx.obj.runs_dir, overwrite)
         registry = registry_of(ctx, run)
         info = registry.get_run(run)
-        policy = evaluation.load_policy(registry, info, ctx.obj.runs_dir, checkpoint)
+        policy = load_policy(registry, info, ctx.obj.runs_dir, checkpoint)
         deterministic = not stochastic
         # the video first: a missing encoder or rendering backend must fail before anything is recorded
         debug = isinstance(ctx.obj, Globals) and ctx.obj.debug
         film = None
         if film_file is not None:
             with film_file.writing() as partial:
-                film = evaluation.record_video(partial, policy, seed, deterministic,
-                                               on_attempt=show_attempt if debug else None)
+                film = record_video(partial, policy, seed, deterministic, on_attempt=show_attempt if debug else None)
         result = evaluation.run_episodes(policy, episodes, seed, deterministic)
         recorded = evaluation.record_evaluation(registry, policy, result, seed, deterministic)
         data = {
             "evaluation_id": recorded.id, "evaluation_number": recorded.number,
-            "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+            "run_id": info.id, "run_name": info.name, "checkpoint": str(policy.label),
             "checkpoint_step": policy.checkpoint.step, "checkpoint_path": str(policy.file),
             "episodes": episodes, "seed": seed, "deterministic": deterministic,
             "returns": result.returns, "lengths": result.lengths,

@@ -14,8 +14,9 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
-    from mbpo_cli.runs.evaluation import Policy
-    from mbpo_cli.runs.policy_export import Exported, Latency
+    from mbpo_cli.runs.export_latency import Latency
+    from mbpo_cli.runs.policy import Policy
+    from mbpo_cli.runs.policy_export import Exported
     from mbpo_cli.runs.registry import RunInfo
 
 FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX"}
@@ -59,6 +60,8 @@ def export(
         mbpo export 3f9a1c2e --format onnx --quantize int8 --out policy-int8.onnx --json
     """
     from mbpo_cli.runs import outputs, policy_export
+    from mbpo_cli.runs.export_latency import bench_latency
+    from mbpo_cli.runs.export_verification import VerificationError
 
     with handled(ctx):
         policy_export.check_request(fmt, quantize, seed, threads)
@@ -68,10 +71,10 @@ def export(
         policy = policy_export.export_source(registry, info, ctx.obj.runs_dir, checkpoint)
         try:
             exported = policy_export.export_policy(policy, fmt, quantize, output, seed, threads)
-        except policy_export.VerificationError as error:
+        except VerificationError as error:
             common.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        latencies = policy_export.bench_latency(policy, exported, threads) if bench else None
+        latencies = bench_latency(policy, exported, threads) if bench else None
         if as_json:
             emit_json(export_data(info, policy, exported, latencies, threads))
             return
@@ -92,7 +95,8 @@ def _signature(exported: Exported) -> str:
 
 def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
     """What was written, what it takes and returns, and what its verification found."""
-    from mbpo_cli.runs.policy_export import RETURN_EPISODES, TOLERANCE
+    from mbpo_cli.runs.export_verification import TOLERANCE
+    from mbpo_cli.runs.policy_export import RETURN_EPISODES
 
     check = exported.check
     kind = FORMAT_NAMES[exported.fmt] + (" INT8" if exported.quantize else "")
@@ -121,7 +125,7 @@ def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
 
 def show_latencies(latencies: list[Latency], threads: int) -> None:
     """The latency table: p50 and p99 per runtime, skipped ones with their reason."""
-    from mbpo_cli.runs.policy_export import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.runs.export_latency import TIMED_CALLS, WARMUP_CALLS
 
     table = Table(title=f"one action (batch 1), CPU, {threads} thread{'' if threads == 1 else 's'}",
                   caption=f"{TIMED_CALLS:,} timed calls after {WARMUP_CALLS} warm-up calls")
@@ -142,11 +146,12 @@ def print_line(text: str) -> None:
 def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: list[Latency] | None,
                 threads: int) -> dict[str, Any]:
     """The `--json` object."""
-    from mbpo_cli.runs.policy_export import TIMED_CALLS, TOLERANCE, WARMUP_CALLS
+    from mbpo_cli.runs.export_latency import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.runs.export_verification import TOLERANCE
 
     check = exported.check
     return {
-        "run_id": info.id, "run_name": info.name, "checkpoint": policy.label,
+        "run_id": info.id, "run_name": info.name, "checkpoint": str(policy.label),
         "checkpoint_step": policy.checkpoint.step, "format": exported.fmt, "quantize": exported.quantize,
         "file": str(exported.path), "bytes": exported.size,
         "input": {"name": "obs", "shape": ["B", exported.obs_dim], "dtype": "float32"},

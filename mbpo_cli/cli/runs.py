@@ -18,8 +18,10 @@ from mbpo_cli.cli.diagnose import diagnostics_table
 from mbpo_cli.cli.runs_tables import metrics_summary, metrics_table, run_tables, runs_table
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.reports.diagnostics import load_diagnostics
-from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError, is_locked, live_status, run_dir
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import run_dir
+from mbpo_cli.runs.process import is_locked, live_status
+from mbpo_cli.runs.registry import RUN_STATUSES, Registry, RunInfo, ShownStatus
 
 runs_app = typer.Typer(
     cls=Group,
@@ -35,11 +37,21 @@ def _last_eval(registry: Registry, run: RunInfo) -> float | None:
     return rows[-1][2] if rows else None
 
 
-def _run_dict(registry: Registry, run: RunInfo, runs_dir: Path) -> dict[str, Any]:
+def _run_dict(registry: Registry, run: RunInfo, status: ShownStatus) -> dict[str, Any]:
     data = run.to_dict()
-    data["status"] = live_status(run, run_dir(runs_dir, run.id))
+    data["status"] = str(status)
     data["last_eval_return"] = _last_eval(registry, run)
     return data
+
+
+def _listed(registry: Registry, runs_dir: Path, preset: str | None, status: str | None) -> list[dict[str, Any]]:
+    """The rows of `runs list`: the runs of `preset` whose status is `status` (a stale run's is interrupted)."""
+    rows = []
+    for run in registry.list_runs(preset=preset):
+        shown = live_status(run, run_dir(runs_dir, run.id))
+        if status is None or shown.status == status:
+            rows.append(_run_dict(registry, run, shown))
+    return rows
 
 
 @runs_app.command("list", cls=Command)
@@ -54,13 +66,10 @@ def runs_list(
     Example: mbpo runs list --status finished --preset hopper
     """
     with handled(ctx):
-        if status is not None and status not in ("running", "finished", "interrupted", "failed"):
+        if status is not None and status not in RUN_STATUSES:
             raise RunError(f"--status: expected running, finished, interrupted or failed, got {status!r}")
         registry = existing_registry(ctx, read_only=True)
-        runs = [] if registry is None else registry.list_runs(preset=preset)
-        rows = [_run_dict(registry, r, ctx.obj.runs_dir) for r in runs] if registry is not None else []
-        if status is not None:
-            rows = [r for r in rows if r["status"].split(" ")[0] == status]
+        rows = [] if registry is None else _listed(registry, ctx.obj.runs_dir, preset, status)
         if as_json:
             emit_json(rows)
             return
@@ -81,7 +90,7 @@ def runs_show(
     with handled(ctx):
         registry = registry_of(ctx, run, read_only=True)
         info = registry.get_run(run)
-        data = _run_dict(registry, info, ctx.obj.runs_dir)
+        data = _run_dict(registry, info, live_status(info, run_dir(ctx.obj.runs_dir, info.id)))
         data["evals"] = [{"step": s, "return": v} for s, _, v in registry.metrics(info.id, metric_keys.EVAL_RETURN)]
         data["checkpoints"] = [c.to_dict() for c in registry.checkpoints(info.id)]
         data["evaluations"] = [e.to_dict() for e in registry.evaluations(info.id)]

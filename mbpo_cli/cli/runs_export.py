@@ -13,9 +13,9 @@ from rich.markup import escape
 from mbpo_cli.cli import common
 from mbpo_cli.cli.common import handled, registry_of
 from mbpo_cli.runs import outputs
+from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.outputs import OutputFile
 from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError
 from mbpo_cli.runs.tensorboard import summary_writer
 
 FORMATS = ("tensorboard", "csv")

@@ -24,15 +24,9 @@ from mbpo_cli.cli.common import (
 )
 from mbpo_cli.cli.display import RichReporter
 from mbpo_cli.config.errors import ConfigError
-from mbpo_cli.runs.session import (
-    Reporter,
-    RunMeta,
-    SilentReporter,
-    command_line,
-    resume_run,
-    start_or_resume,
-    start_run,
-)
+from mbpo_cli.runs.reporting import Reporter, SilentReporter
+from mbpo_cli.runs.resume import resume_run
+from mbpo_cli.runs.start import RunMeta, command_line, start_or_resume, start_run
 from mbpo_cli.runs.tensorboard import summary_writer
 from mbpo_cli.runs.wandb_tracking import wandb_module
 

@@ -41,8 +41,8 @@ from mbpo_cli.cli.fit import Col, Fit, compact, fitted, fmt_number
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.outputs import OutputFile, check_file
+from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import Registry, RegistryError
-from mbpo_cli.runs.session import StopSignals
 from mbpo_cli.sweeps import executors
 from mbpo_cli.sweeps import study as studies
 from mbpo_cli.sweeps import tune as tuning

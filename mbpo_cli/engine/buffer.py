@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from mbpo_cli.nn.batch import FIELDS, Batch
@@ -79,6 +81,31 @@ class ReplayBuffer:
         tensors = [state[k] for k in FIELDS]
         assert all(isinstance(t, torch.Tensor) for t in tensors)
         self.add(Batch(*(t.to(self.device) for t in tensors)))  # type: ignore[union-attr]
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor | int]:
+        """What a checkpoint holds of the buffer: `state_dict` plus the write position (sampling draws physical
+        slots, so the layout matters)."""
+        return {**self.state_dict(), "ptr": self.ptr}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any], obs_dim: int, act_dim: int, device: torch.device,
+                        capacity: int | None = None) -> ReplayBuffer:
+        """A buffer of `capacity` (None: the saved one) holding what `checkpoint_state` saved, with the saved physical
+        layout when the capacity is unchanged.
+
+        `state_dict` stores the transitions oldest first; once a ring buffer has wrapped, its oldest transition sits
+        at slot `ptr`, not 0, so the rows are rotated back into place (the indices drawn by `sample` would otherwise
+        pick other transitions after a resume). A different capacity (a run extended with --steps) keeps the newest
+        transitions, oldest first.
+        """
+        buffer = cls(int(saved["capacity"]), obs_dim, act_dim, device)
+        buffer.load_state_dict({k: v for k, v in saved.items() if k != "ptr"})
+        ptr = int(saved.get("ptr", 0))
+        if buffer.size == buffer.capacity and ptr:
+            for store in buffer.data:
+                store.copy_(torch.roll(store, ptr, dims=0))
+            buffer.ptr = ptr
+        return buffer if capacity is None or buffer.capacity == capacity else buffer.resized(capacity)
 
 
 def mixed_batch(

@@ -10,6 +10,7 @@ has added at least the asked number of states (normally one round).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -27,6 +28,15 @@ class DoubleHorizon:
 
     model: DynamicsEnsemble
     labels: TransitionLabels
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds of it: the model's weights and the labels."""
+        return {"model": self.model.state_dict(), "labels": self.labels.state_dict()}
+
+    def load_checkpoint_state(self, saved: dict[str, Any]) -> None:
+        """Load what `checkpoint_state` saved."""
+        self.model.load_state_dict(saved["model"])
+        self.labels.load_state_dict(saved["labels"])
 
 
 def bind_model(agent: DHMBPOAgent, model: DynamicsEnsemble, termination: TerminationFn) -> Dynamics:

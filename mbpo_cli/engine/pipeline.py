@@ -17,14 +17,22 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.models.done import DoneClassifier, fit_done_classifier, make_done_optimizer
-from mbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, make_model_optimizer, model_targets
+from mbpo_cli.models.ensemble import (
+    GaussianEnsemble,
+    fit_ensemble,
+    load_model_optimizer,
+    make_model_optimizer,
+    model_targets,
+)
 from mbpo_cli.nn.batch import Batch
+from mbpo_cli.nn.optim import learning_rates_kept
 
 JOB_GENERATORS = ("model", "done")
 """The run's generators that model training draws from (a job draws from private copies)."""
@@ -52,6 +60,27 @@ class Models:
             copy.done_model, copy.done_optimizer = done, make_done_optimizer(done)
             copy.done_optimizer.load_state_dict(self.done_optimizer.state_dict())
         return copy
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds of them: `model`, `model_optimizer` and, with the learned termination,
+        `done_model` and `done_optimizer` (their state dicts)."""
+        saved = {"model": self.model.state_dict(), "model_optimizer": self.optimizer.state_dict()}
+        if self.done_model is not None and self.done_optimizer is not None:
+            saved["done_model"] = self.done_model.state_dict()
+            saved["done_optimizer"] = self.done_optimizer.state_dict()
+        return saved
+
+    def load_checkpoint_state(self, saved: dict[str, Any]) -> None:
+        """Load what `checkpoint_state` saved (also a model optimizer of an earlier layout: `load_model_optimizer`);
+        each optimizer keeps the learning rate it was built with, and training steps run eagerly until recaptured."""
+        self.model.load_state_dict(saved["model"])
+        with learning_rates_kept(self.optimizer):
+            load_model_optimizer(self.optimizer, saved["model_optimizer"])
+        self.model.graph = None
+        if self.done_model is not None and self.done_optimizer is not None:
+            self.done_model.load_state_dict(saved["done_model"])
+            with learning_rates_kept(self.done_optimizer):
+                self.done_optimizer.load_state_dict(saved["done_optimizer"])
 
 
 def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generator], env_step: int,
@@ -117,6 +146,26 @@ class ModelJob:
         job._data, job._max_seconds, job._error, job._thread = None, None, None, None
         job._cancelled = threading.Event()
         return job
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds of a finished job: its start step, metrics, generators, models and optimizers."""
+        return {
+            "started_at": self.started_at,
+            "info": dict(self.info),
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            **self.models.checkpoint_state(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any], models: Models, device: torch.device) -> ModelJob:
+        """The finished job `checkpoint_state` saved, on copies of `models` (the run's) and generators on `device`."""
+        copies = models.clone()
+        copies.load_checkpoint_state(saved)
+        generators = {}
+        for name, generator_state in saved["generators"].items():
+            generators[name] = torch.Generator(device=device)
+            generators[name].set_state(generator_state)
+        return cls.finished(copies, generators, int(saved["started_at"]), saved["info"])
 
     def _run(self) -> None:
         try:

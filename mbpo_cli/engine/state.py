@@ -1,7 +1,7 @@
 """A run's complete state and how a fresh one is built from its config and seed.
 
-`build_run(config)` creates every component from `config.train.seed`; the resulting `RunState` is plain
-data the checkpoint module can save and restore exactly.
+`build_run(config)` creates every component from `config.train.seed`; the resulting `RunState` says what a
+checkpoint holds of it (`checkpoint_state`, each part from the component that owns it) and loads it back exactly.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -20,8 +21,8 @@ from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.double_horizon import DoubleHorizon, bind_model
-from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
-from mbpo_cli.engine.pipeline import ModelJob
+from mbpo_cli.engine.envs import EnvSpec, env_spec, get_env_state, make_env, set_env_state
+from mbpo_cli.engine.pipeline import ModelJob, Models
 from mbpo_cli.engine.task import CustomReward, Termination, check_agent, reward_of, termination_of
 from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
 from mbpo_cli.models.dynamics import DynamicsEnsemble
@@ -62,6 +63,31 @@ class EpochAccumulator:
         else:
             self.sums[key] = value.clone()
             self.counts[key] = 1
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint holds of the epoch so far (the sums on the CPU)."""
+        return {
+            "sums": {k: v.cpu() for k, v in self.sums.items()},
+            "counts": dict(self.counts),
+            "updates": self.updates,
+            "seconds": dict(self.seconds),
+            "episode_returns": list(self.episode_returns),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any], device: torch.device) -> EpochAccumulator:
+        """What `checkpoint_state` saved, the sums on `device`; also from an earlier version, which had no counts (a
+        sum per update), named the agent's phase `sac` and kept the temperature among the sums."""
+        updates = int(saved["updates"])
+        sums = {k: v.to(device) for k, v in saved["sums"].items() if k != "alpha"}  # alpha: an epoch-end value now
+        return cls(
+            sums=sums,
+            counts={k: int(saved.get("counts", {}).get(k, updates)) for k in sums},
+            updates=updates,
+            seconds={**dict.fromkeys(PHASES, 0.0),
+                     **{("agent" if k == "sac" else k): v for k, v in saved["seconds"].items()}},
+            episode_returns=list(saved["episode_returns"]),
+        )
 
 
 @dataclass
@@ -140,6 +166,103 @@ class RunState:
         assert self.termination.fn is not None
         return self.termination.fn(next_obs)
 
+    # -- checkpoints: each part saved and restored by the component that owns it ------------------------------
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue this run bit for bit, as a checkpoint holds it (tensors and plain values):
+        the run's own counters, observation, RNGs and environment, and each component's part (the agent's networks
+        and optimizers, the buffers, the models, DHMBPO's model, a finished background retrain)."""
+        saved: dict[str, Any] = {
+            "config": self.config.to_dict(),
+            "device": str(self.device),
+            "counters": self._counters(),
+            "obs": torch.from_numpy(self.obs.copy()),
+            "agent": self.agent.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.agent.optimizers().items()},
+            "real_buffer": self.real_buffer.checkpoint_state(),
+            "model_info": dict(self.model_info),
+            "epoch_acc": self.epoch_acc.checkpoint_state(),
+            "rng": {"generators": {name: g.get_state() for name, g in self.generators.items()},
+                    **global_rng_state(), "exploration": self.rng.bit_generator.state},
+            "env": _as_tensors(get_env_state(self.env)),
+        }
+        if self.model is not None and self.model_buffer is not None:
+            saved.update(self._models().checkpoint_state(), model_buffer=self.model_buffer.checkpoint_state())
+        if self.initial_states is not None:
+            saved["initial_states"] = self.initial_states.cpu()
+        if self.double_horizon is not None:
+            saved["double_horizon"] = self.double_horizon.checkpoint_state()
+        if self.model_job is not None:
+            saved["model_job"] = self.model_job.result().checkpoint_state()
+        return saved
+
+    def load_checkpoint_state(self, saved: dict[str, Any]) -> bool:
+        """Load what `checkpoint_state` saved (also from an earlier version) into this freshly built run of the same
+        config. True when the continuation is exact (the same device type); across device types the torch generators
+        cannot be restored and are reseeded from the seed and env step."""
+        self._load_counters(saved["counters"])
+        self.obs = saved["obs"].numpy().copy()
+        self.agent.load_state_dict(saved["agent"])
+        self.agent.load_optimizer_states(saved["optimizers"])
+        self.real_buffer = ReplayBuffer.from_checkpoint(saved["real_buffer"], self.spec.obs_dim, self.spec.act_dim,
+                                                        self.device, self.real_buffer.capacity)
+        if self.model is not None:
+            self._models().load_checkpoint_state(saved)
+            self.model_buffer = ReplayBuffer.from_checkpoint(saved["model_buffer"], self.spec.obs_dim,
+                                                             self.spec.act_dim, self.device)
+        if "initial_states" in saved:
+            self.initial_states = saved["initial_states"].to(self.device)
+        if self.double_horizon is not None:
+            self.double_horizon.load_checkpoint_state(saved["double_horizon"])
+        job = saved.get("model_job")
+        self.model_job = None if job is None else ModelJob.from_checkpoint(job, self._models(), self.device)
+        self.model_info = dict(saved["model_info"])
+        self.epoch_acc = EpochAccumulator.from_checkpoint(saved["epoch_acc"], self.device)
+        exact = torch.device(saved["device"]).type == self.device.type
+        self._load_rngs(saved["rng"], exact)
+        set_env_state(self.env, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved["env"].items()})
+        return exact
+
+    def _models(self) -> Models:
+        """The ensemble and the learned termination with their optimizers, as a retrain trains them."""
+        assert self.model is not None and self.model_optimizer is not None
+        return Models(self.model, self.model_optimizer, self.done_model, self.done_optimizer)
+
+    def _counters(self) -> dict[str, Any]:
+        return {
+            "env_step": self.env_step,
+            "agent_updates": self.agent_updates,
+            "k": self.k,
+            "model_trained_at": self.model_trained_at,
+            "model_generations": list(self.model_generations),
+            "episode_return": self.episode_return,
+            "episode_length": self.episode_length,
+        }
+
+    def _load_counters(self, saved: dict[str, Any]) -> None:
+        """The counters `_counters` saved; an earlier version's named the agent's updates after SAC and had no
+        retrain step or rollout generations."""
+        self.env_step = int(saved["env_step"])
+        self.agent_updates = int(saved.get("agent_updates", saved.get("sac_updates", 0)))
+        self.k = int(saved["k"])
+        self.model_trained_at = int(saved.get("model_trained_at", self.env_step))
+        self.model_generations = [int(n) for n in saved.get("model_generations", [])]
+        self.episode_return = float(saved["episode_return"])
+        self.episode_length = int(saved["episode_length"])
+
+    def _load_rngs(self, saved: dict[str, Any], exact: bool) -> None:
+        """The generators, the global RNGs and the exploration RNG; across device types (not `exact`) each generator
+        is reseeded from the seed, the env step and its position."""
+        for offset, (name, generator) in enumerate(self.generators.items()):
+            if exact and name in saved["generators"]:
+                generator.set_state(saved["generators"][name])
+            elif exact:
+                continue  # a generator newer than the checkpoint, unused by its run: it keeps its seeded state
+            else:
+                generator.manual_seed(self.config.train.seed * 1000 + 7 * self.env_step + offset)
+        set_global_rng_state(saved, cuda=exact and self.device.type == "cuda")
+        self.rng.bit_generator.state = saved["exploration"]
+
 
 # ---------------------------------------------------------------------------------------------
 # Setup
@@ -151,6 +274,45 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global RNGs' states as a checkpoint holds them: torch's, CUDA's (when present), numpy's, Python's."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_global": _as_tensors(list(np.random.get_state())),
+        "python": random.getstate(),
+    }
+
+
+def set_global_rng_state(saved: dict[str, Any], cuda: bool) -> None:
+    """Restore what `global_rng_state` saved (CUDA's only when `cuda`: a run continuing on the same device type)."""
+    torch.set_rng_state(saved["torch"])
+    if cuda and saved["cuda"]:
+        torch.cuda.set_rng_state_all(saved["cuda"])
+    kind, keys, pos, has_gauss, cached = saved["numpy_global"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    random.setstate(_as_tuples(saved["python"]))
+
+
+def _as_tensors(value: Any) -> Any:
+    """numpy arrays -> tensors, recursively (a checkpoint loads with `weights_only`, which takes tensors, not
+    arrays)."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {k: _as_tensors(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_as_tensors(v) for v in value)
+    return value
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists -> tuples, recursively (Python's RNG state comes back from a checkpoint with lists)."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuples(v) for v in value)
+    return value
 
 
 GENERATORS = ("sample", "act", "model", "rollout", "done")

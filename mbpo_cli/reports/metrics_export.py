@@ -23,7 +23,7 @@ from typing import TextIO
 
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.runs import outputs
-from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
+from mbpo_cli.runs.registry import EvalInfo, Registry, RegistryError, RunInfo, sanitize_name
 from mbpo_cli.runs.tensorboard import summary_writer
 
 CSV_HEADER = ("run_id", "run_name", "step", "key", "value")
@@ -45,10 +45,10 @@ class Scalar:
     """The TensorBoard tag: `<namespace>/<key>` for a metric (`eval/eval_return`), the key for an evaluation."""
 
 
-def _checkpoint_step(label: str, fallback: int) -> int:
-    """The env step of an evaluation's checkpoint label (`<kind>:<step>`, e.g. `best:3000`)."""
-    _, _, step = label.rpartition(":")
-    return int(step) if step.isdigit() else fallback
+def _checkpoint_step(evaluation: EvalInfo, fallback: int) -> int:
+    """The env step of the checkpoint an evaluation evaluated (`fallback` when its label names none)."""
+    label = evaluation.label
+    return fallback if label is None else label.step
 
 
 def run_scalars(registry: Registry, run: RunInfo) -> list[Scalar]:
@@ -62,7 +62,7 @@ def run_scalars(registry: Registry, run: RunInfo) -> list[Scalar]:
         last = trained.get(step, last)
         scalars.append(Scalar(step, key, value, start + last, metric_keys.tensorboard_tag(key)))
     for evaluation in registry.evaluations(run.id):
-        step = _checkpoint_step(evaluation.checkpoint, run.env_steps)
+        step = _checkpoint_step(evaluation, run.env_steps)
         section = "evaluation" if evaluation.deterministic else "evaluation_stochastic"
         stamp = evaluation.created_at.timestamp()
         for name, value in (("mean_return", evaluation.mean), ("std_return", evaluation.std)):

@@ -22,14 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mbpo_cli.runs.registry import Registry, RegistryError, RegistryUnavailable
+from mbpo_cli.runs.layout import PENDING_FILE, run_dir
+from mbpo_cli.runs.process import run_lock
+from mbpo_cli.runs.registry import Registry, RegistryError, RegistryUnavailable, RunInfo, RunStatus
+from mbpo_cli.runs.reporting import Reporter
 
 OUTAGE_ENV_VAR = "MBPO_REGISTRY_OUTAGE_SECONDS"
 DEFAULT_OUTAGE_SECONDS = 1800.0
 OUTAGE_EXIT_CODE = 75
 """Exit status of a run stopped by a registry outage: sysexits.h's EX_TEMPFAIL, "a temporary failure; try again"."""
-PENDING_FILE = "registry-pending.jsonl"
-"""The run folder's file of registry writes not recorded yet, one JSON object a line, oldest first."""
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 
@@ -88,9 +89,9 @@ class Heartbeat:
 
 @dataclass(frozen=True)
 class Status:
-    """The run's status (one of the registry's RUN_STATUSES), with the error that ended it, if any."""
+    """The run's status, with the error that ended it, if any."""
 
-    status: str
+    status: RunStatus
     error: str | None = None
 
     def apply(self, registry: Registry, run_id: str) -> None:
@@ -140,6 +141,8 @@ def _decode(line: str) -> Write:
     kind = _KINDS[data.pop("write")]
     if kind is Metrics:
         data["rows"] = tuple((int(step), str(key), float(value)) for step, key, value in data["rows"])
+    if kind is Status:
+        data["status"] = RunStatus(data["status"])
     return kind(**data)
 
 
@@ -282,3 +285,17 @@ class RegistryWriter:
         self.down_since = None
         self.delay = FIRST_RETRY_SECONDS
         self.next_try = 0.0
+
+
+def record_pending(registry: Registry, run: RunInfo, runs_dir: Path, reporter: Reporter) -> RunInfo:
+    """Record the registry writes that a session of the run kept through an outage (its folder's pending file),
+    under the run's lock; the run as the registry then holds it."""
+    folder = run_dir(runs_dir, run.id)
+    if not (folder / PENDING_FILE).is_file():
+        return run
+    with run_lock(folder):
+        pending = PendingWrites(folder / PENDING_FILE)
+        count = len(pending.writes)
+        pending.replay(registry, run.id)
+    reporter.message(f"recorded the {count} registry writes that run {run.id} kept during a registry outage")
+    return registry.get_run(run.id)

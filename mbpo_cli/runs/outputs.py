@@ -18,7 +18,6 @@ beside its place and renamed onto it at the end, so a failed command leaves no p
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -29,20 +28,11 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from mbpo_cli.runs.registry import URL_ENV_VAR
-from mbpo_cli.runs.session import RunError
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import ABLATIONS_FOLDER, REGISTRY_FILE, RUN_ID, TUNES_FOLDER, registry_file
+from mbpo_cli.runs.registry.location import URL_ENV_VAR, sqlite_file
+from mbpo_cli.runs.registry.sqlite import COMPANIONS as SQLITE_COMPANIONS
 
-REGISTRY_FILE = "registry.db"
-"""The default registry's SQLite file, directly in the runs directory."""
-SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
-"""Suffixes of the files SQLite keeps for one database (the database itself first)."""
-ABLATIONS_FOLDER = "ablations"
-"""The runs directory's folder of ablation configs and logs (:data:`mbpo_cli.sweeps.ablation.ABLATIONS_DIR`)."""
-TUNES_FOLDER = "tunes"
-"""The runs directory's folder of tuning studies' trial configs and logs (:data:`mbpo_cli.sweeps.tune.TUNES_DIR`)."""
-RUN_ID = re.compile(r"[0-9a-f]{8}", re.IGNORECASE)
-"""A run id (``secrets.token_hex(4)``), and so the name of a run's folder in the runs directory; ignoring case for
-file systems that do."""
 OVERWRITE_FLAG = "--overwrite"
 """The option every writing command takes to replace an existing file."""
 SHOWN_PATH = 120
@@ -62,16 +52,15 @@ def shown(path: Path) -> str:
 def registry_files(runs_dir: Path) -> list[Path]:
     """The registry's SQLite files (symlinks resolved), whether they exist or not: ``RUNS_DIR/registry.db`` and the
     file of a ``sqlite:`` ``$MBPO_REGISTRY_URL``, each with its companions."""
-    databases = [runs_dir / REGISTRY_FILE]
+    databases = [registry_file(runs_dir)]
     url = os.environ.get(URL_ENV_VAR)
     if url:
         try:
-            parsed = make_url(url)
+            named = sqlite_file(make_url(url))
         except ArgumentError:  # no registry can be opened with it: opening it says so
-            parsed = None
-        if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "",
-                                                                                                   ":memory:"):
-            databases.append(Path(parsed.database))
+            named = None
+        if named is not None:
+            databases.append(named)
     files = {Path(f"{database}{suffix}").resolve() for database in databases for suffix in SQLITE_COMPANIONS}
     files |= {Path(f"{database.resolve()}{suffix}") for database in databases for suffix in SQLITE_COMPANIONS}
     return sorted(files)

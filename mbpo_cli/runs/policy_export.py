@@ -15,7 +15,8 @@ seed + 1, ...``) go through the exported file as a user would run it (``torch.ji
 same indices). The file is written under a hidden temporary name beside ``--out`` and renamed only once it passes
 (:class:`mbpo_cli.runs.outputs.OutputFile`).
 An INT8 file is not held to the tolerance: its deviation from the float policy, and its returns over seeded episodes
-beside the float policy's, are reported instead.
+beside the float policy's, are reported instead. The comparisons are :mod:`mbpo_cli.runs.export_verification`'s; the
+latency benchmark (`--bench`) is :mod:`mbpo_cli.runs.export_latency`.
 
 ONNX needs the optional extra (onnx, onnxruntime, onnxscript: ``pip install 'mbpo-cli[onnx]'``), imported lazily.
 """
@@ -27,9 +28,8 @@ import copy
 import importlib.util
 import logging
 import tempfile
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,12 +43,22 @@ from mbpo_cli.agents.dqn import QNetwork
 from mbpo_cli.agents.factory import BuiltAgent
 from mbpo_cli.agents.networks import DeterministicActor
 from mbpo_cli.agents.sac import Actor
-from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
+from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.nn.mlp import BatchedMLP
-from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.evaluation import run_episodes
+from mbpo_cli.runs.export_verification import (
+    Act,
+    Comparison,
+    check_file,
+    episode_returns,
+    mismatch,
+    record_observations,
+    tool_act,
+)
 from mbpo_cli.runs.outputs import OutputFile
+from mbpo_cli.runs.policy import Policy, load_policy
 from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import RunError
 
 FORMATS = ("torchscript", "onnx")
 QUANTIZATIONS = ("int8",)
@@ -56,26 +66,13 @@ ONNX_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
 INSTALL_HINT = "pip install 'mbpo-cli[onnx]'"
 INPUT, OUTPUT = "obs", "action"
 """The exported program's input and output names (ONNX)."""
-TOLERANCE = 1e-5
-"""Largest absolute difference allowed between the exported file's actions and the in-tool policy's (float export)."""
 VERIFY_OBSERVATIONS = 512
 RETURN_EPISODES = 10
 """Episodes an INT8 file and the float policy are each evaluated over (the same reset seeds)."""
-WARMUP_CALLS = 300
-TIMED_CALLS = 3000
-VARIANTS = (("torchscript", None), ("torchscript", "int8"), ("onnx", None), ("onnx", "int8"))
-"""What the latency benchmark times besides eager PyTorch: (format, quantization)."""
-
-Act = Callable[[np.ndarray], np.ndarray]
-"""A policy as the task sees it: observations ``B x obs`` float32 -> actions ``B x act`` float32 or indices ``B``."""
 
 
 class ExportError(RunError):
     """Bad input to `mbpo export` (one line; the CLI exits 2)."""
-
-
-class VerificationError(RuntimeError):
-    """The exported file does not act as the run's policy (one line; the CLI exits 1; nothing is written)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,99 +266,6 @@ def file_act(path: Path, fmt: str, threads: int) -> Act:
     return lambda obs: session.run(None, {INPUT: obs})[0]
 
 
-def module_act(program: nn.Module) -> Act:
-    """``program`` run eagerly by PyTorch."""
-    return lambda obs: program(torch.from_numpy(obs)).numpy()
-
-
-def tool_act(agent: BuiltAgent, spec: EnvSpec) -> Act:
-    """The agent's deterministic policy as `mbpo eval` acts: the agent's action, then ``to_env_action`` per row."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        actions = agent.act(torch.from_numpy(obs), deterministic=True).numpy()
-        return np.stack([np.asarray(to_env_action(a, spec)) for a in actions])
-
-    return act
-
-
-# ---------------------------------------------------------------------------------------------
-# Episodes and comparisons
-# ---------------------------------------------------------------------------------------------
-
-
-def _one(actions: np.ndarray) -> np.ndarray | int:
-    """The first action of a batch, as ``env.step`` takes it."""
-    action = actions[0]
-    return int(action) if action.ndim == 0 else action
-
-
-def _row(obs: np.ndarray) -> np.ndarray:
-    return np.asarray(obs, dtype=np.float32).reshape(1, -1)
-
-
-def record_observations(env: gym.Env, act: Act, count: int, seed: int) -> tuple[np.ndarray, int]:
-    """The first ``count`` observations ``count x obs`` met acting with ``act`` over episodes reset with seeds
-    ``seed, seed + 1, ...``, and how many episodes they came from."""
-    seen: list[np.ndarray] = []
-    episodes = 0
-    while True:
-        obs, _ = env.reset(seed=seed + episodes)
-        episodes += 1
-        done = False
-        while not done:
-            x = _row(obs)
-            seen.append(x[0])
-            if len(seen) == count:
-                return np.stack(seen), episodes
-            obs, _, terminated, truncated, _ = env.step(_one(act(x)))
-            done = terminated or truncated
-
-
-def episode_returns(env: gym.Env, act: Act, episodes: int, seed: int) -> list[float]:
-    """Returns of ``episodes`` episodes reset with seeds ``seed, seed + 1, ...``, one observation at a time."""
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(_one(act(_row(obs))))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """How a file's actions compare with the policy's on the same observations."""
-
-    observations: int
-    max_deviation: float
-    """Largest absolute difference of an action component (DQN: of the action index; 0 when all agree)."""
-    differing: int
-    """Observations whose action differs by more than :data:`TOLERANCE` (DQN: whose index differs)."""
-
-
-def compare(actions: np.ndarray, reference: np.ndarray) -> Comparison:
-    """``actions`` against ``reference`` (same shape and dtype, else VerificationError); NaN counts as differing."""
-    if actions.shape != reference.shape or actions.dtype != reference.dtype:
-        raise VerificationError(f"the exported file returned {actions.dtype} actions of shape {actions.shape}; "
-                                f"the policy gives {reference.dtype} of shape {reference.shape}")
-    deviation = np.abs(actions.astype(np.float64) - reference.astype(np.float64)).reshape(len(actions), -1)
-    worst = deviation.max(axis=1)
-    return Comparison(observations=len(actions), max_deviation=float(worst.max()),
-                      differing=int(np.count_nonzero(~(worst <= TOLERANCE))))
-
-
-def check_file(act: Act, obs: np.ndarray, reference: np.ndarray) -> Comparison:
-    """A file's actions against ``reference``, for the whole batch ``N x obs`` and for one observation at a time
-    (the batch dimension is dynamic, and INT8 scales its activations per batch): the worse of the two."""
-    batch = compare(act(obs), reference)
-    single = compare(np.concatenate([act(obs[i:i + 1]) for i in range(len(obs))]), reference)
-    return Comparison(observations=len(obs), max_deviation=max(batch.max_deviation, single.max_deviation),
-                      differing=max(batch.differing, single.differing))
-
-
 # ---------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------
@@ -391,15 +295,6 @@ class Exported:
     """INT8: the float policy's returns over the same episodes (what `mbpo eval --seed SEED` reports)."""
 
 
-def _mismatch(check: Comparison, discrete: bool, out: Path) -> VerificationError:
-    if discrete:
-        what = f"gives another greedy action than the run's policy on {check.differing} of {check.observations}"
-    else:
-        what = (f"differs from the run's policy by up to {check.max_deviation:.3g} (tolerance {TOLERANCE:g}) on "
-                f"{check.differing} of {check.observations}")
-    return VerificationError(f"verification failed: the exported policy {what} observations; {out} was not written")
-
-
 def export_policy(policy: Policy, fmt: str, quantize: str | None, out: OutputFile, seed: int = 0,
                   threads: int = 1) -> Exported:
     """Write ``policy`` to ``out`` (its request checked with :func:`check_request`) and verify the file on the
@@ -427,83 +322,10 @@ def _write_verified(policy: Policy, env: gym.Env, fmt: str, quantize: str | None
     int8_returns: list[float] | None = None
     float_returns: list[float] | None = None
     if quantize is None and check.differing:
-        raise _mismatch(check, spec.discrete, named)
+        raise mismatch(check, spec.discrete, named)
     if quantize is not None:
         int8_returns = episode_returns(env, exported, RETURN_EPISODES, seed)
         float_returns = run_episodes(policy, RETURN_EPISODES, seed).returns
     return Exported(path=named, fmt=fmt, quantize=quantize, size=partial.stat().st_size, obs_dim=spec.obs_dim,
                     act_dim=spec.act_dim, discrete=spec.discrete, seed=seed, episodes=episodes, check=check,
                     int8_returns=int8_returns, float_returns=float_returns)
-
-
-# ---------------------------------------------------------------------------------------------
-# Latency
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Latency:
-    """One runtime's time for one action on one observation (batch 1), in microseconds; None when skipped."""
-
-    runtime: str
-    p50_us: float | None
-    p99_us: float | None
-    note: str
-    """Why it was skipped, or that it timed the exported file itself."""
-
-
-def time_calls(act: Act, obs: np.ndarray, warmup: int = WARMUP_CALLS, calls: int = TIMED_CALLS) -> tuple[float, float]:
-    """p50 and p99 in microseconds of ``calls`` timed calls ``act(obs)`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        act(obs)
-    times = np.empty(calls, dtype=np.int64)
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        act(obs)
-        times[i] = time.perf_counter_ns() - start
-    p50, p99 = np.percentile(times, [50, 99]) / 1e3
-    return float(p50), float(p99)
-
-
-def runtime_name(fmt: str, quantize: str | None) -> str:
-    """How the benchmark names a variant: ``TorchScript``, ``ONNX Runtime INT8``, ..."""
-    name = "TorchScript" if fmt == "torchscript" else "ONNX Runtime"
-    return f"{name} INT8" if quantize == "int8" else name
-
-
-def _skipped(fmt: str, quantize: str | None) -> str | None:
-    missing = onnx_missing()
-    if fmt == "onnx" and missing:
-        return f"skipped: {missing} not installed ({INSTALL_HINT})"
-    if fmt == "torchscript" and quantize is not None and torch.backends.quantized.engine == "none":
-        return "skipped: this torch build has no quantized engine"
-    return None
-
-
-def bench_latency(policy: Policy, exported: Exported, threads: int = 1, warmup: int = WARMUP_CALLS,
-                  calls: int = TIMED_CALLS) -> list[Latency]:
-    """p50 and p99 of one action on one observation (the first of the verification episodes) on the CPU with
-    ``threads`` threads: eager PyTorch, then each of :data:`VARIANTS` that can run here (the exported file itself
-    for its own variant, the others written to a temporary folder)."""
-    torch.set_num_threads(threads)
-    env = make_env(policy.config.env)
-    try:
-        spec = env_spec(env)
-        obs = _row(env.reset(seed=exported.seed)[0])
-    finally:
-        env.close()
-    program = policy_program(policy.agent, spec)
-    rows = [Latency("PyTorch eager", *time_calls(module_act(program), obs, warmup, calls), "")]
-    with tempfile.TemporaryDirectory() as tmp:
-        for fmt, quantize in VARIANTS:
-            name = runtime_name(fmt, quantize)
-            skipped = _skipped(fmt, quantize)
-            if skipped is not None:
-                rows.append(Latency(name, None, None, skipped))
-                continue
-            path, note = exported.path, "the exported file"
-            if (fmt, quantize) != (exported.fmt, exported.quantize):
-                path, note = Path(tmp) / f"{fmt}-{quantize or 'float'}", ""
-                write_program(program, fmt, quantize, path, torch.from_numpy(np.repeat(obs, 2, axis=0)))
-            rows.append(Latency(name, *time_calls(file_act(path, fmt, threads), obs, warmup, calls), note))
-    return rows

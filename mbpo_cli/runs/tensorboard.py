@@ -15,10 +15,9 @@ from typing import Any
 
 from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.metrics import tensorboard_tag
+from mbpo_cli.runs.layout import LIVE_FOLDER
 
 INSTALL_HINT = "pip install 'mbpo-cli[tensorboard]'"
-LIVE_FOLDER = "tensorboard"
-"""The live event files' folder inside a run folder (`runs/<run-id>/tensorboard/`)."""
 
 
 class TensorBoardMissing(ConfigError):

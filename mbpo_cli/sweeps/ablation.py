@@ -23,15 +23,17 @@ from typing import Any
 import yaml
 
 from mbpo_cli.config import metrics as metric_keys
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import ABLATIONS_FOLDER, run_dir
 from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
-from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
-from mbpo_cli.runs.session import RunError, StopSignals, discard_run, has_full_checkpoint, is_locked, run_dir
+from mbpo_cli.runs.process import StopSignals, is_locked
+from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, RunStatus, sanitize_name
+from mbpo_cli.runs.resume import has_full_checkpoint
+from mbpo_cli.runs.start import discard_run
 from mbpo_cli.sweeps.executors import Executor, ExecutorLost
 from mbpo_cli.sweeps.variants import Plan
 
 GROUP_KIND = "ablation"
-ABLATIONS_DIR = "ablations"
-"""Folder under the runs directory holding each ablation's resolved variant configs and child logs."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,8 +42,8 @@ ABLATIONS_DIR = "ablations"
 
 
 def ablation_dir(runs_dir: Path, group: str) -> Path:
-    """Where an ablation's variant configs and child logs live."""
-    return runs_dir / ABLATIONS_DIR / group
+    """Where an ablation's variant configs and child logs live (in the runs directory's ablations folder)."""
+    return runs_dir / ABLATIONS_FOLDER / group
 
 
 def variant_file(runs_dir: Path, group: str, variant: str) -> Path:
@@ -142,9 +144,9 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
             run = existing.get((variant.name, seed))
             if run is not None:
                 task.run_id = run.id
-                if run.status == "finished":
+                if run.status == RunStatus.FINISHED:
                     task.state = TaskState.SKIPPED
-                elif run.status == "running" and is_locked(run_dir(runs_dir, run.id)):
+                elif run.status == RunStatus.RUNNING and is_locked(run_dir(runs_dir, run.id)):
                     task.state = TaskState.BUSY
                 elif not has_full_checkpoint(registry, run.id):
                     discard_run(registry, runs_dir, run)  # nothing to resume from: train it again
@@ -272,11 +274,12 @@ def _attach_runs(tasks: Sequence[Task], plan: Plan, registry: Registry) -> None:
 
 
 def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict[str, Any]]:
-    """One row per task: variant, seed, run id, status (registry), steps and last eval return."""
+    """One row per task: variant, seed, run id, status (the text shown: the task's state, or its run's status as the
+    registry holds it), state (what the status says, as a TaskState), steps and last eval return."""
     rows = []
     for task in tasks:
         row: dict[str, Any] = {"variant": task.variant, "seed": task.seed, "id": task.run_id,
-                               "status": task.state.value, "env_steps": 0,
+                               "status": task.state.value, "state": task.state, "env_steps": 0,
                                "target_steps": plan.configs[task.variant]["train"]["steps"], "last_eval_return": None}
         if task.state == TaskState.RUNNING and task.run_id is None:
             row["status"] = "starting"
@@ -289,9 +292,10 @@ def run_rows(plan: Plan, tasks: Sequence[Task], registry: Registry) -> list[dict
                 row["env_steps"] = run.env_steps
                 row["target_steps"] = run.target_steps
                 if task.state == TaskState.SKIPPED:
-                    row["status"] = "finished (earlier)"
+                    row["status"], row["state"] = "finished (earlier)", TaskState.FINISHED
                 elif task.state not in (TaskState.RUNNING, TaskState.PENDING, TaskState.LOST):
-                    row["status"] = run.display_status
+                    shown = run.shown_status
+                    row["status"], row["state"] = str(shown), TaskState(shown.status.value)
                 evals = registry.metrics(run.id, metric_keys.EVAL_RETURN)
                 row["last_eval_return"] = evals[-1][2] if evals else None
         rows.append(row)

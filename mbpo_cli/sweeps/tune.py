@@ -34,17 +34,13 @@ import yaml
 
 from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import TUNES_FOLDER, run_dir
 from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
+from mbpo_cli.runs.process import StopSignals, is_locked
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, sanitize_name
-from mbpo_cli.runs.session import (
-    RunError,
-    StopSignals,
-    discard_run,
-    has_full_checkpoint,
-    is_locked,
-    run_dir,
-    run_named,
-)
+from mbpo_cli.runs.resume import has_full_checkpoint
+from mbpo_cli.runs.start import discard_run, run_named
 from mbpo_cli.sweeps.ablation import Ending
 from mbpo_cli.sweeps.executors import Executor, ExecutorLost
 from mbpo_cli.sweeps.study import Param, ParamType, PrunerType, SamplerType, StudySpec
@@ -54,7 +50,7 @@ if TYPE_CHECKING:
 
 GROUP_KIND = "tune"
 """The registry group kind of a study."""
-TUNES_DIR = "tunes"
+TUNES_DIR = TUNES_FOLDER
 """Folder under the runs directory holding each study's trial configs, child logs and lock."""
 OPTUNA_MISSING = "mbpo tune needs Optuna: pip install 'mbpo-cli[tune]'"
 SQLITE_BUSY_SECONDS = 30

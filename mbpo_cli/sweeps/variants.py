@@ -16,8 +16,8 @@ from typing import Any
 
 from mbpo_cli.config.load import ConfigError, build_config, config_diff, parse_override, with_overrides
 from mbpo_cli.config.schema import Config
+from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.registry import sanitize_name
-from mbpo_cli.runs.session import RunError
 
 CONTROL = "control"
 PLAN_VERSION = 1

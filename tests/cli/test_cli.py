@@ -24,9 +24,9 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli import runs as runs_command
 from mbpo_cli.cli.app import app
 from mbpo_cli.config.resolve import resolve_config
-from mbpo_cli.runs import registry as registry_module
+from mbpo_cli.runs.process import run_lock
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import run_lock
+from mbpo_cli.runs.registry import sqlite as registry_sqlite
 
 EVAL_STEPS = [100, 200, 300]
 
@@ -533,7 +533,7 @@ def test_a_registry_on_a_network_filesystem_is_warned_about_on_stderr(tmp_path: 
     """A SQLite registry on NFS: one warning line on stderr, the JSON on stdout as usual."""
     runs_dir = tmp_path / "runs"
     run_id = fake_run(runs_dir)
-    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "nfs4")
+    monkeypatch.setattr(registry_sqlite, "network_filesystem", lambda path: "nfs4")
     result = mbpo(runs_dir, "runs", "list", "--json")
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in json.loads(result.stdout)] == [run_id]
@@ -545,7 +545,7 @@ def test_a_registry_on_a_network_filesystem_is_warned_about_on_stderr(tmp_path: 
 
 def test_the_registry_warning_is_printed_once_per_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "cifs")
+    monkeypatch.setattr(registry_sqlite, "network_filesystem", lambda path: "cifs")
     monkeypatch.setattr(common, "err", Console(stderr=True, width=1000))
     ctx = types.SimpleNamespace(obj=common.Globals(runs_dir=tmp_path / "runs", debug=False))
     for _ in range(2):
@@ -682,8 +682,8 @@ def test_read_only_commands_on_a_registry_this_process_cannot_write(trained: Tra
         registry.create_run(name="probe", preset=None, env_id="x", algo="mbpo", seed=0, config={}, device="cpu",
                             command="", target_steps=1)  # and let its connection checkpoint the WAL away
     before = {p.name: p.stat().st_mtime_ns for p in runs_dir.iterdir()}
-    real_writable = registry_module.writable
-    monkeypatch.setattr(registry_module, "writable", lambda folder: folder != runs_dir and real_writable(folder))
+    real_writable = registry_sqlite.writable
+    monkeypatch.setattr(registry_sqlite, "writable", lambda folder: folder != runs_dir and real_writable(folder))
     listed = mbpo(runs_dir, "runs", "list", "--json")
     assert listed.exit_code == 0, listed.output
     assert trained.summary["id"] in {r["id"] for r in json.loads(listed.stdout)}
@@ -720,7 +720,7 @@ def test_train_if_exists_resume_refuses_another_config_and_extends_a_finished_ru
     assert extended.exit_code == 0, extended.output
     summary = json.loads(extended.stdout)
     assert (summary["id"], summary["status"], summary["env_steps"]) == (run_id, "finished", 400)
-    with registry_module.Registry.open(runs) as reg:
+    with Registry.open(runs) as reg:
         assert [s for s, _, _ in reg.metrics(run_id, "eval_return")] == [100, 200, 300, 400]
         assert reg.get_run(run_id).target_steps == 400
 
@@ -737,7 +737,7 @@ def test_train_if_exists_resume_is_safe_to_run_again(tmp_path: Path) -> None:
     assert "already taken" in one_error_line(mbpo(runs, "train", *TINY, "--name", "job"))
 
     # a run that died before its first checkpoint has nothing to continue: it is replaced by a new one
-    with registry_module.Registry.open(runs) as reg:
+    with Registry.open(runs) as reg:
         stillborn = reg.create_run(name="early", preset=None, env_id="InvertedPendulum-v5", algo="mbpo", seed=0,
                                    config={}, device="cpu", command="mbpo train", target_steps=300)
         result = mbpo(runs, "train", *TINY, "--name", "early", "--if-exists", "resume", "--json")

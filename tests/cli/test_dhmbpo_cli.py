@@ -17,6 +17,7 @@ from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.engine.envs import EnvSpec
 from mbpo_cli.runs import policy_export
+from mbpo_cli.runs.export_verification import tool_act
 from mbpo_cli.runs.registry import Registry
 
 SETS = [arg for item in TINY_DHMBPO for arg in ("--set", item)]
@@ -63,7 +64,7 @@ def test_the_exported_program_standardizes_observations_as_the_actor_does() -> N
     with policy_export.quiet():
         scripted = torch.jit.script(program)
     obs = np.random.default_rng(1).normal(0.0, 3.0, size=(64, 5)).astype(np.float32)
-    expected = policy_export.tool_act(agent, spec)(obs)
+    expected = tool_act(agent, spec)(obs)
     for run in (program, scripted):
         got = run(torch.from_numpy(obs)).numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)

@@ -14,7 +14,8 @@ from mbpo_cli.cli.common import run_summary
 from mbpo_cli.cli.display import RichReporter, SessionEta, summary_table
 from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.runs.registry import Registry, RunInfo
-from mbpo_cli.runs.session import Outcome, resume_run
+from mbpo_cli.runs.resume import resume_run
+from mbpo_cli.runs.session import Outcome
 
 
 class Clock:

@@ -10,11 +10,12 @@ import pytest
 from clihelpers import mbpo, one_error_line
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import create_engine, text
 
 from mbpo_cli.cli import common
 from mbpo_cli.cli.runs_tables import runs_table, short_count
 from mbpo_cli.config.resolve import resolve_config
-from mbpo_cli.runs.registry import Registry
+from mbpo_cli.runs.registry import Registry, default_url
 
 LOSSES = [(1000, "model_loss", 0.9), (2000, "model_loss", 0.5), (2000, "alpha", 0.2), (3000, "model_loss", 0.25)]
 
@@ -32,6 +33,23 @@ def _run(runs_dir: Path, name: str = "pendulum", env: str = "InvertedPendulum-v5
                                     returns=[mean, mean], lengths=[1000, 1000])
         registry.set_status(run.id, "finished")
     return run.id
+
+
+def test_a_stale_run_is_listed_as_interrupted(tmp_path: Path) -> None:
+    """A `running` run whose heartbeat stopped (no lock file here) shows as `interrupted (stale)`: `--status
+    interrupted` lists it, `--status running` does not."""
+    runs_dir = tmp_path / "runs"
+    with Registry.open(runs_dir) as registry:
+        stale = registry.create_run(name="gone", preset=None, env_id="InvertedPendulum-v5", algo="mbpo", seed=0,
+                                    config={}, device="cpu", command="mbpo train", target_steps=100)
+    engine = create_engine(default_url(runs_dir))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET heartbeat_at = '2001-01-01 00:00:00.000000'"))
+    engine.dispose()
+    listed = {status: json.loads(mbpo(runs_dir, "runs", "list", "--status", status, "--json").stdout)
+              for status in ("interrupted", "running")}
+    assert [(r["id"], r["status"]) for r in listed["interrupted"]] == [(stale.id, "interrupted (stale)")]
+    assert listed["running"] == []
 
 
 def _render(width: int, *tables: Table) -> str:

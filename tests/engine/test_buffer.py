@@ -37,6 +37,21 @@ def test_buffer_state_roundtrip() -> None:
     assert other.ordered().reward.tolist() == buf.ordered().reward.tolist()
 
 
+def test_a_wrapped_buffer_comes_back_from_its_checkpoint_in_the_same_slots() -> None:
+    """Sampling draws physical slots: a wrapped ring buffer is restored with its layout (not oldest-first at slot 0);
+    restored into a bigger buffer (a run extended with --steps) it keeps its transitions, oldest first."""
+    buf = ReplayBuffer(4, 3, 1, torch.device("cpu"))
+    buf.add(_batch(0, 3))
+    buf.add(_batch(3, 3))  # slots hold 4, 5, 2, 3; the next write goes to slot 2
+    saved = buf.checkpoint_state()
+    same = ReplayBuffer.from_checkpoint(saved, 3, 1, torch.device("cpu"))
+    assert (same.ptr, same.data.reward.tolist()) == (2, [4.0, 5.0, 2.0, 3.0])
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(same.sample(16, gen_a).reward, buf.sample(16, gen_b).reward)
+    bigger = ReplayBuffer.from_checkpoint(saved, 3, 1, torch.device("cpu"), capacity=6)
+    assert (bigger.capacity, bigger.ordered().reward.tolist()) == (6, [2.0, 3.0, 4.0, 5.0])
+
+
 def test_mixed_batch_ratio() -> None:
     real = ReplayBuffer(100, 3, 1, torch.device("cpu"))
     real.add(_batch(0, 50))

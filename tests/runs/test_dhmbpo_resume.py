@@ -22,8 +22,8 @@ from mbpo_cli.engine.events import EpochEvent, Event
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import RunState, build_run
 from mbpo_cli.runs.checkpoint import capture, load_file, restore, save_file
+from mbpo_cli.runs.layout import checkpoint_file
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import checkpoint_file
 
 TOTAL = 400
 Metrics = list[tuple[int, dict[str, float]]]

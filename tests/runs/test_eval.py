@@ -1,4 +1,4 @@
-"""Tests for `mbpo eval` (mbpo_cli.evaluation) on a real tiny training run.
+"""Tests for `mbpo eval` (mbpo_cli.runs.evaluation, .policy, .video) on a real tiny training run.
 
 The run is tiny (300 env steps, small networks, one thread). With `train.keep_checkpoints` = 2 it keeps the
 full checkpoints of steps 200 and 300 (step 100's was deleted) plus the best-policy file.
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from clihelpers import TINY, mbpo, one_error_line, train_runs
 
-from mbpo_cli.runs.evaluation import Attempt, encoder_missing
 from mbpo_cli.runs.registry import Registry
+from mbpo_cli.runs.video import CHILD_MODULE, Attempt, encoder_missing
+from mbpo_cli.runs.video_child import BACKEND_EXIT, BACKEND_MARK
 
 
 class Trained(types.SimpleNamespace):
@@ -156,7 +157,7 @@ def test_video_writes_a_file_or_says_what_is_missing(trained: Trained, tmp_path:
 def test_video_with_a_backend_that_cannot_render(trained: Trained, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The backend is tried in a child process: a broken one is a clear one-line error, and nothing is recorded."""
-    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    monkeypatch.setattr("mbpo_cli.runs.video.encoder_missing", lambda: None)
     monkeypatch.setenv("MUJOCO_GL", "bogus")
     before = len(evaluations(trained))
     line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(tmp_path / "x.mp4")))
@@ -210,7 +211,7 @@ def broken_opengl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(package.parent),
                                                                    os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    monkeypatch.setattr("mbpo_cli.runs.video.encoder_missing", lambda: None)
     return tmp_path
 
 
@@ -318,7 +319,7 @@ def test_video_of_a_classic_control_task_without_pygame_names_pygame(tmp_path: P
     (fake / "pygame.py").write_text(FAKE_PYGAME)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv("MUJOCO_GL", raising=False)
-    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    monkeypatch.setattr("mbpo_cli.runs.video.encoder_missing", lambda: None)
     path = tmp_path / "cartpole.mp4"
     line = one_error_line(mbpo(runs_dir, "eval", run_id, "--episodes", "1", "--video", str(path)))
     assert line == ('error: --video: CartPole-v1 renders with pygame, which is not installed: pip install pygame '
@@ -338,7 +339,7 @@ def test_a_mujoco_task_whose_import_fails_is_still_a_backend_failure(trained: Tr
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(package.parent),
                                                                    os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
-    monkeypatch.setattr("mbpo_cli.runs.evaluation.encoder_missing", lambda: None)
+    monkeypatch.setattr("mbpo_cli.runs.video.encoder_missing", lambda: None)
     line = one_error_line(mbpo(trained.runs_dir, "eval", trained.run_id, "--video", str(tmp_path / "x.mp4")))
     assert "MUJOCO_GL=osmesa cannot render here (osmesa: " in line
     assert "pygame" not in line and "package it renders with" not in line
@@ -382,6 +383,15 @@ def test_video_child_outcomes(returncode: int, stdout: str, stderr: str, backend
     assert attempt.backend_failed is backend_failed and attempt.ended == ended
     if why is not None:
         assert attempt.why == why
+
+
+def test_the_video_child_is_a_module_whose_failure_before_the_first_frame_is_the_backend_s() -> None:
+    """`python -m mbpo_cli.runs.video_child REQUEST`: a task that cannot be made for rendering ends it with the backend
+    failure's status and mark (the parent then tries the next backend)."""
+    request = json.dumps({"env": {"id": "NoSuchTask-v0", "kwargs": {}}, "seed": 0})
+    done = subprocess.run([sys.executable, "-m", CHILD_MODULE, request], capture_output=True, text=True, timeout=120)
+    assert done.returncode == BACKEND_EXIT, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(BACKEND_MARK)
 
 
 def test_a_video_child_that_crashes_after_its_report_has_filmed() -> None:

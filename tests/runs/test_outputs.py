@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mbpo_cli.runs import outputs
+from mbpo_cli.runs import layout, outputs
 from mbpo_cli.runs.outputs import OutputError, check_file, check_folder, owner
 from mbpo_cli.runs.registry import Registry, default_url
-from mbpo_cli.sweeps.ablation import ABLATIONS_DIR
+from mbpo_cli.sweeps.ablation import ablation_dir
 
 CHECKPOINT = "checkpoints/step-0000000300.pt"
 
@@ -47,9 +47,9 @@ def refused(named: Path, runs_dir: Path, overwrite: bool = False) -> str:
 
 def test_the_names_it_protects_are_the_ones_the_tool_uses(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
-    assert default_url(runs_dir) == f"sqlite:///{(runs_dir / outputs.REGISTRY_FILE).absolute()}"
-    assert outputs.ABLATIONS_FOLDER == ABLATIONS_DIR
-    assert outputs.RUN_ID.fullmatch(run_folder(runs_dir).name)
+    assert default_url(runs_dir) == f"sqlite:///{(runs_dir / layout.REGISTRY_FILE).absolute()}"
+    assert ablation_dir(runs_dir, "g").parent == runs_dir / layout.ABLATIONS_FOLDER
+    assert layout.RUN_ID.fullmatch(run_folder(runs_dir).name)
 
 
 def test_mbpo_s_own_files_are_never_an_output(runs_dir: Path) -> None:

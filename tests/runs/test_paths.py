@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mbpo_cli.runs.session import checkpoint_file, stored_path
+from mbpo_cli.runs.layout import checkpoint_file, stored_path
 
 
 def test_paths_are_stored_relative_to_the_runs_directory(tmp_path: Path) -> None:

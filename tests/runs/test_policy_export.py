@@ -26,9 +26,11 @@ from mbpo_cli.cli.export import show_latencies
 from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export
-from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
+from mbpo_cli.runs.evaluation import run_episodes
+from mbpo_cli.runs.export_latency import Latency, bench_latency
+from mbpo_cli.runs.export_verification import tool_act
 from mbpo_cli.runs.outputs import check_file as check_output
-from mbpo_cli.runs.policy_export import Latency
+from mbpo_cli.runs.policy import Policy, load_policy
 from mbpo_cli.runs.registry import Registry
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -231,7 +233,7 @@ def test_latency_threads_and_skipped_runtimes(trained: Trained, tmp_path: Path,
     out = check_output("--out", tmp_path / "policy.pt", trained.runs_dir, overwrite=False)
     exported = policy_export.export_policy(policy, "torchscript", None, out)
     monkeypatch.setattr(policy_export, "ONNX_PACKAGES", ("no_such_onnx_package",))  # missing with or without onnx
-    rows = {row.runtime: row for row in policy_export.bench_latency(policy, exported, threads=2, warmup=2, calls=20)}
+    rows = {row.runtime: row for row in bench_latency(policy, exported, threads=2, warmup=2, calls=20)}
     assert torch.get_num_threads() == 2
     for name in ("ONNX Runtime", "ONNX Runtime INT8"):
         assert rows[name].p50_us is None
@@ -257,7 +259,7 @@ def test_every_agent_exports_its_task_action(name: str) -> None:
     with policy_export.quiet():
         scripted = torch.jit.script(program)
     obs = np.random.default_rng(1).normal(0.0, 3.0, size=(64, 5)).astype(np.float32)
-    expected = policy_export.tool_act(agent, spec)(obs)
+    expected = tool_act(agent, spec)(obs)
     for run in (program, scripted):
         for batch in (obs, obs[:1]):
             got = run(torch.from_numpy(batch)).numpy()

@@ -4,6 +4,7 @@ PostgreSQL server."""
 import json
 import multiprocessing
 import re
+import secrets
 import sqlite3
 import sys
 import threading
@@ -18,19 +19,22 @@ from typing import Any
 import pytest
 from sqlalchemy import Executable, TextClause, bindparam, create_engine, inspect, text
 
-from mbpo_cli.runs import registry as registry_module
-from mbpo_cli.runs.credentials import masked
 from mbpo_cli.runs.registry import (
-    SCHEMA_VERSION,
+    CheckpointLabel,
     Registry,
     RegistryError,
     RunInfo,
-    UTCDateTime,
+    RunStatus,
+    ShownStatus,
     default_url,
     is_stale,
-    network_filesystem,
     sanitize_name,
 )
+from mbpo_cli.runs.registry import sqlite as registry_sqlite
+from mbpo_cli.runs.registry.credentials import masked
+from mbpo_cli.runs.registry.database import replace_metrics
+from mbpo_cli.runs.registry.sqlite import network_filesystem
+from mbpo_cli.runs.registry.tables import SCHEMA_VERSION, UTCDateTime
 
 
 @pytest.fixture(autouse=True)
@@ -169,7 +173,7 @@ def test_list_runs_filters_newest_first(reg: Registry) -> None:
 
 def test_unknown_run_and_ambiguous_prefix(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = iter(["abcd0001", "abcd0001", "abcd0002"])
-    monkeypatch.setattr(registry_module.secrets, "token_hex", lambda _n: next(ids))
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: next(ids))
     one = _new_run(reg)
     two = _new_run(reg)
     assert (one.id, two.id) == ("abcd0001", "abcd0002")  # the colliding id was regenerated
@@ -289,7 +293,7 @@ def test_portable_metric_replace_path(reg: Registry) -> None:
     params = [{"run_id": run.id, "step": 2, "key": "loss", "value": 9.0, "wall_time": 0.0}]
     engine = create_engine(reg.url)
     with engine.begin() as conn:
-        registry_module._replace_metrics(conn, params)
+        replace_metrics(conn, params)
     engine.dispose()
     assert reg.metrics(run.id) == [(1, "loss", 1.0), (2, "loss", 9.0)]
 
@@ -367,6 +371,29 @@ def test_stale_heartbeat(reg: Registry) -> None:
     later = alive.heartbeat_at + timedelta(seconds=121) if alive.heartbeat_at else None
     assert is_stale(alive, now=later)
     assert not is_stale(alive, now=later, timeout_s=600)
+
+
+def test_a_status_is_stored_as_its_text_and_shown_with_a_separate_stale_flag(reg: Registry) -> None:
+    """The status column holds the same strings as ever (old registries keep working); a record's status is a
+    RunStatus, and the text `interrupted (stale)` comes from the status and the stale flag together."""
+    run = _new_run(reg)
+    assert run.status is RunStatus.RUNNING and f"{run.status}" == "running"
+    reg.set_status(run.id, RunStatus.INTERRUPTED)
+    assert _sql(reg, "SELECT status FROM runs") == [("interrupted",)]
+    _sql(reg, "UPDATE runs SET status = 'failed'")  # as any earlier version wrote it
+    assert reg.get_run(run.id).status is RunStatus.FAILED
+    assert [r.id for r in reg.list_runs(status=RunStatus.FAILED)] == [run.id]
+    stale = ShownStatus(RunStatus.RUNNING, stale=True)
+    assert (str(stale), stale.status) == ("interrupted (stale)", RunStatus.INTERRUPTED)
+    assert (str(ShownStatus(RunStatus.RUNNING)), ShownStatus(RunStatus.RUNNING).status) == ("running", "running")
+    assert reg.get_run(run.id).to_dict()["status"] == "failed"
+
+
+def test_a_checkpoint_label_is_its_kind_and_step_stored_as_text() -> None:
+    label = CheckpointLabel("best", 300)
+    assert str(label) == "best:300" and CheckpointLabel.parse(str(label)) == label
+    assert CheckpointLabel.parse("periodic:1200") == CheckpointLabel("periodic", 1200)
+    assert CheckpointLabel.parse("final") is None  # a row written by other means: no step
 
 
 def test_to_dict_is_json(reg: Registry) -> None:
@@ -462,7 +489,7 @@ def test_network_filesystem_without_mount_information(tmp_path: Path, monkeypatc
 def test_sqlite_on_a_network_filesystem_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Registry.open(tmp_path / "runs") as local:
         assert local.warning is None
-    monkeypatch.setattr(registry_module, "network_filesystem", lambda path: "nfs4")
+    monkeypatch.setattr(registry_sqlite, "network_filesystem", lambda path: "nfs4")
     with Registry.open(tmp_path / "runs") as shared:
         assert shared.warning is not None and "\n" not in shared.warning
         assert shared.warning.startswith(f"registry {tmp_path / 'runs' / 'registry.db'} is on a network filesystem "

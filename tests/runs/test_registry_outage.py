@@ -18,10 +18,10 @@ import pytest
 import servers
 from clihelpers import TINY, mbpo
 
+from mbpo_cli.runs.layout import PENDING_FILE, checkpoint_file
 from mbpo_cli.runs.outage import (
     OUTAGE_ENV_VAR,
     OUTAGE_EXIT_CODE,
-    PENDING_FILE,
     CheckpointRow,
     ForgetCheckpoint,
     Heartbeat,
@@ -30,7 +30,6 @@ from mbpo_cli.runs.outage import (
     Status,
 )
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo
-from mbpo_cli.runs.session import checkpoint_file
 
 pytestmark = pytest.mark.xdist_group("registry-outage")  # one server, stopped by the tests, and one reference run
 MBPO = str(Path(sys.executable).with_name("mbpo"))

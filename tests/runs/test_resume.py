@@ -25,19 +25,13 @@ import yaml
 from mbpo_cli.config.load import resolve_config
 from mbpo_cli.runs import checkpoint
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
+from mbpo_cli.runs.errors import RunError
+from mbpo_cli.runs.layout import checkpoint_file, run_dir
+from mbpo_cli.runs.process import is_locked, run_lock
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import (
-    RunError,
-    RunMeta,
-    SilentReporter,
-    checkpoint_file,
-    is_locked,
-    latest_good_checkpoint,
-    resume_run,
-    run_dir,
-    run_lock,
-    start_run,
-)
+from mbpo_cli.runs.reporting import SilentReporter
+from mbpo_cli.runs.resume import latest_good_checkpoint, resume_run
+from mbpo_cli.runs.start import RunMeta, start_run
 
 pytestmark = pytest.mark.xdist_group("resume")  # one process: the reference run is trained once
 MBPO = str(Path(sys.executable).with_name("mbpo"))
@@ -466,16 +460,16 @@ def test_a_stop_with_the_output_pipe_closed_still_checkpoints(tmp_path: Path, si
 def test_a_stop_during_set_up_leaves_an_interrupted_run_at_step_0(tmp_path: Path, sig: int,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The signal arrives while the environment and networks are being built (here: from inside the build)."""
-    from mbpo_cli.runs import session
+    from mbpo_cli.runs import start
 
-    real_build = session.build_run
+    real_build = start.build_run
 
     def build_then_signal(*args: Any, **kwargs: Any) -> Any:
         state = real_build(*args, **kwargs)
         os.kill(os.getpid(), sig)
         return state
 
-    monkeypatch.setattr(session, "build_run", build_then_signal)
+    monkeypatch.setattr(start, "build_run", build_then_signal)
     config = resolve_config(preset="inverted_pendulum", overrides=TINY, steps=150)
     with Registry.open(tmp_path) as reg:
         outcome = start_run(config, RunMeta(preset=None, name="early", command="test"), reg, tmp_path,

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from mbpo_cli.runs.layout import checkpoint_file
+from mbpo_cli.runs.process import ForcedStop, StopSignals
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import ForcedStop, StopSignals, checkpoint_file
 
 MBPO = str(Path(sys.executable).with_name("mbpo"))
 HANGING_MODULE = '''

@@ -20,8 +20,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mbpo_cli.config.load import resolve_config
 from mbpo_cli.config.metrics import tensorboard_tag
 from mbpo_cli.runs import session
+from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import RunMeta, SilentReporter, StopSignals, start_run
+from mbpo_cli.runs.reporting import SilentReporter
+from mbpo_cli.runs.start import RunMeta, start_run
 from mbpo_cli.runs.tensorboard import LiveTensorBoard, TensorBoardMissing, live_folder
 
 MISSING = "error: train.tensorboard needs the tensorboard package: pip install 'mbpo-cli[tensorboard]'"

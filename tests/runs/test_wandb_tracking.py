@@ -26,8 +26,10 @@ from clihelpers import TINY, TINY_SETS, mbpo, one_error_line
 
 from mbpo_cli.config.load import resolve_config
 from mbpo_cli.config.metrics import tensorboard_tag
+from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import RunMeta, SilentReporter, StopSignals, start_run
+from mbpo_cli.runs.reporting import SilentReporter
+from mbpo_cli.runs.start import RunMeta, start_run
 from mbpo_cli.runs.wandb_tracking import DEFAULT_PROJECT, STEP_METRIC, LiveWandb, WandbMissing, wandb_run_id
 
 MISSING = "error: train.track needs the wandb package: pip install 'mbpo-cli[wandb]'"

@@ -19,8 +19,8 @@ from clihelpers import mbpo, one_error_line
 from mbpo_cli.cli.ablate import Placement, resume_command
 from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
+from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import Registry
-from mbpo_cli.runs.session import StopSignals
 from mbpo_cli.sweeps import ablation, executors, variants
 
 TINY = ["train.init_steps=100", "train.epoch_length=100", "agent.updates_per_step=1", "rollout.batch_size=300",

@@ -23,8 +23,9 @@ import yaml
 from clihelpers import TINY_SETS, mbpo, one_error_line
 
 from mbpo_cli.config.load import ConfigError, resolve_config
-from mbpo_cli.runs.registry import Registry, _Base
-from mbpo_cli.runs.session import run_lock
+from mbpo_cli.runs.process import run_lock
+from mbpo_cli.runs.registry import Registry
+from mbpo_cli.runs.registry.tables import SqlBase
 from mbpo_cli.sweeps import study as studies
 from mbpo_cli.sweeps import tune as tuning
 from mbpo_cli.sweeps.executors import mbpo_command
@@ -174,7 +175,7 @@ def test_optunas_tables_never_take_a_registry_tables_name(optuna_installed: None
     from optuna.storages._rdb import models
 
     optuna_tables = {*models.BaseModel.metadata.tables, "alembic_version"}
-    assert not optuna_tables & set(_Base.metadata.tables)
+    assert not optuna_tables & set(SqlBase.metadata.tables)
 
 
 def _study_beside_the_registry(registry: Registry, tmp_path: Path) -> None:
