@@ -583,8 +583,8 @@ def build_rollout(variants: bool, states: int) -> Component:
     from mbpo_cli.config.load import resolve_config
     from mbpo_cli.engine.buffer import ReplayBuffer
     from mbpo_cli.engine.rollout import branched_rollout
-    from mbpo_cli.models import termination
     from mbpo_cli.models.ensemble import GaussianEnsemble
+    from mbpo_cli.models.termination import known as termination
 
     cfg = resolve_config(preset="hopper")
     data_gen = torch.Generator().manual_seed(0)

@@ -22,9 +22,10 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError, clip, exploration_warning, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import EnvError
-from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
+from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.runs.checkpoint import CheckpointError
 from mbpo_cli.runs.registry import URL_ENV_VAR, Registry, RegistryError, RegistryLost, sanitize_name
 from mbpo_cli.runs.session import Outcome, RunError, run_dir

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 KNOWN_TERMINATIONS = ("hopper", "walker2d", "halfcheetah", "ant", "humanoid", "inverted_pendulum",
                       "inverted_double_pendulum")
-"""Tasks whose termination function is known (`mbpo_cli.models.termination` implements each)."""
+"""Tasks whose termination function is known (`mbpo_cli.models.termination.known` implements each)."""
 
 
 TERMINATION_MODES = ("known", "learned", "never", "auto")
@@ -104,7 +104,7 @@ class DoneModelConfig:
     threshold: float | None = None
     """A next state terminates when the predicted probability exceeds this; None: the threshold that maximizes the F2
     score on each retrain's holdout, never below 0.5 (far fewer false terminations than 0.5 under the class
-    weighting, see `mbpo_cli.models.done`; 0.5 gives the numbers of versions before the choice)."""
+    weighting, see `mbpo_cli.models.termination.learned`; 0.5 gives the numbers of versions before the choice)."""
 
 
 @dataclass(frozen=True)

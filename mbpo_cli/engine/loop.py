@@ -22,7 +22,7 @@ from mbpo_cli.engine.burst import burst_due, learning_burst
 from mbpo_cli.engine.burst import update_mode as dhmbpo_update_mode
 from mbpo_cli.engine.diagnostics import ModelView, diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
-from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
 from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.rollout import (
@@ -33,6 +33,7 @@ from mbpo_cli.engine.rollout import (
     rollouts_kept,
 )
 from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.nn.batch import Batch
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ import torch
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import ReplayBuffer
-from mbpo_cli.engine.task import RewardFn
 from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
-from mbpo_cli.models.termination import TerminationFn
+from mbpo_cli.models.termination.custom import RewardFn
+from mbpo_cli.models.termination.known import TerminationFn
 from mbpo_cli.nn.batch import Batch
 
 

@@ -22,11 +22,13 @@ from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.double_horizon import DoubleHorizon, bind_model
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.engine.pipeline import ModelJob
-from mbpo_cli.engine.task import CustomReward, Termination, check_agent, reward_of, termination_of
-from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
+from mbpo_cli.engine.task import check_agent
 from mbpo_cli.models.dynamics import DynamicsEnsemble
 from mbpo_cli.models.dynamics_fit import TransitionLabels
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
+from mbpo_cli.models.termination import Termination, TerminationKind, termination_of
+from mbpo_cli.models.termination.custom import CustomReward, reward_of
+from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer
 
 PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
 MODEL_PHASES = ("model", "rollout", "diag")
@@ -193,7 +195,7 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
         model = GaussianEnsemble(spec.obs_dim, spec.act_dim, config.model).to(device)
         optimizer = make_model_optimizer(model)
         model_buffer = ReplayBuffer(1, spec.obs_dim, spec.act_dim, device)
-        if termination.kind == "learned":
+        if termination.kind == TerminationKind.LEARNED:
             done_model = DoneClassifier(spec.obs_dim, config.done_model).to(device)
             done_optimizer = make_done_optimizer(done_model)
     generators = {}
