@@ -19,7 +19,7 @@ from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.events import StepEvent
-from mbpo_cli.engine.loop import evaluate, rollout_model, train, train_model
+from mbpo_cli.engine.loop import evaluate, model_env, rollout_model, train, train_model
 from mbpo_cli.engine.rollout import branched_rollout
 from mbpo_cli.engine.state import PHASES, RunState, build_run, resolve_device
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets
@@ -174,10 +174,11 @@ def bench_components(config: Config, samples: int, repeats: int = 20,
 
     start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
     sink = ReplayBuffer(cfg.rollout.batch_size, state.spec.obs_dim, state.spec.act_dim, device)
+    rollout_env = model_env(state)
 
     def rollout_step() -> None:
         sink.ptr = sink.size = 0
-        branched_rollout(model, state.agent, start, 1, model.elites, state.terminated, sink, gen, state.reward_fn)
+        branched_rollout(rollout_env, state.agent, start, 1, sink, gen)
 
     progress("timing rollout_step", 4, _COMPONENTS)
     timings.append(Timing("rollout_step", measure(rollout_step, device, max(3, repeats // 4)), per_step_rollouts))

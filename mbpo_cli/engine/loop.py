@@ -20,10 +20,11 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.burst import burst_due, learning_burst
 from mbpo_cli.engine.burst import update_mode as dhmbpo_update_mode
-from mbpo_cli.engine.diagnostics import ModelView, diagnose
+from mbpo_cli.engine.diagnostics import diagnose
 from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.rollout import (
     adaptive_rollout,
@@ -147,11 +148,13 @@ def update_model(state: RunState) -> None:
         train_model(state)
 
 
-def rollout_members(state: RunState) -> torch.Tensor:
-    """The members rollouts (and diagnostics) use: the elites, or every member (`model.use_elites: false`)."""
+def model_env(state: RunState) -> ModelEnv:
+    """The run's model as rollouts and diagnostics step it: the ensemble, its rollout members (the elites, or every
+    member with `model.use_elites: false`), the run's termination and its reward."""
     cfg = state.config.model
     assert state.model is not None
-    return state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    members = state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    return ModelEnv(state.model, members, state.terminated, state.reward_fn)
 
 
 def rollout_model(state: RunState) -> dict[str, float] | None:
@@ -166,16 +169,15 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
         start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
     else:
         start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
-    members = rollout_members(state)
+    env = model_env(state)
     if cfg.rollout.adaptive:
-        return _adaptive_rollout(state, start, members)
+        return _adaptive_rollout(state, env, start)
     state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
     capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
                                      cfg.rollout.train_freq, cfg.rollout.retain_epochs)
     if capacity != state.model_buffer.capacity:
         state.model_buffer = state.model_buffer.resized(capacity)
-    stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
-                             state.model_buffer, gen, state.reward_fn)
+    stats = branched_rollout(env, state.agent, start, state.k, state.model_buffer, gen)
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
@@ -183,19 +185,19 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
     return None
 
 
-def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tensor) -> dict[str, float]:
+def _adaptive_rollout(state: RunState, env: ModelEnv, start: torch.Tensor) -> dict[str, float]:
     """The adaptive horizon's rollout. Branch lengths vary, so the model buffer is sized around each generation:
     room for the retained generations plus the longest possible new one, then exactly the retained ones."""
     cfg = state.config.rollout
-    assert state.model is not None and state.model_buffer is not None
+    assert state.model_buffer is not None
     state.k = cfg.adaptive_max_length
     kept = rollouts_kept(state.config.train.epoch_length, cfg.train_freq, cfg.retain_epochs)
     previous = state.model_generations[len(state.model_generations) - (kept - 1):] if kept > 1 else []
     room = sum(previous) + cfg.batch_size * cfg.adaptive_max_length
     if room != state.model_buffer.capacity:
         state.model_buffer = state.model_buffer.resized(room)
-    stats = adaptive_rollout(state.model, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, members,
-                             state.terminated, state.model_buffer, state.generators["rollout"], state.reward_fn)
+    stats = adaptive_rollout(env, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, state.model_buffer,
+                             state.generators["rollout"])
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
@@ -293,16 +295,13 @@ def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
     Read-only: resetting the evaluation env with its seeds changes nothing the next evaluation sees (it reseeds
     every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
     cfg = state.config
-    assert state.model is not None
-    members = rollout_members(state)
-    view = ModelView(state.model, members, state.terminated, state.reward_fn)
     episodes = max(cfg.diagnostics.imagined_episodes, 0)
     starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
     limit = state.eval_env.spec.max_episode_steps if state.eval_env.spec is not None else None
     cap = cfg.diagnostics.imagined_cap
     diag = replace(cfg.diagnostics, imagined_cap=min(cap, limit or cap))
     generator = torch.Generator(device=state.device).manual_seed(cfg.train.seed * 7919 + state.epoch)
-    return diagnose(view, state.agent, state.real_buffer, state.env_step - state.model_trained_at,
+    return diagnose(model_env(state), state.agent, state.real_buffer, state.env_step - state.model_trained_at,
                     torch.as_tensor(starts, device=state.device), diag, generator)
 
 
