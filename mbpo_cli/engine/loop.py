@@ -144,7 +144,7 @@ def update_model(state: RunState) -> None:
     take the one trained in the background since the previous due point (the first model is trained in place)."""
     if state.model_job is not None:
         take_model_job(state)
-    elif not state.config.train.pipeline or not state.model_info:
+    elif not state.config.train.pipeline or state.model_trained_at is None:
         train_model(state)
 
 
@@ -295,6 +295,7 @@ def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
     Read-only: resetting the evaluation env with its seeds changes nothing the next evaluation sees (it reseeds
     every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
     cfg = state.config
+    assert state.model_trained_at is not None
     episodes = max(cfg.diagnostics.imagined_episodes, 0)
     starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
     limit = state.eval_env.spec.max_episode_steps if state.eval_env.spec is not None else None
@@ -327,7 +328,7 @@ def end_epoch(state: RunState) -> dict[str, float]:
         for key, value in zip(keys, values, strict=True):
             metrics[key] = value / acc.counts.get(key, acc.updates)
         metrics.update(state.agent.epoch_metrics())
-    if state.uses_model and cfg.diagnostics.enabled and state.model_info:
+    if state.uses_model and cfg.diagnostics.enabled and state.model_trained_at is not None:
         start = time.perf_counter()
         metrics.update(model_diagnostics(state, eval_seed % 2**31))
         check_custom_rewards(state)
@@ -368,8 +369,9 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     try:
         while state.env_step < total and not (should_stop is not None and should_stop()):
             # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
-            if state.update_mode is None and state.env_step >= init_steps:
+            if not state.updates_prepared and state.env_step >= init_steps:
                 state.update_mode = prepare_updates(state)
+                state.updates_prepared = True
                 if state.device.type == "cuda":
                     notify(NoticeEvent(state.env_step, state.update_mode))
             state.agent.on_env_step(state.env_step)
@@ -386,7 +388,7 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
                 seconds["rollout"] += time.perf_counter() - start
                 if branch_lengths is not None:
                     notify(RolloutEvent(state.env_step, branch_lengths))
-                if cfg.train.pipeline and state.model_trained_at < state.env_step:
+                if cfg.train.pipeline and state.model_trained_at != state.env_step:
                     start_model_job(state)
 
             # -- Environment: one real step (uniform random actions during exploration).

@@ -94,8 +94,9 @@ class RunState:
     env_step: int = 0
     agent_updates: int = 0
     k: int = 1
-    model_trained_at: int = 0
-    """The env step of the last model retrain (the newer real transitions are unseen by the model)."""
+    model_trained_at: int | None = None
+    """The env step of the last model retrain (the newer real transitions are unseen by the model); None until a
+    model has been trained."""
     model_generations: list[int] = field(default_factory=list)
     """Transitions of each rollout generation in the model buffer, oldest first (`rollout.adaptive` only)."""
     model_info: dict[str, float] = field(default_factory=dict)
@@ -103,9 +104,12 @@ class RunState:
     initial_states: torch.Tensor | None = None
     model_job: ModelJob | None = None
     """The retrain running in the background since the last due point (`train.pipeline`)."""
-    update_mode: str | None = None
-    """How agent updates and model training steps run in this process (CUDA graphs or eager); decided once
-    exploration is over."""
+    updates_prepared: bool = False
+    """Whether this process has decided how updates run (`update_mode`, CUDA graphs captured where they can be):
+    once, when exploration is over; a resumed run decides again."""
+    update_mode: str = ""
+    """How agent updates and model training steps run in this process (CUDA graphs or eager), in words (empty until
+    decided)."""
     double_horizon: DoubleHorizon | None = None
     """DHMBPO's dynamics model and the labels of its real data (algo: dhmbpo; its actor-critic is `agent`)."""
 

@@ -152,7 +152,8 @@ def restore(state: RunState, payload: dict[str, Any]) -> bool:
     state.env_step = int(counters["env_step"])
     state.agent_updates = int(counters.get("agent_updates", counters.get("sac_updates", 0)))
     state.k = int(counters["k"])
-    state.model_trained_at = int(counters.get("model_trained_at", state.env_step))
+    trained_at = counters.get("model_trained_at", state.env_step)  # 0 in a file of a run with no model trained yet
+    state.model_trained_at = None if trained_at is None or not payload["model_info"] else int(trained_at)
     state.model_generations = [int(n) for n in counters.get("model_generations", [])]
     state.episode_return = float(counters["episode_return"])
     state.episode_length = int(counters["episode_length"])
