@@ -18,8 +18,9 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
+from mbpo_cli.engine.episodes import evaluate
 from mbpo_cli.engine.events import StepEvent
-from mbpo_cli.engine.loop import evaluate, model_env, rollout_model, train, train_model
+from mbpo_cli.engine.loop import model_env, rollout_model, train, train_model
 from mbpo_cli.engine.rollout import branched_rollout
 from mbpo_cli.engine.state import PHASES, RunState, build_run, resolve_device
 from mbpo_cli.models.ensemble import fit_ensemble, model_targets

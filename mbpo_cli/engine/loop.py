@@ -11,17 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.burst import burst_due, learning_burst
 from mbpo_cli.engine.burst import update_mode as dhmbpo_update_mode
 from mbpo_cli.engine.diagnostics import diagnose
-from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
+from mbpo_cli.engine.envs import random_action, to_env_action
+from mbpo_cli.engine.episodes import evaluate
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
 from mbpo_cli.engine.model_env import ModelEnv
@@ -267,26 +266,6 @@ def agent_updates(state: RunState) -> None:
     state.agent_updates += groups
     if not bool(torch.isfinite(check)):
         raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
-
-
-@torch.no_grad()
-def evaluate(agent: Agent, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
-             deterministic: bool = True, generator: torch.Generator | None = None) -> tuple[list[float], list[int]]:
-    """Run `episodes` episodes (greedy or mean actions by default) with resets seeded `seed, seed + 1, ...`."""
-    returns, lengths = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, length, done = 0.0, 0, False
-        while not done:
-            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
-            action = agent.act(x, deterministic=deterministic, generator=generator)[0].cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(length)
-    return returns, lengths
 
 
 def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
