@@ -14,8 +14,9 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
+    from mbpo_cli.bench.latency import Latency
     from mbpo_cli.runs.evaluation import Policy
-    from mbpo_cli.runs.policy_export import Exported, Latency
+    from mbpo_cli.runs.policy_export import Exported
     from mbpo_cli.runs.registry import RunInfo
 
 FORMAT_NAMES = {"torchscript": "TorchScript", "onnx": "ONNX"}
@@ -58,6 +59,7 @@ def export(
 
         mbpo export 3f9a1c2e --format onnx --quantize int8 --out policy-int8.onnx --json
     """
+    from mbpo_cli.bench import latency
     from mbpo_cli.runs import outputs, policy_export
 
     with handled(ctx):
@@ -71,7 +73,7 @@ def export(
         except policy_export.VerificationError as error:
             common.err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
-        latencies = policy_export.bench_latency(policy, exported, threads) if bench else None
+        latencies = latency.bench_latency(policy, exported, threads) if bench else None
         if as_json:
             emit_json(export_data(info, policy, exported, latencies, threads))
             return
@@ -121,7 +123,7 @@ def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
 
 def show_latencies(latencies: list[Latency], threads: int) -> None:
     """The latency table: p50 and p99 per runtime, skipped ones with their reason."""
-    from mbpo_cli.runs.policy_export import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.bench.latency import TIMED_CALLS, WARMUP_CALLS
 
     table = Table(title=f"one action (batch 1), CPU, {threads} thread{'' if threads == 1 else 's'}",
                   caption=f"{TIMED_CALLS:,} timed calls after {WARMUP_CALLS} warm-up calls")
@@ -142,7 +144,8 @@ def print_line(text: str) -> None:
 def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: list[Latency] | None,
                 threads: int) -> dict[str, Any]:
     """The `--json` object."""
-    from mbpo_cli.runs.policy_export import TIMED_CALLS, TOLERANCE, WARMUP_CALLS
+    from mbpo_cli.bench.latency import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.runs.policy_export import TOLERANCE
 
     check = exported.check
     return {

@@ -1,5 +1,5 @@
 """`mbpo export`: a run's deterministic policy as one self-contained file (TorchScript or ONNX), verified against
-the policy `mbpo eval` runs before it is put in place, and its single-observation latency.
+the policy `mbpo eval` runs before it is put in place (its latency: `mbpo_cli.bench.latency`).
 
 The exported program takes raw observations ``B x obs`` (float32, any batch size ``B``) and returns the action as
 the task takes it, computed as :func:`mbpo_cli.engine.envs.to_env_action` computes it: ``B x act`` float32 within
@@ -26,7 +26,6 @@ import contextlib
 import importlib.util
 import logging
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,10 +55,6 @@ TOLERANCE = 1e-5
 VERIFY_OBSERVATIONS = 512
 RETURN_EPISODES = 10
 """Episodes an INT8 file and the float policy are each evaluated over (the same reset seeds)."""
-WARMUP_CALLS = 300
-TIMED_CALLS = 3000
-VARIANTS = (("torchscript", None), ("torchscript", "int8"), ("onnx", None), ("onnx", "int8"))
-"""What the latency benchmark times besides eager PyTorch: (format, quantization)."""
 
 Act = Callable[[np.ndarray], np.ndarray]
 """A policy as the task sees it: observations ``B x obs`` float32 -> actions ``B x act`` float32 or indices ``B``."""
@@ -364,76 +359,3 @@ def _write_verified(policy: Policy, env: gym.Env, fmt: str, quantize: str | None
     return Exported(path=named, fmt=fmt, quantize=quantize, size=partial.stat().st_size, obs_dim=spec.obs_dim,
                     act_dim=spec.act_dim, discrete=spec.discrete, seed=seed, episodes=episodes, check=check,
                     int8_returns=int8_returns, float_returns=float_returns)
-
-
-# ---------------------------------------------------------------------------------------------
-# Latency
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Latency:
-    """One runtime's time for one action on one observation (batch 1), in microseconds; None when skipped."""
-
-    runtime: str
-    p50_us: float | None
-    p99_us: float | None
-    note: str
-    """Why it was skipped, or that it timed the exported file itself."""
-
-
-def time_calls(act: Act, obs: np.ndarray, warmup: int = WARMUP_CALLS, calls: int = TIMED_CALLS) -> tuple[float, float]:
-    """p50 and p99 in microseconds of ``calls`` timed calls ``act(obs)`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        act(obs)
-    times = np.empty(calls, dtype=np.int64)
-    for i in range(calls):
-        start = time.perf_counter_ns()
-        act(obs)
-        times[i] = time.perf_counter_ns() - start
-    p50, p99 = np.percentile(times, [50, 99]) / 1e3
-    return float(p50), float(p99)
-
-
-def runtime_name(fmt: str, quantize: str | None) -> str:
-    """How the benchmark names a variant: ``TorchScript``, ``ONNX Runtime INT8``, ..."""
-    name = "TorchScript" if fmt == "torchscript" else "ONNX Runtime"
-    return f"{name} INT8" if quantize == "int8" else name
-
-
-def _skipped(fmt: str, quantize: str | None) -> str | None:
-    missing = onnx_missing()
-    if fmt == "onnx" and missing:
-        return f"skipped: {missing} not installed ({INSTALL_HINT})"
-    if fmt == "torchscript" and quantize is not None and torch.backends.quantized.engine == "none":
-        return "skipped: this torch build has no quantized engine"
-    return None
-
-
-def bench_latency(policy: Policy, exported: Exported, threads: int = 1, warmup: int = WARMUP_CALLS,
-                  calls: int = TIMED_CALLS) -> list[Latency]:
-    """p50 and p99 of one action on one observation (the first of the verification episodes) on the CPU with
-    ``threads`` threads: eager PyTorch, then each of :data:`VARIANTS` that can run here (the exported file itself
-    for its own variant, the others written to a temporary folder)."""
-    torch.set_num_threads(threads)
-    env = make_env(policy.config.env)
-    try:
-        spec = env_spec(env)
-        obs = _row(env.reset(seed=exported.seed)[0])
-    finally:
-        env.close()
-    program = policy_program(policy.agent, spec)
-    rows = [Latency("PyTorch eager", *time_calls(module_act(program), obs, warmup, calls), "")]
-    with tempfile.TemporaryDirectory() as tmp:
-        for fmt, quantize in VARIANTS:
-            name = runtime_name(fmt, quantize)
-            skipped = _skipped(fmt, quantize)
-            if skipped is not None:
-                rows.append(Latency(name, None, None, skipped))
-                continue
-            path, note = exported.path, "the exported file"
-            if (fmt, quantize) != (exported.fmt, exported.quantize):
-                path, note = Path(tmp) / f"{fmt}-{quantize or 'float'}", ""
-                write_program(program, fmt, quantize, path, torch.from_numpy(np.repeat(obs, 2, axis=0)))
-            rows.append(Latency(name, *time_calls(file_act(path, fmt, threads), obs, warmup, calls), note))
-    return rows

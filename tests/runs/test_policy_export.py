@@ -22,13 +22,14 @@ from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.agents.base import GraphedAgent
 from mbpo_cli.agents.factory import make_agent
+from mbpo_cli.bench import latency
+from mbpo_cli.bench.latency import Latency
 from mbpo_cli.cli.policy_export import show_latencies
 from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export
 from mbpo_cli.runs.evaluation import Policy, load_policy, run_episodes
 from mbpo_cli.runs.outputs import check_file as check_output
-from mbpo_cli.runs.policy_export import Latency
 from mbpo_cli.runs.registry import Registry
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -231,7 +232,7 @@ def test_latency_threads_and_skipped_runtimes(trained: Trained, tmp_path: Path,
     out = check_output("--out", tmp_path / "policy.pt", trained.runs_dir, overwrite=False)
     exported = policy_export.export_policy(policy, "torchscript", None, out)
     monkeypatch.setattr(policy_export, "ONNX_PACKAGES", ("no_such_onnx_package",))  # missing with or without onnx
-    rows = {row.runtime: row for row in policy_export.bench_latency(policy, exported, threads=2, warmup=2, calls=20)}
+    rows = {row.runtime: row for row in latency.bench_latency(policy, exported, threads=2, warmup=2, calls=20)}
     assert torch.get_num_threads() == 2
     for name in ("ONNX Runtime", "ONNX Runtime INT8"):
         assert rows[name].p50_us is None
