@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -331,6 +332,22 @@ def end_epoch(state: RunState) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare(state: RunState, notify: Callback) -> None:
+    """Decide, once per process, how updates run (`prepare_updates`); on CUDA, say so."""
+    state.update_mode = prepare_updates(state)
+    state.updates_prepared = True
+    if state.device.type == "cuda":
+        notify(NoticeEvent(state.env_step, state.update_mode))
+
+
+@contextmanager
+def timed(state: RunState, phase: str) -> Iterator[None]:
+    """Add the wall time of the block to the epoch's seconds of `phase`."""
+    start = time.perf_counter()
+    yield
+    state.epoch_acc.seconds[phase] += time.perf_counter() - start
+
+
 def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
     """Run MBPO (or the base agent alone) from `state` until `config.train.steps` real steps or `should_stop()`
     (asked before every step).
@@ -344,42 +361,34 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     cfg = state.config
     total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
     notify = callback or (lambda event: None)
-    seconds = state.epoch_acc.seconds
     try:
         while state.env_step < total and not (should_stop is not None and should_stop()):
             # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
             if not state.updates_prepared and state.env_step >= init_steps:
-                state.update_mode = prepare_updates(state)
-                state.updates_prepared = True
-                if state.device.type == "cuda":
-                    notify(NoticeEvent(state.env_step, state.update_mode))
+                prepare(state, notify)
             state.agent.on_env_step(state.env_step)
 
             # -- Model: when due after exploration, bring the model up to date (retrain it, or take the one
             #    trained in the background) and branch k-step rollouts of the current policy; with the pipeline,
             #    start the next retrain in the background.
             if model_due(state):
-                start = time.perf_counter()
-                update_model(state)
-                seconds["model"] += time.perf_counter() - start
-                start = time.perf_counter()
-                branch_lengths = rollout_model(state)
-                seconds["rollout"] += time.perf_counter() - start
+                with timed(state, "model"):
+                    update_model(state)
+                with timed(state, "rollout"):
+                    branch_lengths = rollout_model(state)
                 if branch_lengths is not None:
                     notify(RolloutEvent(state.env_step, branch_lengths))
                 if cfg.train.pipeline and state.model_trained_at != state.env_step:
                     start_model_job(state)
 
             # -- Environment: one real step (uniform random actions during exploration).
-            start = time.perf_counter()
-            finished, policy_acted = env_step(state)
-            seconds["env"] += time.perf_counter() - start
+            with timed(state, "env"):
+                finished, policy_acted = env_step(state)
 
             # -- Agent: G updates on minibatches of real and model data (DHMBPO learns in bursts instead).
             if policy_acted and state.double_horizon is None:
-                start = time.perf_counter()
-                agent_updates(state)
-                seconds["agent"] += time.perf_counter() - start
+                with timed(state, "agent"):
+                    agent_updates(state)
 
             state.env_step += 1
 
@@ -390,7 +399,6 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             notify(StepEvent(state.env_step, finished))
             if state.env_step % epoch_length == 0 or state.env_step == total:
                 metrics = end_epoch(state)
-                seconds = state.epoch_acc.seconds
                 notify(EpochEvent(state.env_step, state.epoch, metrics))
     except BaseException as error:
         if state.model_job is not None:
