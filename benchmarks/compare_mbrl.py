@@ -10,8 +10,8 @@ Hopper shapes (obs 11, act 3), `resolve_config(preset="hopper")` on our side:
   per-layer L2 terms in the loss, as the engine trains it) on 7 x 256 inputs, against one
   ``GaussianMLP.update(model_in, optimizer, target)`` on the same shapes with Adam(lr 1e-3,
   weight_decay 1e-5), as mbrl-lib's ``ModelTrainer`` builds it for Hopper.
-* ``rollout_step``: ours ``branched_rollout(model, agent, start_obs, k=1, elites, termination.hopper,
-  buffer, gen)`` from 100,000 states, against one step of mbrl-lib's MBPO rollout
+* ``rollout_step``: ours ``branched_rollout(ModelEnv(model, elites, termination.hopper), agent, start_obs,
+  k=1, buffer, gen)`` from 100,000 states, against one step of mbrl-lib's MBPO rollout
   (``mbrl.algorithms.mbpo.rollout_model_and_populate_sac_buffer`` with horizon 1, minus its start-state
   sampling, which ours does not do either): ``ModelEnv.reset``, ``SACAgent.act`` (pranz24 policy, numpy in
   and out), ``ModelEnv.step`` (``OneDTransitionRewardModel(GaussianMLP, target_is_delta, normalize in
@@ -582,9 +582,10 @@ def build_rollout(variants: bool, states: int) -> Component:
     from mbpo_cli.agents.sac import SAC
     from mbpo_cli.config.load import resolve_config
     from mbpo_cli.engine.buffer import ReplayBuffer
+    from mbpo_cli.engine.model_env import ModelEnv as OurModelEnv
     from mbpo_cli.engine.rollout import branched_rollout
-    from mbpo_cli.models import termination
     from mbpo_cli.models.ensemble import GaussianEnsemble
+    from mbpo_cli.models.termination import known as termination
 
     cfg = resolve_config(preset="hopper")
     data_gen = torch.Generator().manual_seed(0)
@@ -597,10 +598,11 @@ def build_rollout(variants: bool, states: int) -> Component:
     agent = SAC(OBS, ACT, cfg.sac)
     sink = ReplayBuffer(states, OBS, ACT, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
+    our_env = OurModelEnv(model, model.elites, termination.hopper)
 
     def ours(agent: Any = agent) -> None:
         sink.ptr = sink.size = 0
-        branched_rollout(model, agent, obs, 1, model.elites, termination.hopper, sink, gen)
+        branched_rollout(our_env, agent, obs, 1, sink, gen)
 
     obs_np, act_np = obs.numpy(), act.numpy()
     gaussian_mlp = mbrl_gaussian_mlp()
@@ -640,8 +642,7 @@ def build_rollout(variants: bool, states: int) -> Component:
         def chunked() -> None:
             sink.ptr = sink.size = 0
             for start in range(0, states, chunk):
-                branched_rollout(model, agent, obs[start : start + chunk], 1, model.elites, termination.hopper,
-                                 sink, gen)
+                branched_rollout(our_env, agent, obs[start : start + chunk], 1, sink, gen)
 
         contenders.append(Contender(f"ours: in chunks of {chunk:,} states", chunked, "ours"))
         contenders.append(Contender(f"ours: in chunks of {chunk:,} states, bf16 matmul", under_bf16(chunked), "ours"))

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mbpo_cli.bench.timing import measure
 from mbpo_cli.config.load import resolve_config
 from mbpo_cli.engine.burst import dhmbpo_agent
 from mbpo_cli.engine.double_horizon import StateBuffer, distribution_rollout
@@ -31,12 +31,8 @@ from mbpo_cli.nn.batch import Batch
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+    """Median wall time of `fn` in ms over `repeats` calls, no warm-up (on the CPU)."""
+    return statistics.median(measure(fn, torch.device("cpu"), repeats, warmup=0))
 
 
 def op_counts(fn: Callable[[], object]) -> Counter[str]:

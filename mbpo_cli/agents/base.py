@@ -67,6 +67,12 @@ class Agent(Protocol):
         """The module that acts (the actor, or DQN's Q network): what a best-policy file holds."""
         ...
 
+    def deterministic_policy(self) -> nn.Module:
+        """The greedy or mean policy, standalone (a copy in `nn.Linear` layers, which export formats map and
+        quantize): raw observations `B x D` -> actions `B x A` in `[-1, 1]` (continuous), or the greedy action's
+        index, int64 `B` (discrete), any input normalization included. It acts as `act(obs, deterministic=True)`."""
+        ...
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every network, target and counter a checkpoint holds (nn.Module's)."""
         ...
@@ -79,7 +85,8 @@ class Agent(Protocol):
 class GraphedAgent(nn.Module, ABC):
     """The update loop every agent shares: noise drawn outside, then the update eagerly or as a CUDA graph.
 
-    Subclasses implement `update_with_noise(batch, noise, phase)`, `optimizers()`, `act` and `policy` and,
+    Subclasses implement `update_with_noise(batch, noise, phase)`, `optimizers()`, `act`, `policy` and
+    `deterministic_policy` and,
     where they need them, `noise_shape(batch)` (policy noise drawn per update) and `next_phase()` / `phases()`
     (steps that differ from update to update).
     """
@@ -118,6 +125,10 @@ class GraphedAgent(nn.Module, ABC):
     @abstractmethod
     def policy(self) -> nn.Module:
         """The module that acts."""
+
+    @abstractmethod
+    def deterministic_policy(self) -> nn.Module:
+        """The greedy or mean policy, standalone (see `Agent.deterministic_policy`)."""
 
     def _noise(self, batch: Batch, generator: torch.Generator) -> torch.Tensor | None:
         shape = self.noise_shape(batch)

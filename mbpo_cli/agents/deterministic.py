@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mbpo_cli.agents.base import GraphedAgent, frozen_copy
-from mbpo_cli.agents.networks import Critics, DeterministicActor, noisy
+from mbpo_cli.agents.networks import Critics, DeterministicActor, noisy, tanh_policy
 
 
 class DeterministicActorCritic(GraphedAgent):
@@ -29,6 +29,10 @@ class DeterministicActorCritic(GraphedAgent):
     def policy(self) -> nn.Module:
         """The actor."""
         return self.actor
+
+    def deterministic_policy(self) -> nn.Module:
+        """The actor: `tanh` of its network."""
+        return tanh_policy(self.actor.net)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name."""

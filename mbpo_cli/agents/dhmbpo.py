@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mbpo_cli.agents.base import ActionSpace, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.agents.networks import Standardize, tanh_policy
 from mbpo_cli.agents.value_expansion import (
     Dynamics,
     Rollout,
@@ -151,6 +152,12 @@ class DHMBPOAgent(nn.Module):
     def policy(self) -> nn.Module:
         """The actor (with its normalizer)."""
         return self.actor
+
+    def deterministic_policy(self) -> nn.Module:
+        """The actor's mean action: `tanh` of the mean of its Gaussian, on observations standardized by its
+        normalizer."""
+        actor = self.actor
+        return tanh_policy(actor.net, actor.act_dim, Standardize(actor.obs_mean, actor.obs_std))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,10 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.agents.networks import GreedyAction
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DQNConfig
 from mbpo_cli.nn.batch import Batch
-from mbpo_cli.nn.mlp import BatchedMLP
+from mbpo_cli.nn.mlp import BatchedMLP, linear_layers
 
 
 class QNetwork(nn.Module):
@@ -49,6 +50,10 @@ class DQN(GraphedAgent):
     def policy(self) -> nn.Module:
         """The Q network (the greedy policy is its argmax)."""
         return self.q
+
+    def deterministic_policy(self) -> nn.Module:
+        """The greedy action's index (`GreedyAction` of the Q network)."""
+        return GreedyAction(linear_layers(self.q.net))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizer by name."""

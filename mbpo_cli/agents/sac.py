@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
-from mbpo_cli.agents.networks import Critics
+from mbpo_cli.agents.networks import Critics, tanh_policy
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import SACConfig
 from mbpo_cli.nn.batch import Batch
@@ -80,6 +80,10 @@ class SAC(GraphedAgent):
     def policy(self) -> nn.Module:
         """The actor."""
         return self.actor
+
+    def deterministic_policy(self) -> nn.Module:
+        """The actor's mean action: `tanh` of the mean of its Gaussian (the log-std outputs dropped)."""
+        return tanh_policy(self.actor.net, self.actor.act_dim)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by name (their states belong in a checkpoint)."""

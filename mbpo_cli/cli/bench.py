@@ -19,7 +19,7 @@ from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.config.resolve import resolve
 
 if TYPE_CHECKING:
-    from mbpo_cli.engine.bench import Floor, Timing
+    from mbpo_cli.bench.timing import Floor, Timing
 
 
 @contextmanager
@@ -95,24 +95,25 @@ def bench(
 
         mbpo bench --floor
     """
-    from mbpo_cli.engine import bench as benchmarks
+    from mbpo_cli.bench import components, end_to_end
+    from mbpo_cli.bench.timing import matmul_floor
 
     with handled(ctx):
         if steps < 1 or samples < 2 or repeats < 1:
             raise ConfigError("--steps, --samples and --repeats must be positive (--samples at least 2)")
         resolved = resolve(preset=preset, device=device, overrides=set_)
         config = resolved.config
-        benchmarks.segment_start(config, at)
+        end_to_end.segment_start(config, at)
         dev = check_device(config.train.device, device_source(resolved.provenance))
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
-        machine = benchmarks.matmul_floor(dev)
+        machine = matmul_floor(dev)
         if floor:
             show_floor(machine, as_json)
             return
         with bench_progress() as progress:
-            timings, update_mode = benchmarks.bench_components(config, samples, repeats, progress)
-            segment = benchmarks.bench_end_to_end(config, steps, progress, at)
+            timings, update_mode = components.bench_components(config, samples, repeats, progress)
+            segment = end_to_end.bench_end_to_end(config, steps, progress, at)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
                                   "threads": torch.get_num_threads(), "update_mode": update_mode,
                                   "floor_gflops": round(machine.gflops, 1), "floor_threads": machine.threads}

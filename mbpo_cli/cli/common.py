@@ -25,9 +25,10 @@ from mbpo_cli.config.files import preset_names
 from mbpo_cli.config.provenance import OriginKind, Provenance
 from mbpo_cli.config.resolve import Resolved, exploration_warning, resolve
 from mbpo_cli.engine.envs import EnvError
-from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.state import resolve_device
 from mbpo_cli.engine.task import check_task, task_facts
+from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.runs.checkpoint import CheckpointError
 from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.layout import registry_file, run_dir

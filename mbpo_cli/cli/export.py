@@ -14,7 +14,7 @@ from mbpo_cli.cli import common
 from mbpo_cli.cli.common import JsonOpt, OverwriteOpt, emit_json, handled, registry_of
 
 if TYPE_CHECKING:
-    from mbpo_cli.runs.export_latency import Latency
+    from mbpo_cli.bench.latency import Latency
     from mbpo_cli.runs.policy import Policy
     from mbpo_cli.runs.policy_export import Exported
     from mbpo_cli.runs.registry import RunInfo
@@ -59,8 +59,8 @@ def export(
 
         mbpo export 3f9a1c2e --format onnx --quantize int8 --out policy-int8.onnx --json
     """
+    from mbpo_cli.bench.latency import bench_latency
     from mbpo_cli.runs import outputs, policy_export
-    from mbpo_cli.runs.export_latency import bench_latency
     from mbpo_cli.runs.export_verification import VerificationError
 
     with handled(ctx):
@@ -125,7 +125,7 @@ def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
 
 def show_latencies(latencies: list[Latency], threads: int) -> None:
     """The latency table: p50 and p99 per runtime, skipped ones with their reason."""
-    from mbpo_cli.runs.export_latency import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.bench.latency import TIMED_CALLS, WARMUP_CALLS
 
     table = Table(title=f"one action (batch 1), CPU, {threads} thread{'' if threads == 1 else 's'}",
                   caption=f"{TIMED_CALLS:,} timed calls after {WARMUP_CALLS} warm-up calls")
@@ -146,7 +146,7 @@ def print_line(text: str) -> None:
 def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: list[Latency] | None,
                 threads: int) -> dict[str, Any]:
     """The `--json` object."""
-    from mbpo_cli.runs.export_latency import TIMED_CALLS, WARMUP_CALLS
+    from mbpo_cli.bench.latency import TIMED_CALLS, WARMUP_CALLS
     from mbpo_cli.runs.export_verification import TOLERANCE
 
     check = exported.check

@@ -7,32 +7,17 @@ generator seeded from the run's seed and epoch, so a run's numbers are the same 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DiagnosticsConfig
 from mbpo_cli.engine.buffer import ReplayBuffer
-from mbpo_cli.engine.task import RewardFn
-from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
-from mbpo_cli.models.termination import TerminationFn
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.nn.batch import Batch
 
 OPEN_LOOP_PREFIX = metric_keys.DIAG_OPEN_LOOP_PREFIX
 """Metric keys of the open-loop error: `diag_open_loop_h1` .. `diag_open_loop_hH`."""
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """What the diagnostics read: the model, the members it rolls out with, and how rollouts end and are paid."""
-
-    model: GaussianEnsemble
-    members: torch.Tensor
-    """`M` member indices (the elites, or every member)."""
-    terminated: TerminationFn
-    reward_fn: RewardFn | None = None
 
 
 def target_scale(real: Batch) -> torch.Tensor:
@@ -42,14 +27,14 @@ def target_scale(real: Batch) -> torch.Tensor:
     return torch.where(std < 1e-6, torch.ones_like(std), std)
 
 
-def one_step(view: ModelView, new: Batch, scale: torch.Tensor) -> dict[str, float]:
-    """On real transitions `N` the model has not been trained on: the normalized MSE of the members' average
+def one_step(env: ModelEnv, new: Batch, scale: torch.Tensor) -> dict[str, float]:
+    """On real transitions `N` the model has not been trained on: the normalized MSE of the rollout members' average
     prediction of the next observation and of the reward, and the members' mean disagreement (`disagreement`)."""
-    mean, logvar = view.model.predict_members(new.obs, new.act, view.members)
-    average = mean.mean(dim=0)
+    predictions = env.predict(new.obs, new.act)
+    average = predictions.mean.mean(dim=0)
     obs_error = ((new.obs + average[:, 1:] - new.next_obs) / scale[1:]).pow(2).mean()
     reward_error = ((average[:, 0] - new.reward) / scale[0]).pow(2).mean()
-    spread = disagreement(mean[..., 1:], None if logvar is None else logvar[..., 1:]).mean()
+    spread = predictions.disagreement().mean()
     return {metric_keys.DIAG_MODEL_ERROR: float(obs_error), metric_keys.DIAG_REWARD_ERROR: float(reward_error),
             metric_keys.DIAG_DISAGREEMENT: float(spread)}
 
@@ -66,10 +51,11 @@ def sequence_starts(data: Batch, horizon: int) -> torch.Tensor:
     return starts[broken[starts + horizon - 1] == broken[starts]]
 
 
-def open_loop(view: ModelView, data: Batch, horizon: int, samples: int, scale: torch.Tensor,
+def open_loop(env: ModelEnv, data: Batch, horizon: int, samples: int, scale: torch.Tensor,
               generator: torch.Generator) -> list[float] | None:
     """Normalized MSE of the next observation at rollout steps h = 1..H when the model replays real action
-    sequences from real start states, feeding back its own predictions (the members' average; no sampling).
+    sequences from real start states, feeding back its own predictions (the rollout members' average; no sampling,
+    and neither the custom reward nor the termination: the error is the model's own).
     None when the real data holds no sequence of H consecutive steps."""
     starts = sequence_starts(data, horizon)
     if starts.shape[0] == 0:
@@ -79,27 +65,26 @@ def open_loop(view: ModelView, data: Batch, horizon: int, samples: int, scale: t
     obs = data.obs[pick]
     errors = []
     for h in range(horizon):
-        _, obs = view.model.mean_step(obs, data.act[pick + h], view.members)
+        _, obs = env.model.mean_step(obs, data.act[pick + h], env.members)
         errors.append(((obs - data.next_obs[pick + h]) / scale[1:]).pow(2).mean())
     return torch.stack(errors).tolist()
 
 
-def imagined_returns(view: ModelView, agent: Agent, starts: torch.Tensor, cap: int) -> torch.Tensor:
-    """Returns `N` of the deterministic policy inside the model from real initial observations `N x D`: the members'
-    average prediction, the run's termination function, at most `cap` steps. A step whose prediction overflows (a
-    non-finite reward or state, which no termination function can judge) ends its episode unpaid."""
+def imagined_returns(env: ModelEnv, agent: Agent, starts: torch.Tensor, cap: int) -> torch.Tensor:
+    """Returns `N` of the deterministic policy inside the model from real initial observations `N x D`: the rollout
+    members' average prediction (`ModelEnv.mean_step`), the run's termination function, at most `cap` steps. A step
+    whose prediction overflows (a non-finite reward or state, which no termination function can judge) ends its
+    episode unpaid."""
     n = starts.shape[0]
     returns = torch.zeros(n, device=starts.device)
     live = torch.arange(n, device=starts.device)
     obs = starts
     for _ in range(cap):
         act = agent.act(obs, deterministic=True)
-        reward, next_obs = view.model.mean_step(obs, act, view.members)
-        if view.reward_fn is not None:
-            reward = view.reward_fn(obs, act, next_obs)
+        reward, next_obs, done = env.mean_step(obs, act)
         finite = torch.isfinite(reward) & torch.isfinite(next_obs).all(dim=-1)
         returns[live] += torch.where(finite, reward, torch.zeros_like(reward))
-        alive = finite & ~view.terminated(next_obs)
+        alive = finite & ~done
         if not bool(alive.any()):
             break
         obs, live = next_obs[alive], live[alive]
@@ -107,7 +92,7 @@ def imagined_returns(view: ModelView, agent: Agent, starts: torch.Tensor, cap: i
 
 
 @torch.no_grad()
-def diagnose(view: ModelView, agent: Agent, real: ReplayBuffer, new_steps: int, starts: torch.Tensor,
+def diagnose(env: ModelEnv, agent: Agent, real: ReplayBuffer, new_steps: int, starts: torch.Tensor,
              config: DiagnosticsConfig, generator: torch.Generator) -> dict[str, float]:
     """The epoch's diagnostics as metrics: one-step error and disagreement on the `new_steps` newest real
     transitions (those since the last retrain; skipped when there are none), open-loop error at h = 1..H, and the
@@ -117,11 +102,11 @@ def diagnose(view: ModelView, agent: Agent, real: ReplayBuffer, new_steps: int, 
     metrics: dict[str, float] = {}
     new = min(new_steps, data.obs.shape[0])
     if new > 0:
-        metrics.update(one_step(view, Batch(*(t[-new:] for t in data)), scale))
-    errors = open_loop(view, data, config.horizon, config.samples, scale, generator)
+        metrics.update(one_step(env, Batch(*(t[-new:] for t in data)), scale))
+    errors = open_loop(env, data, config.horizon, config.samples, scale, generator)
     for h, error in enumerate(errors or [], start=1):
         metrics[f"{OPEN_LOOP_PREFIX}{h}"] = error
     if starts.shape[0]:
-        imagined = imagined_returns(view, agent, starts, config.imagined_cap)
+        imagined = imagined_returns(env, agent, starts, config.imagined_cap)
         metrics[metric_keys.DIAG_MODEL_RETURN] = float(imagined.mean())
     return metrics

@@ -19,7 +19,7 @@ from mbpo_cli.agents.value_expansion import Dynamics, RolloutNoise, training_rol
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.models.dynamics import DynamicsEnsemble
 from mbpo_cli.models.dynamics_fit import TransitionLabels
-from mbpo_cli.models.termination import TerminationFn
+from mbpo_cli.models.termination.known import TerminationFn
 
 
 @dataclass

@@ -7,13 +7,13 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from mbpo_cli.config.schema import EnvConfig
+from mbpo_cli.models.termination.custom import working_directory_importable
 
 
 class EnvError(ValueError):
@@ -62,14 +62,6 @@ def import_mujoco_without_rendering() -> None:
             os.environ.pop("MUJOCO_GL", None)
         else:
             os.environ["MUJOCO_GL"] = saved
-
-
-def working_directory_importable() -> None:
-    """Let the working directory's modules be imported (appended to `sys.path`, as `python -m` does): where a
-    custom `module:function` and the module of a `module:EnvId` environment id are found."""
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.append(cwd)
 
 
 def _import_env_module(env_id: str) -> None:

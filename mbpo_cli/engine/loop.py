@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.burst import burst_due, learning_burst
 from mbpo_cli.engine.burst import update_mode as dhmbpo_update_mode
-from mbpo_cli.engine.diagnostics import ModelView, diagnose
-from mbpo_cli.engine.envs import EnvSpec, random_action, to_env_action
-from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
+from mbpo_cli.engine.diagnostics import diagnose
+from mbpo_cli.engine.envs import random_action, to_env_action
+from mbpo_cli.engine.episodes import evaluate
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.rollout import (
     adaptive_rollout,
@@ -33,6 +34,7 @@ from mbpo_cli.engine.rollout import (
     rollouts_kept,
 )
 from mbpo_cli.engine.state import EpochAccumulator, RunState
+from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.nn.batch import Batch
 
 # ---------------------------------------------------------------------------------------------
@@ -142,15 +144,17 @@ def update_model(state: RunState) -> None:
     take the one trained in the background since the previous due point (the first model is trained in place)."""
     if state.model_job is not None:
         take_model_job(state)
-    elif not state.config.train.pipeline or not state.model_info:
+    elif not state.config.train.pipeline or state.model_trained_at is None:
         train_model(state)
 
 
-def rollout_members(state: RunState) -> torch.Tensor:
-    """The members rollouts (and diagnostics) use: the elites, or every member (`model.use_elites: false`)."""
+def model_env(state: RunState) -> ModelEnv:
+    """The run's model as rollouts and diagnostics step it: the ensemble, its rollout members (the elites, or every
+    member with `model.use_elites: false`), the run's termination and its reward."""
     cfg = state.config.model
     assert state.model is not None
-    return state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    members = state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    return ModelEnv(state.model, members, state.terminated, state.reward_fn)
 
 
 def rollout_model(state: RunState) -> dict[str, float] | None:
@@ -165,16 +169,15 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
         start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
     else:
         start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
-    members = rollout_members(state)
+    env = model_env(state)
     if cfg.rollout.adaptive:
-        return _adaptive_rollout(state, start, members)
+        return _adaptive_rollout(state, env, start)
     state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
     capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
                                      cfg.rollout.train_freq, cfg.rollout.retain_epochs)
     if capacity != state.model_buffer.capacity:
         state.model_buffer = state.model_buffer.resized(capacity)
-    stats = branched_rollout(state.model, state.agent, start, state.k, members, state.terminated,
-                             state.model_buffer, gen, state.reward_fn)
+    stats = branched_rollout(env, state.agent, start, state.k, state.model_buffer, gen)
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
@@ -182,19 +185,19 @@ def rollout_model(state: RunState) -> dict[str, float] | None:
     return None
 
 
-def _adaptive_rollout(state: RunState, start: torch.Tensor, members: torch.Tensor) -> dict[str, float]:
+def _adaptive_rollout(state: RunState, env: ModelEnv, start: torch.Tensor) -> dict[str, float]:
     """The adaptive horizon's rollout. Branch lengths vary, so the model buffer is sized around each generation:
     room for the retained generations plus the longest possible new one, then exactly the retained ones."""
     cfg = state.config.rollout
-    assert state.model is not None and state.model_buffer is not None
+    assert state.model_buffer is not None
     state.k = cfg.adaptive_max_length
     kept = rollouts_kept(state.config.train.epoch_length, cfg.train_freq, cfg.retain_epochs)
     previous = state.model_generations[len(state.model_generations) - (kept - 1):] if kept > 1 else []
     room = sum(previous) + cfg.batch_size * cfg.adaptive_max_length
     if room != state.model_buffer.capacity:
         state.model_buffer = state.model_buffer.resized(room)
-    stats = adaptive_rollout(state.model, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, members,
-                             state.terminated, state.model_buffer, state.generators["rollout"], state.reward_fn)
+    stats = adaptive_rollout(env, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, state.model_buffer,
+                             state.generators["rollout"])
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
@@ -266,42 +269,20 @@ def agent_updates(state: RunState) -> None:
         raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
 
 
-@torch.no_grad()
-def evaluate(agent: Agent, env: gym.Env, spec: EnvSpec, episodes: int, seed: int, device: torch.device,
-             deterministic: bool = True, generator: torch.Generator | None = None) -> tuple[list[float], list[int]]:
-    """Run `episodes` episodes (greedy or mean actions by default) with resets seeded `seed, seed + 1, ...`."""
-    returns, lengths = [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, length, done = 0.0, 0, False
-        while not done:
-            x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device).unsqueeze(0)
-            action = agent.act(x, deterministic=deterministic, generator=generator)[0].cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(length)
-    return returns, lengths
-
-
 def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
     """The epoch's model diagnostics (`mbpo_cli.engine.diagnostics`), from the evaluation's initial states.
 
     Read-only: resetting the evaluation env with its seeds changes nothing the next evaluation sees (it reseeds
     every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
     cfg = state.config
-    assert state.model is not None
-    members = rollout_members(state)
-    view = ModelView(state.model, members, state.terminated, state.reward_fn)
+    assert state.model_trained_at is not None
     episodes = max(cfg.diagnostics.imagined_episodes, 0)
     starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
     limit = state.eval_env.spec.max_episode_steps if state.eval_env.spec is not None else None
     cap = cfg.diagnostics.imagined_cap
     diag = replace(cfg.diagnostics, imagined_cap=min(cap, limit or cap))
     generator = torch.Generator(device=state.device).manual_seed(cfg.train.seed * 7919 + state.epoch)
-    return diagnose(view, state.agent, state.real_buffer, state.env_step - state.model_trained_at,
+    return diagnose(model_env(state), state.agent, state.real_buffer, state.env_step - state.model_trained_at,
                     torch.as_tensor(starts, device=state.device), diag, generator)
 
 
@@ -327,7 +308,7 @@ def end_epoch(state: RunState) -> dict[str, float]:
         for key, value in zip(keys, values, strict=True):
             metrics[key] = value / acc.counts.get(key, acc.updates)
         metrics.update(state.agent.epoch_metrics())
-    if state.uses_model and cfg.diagnostics.enabled and state.model_info:
+    if state.uses_model and cfg.diagnostics.enabled and state.model_trained_at is not None:
         start = time.perf_counter()
         metrics.update(model_diagnostics(state, eval_seed % 2**31))
         check_custom_rewards(state)
@@ -351,6 +332,22 @@ def end_epoch(state: RunState) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------
 
 
+def prepare(state: RunState, notify: Callback) -> None:
+    """Decide, once per process, how updates run (`prepare_updates`); on CUDA, say so."""
+    state.update_mode = prepare_updates(state)
+    state.updates_prepared = True
+    if state.device.type == "cuda":
+        notify(NoticeEvent(state.env_step, state.update_mode))
+
+
+@contextmanager
+def timed(state: RunState, phase: str) -> Iterator[None]:
+    """Add the wall time of the block to the epoch's seconds of `phase`."""
+    start = time.perf_counter()
+    yield
+    state.epoch_acc.seconds[phase] += time.perf_counter() - start
+
+
 def train(state: RunState, callback: Callback | None = None, should_stop: Callable[[], bool] | None = None) -> RunState:
     """Run MBPO (or the base agent alone) from `state` until `config.train.steps` real steps or `should_stop()`
     (asked before every step).
@@ -364,41 +361,34 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
     cfg = state.config
     total, epoch_length, init_steps = cfg.train.steps, cfg.train.epoch_length, cfg.train.init_steps
     notify = callback or (lambda event: None)
-    seconds = state.epoch_acc.seconds
     try:
         while state.env_step < total and not (should_stop is not None and should_stop()):
             # -- Once per process, after exploration: capture the update steps as CUDA graphs when on CUDA.
-            if state.update_mode is None and state.env_step >= init_steps:
-                state.update_mode = prepare_updates(state)
-                if state.device.type == "cuda":
-                    notify(NoticeEvent(state.env_step, state.update_mode))
+            if not state.updates_prepared and state.env_step >= init_steps:
+                prepare(state, notify)
             state.agent.on_env_step(state.env_step)
 
             # -- Model: when due after exploration, bring the model up to date (retrain it, or take the one
             #    trained in the background) and branch k-step rollouts of the current policy; with the pipeline,
             #    start the next retrain in the background.
             if model_due(state):
-                start = time.perf_counter()
-                update_model(state)
-                seconds["model"] += time.perf_counter() - start
-                start = time.perf_counter()
-                branch_lengths = rollout_model(state)
-                seconds["rollout"] += time.perf_counter() - start
+                with timed(state, "model"):
+                    update_model(state)
+                with timed(state, "rollout"):
+                    branch_lengths = rollout_model(state)
                 if branch_lengths is not None:
                     notify(RolloutEvent(state.env_step, branch_lengths))
-                if cfg.train.pipeline and state.model_trained_at < state.env_step:
+                if cfg.train.pipeline and state.model_trained_at != state.env_step:
                     start_model_job(state)
 
             # -- Environment: one real step (uniform random actions during exploration).
-            start = time.perf_counter()
-            finished, policy_acted = env_step(state)
-            seconds["env"] += time.perf_counter() - start
+            with timed(state, "env"):
+                finished, policy_acted = env_step(state)
 
             # -- Agent: G updates on minibatches of real and model data (DHMBPO learns in bursts instead).
             if policy_acted and state.double_horizon is None:
-                start = time.perf_counter()
-                agent_updates(state)
-                seconds["agent"] += time.perf_counter() - start
+                with timed(state, "agent"):
+                    agent_updates(state)
 
             state.env_step += 1
 
@@ -409,7 +399,6 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             notify(StepEvent(state.env_step, finished))
             if state.env_step % epoch_length == 0 or state.env_step == total:
                 metrics = end_epoch(state)
-                seconds = state.epoch_acc.seconds
                 notify(EpochEvent(state.env_step, state.epoch, metrics))
     except BaseException as error:
         if state.model_job is not None:

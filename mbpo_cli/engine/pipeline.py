@@ -23,7 +23,6 @@ import torch
 
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.errors import NumericalError
-from mbpo_cli.models.done import DoneClassifier, fit_done_classifier, make_done_optimizer
 from mbpo_cli.models.ensemble import (
     GaussianEnsemble,
     fit_ensemble,
@@ -31,6 +30,7 @@ from mbpo_cli.models.ensemble import (
     make_model_optimizer,
     model_targets,
 )
+from mbpo_cli.models.termination.learned import DoneClassifier, fit_done_classifier, make_done_optimizer
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.optim import learning_rates_kept
 

@@ -1,4 +1,4 @@
-"""Branched model rollouts and the rollout-length schedule."""
+"""Branched model rollouts (on the schedule, or with the adaptive horizon) and the rollout-length schedule."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import torch
 from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import ReplayBuffer
-from mbpo_cli.engine.task import RewardFn
-from mbpo_cli.models.ensemble import GaussianEnsemble, disagreement
-from mbpo_cli.models.termination import TerminationFn
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.nn.batch import Batch
 
 
@@ -50,31 +48,19 @@ class RolloutStats:
 
 
 @torch.no_grad()
-def branched_rollout(
-    model: GaussianEnsemble,
-    agent: Agent,
-    start_obs: torch.Tensor,
-    k: int,
-    members: torch.Tensor,
-    terminated: TerminationFn,
-    buffer: ReplayBuffer,
-    generator: torch.Generator,
-    reward_fn: RewardFn | None = None,
-) -> RolloutStats:
-    """Roll the current (exploring) policy for k model steps from `start_obs` (`N x D`).
+def branched_rollout(env: ModelEnv, agent: Agent, start_obs: torch.Tensor, k: int, buffer: ReplayBuffer,
+                     generator: torch.Generator) -> RolloutStats:
+    """Roll the current (exploring) policy for k steps of the model `env` from `start_obs` (`N x D`).
 
-    Each sample at each step uses a random member of `members` and samples from its Gaussian; the reward
-    is the model's unless `reward_fn` gives it; terminated branches stop. Every transition goes into `buffer`.
+    Each sample at each step uses a random rollout member and samples from its Gaussian (`ModelEnv.step`);
+    terminated branches stop. Every transition goes into `buffer`.
     """
     obs = start_obs
     transitions = 0
     reward_sum = torch.zeros((), device=obs.device)
     for _ in range(k):
         act = agent.act(obs, deterministic=False, generator=generator)
-        reward, next_obs = model.sample(obs, act, generator, members)
-        if reward_fn is not None:
-            reward = reward_fn(obs, act, next_obs)
-        done = terminated(next_obs)
+        reward, next_obs, done = env.step(obs, act, generator)
         buffer.add(Batch(obs, act, reward, next_obs, done.float()))
         transitions += obs.shape[0]
         reward_sum += reward.sum()
@@ -116,24 +102,15 @@ class AdaptiveStats:
 
 
 @torch.no_grad()
-def adaptive_rollout(
-    model: GaussianEnsemble,
-    agent: Agent,
-    start_obs: torch.Tensor,
-    max_length: int,
-    scale: float,
-    members: torch.Tensor,
-    terminated: TerminationFn,
-    buffer: ReplayBuffer,
-    generator: torch.Generator,
-    reward_fn: RewardFn | None = None,
-) -> AdaptiveStats:
-    """Branch from `start_obs` (`N x D`) while the members agree, for at most `max_length` steps.
+def adaptive_rollout(env: ModelEnv, agent: Agent, start_obs: torch.Tensor, max_length: int, scale: float,
+                     buffer: ReplayBuffer, generator: torch.Generator) -> AdaptiveStats:
+    """Branch from `start_obs` (`N x D`) while the rollout members of `env` agree, for at most `max_length` steps.
 
-    Each step computes every member of `members` on every live branch, measures their disagreement (`N`, see
-    `disagreement`), and keeps a branch's transition only while that disagreement is at or under the threshold:
-    `scale` times the `ADAPTIVE_QUANTILE` quantile of the first step's disagreement. A kept transition is sampled
-    from a uniformly random member's Gaussian, as in `GaussianEnsemble.sample`; terminated branches stop too.
+    Each step computes every rollout member on every live branch, measures their disagreement (`N`, see
+    `MemberPredictions.disagreement`), and keeps a branch's transition only while that disagreement is at or under
+    the threshold: `scale` times the `ADAPTIVE_QUANTILE` quantile of the first step's disagreement. A kept
+    transition is sampled from a uniformly random member's Gaussian (`ModelEnv.step_from`); terminated branches
+    stop too.
     """
     n, device = start_obs.shape[0], start_obs.device
     lengths = torch.zeros(n, dtype=torch.long, device=device)
@@ -145,21 +122,12 @@ def adaptive_rollout(
     reward_sum = torch.zeros((), device=device)
     for step in range(max_length):
         act = agent.act(obs, deterministic=False, generator=generator)
-        mean, logvar = model.predict_members(obs, act, members)
-        uncertainty = disagreement(mean[..., 1:], None if logvar is None else logvar[..., 1:])
+        predictions = env.predict(obs, act)
+        uncertainty = predictions.disagreement()
         if step == 0:
             threshold = scale * float(torch.quantile(uncertainty, ADAPTIVE_QUANTILE))
         trusted = uncertainty <= threshold
-        pick = torch.randint(members.shape[0], (obs.shape[0],), generator=generator, device=device)
-        rows = torch.arange(obs.shape[0], device=device)
-        out = mean[pick, rows]
-        if logvar is not None:
-            noise = torch.randn(out.shape, generator=generator, device=device, dtype=out.dtype)
-            out = out + noise * torch.exp(0.5 * logvar[pick, rows])
-        reward, next_obs = out[:, 0], obs + out[:, 1:]
-        if reward_fn is not None:
-            reward = reward_fn(obs, act, next_obs)
-        done = terminated(next_obs)
+        reward, next_obs, done = env.step_from(predictions, obs, act, generator)
         buffer.add(Batch(obs[trusted], act[trusted], reward[trusted], next_obs[trusted], done[trusted].float()))
         transitions += int(trusted.sum())
         reward_sum += reward[trusted].sum()

@@ -23,11 +23,13 @@ from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.double_horizon import DoubleHorizon, bind_model
 from mbpo_cli.engine.envs import EnvSpec, env_spec, get_env_state, make_env, set_env_state
 from mbpo_cli.engine.pipeline import ModelJob, Models
-from mbpo_cli.engine.task import CustomReward, Termination, check_agent, reward_of, termination_of
-from mbpo_cli.models.done import DoneClassifier, make_done_optimizer
+from mbpo_cli.engine.task import check_agent
 from mbpo_cli.models.dynamics import DynamicsEnsemble
 from mbpo_cli.models.dynamics_fit import TransitionLabels
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
+from mbpo_cli.models.termination import Termination, TerminationKind, termination_of
+from mbpo_cli.models.termination.custom import CustomReward, reward_of
+from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer
 
 PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
 MODEL_PHASES = ("model", "rollout", "diag")
@@ -118,8 +120,9 @@ class RunState:
     env_step: int = 0
     agent_updates: int = 0
     k: int = 1
-    model_trained_at: int = 0
-    """The env step of the last model retrain (the newer real transitions are unseen by the model)."""
+    model_trained_at: int | None = None
+    """The env step of the last model retrain (the newer real transitions are unseen by the model); None until a
+    model has been trained."""
     model_generations: list[int] = field(default_factory=list)
     """Transitions of each rollout generation in the model buffer, oldest first (`rollout.adaptive` only)."""
     model_info: dict[str, float] = field(default_factory=dict)
@@ -127,9 +130,12 @@ class RunState:
     initial_states: torch.Tensor | None = None
     model_job: ModelJob | None = None
     """The retrain running in the background since the last due point (`train.pipeline`)."""
-    update_mode: str | None = None
-    """How agent updates and model training steps run in this process (CUDA graphs or eager); decided once
-    exploration is over."""
+    updates_prepared: bool = False
+    """Whether this process has decided how updates run (`update_mode`, CUDA graphs captured where they can be):
+    once, when exploration is over; a resumed run decides again."""
+    update_mode: str = ""
+    """How agent updates and model training steps run in this process (CUDA graphs or eager), in words (empty until
+    decided)."""
     double_horizon: DoubleHorizon | None = None
     """DHMBPO's dynamics model and the labels of its real data (algo: dhmbpo; its actor-critic is `agent`)."""
 
@@ -200,7 +206,7 @@ class RunState:
         """Load what `checkpoint_state` saved (also from an earlier version) into this freshly built run of the same
         config. True when the continuation is exact (the same device type); across device types the torch generators
         cannot be restored and are reseeded from the seed and env step."""
-        self._load_counters(saved["counters"])
+        self._load_counters(saved["counters"], model_trained=bool(saved["model_info"]))
         self.obs = saved["obs"].numpy().copy()
         self.agent.load_state_dict(saved["agent"])
         self.agent.load_optimizer_states(saved["optimizers"])
@@ -239,13 +245,15 @@ class RunState:
             "episode_length": self.episode_length,
         }
 
-    def _load_counters(self, saved: dict[str, Any]) -> None:
-        """The counters `_counters` saved; an earlier version's named the agent's updates after SAC and had no
-        retrain step or rollout generations."""
+    def _load_counters(self, saved: dict[str, Any], model_trained: bool) -> None:
+        """The counters `_counters` saved; an earlier version's named the agent's updates after SAC, had no retrain
+        step or rollout generations, and saved 0 as the retrain step of a run whose model was not trained yet
+        (`model_trained`: whether the checkpoint holds a retrain's metrics)."""
         self.env_step = int(saved["env_step"])
         self.agent_updates = int(saved.get("agent_updates", saved.get("sac_updates", 0)))
         self.k = int(saved["k"])
-        self.model_trained_at = int(saved.get("model_trained_at", self.env_step))
+        trained_at = saved.get("model_trained_at", self.env_step)
+        self.model_trained_at = None if trained_at is None or not model_trained else int(trained_at)
         self.model_generations = [int(n) for n in saved.get("model_generations", [])]
         self.episode_return = float(saved["episode_return"])
         self.episode_length = int(saved["episode_length"])
@@ -355,7 +363,7 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
         model = GaussianEnsemble(spec.obs_dim, spec.act_dim, config.model).to(device)
         optimizer = make_model_optimizer(model)
         model_buffer = ReplayBuffer(1, spec.obs_dim, spec.act_dim, device)
-        if termination.kind == "learned":
+        if termination.kind == TerminationKind.LEARNED:
             done_model = DoneClassifier(spec.obs_dim, config.done_model).to(device)
             done_optimizer = make_done_optimizer(done_model)
     generators = {}

@@ -1,17 +1,14 @@
-"""A run's task as the engine meets it: the environment checked against the agent, and the termination and
-reward functions that model rollouts use (known, learned, custom `module:function`, or none).
+"""A run's task as the engine meets it: the environment checked against the agent, the custom termination and
+reward functions tried on real transitions, and the facts the defaults of `--env ENV_ID` depend on.
 
 Everything here runs before a run is registered, so a mismatch (a continuous-only agent on a Discrete task,
 a custom function that cannot be imported or returns the wrong shape) is a one-line ConfigError at start,
-never a crash mid-run. A custom function that passes that check and misbehaves later is caught at the call that
-misbehaves (`CustomTermination`, `CustomReward`): a CustomFunctionError naming it, never a crash elsewhere.
+never a crash mid-run. The termination itself (known, never, learned or custom) is `mbpo_cli.models.termination`'s.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,156 +17,15 @@ from mbpo_cli.agents.base import ActionSpace
 from mbpo_cli.agents.factory import action_space_of, agents_for
 from mbpo_cli.config.load import ConfigError, TaskFacts
 from mbpo_cli.config.schema import Config, EnvConfig
-from mbpo_cli.engine.envs import (
-    EnvSpec,
-    env_spec,
-    make_env,
-    random_action,
-    to_env_action,
-    working_directory_importable,
-)
-from mbpo_cli.engine.errors import CustomFunctionError
-from mbpo_cli.models.termination import TERMINATION_FNS, TerminationFn, known_task, termination_name
-
-RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""`(obs N x D, act N x A, next_obs N x D) -> reward N`."""
+from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, random_action, to_env_action
+from mbpo_cli.models.termination import TerminationKind, termination_of
+from mbpo_cli.models.termination.custom import CustomTermination, reward_of
+from mbpo_cli.models.termination.known import known_task
 
 PROBE_STEPS = 2000
 """Random-action steps taken to learn whether a task without a known termination function terminates."""
 CHECK_STATES = 8
 """Observations a custom function is tried on at start."""
-
-
-@dataclass(frozen=True)
-class Termination:
-    """How rollouts decide termination: `kind` known, never, learned or custom; `fn` for all but learned."""
-
-    kind: str
-    fn: TerminationFn | None
-    description: str
-
-
-def import_function(ref: str, key: str) -> Callable[..., torch.Tensor]:
-    """The function `package.module:name` (the working directory importable, as for `python -m`)."""
-    module_name, _, name = ref.partition(":")
-    working_directory_importable()
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:  # any import-time failure of user code is the user's to fix
-        raise ConfigError(f"{key}: cannot import {module_name!r} for {ref}: {type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(f"{key}: {module_name!r} has no function {name!r}")
-    return fn
-
-
-class CustomFunction:
-    """A user's function named in the config as `module:function` (`env.termination` or `env.reward`), as rollouts
-    and diagnostics call it: every result is checked against what the check at start tried (a tensor of shape `N`
-    on the inputs' device, of the right dtype) and a result that breaks it is a CustomFunctionError naming the
-    function and what it returned. These checks read a tensor's metadata only: no device synchronization."""
-
-    key = ""
-    """The config key that names it: env.termination or env.reward."""
-    dtype_name = ""
-    """The dtype the function must return, in words."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor], ref: str) -> None:
-        self.fn = fn
-        """The user's function itself."""
-        self.ref = ref
-        """`module:function`, as the config names it."""
-
-    def dtype_ok(self, out: torch.Tensor) -> bool:
-        """Whether `out` has the dtype the function must return."""
-        raise NotImplementedError
-
-    def checked(self, out: object, like: torch.Tensor) -> torch.Tensor:
-        """`out`, the function's result on inputs of `like`'s rows and device, or a CustomFunctionError."""
-        n = like.shape[0]
-        if (isinstance(out, torch.Tensor) and out.shape == (n,) and out.device == like.device
-                and self.dtype_ok(out)):
-            return out
-        got = (f"a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device}" if isinstance(out, torch.Tensor)
-               else f"a {type(out).__name__}")
-        raise CustomFunctionError(f"{self.key}: {self.ref} returned {got} instead of a {self.dtype_name} tensor of "
-                                  f"shape ({n},) on {like.device} (it passed the check at start)")
-
-
-class CustomTermination(CustomFunction):
-    """A custom termination function: next observations `N x D` -> bool `N`, each result checked."""
-
-    key = "env.termination"
-    dtype_name = "bool"
-
-    def dtype_ok(self, out: torch.Tensor) -> bool:
-        return out.dtype == torch.bool
-
-    def __call__(self, next_obs: torch.Tensor) -> torch.Tensor:
-        return self.checked(self.fn(next_obs), next_obs)
-
-
-class CustomReward(CustomFunction):
-    """A custom reward function: `(obs N x D, act N x A, next_obs N x D)` -> floats `N`, each result checked.
-
-    Finiteness is checked in batches, to read the device once per rollout rather than once per call: each call
-    adds up, on the device, its NaN and infinite rewards for rows whose inputs are all finite (a non-finite input
-    comes from the model, whose own check names it), and `check_finite` reads the sums.
-    """
-
-    key = "env.reward"
-    dtype_name = "floating-point"
-
-    def __init__(self, fn: Callable[..., torch.Tensor], ref: str) -> None:
-        super().__init__(fn, ref)
-        self.nonfinite: torch.Tensor | None = None
-        """`2`: NaN and infinite rewards for finite inputs since the last `check_finite` (None: no call since)."""
-
-    def dtype_ok(self, out: torch.Tensor) -> bool:
-        return out.is_floating_point()
-
-    def __call__(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        reward = self.checked(self.fn(obs, act, next_obs), obs)
-        inputs_finite = torch.isfinite(obs).all(dim=-1) & torch.isfinite(act).all(dim=-1) & torch.isfinite(
-            next_obs).all(dim=-1)
-        counts = torch.stack([(torch.isnan(reward) & inputs_finite).sum(), (torch.isinf(reward) & inputs_finite).sum()])
-        self.nonfinite = counts if self.nonfinite is None else self.nonfinite + counts
-        return reward
-
-    def check_finite(self) -> None:
-        """A CustomFunctionError if a reward since the last check was NaN or infinite for finite inputs (one read of
-        the device); the counts start again."""
-        if self.nonfinite is None:
-            return
-        nan, inf = self.nonfinite.tolist()
-        self.nonfinite = None
-        if nan or inf:
-            raise CustomFunctionError(f"{self.key}: {self.ref} returned non-finite rewards ({nan:,} NaN, {inf:,} "
-                                      "infinite) for finite observations and actions (it passed the check at start)")
-
-
-def termination_of(config: Config) -> Termination:
-    """The termination rollouts use for `config.env.termination` (ConfigError when it names nothing usable)."""
-    setting, env_id = config.env.termination, config.env.id
-    if setting == "learned":
-        return Termination("learned", None, "learned (a classifier trained with the model)")
-    if ":" in setting:
-        fn = CustomTermination(import_function(setting, "env.termination"), setting)
-        return Termination("custom", fn, f"custom ({setting})")
-    name = termination_name(setting, env_id)
-    if name is None:
-        raise ConfigError(f"env.termination: {setting}: {env_id} has no known termination function; "
-                          "use learned, never or module:function")
-    kind = "never" if name == "never" else "known"
-    return Termination(kind, TERMINATION_FNS[name], name if kind == "never" else f"known ({name})")
-
-
-def reward_of(config: Config) -> CustomReward | None:
-    """The custom reward function of `config.env.reward`, or None when rewards come from the model."""
-    if config.env.reward == "model":
-        return None
-    return CustomReward(import_function(config.env.reward, "env.reward"), config.env.reward)
 
 
 def check_agent(config: Config, spec: EnvSpec) -> None:
@@ -225,7 +81,7 @@ def check_functions(config: Config, spec: EnvSpec) -> None:
     """Call the custom termination and reward functions on real transitions; ConfigError unless each returns
     a tensor of shape `N` (bool for termination, finite floats for reward)."""
     termination, reward = termination_of(config), reward_of(config)
-    if termination.kind != "custom" and reward is None:
+    if termination.kind != TerminationKind.CUSTOM and reward is None:
         return
     obs, act, next_obs = _sample_states(config.env, spec)
     n = obs.shape[0]

@@ -239,57 +239,26 @@ def fit_ensemble(
     after every epoch; when it says True, `FitCancelled` is raised.
     """
     cfg = model.config
-    device = inputs.device
-    n = inputs.shape[0]
-    e = cfg.ensemble_size
-    n_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
-    if n - n_holdout < 1:
-        raise ValueError(f"need at least 2 samples to train the model, got {n}")
-    perm = torch.randperm(n, generator=generator, device=device)
-    train_idx, holdout_idx = perm[n_holdout:], perm[:n_holdout]
-    n_train = train_idx.shape[0]
-    model.fit_normalizer(inputs[train_idx])
-    x_train, y_train = model.normalize(inputs[train_idx]), targets[train_idx]
-    x_hold, y_hold = model.normalize(inputs[holdout_idx]), targets[holdout_idx]
-    if n_holdout == 0:
-        x_hold, y_hold = x_train, y_train
-    bootstrap = torch.randint(n_train, (e, n_train), generator=generator, device=device)
-
-    params = list(model.net.parameters())
-    best_params = [p.detach().clone() for p in params]
-    best = torch.full((e,), math.inf, device=device)
+    x_train, y_train, x_hold, y_hold = holdout_split(model, inputs, targets, generator)
+    n_train = x_train.shape[0]
+    bootstrap = torch.randint(n_train, (cfg.ensemble_size, n_train), generator=generator, device=inputs.device)
+    best = MemberBest(model)
     epochs_since_improvement = 0
     epoch = 0
     train_loss = math.nan
     started = time.perf_counter()
     while cfg.max_epochs is None or epoch < cfg.max_epochs:
-        shuffle = torch.rand(e, n_train, generator=generator, device=device).argsort(dim=1)
-        order = bootstrap.gather(1, shuffle)
-        total = torch.zeros((), device=device)
-        batches = 0
-        for start in range(0, n_train, cfg.batch_size):
-            idx = order[:, start : start + cfg.batch_size]
-            total += model.train_step(optimizer, x_train[idx], y_train[idx])
-            batches += 1
+        train_loss = train_epoch(model, optimizer, x_train, y_train, bootstrap, generator)
         epoch += 1
-        train_loss = float(total) / batches
-        losses = model.holdout_mse(x_hold, y_hold)
-        improved = (best - losses) / best > cfg.improvement
-        improved |= torch.isinf(best) & torch.isfinite(losses)
-        best = torch.where(improved, losses, best)
-        with torch.no_grad():
-            for saved, p in zip(best_params, params, strict=True):
-                saved[improved] = p[improved]
-        epochs_since_improvement = 0 if bool(improved.any()) else epochs_since_improvement + 1
+        improved = best.update(model.holdout_mse(x_hold, y_hold))
+        epochs_since_improvement = 0 if improved else epochs_since_improvement + 1
         if stop is not None and stop():
             raise FitCancelled
         if epochs_since_improvement > cfg.patience:
             break
         if max_seconds is not None and time.perf_counter() - started > max_seconds:
             break
-    with torch.no_grad():
-        for saved, p in zip(best_params, params, strict=True):
-            p.copy_(saved)
+    best.restore()
     losses = model.holdout_mse(x_hold, y_hold)
     ranking = losses.argsort()
     model.holdout_losses.copy_(losses)
@@ -300,6 +269,70 @@ def fit_ensemble(
         holdout_losses=losses.tolist(),
         elites=ranking[: cfg.elites].tolist(),
     )
+
+
+def holdout_split(model: GaussianEnsemble, inputs: torch.Tensor, targets: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random split of raw inputs `N x in` and targets `N x out` into training and holdout (`holdout_ratio`, at
+    most `max_holdout`); sets the normalizer from the training split. Returns the normalized training inputs and
+    their targets, then the holdout's (the training split's when the holdout is empty)."""
+    cfg = model.config
+    n = inputs.shape[0]
+    n_holdout = min(int(n * cfg.holdout_ratio), cfg.max_holdout)
+    if n - n_holdout < 1:
+        raise ValueError(f"need at least 2 samples to train the model, got {n}")
+    perm = torch.randperm(n, generator=generator, device=inputs.device)
+    train_idx, holdout_idx = perm[n_holdout:], perm[:n_holdout]
+    model.fit_normalizer(inputs[train_idx])
+    x_train, y_train = model.normalize(inputs[train_idx]), targets[train_idx]
+    if n_holdout == 0:
+        return x_train, y_train, x_train, y_train
+    return x_train, y_train, model.normalize(inputs[holdout_idx]), targets[holdout_idx]
+
+
+def train_epoch(model: GaussianEnsemble, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                bootstrap: torch.Tensor, generator: torch.Generator) -> float:
+    """One epoch: each member steps through its bootstrap `E x N` of the training inputs `N x in` and targets
+    `N x out` in a fresh random order, `batch_size` at a time. The mean training loss (one device read)."""
+    e, n = bootstrap.shape
+    shuffle = torch.rand(e, n, generator=generator, device=x.device).argsort(dim=1)
+    order = bootstrap.gather(1, shuffle)
+    total = torch.zeros((), device=x.device)
+    batches = 0
+    for start in range(0, n, model.config.batch_size):
+        idx = order[:, start : start + model.config.batch_size]
+        total += model.train_step(optimizer, x[idx], y[idx])
+        batches += 1
+    return float(total) / batches
+
+
+class MemberBest:
+    """Each member's best holdout loss so far and its network weights then: early stopping with per-member
+    best-weight restore."""
+
+    def __init__(self, model: GaussianEnsemble) -> None:
+        self.improvement = model.config.improvement
+        self.params = list(model.net.parameters())
+        self.saved = [p.detach().clone() for p in self.params]
+        self.losses = torch.full((model.config.ensemble_size,), math.inf, device=model.input_mean.device)
+        """`E`: the best holdout MSE of each member."""
+
+    def update(self, losses: torch.Tensor) -> bool:
+        """Keep the weights of each member whose holdout MSE (`E`) improved by more than `improvement` (relative; any
+        finite loss improves on none); whether any did."""
+        improved = (self.losses - losses) / self.losses > self.improvement
+        improved |= torch.isinf(self.losses) & torch.isfinite(losses)
+        self.losses = torch.where(improved, losses, self.losses)
+        with torch.no_grad():
+            for saved, p in zip(self.saved, self.params, strict=True):
+                saved[improved] = p[improved]
+        return bool(improved.any())
+
+    def restore(self) -> None:
+        """Every member back to its best weights."""
+        with torch.no_grad():
+            for saved, p in zip(self.saved, self.params, strict=True):
+                p.copy_(saved)
 
 
 def make_model_optimizer(model: GaussianEnsemble) -> torch.optim.Adam:

@@ -6,6 +6,7 @@ and SAC's twin critics (E = 2) are both this module.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Sequence
@@ -70,3 +71,24 @@ class BatchedMLP(nn.Module):
             if i < last:
                 x = self.activation(x)
         return x
+
+
+def linear_layers(mlp: BatchedMLP, outputs: int | None = None) -> nn.Sequential:
+    """The one-member ``mlp`` as a copy in ``nn.Linear`` layers with its activation between them (same weights): what
+    export formats map (ONNX's Gemm) and dynamic INT8 quantization acts on. ``outputs`` keeps only the last layer's
+    first outputs (SAC's mean, without its log-std)."""
+    assert mlp.members == 1, "a policy network has one member"
+    layers: list[nn.Module] = []
+    last = len(mlp.weights) - 1
+    for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
+        w, b = weight[0].T, bias[0, 0]  # out x in, out
+        if i == last and outputs is not None:
+            w, b = w[:outputs], b[:outputs]
+        linear = nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(w)
+            linear.bias.copy_(b)
+        layers.append(linear)
+        if i < last:
+            layers.append(copy.deepcopy(mlp.activation))
+    return nn.Sequential(*layers)

@@ -12,6 +12,6 @@
 - :mod:`.start`: starting a run (or continuing a named one); :mod:`.resume`: resuming a run;
 - :mod:`.policy`: a run's checkpoint as an acting policy; :mod:`.evaluation`: `mbpo eval`'s episodes and record;
 - :mod:`.video`, :mod:`.video_child`: `mbpo eval --video`, filmed in a child process;
-- :mod:`.policy_export`, :mod:`.export_verification`, :mod:`.export_latency`: `mbpo export`, its checks, `--bench`;
+- :mod:`.policy_export`, :mod:`.export_verification`: `mbpo export` and its checks (`--bench`: `bench.latency`);
 - :mod:`.outputs`: the files and folders a command may write.
 """

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mbpo_cli.engine.envs import env_spec, make_env
-from mbpo_cli.engine.loop import evaluate
+from mbpo_cli.engine.episodes import evaluate
 from mbpo_cli.runs.policy import EvalError, Policy
 from mbpo_cli.runs.registry import Registry
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from mbpo_cli.agents.factory import BuiltAgent
 from mbpo_cli.engine.envs import EnvSpec, to_env_action
+from mbpo_cli.engine.episodes import EnvPolicy, run_episode
 
 TOLERANCE = 1e-5
 """Largest absolute difference allowed between the exported file's actions and the in-tool policy's (float export)."""
@@ -56,36 +57,26 @@ def as_row(obs: np.ndarray) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32).reshape(1, -1)
 
 
+def one_at_a_time(act: Act) -> EnvPolicy:
+    """``act`` on one observation at a time (a batch of one), as an episode plays it."""
+    return lambda obs: env_action(act(as_row(obs)))
+
+
 def record_observations(env: gym.Env, act: Act, count: int, seed: int) -> tuple[np.ndarray, int]:
     """The first ``count`` observations ``count x obs`` met acting with ``act`` over episodes reset with seeds
     ``seed, seed + 1, ...``, and how many episodes they came from."""
     seen: list[np.ndarray] = []
     episodes = 0
-    while True:
-        obs, _ = env.reset(seed=seed + episodes)
+    while len(seen) < count:
+        episode = run_episode(env, one_at_a_time(act), seed + episodes, count - len(seen), keep_observations=True)
+        seen += episode.observations
         episodes += 1
-        done = False
-        while not done:
-            x = as_row(obs)
-            seen.append(x[0])
-            if len(seen) == count:
-                return np.stack(seen), episodes
-            obs, _, terminated, truncated, _ = env.step(env_action(act(x)))
-            done = terminated or truncated
+    return np.stack(seen), episodes
 
 
 def episode_returns(env: gym.Env, act: Act, episodes: int, seed: int) -> list[float]:
     """Returns of ``episodes`` episodes reset with seeds ``seed, seed + 1, ...``, one observation at a time."""
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(env_action(act(as_row(obs))))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return returns
+    return [run_episode(env, one_at_a_time(act), seed + i).total_return for i in range(episodes)]
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """`mbpo export`: a run's deterministic policy as one self-contained file (TorchScript or ONNX), verified against
-the policy `mbpo eval` runs before it is put in place, and its single-observation latency.
+the policy `mbpo eval` runs before it is put in place (its latency: `mbpo_cli.bench.latency`).
 
 The exported program takes raw observations ``B x obs`` (float32, any batch size ``B``) and returns the action as
 the task takes it, computed as :func:`mbpo_cli.engine.envs.to_env_action` computes it: ``B x act`` float32 within
-the task's bounds, ``low + (a + 1) * 0.5 * (high - low)`` of the actor's tanh action ``a`` (SAC: tanh of its mean;
-TD3 and DDPG: the actor's output; DHMBPO: tanh of its mean on observations standardized by its normalizer), or the
-greedy action's index, int64 ``B`` (DQN). The agents' one-member
-:class:`BatchedMLP` (weights ``1 x in x out``) is rewritten as ``nn.Linear`` layers: what the ONNX exporter maps to
-Gemm and what dynamic INT8 quantization acts on.
+the task's bounds, ``low + (a + 1) * 0.5 * (high - low)`` of the agent's deterministic action ``a`` in ``[-1, 1]``,
+or the greedy action's index, int64 ``B`` (DQN). Each agent hands over that policy itself
+(:meth:`mbpo_cli.agents.base.Agent.deterministic_policy`: SAC: tanh of its mean; TD3 and DDPG: the actor's output;
+DHMBPO: tanh of its mean on observations standardized by its normalizer), in ``nn.Linear`` layers: what the ONNX
+exporter maps to Gemm and what dynamic INT8 quantization acts on.
 
 Verification: the first observations met by the in-tool policy over seeded episodes (reset seeds ``seed,
 seed + 1, ...``) go through the exported file as a user would run it (``torch.jit.load``, an
@@ -16,7 +16,7 @@ same indices). The file is written under a hidden temporary name beside ``--out`
 (:class:`mbpo_cli.runs.outputs.OutputFile`).
 An INT8 file is not held to the tolerance: its deviation from the float policy, and its returns over seeded episodes
 beside the float policy's, are reported instead. The comparisons are :mod:`mbpo_cli.runs.export_verification`'s; the
-latency benchmark (`--bench`) is :mod:`mbpo_cli.runs.export_latency`.
+latency benchmark (`--bench`) is :mod:`mbpo_cli.bench.latency`.
 
 ONNX needs the optional extra (onnx, onnxruntime, onnxscript: ``pip install 'mbpo-cli[onnx]'``), imported lazily.
 """
@@ -24,7 +24,6 @@ ONNX needs the optional extra (onnx, onnxruntime, onnxscript: ``pip install 'mbp
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import logging
 import tempfile
@@ -38,13 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mbpo_cli.agents.dhmbpo import DHMBPOActor
-from mbpo_cli.agents.dqn import QNetwork
 from mbpo_cli.agents.factory import BuiltAgent
-from mbpo_cli.agents.networks import DeterministicActor
-from mbpo_cli.agents.sac import Actor
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
-from mbpo_cli.nn.mlp import BatchedMLP
 from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.evaluation import run_episodes
 from mbpo_cli.runs.export_verification import (
@@ -116,33 +110,14 @@ def export_source(registry: Registry, run: RunInfo, runs_dir: Path, which: str) 
 # ---------------------------------------------------------------------------------------------
 
 
-def linear_layers(mlp: BatchedMLP, outputs: int | None = None) -> nn.Sequential:
-    """The one-member ``mlp`` as ``nn.Linear`` layers with its activation between them (same weights);
-    ``outputs`` keeps only the last layer's first outputs (SAC's mean, without its log-std)."""
-    assert mlp.members == 1, "a policy network has one member"
-    layers: list[nn.Module] = []
-    last = len(mlp.weights) - 1
-    for i, (weight, bias) in enumerate(zip(mlp.weights, mlp.biases, strict=True)):
-        w, b = weight[0].T, bias[0, 0]  # out x in, out
-        if i == last and outputs is not None:
-            w, b = w[:outputs], b[:outputs]
-        linear = nn.Linear(w.shape[1], w.shape[0])
-        with torch.no_grad():
-            linear.weight.copy_(w)
-            linear.bias.copy_(b)
-        layers.append(linear)
-        if i < last:
-            layers.append(copy.deepcopy(mlp.activation))
-    return nn.Sequential(*layers)
-
-
 class BoundedAction(nn.Module):
-    """``B x obs`` float32 -> the task's action ``B x act`` float32: ``low + (tanh(net(obs)) + 1) * 0.5 * range``,
-    ``range = high - low`` (the operations of ``to_env_action``, in its order)."""
+    """``B x obs`` float32 -> the task's action ``B x act`` float32: ``low + (policy(obs) + 1) * 0.5 * range``,
+    ``range = high - low``, of a policy's action in ``[-1, 1]`` (the operations of ``to_env_action``, in its
+    order)."""
 
-    def __init__(self, net: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(self, policy: nn.Module, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()
-        self.net = net
+        self.policy = policy
         # frozen parameters rather than buffers: typed as tensors without class annotations, which TorchScript
         # cannot read in a module with postponed annotations
         self.low = nn.Parameter(torch.tensor(low, dtype=torch.float32), requires_grad=False)  # a copy: not spec's
@@ -150,50 +125,14 @@ class BoundedAction(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Actions ``B x act`` within the task's bounds."""
-        return self.low + (torch.tanh(self.net(obs)) + 1.0) * 0.5 * self.range
-
-
-class Standardize(nn.Module):
-    """``B x obs`` -> ``(obs - mean) / std``: the observation normalizer a DHMBPO actor acts through."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        super().__init__()
-        # frozen parameters rather than buffers, as in BoundedAction (TorchScript and postponed annotations)
-        self.mean = nn.Parameter(mean.detach().clone().float(), requires_grad=False)
-        self.std = nn.Parameter(std.detach().clone().float(), requires_grad=False)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Normalized observations ``B x obs``."""
-        return (obs - self.mean) / self.std
-
-
-class GreedyAction(nn.Module):
-    """``B x obs`` float32 -> the index of the largest Q value, int64 ``B``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Greedy action indices ``B``."""
-        return self.net(obs).argmax(dim=-1)
+        return self.low + (self.policy(obs) + 1.0) * 0.5 * self.range
 
 
 def policy_program(agent: BuiltAgent, spec: EnvSpec) -> nn.Module:
-    """The agent's deterministic policy as a standalone module (no gradients, eval mode)."""
-    net = agent.policy
-    program: nn.Module
-    if isinstance(net, QNetwork):
-        program = GreedyAction(linear_layers(net.net))
-    elif isinstance(net, Actor):
-        program = BoundedAction(linear_layers(net.net, outputs=net.act_dim), spec.act_low, spec.act_high)
-    elif isinstance(net, DHMBPOActor):
-        body = nn.Sequential(Standardize(net.obs_mean, net.obs_std), linear_layers(net.net, outputs=net.act_dim))
-        program = BoundedAction(body, spec.act_low, spec.act_high)
-    elif isinstance(net, DeterministicActor):
-        program = BoundedAction(linear_layers(net.net), spec.act_low, spec.act_high)
-    else:
-        raise ExportError(f"cannot export a {type(net).__name__} policy")
+    """The agent's deterministic policy (`Agent.deterministic_policy`) as the task takes it, a standalone module (no
+    gradients, eval mode): its actions rescaled to the task's bounds, or its greedy indices as they are."""
+    policy = agent.deterministic_policy()
+    program = policy if spec.discrete else BoundedAction(policy, spec.act_low, spec.act_high)
     return program.requires_grad_(False).eval()
 
 

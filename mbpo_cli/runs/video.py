@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from mbpo_cli.config.load import build_config
-from mbpo_cli.engine.envs import env_spec, to_env_action
+from mbpo_cli.engine.envs import env_spec
+from mbpo_cli.engine.episodes import agent_policy, play_episode
 from mbpo_cli.runs.checkpoint import load_file
 from mbpo_cli.runs.policy import EvalError, Policy, policy_agent
 from mbpo_cli.runs.video_child import BACKEND_EXIT, BACKEND_MARK, DEPENDENCY_EXIT, DEPENDENCY_MARK
@@ -265,20 +266,11 @@ def film(env: Any, obs: Any, frame: np.ndarray, request: dict[str, Any]) -> None
     output = Path(request["output"])
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_file(output)
-    total, length, frames, done = 0.0, 0, 0, False
     writer = imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=2, ffmpeg_log_level="error")
     with writer:  # not `as writer`: imageio's stubs type `__enter__` as the base class, which has no append_data
         writer.append_data(frame)
-        frames += 1
-        while not done:
-            with torch.no_grad():
-                x = torch.as_tensor(np.asarray(obs, dtype=np.float32)).unsqueeze(0)
-                action = agent.act(x, deterministic=deterministic, generator=generator)[0].numpy()
-            obs, reward, terminated, truncated, _ = env.step(to_env_action(action, spec))
-            total += float(reward)
-            length += 1
-            done = terminated or truncated
-            writer.append_data(np.asarray(env.render()))
-            frames += 1
+        policy = agent_policy(agent, spec, torch.device("cpu"), deterministic, generator)
+        episode = play_episode(env, policy, obs, after_step=lambda: writer.append_data(np.asarray(env.render())))
     os.replace(tmp, output)
-    print(json.dumps({"return": total, "length": length, "frames": frames, "fps": fps}))
+    print(json.dumps({"return": episode.total_return, "length": episode.length, "frames": episode.length + 1,
+                      "fps": fps}))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mbpo_cli.agents.base import GraphedAgent
+from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.dqn import DQN
 from mbpo_cli.agents.factory import action_space_of, agents_for, make_agent
 from mbpo_cli.agents.td3 import TD3
@@ -113,3 +114,31 @@ def test_deterministic_actors_explore_with_clipped_gaussian_noise(name: str) -> 
     noisy = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
     assert bool((noisy.abs() <= 1).all()) and not torch.equal(mean, noisy)
     assert 0.05 < float((noisy - mean).std()) < 0.15  # exploration_noise 0.1, a little less where clipped
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "ddpg", "dqn", "dhmbpo"])
+def test_the_deterministic_policy_acts_as_the_agent_and_is_a_copy(name: str) -> None:
+    """What export takes: raw observations to the greedy or mean action (DQN: its index), normalization included,
+    in nn.Linear layers, unaffected by later changes to the agent."""
+    torch.manual_seed(0)
+    config = build_config({"algo": "dhmbpo"} if name == "dhmbpo" else {"agent": {"name": name}, name: {"hidden": 32}})
+    agent = make_agent(config, OBS, ACT)
+    if name == "dhmbpo":
+        assert isinstance(agent, DHMBPOAgent)
+        agent.actor.obs_mean.copy_(torch.linspace(-2.0, 2.0, OBS))
+        agent.actor.obs_std.copy_(torch.linspace(0.5, 3.0, OBS))
+    obs = 3.0 * torch.randn(64, OBS, generator=torch.Generator().manual_seed(1))
+    policy = agent.deterministic_policy()
+    expected = agent.act(obs, deterministic=True)
+    with torch.no_grad():
+        got = policy(obs)
+    if name == "dqn":
+        assert got.dtype == torch.int64 and torch.equal(got, expected.argmax(dim=-1))
+    else:
+        assert got.shape == (64, ACT) and torch.allclose(got, expected, rtol=0, atol=1e-6)
+    weights = {id(p) for m in policy.modules() if isinstance(m, nn.Linear) for p in m.parameters()}
+    assert weights and all(id(p) in weights or not p.requires_grad for p in policy.parameters())
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(1.0)
+        assert torch.equal(policy(obs), got)

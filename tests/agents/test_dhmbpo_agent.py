@@ -23,7 +23,7 @@ from mbpo_cli.agents.value_expansion import (
 from mbpo_cli.config.schema import DHMBPOConfig, DynamicsConfig
 from mbpo_cli.engine.double_horizon import bind_model
 from mbpo_cli.models.dynamics import DynamicsEnsemble
-from mbpo_cli.models.termination import never
+from mbpo_cli.models.termination.known import never
 from mbpo_cli.nn.batch import Batch
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mbpo_cli.bench import timing
 from mbpo_cli.cli.app import app
-from mbpo_cli.engine import bench
 
 
 def test_bench_json_has_the_documented_keys(tmp_path) -> None:
@@ -44,8 +44,9 @@ def test_bench_times_the_presets_agent(tmp_path) -> None:
 
 def test_bench_says_what_it_is_timing_as_it_goes() -> None:
     """`mbpo bench` printed nothing for minutes: every component and every end-to-end step is now reported."""
+    from mbpo_cli.bench.components import bench_components
+    from mbpo_cli.bench.end_to_end import bench_end_to_end
     from mbpo_cli.config.resolve import resolve_config
-    from mbpo_cli.engine.bench import bench_components, bench_end_to_end
 
     config = resolve_config(preset="inverted_pendulum", device="cpu",
                             overrides=["model.max_epochs=3", "rollout.batch_size=2000", "train.init_steps=50"])
@@ -65,8 +66,8 @@ def test_bench_starts_the_segment_later_with_a_model_as_old_as_a_runs() -> None:
     """`--at N` (the cost growth with the data): random exploration up to N, one untimed retrain and rollout
     `train_freq` steps before it, then every timed retrain reported with its step, seconds and epochs, and the
     rollout length of the schedule's epoch at N."""
+    from mbpo_cli.bench.end_to_end import bench_end_to_end
     from mbpo_cli.config.resolve import resolve_config
-    from mbpo_cli.engine.bench import bench_end_to_end
 
     config = resolve_config(preset="inverted_pendulum", device="cpu",
                             overrides=["model.max_epochs=3", "rollout.batch_size=500", "train.init_steps=50",
@@ -99,8 +100,8 @@ def test_bench_table_at_80_columns_keeps_names_and_numbers_whole() -> None:
 
     from rich.console import Console
 
+    from mbpo_cli.bench.timing import Timing
     from mbpo_cli.cli.bench import components_table
-    from mbpo_cli.engine.bench import Timing
 
     timings = [Timing("sac_update", [1.234, 1.5, 2.0], 20.0), Timing("sac_update_eager", [3.1, 3.2], 0.0),
                Timing("model_train_step", [2.5, 2.6], 0.0), Timing("model_train_step_eager", [2.5, 2.61], 0.0),
@@ -118,8 +119,8 @@ def test_bench_table_at_80_columns_keeps_names_and_numbers_whole() -> None:
 
 def test_the_floor_is_two_n_cubed_flops_over_the_median_call(monkeypatch: pytest.MonkeyPatch) -> None:
     # 2 x 256^3 = 33,554,432 operations a call; calls of 2, 1 and 4 ms have a median of 2 ms: 16.777216 GFLOP/s.
-    monkeypatch.setattr(bench, "measure", lambda fn, device, repeats, warmup: [2.0, 1.0, 4.0])
-    floor = bench.matmul_floor(torch.device("cpu"))
+    monkeypatch.setattr(timing, "measure", lambda fn, device, repeats, warmup: [2.0, 1.0, 4.0])
+    floor = timing.matmul_floor(torch.device("cpu"))
     assert floor.gflops == pytest.approx(16.777216)
     assert floor.threads == torch.get_num_threads() and floor.device == "cpu"
 

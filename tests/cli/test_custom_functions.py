@@ -16,8 +16,7 @@ import pytest
 import torch
 from clihelpers import TINY, mbpo, one_error_line
 
-from mbpo_cli.engine.errors import CustomFunctionError
-from mbpo_cli.engine.task import CustomReward, CustomTermination
+from mbpo_cli.models.termination.custom import CustomFunctionError, CustomReward, CustomTermination
 from mbpo_cli.runs.registry import Registry
 
 USER_MODULE = '''

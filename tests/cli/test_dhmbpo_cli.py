@@ -14,6 +14,7 @@ from dhmbpo_tiny import TINY_DHMBPO
 
 from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.factory import make_agent
+from mbpo_cli.agents.networks import tanh_policy
 from mbpo_cli.config.resolve import resolve_config
 from mbpo_cli.engine.envs import EnvSpec
 from mbpo_cli.runs import policy_export
@@ -68,7 +69,7 @@ def test_the_exported_program_standardizes_observations_as_the_actor_does() -> N
     for run in (program, scripted):
         got = run(torch.from_numpy(obs)).numpy()
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-    unnormalized = policy_export.BoundedAction(policy_export.linear_layers(agent.actor.net, outputs=2), low, high)
+    unnormalized = policy_export.BoundedAction(tanh_policy(agent.actor.net, outputs=2), low, high)
     assert not np.allclose(unnormalized(torch.from_numpy(obs)).detach().numpy(), expected, atol=1e-3)
 
 

@@ -10,6 +10,7 @@ from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.events import EpochEvent, RolloutEvent
 from mbpo_cli.engine.loop import train
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.engine.rollout import adaptive_rollout
 from mbpo_cli.engine.state import build_run
 from mbpo_cli.models.ensemble import disagreement
@@ -37,8 +38,8 @@ class StillAgent:
 
 def _rollout(start: list[float], max_length: int = 10) -> tuple[torch.Tensor, ReplayBuffer, float]:
     buffer = ReplayBuffer(1000, 1, 1, torch.device("cpu"))
-    stats = adaptive_rollout(DriftingModel(), StillAgent(), torch.tensor(start).unsqueeze(-1), max_length, 1.0,  # type: ignore[arg-type]
-                             torch.arange(2), lambda x: torch.zeros(x.shape[0], dtype=torch.bool), buffer,
+    env = ModelEnv(DriftingModel(), torch.arange(2), lambda x: torch.zeros(x.shape[0], dtype=torch.bool))  # type: ignore[arg-type]
+    stats = adaptive_rollout(env, StillAgent(), torch.tensor(start).unsqueeze(-1), max_length, 1.0, buffer,  # type: ignore[arg-type]
                              torch.Generator().manual_seed(0))
     return stats.lengths, buffer, stats.threshold
 

@@ -3,9 +3,10 @@
 import torch
 
 from mbpo_cli.config.load import build_config
-from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX, ModelView, imagined_returns, sequence_starts
+from mbpo_cli.engine.diagnostics import OPEN_LOOP_PREFIX, imagined_returns, sequence_starts
 from mbpo_cli.engine.events import EpochEvent
 from mbpo_cli.engine.loop import train
+from mbpo_cli.engine.model_env import ModelEnv
 from mbpo_cli.engine.state import build_run
 from mbpo_cli.nn.batch import Batch
 from tests.engine.test_loop import TINY
@@ -72,6 +73,6 @@ class StillAgent:
 def test_an_imagined_episode_ends_where_the_model_overflows() -> None:
     """A diverging model's state turns inf, which no termination function catches: the episode ends there, unpaid,
     and the model return stays finite (a NaN would never reach the registry)."""
-    view = ModelView(BlowingUpModel(), torch.arange(1), lambda x: torch.zeros(x.shape[0], dtype=torch.bool))  # type: ignore[arg-type]
-    returns = imagined_returns(view, StillAgent(), torch.ones(3, 2), cap=1000)  # type: ignore[arg-type]
+    env = ModelEnv(BlowingUpModel(), torch.arange(1), lambda x: torch.zeros(x.shape[0], dtype=torch.bool))  # type: ignore[arg-type]
+    returns = imagined_returns(env, StillAgent(), torch.ones(3, 2), cap=1000)  # type: ignore[arg-type]
     assert returns.tolist() == [1.0, 1.0, 1.0]  # 1e30 is paid; 1e60 overflows float32 and ends the episode

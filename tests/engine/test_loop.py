@@ -140,7 +140,7 @@ def test_update_mode_is_decided_once_after_exploration() -> None:
     state = build_run(build_config(config))
     events: list[object] = []
     train(state, events.append, should_stop=lambda: state.env_step >= 100)
-    assert state.update_mode is None  # still exploring: nothing captured yet
+    assert not state.updates_prepared and state.update_mode == ""  # still exploring: nothing captured yet
     train(state, events.append)
     assert state.update_mode == ("SAC updates: eager (CUDA graphs need a CUDA device); "
                                  "model training: eager (CUDA graphs need a CUDA device)")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mbpo_cli.config.schema import DoneModelConfig
-from mbpo_cli.models.done import (
+from mbpo_cli.models.termination.learned import (
     DoneClassifier,
     fbeta_threshold,
     fit_done_classifier,

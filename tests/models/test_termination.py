@@ -1,12 +1,17 @@
 """The known termination functions: hand-built observations, and agreement with gymnasium's own."""
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+from mbpo_cli.config.load import ConfigError, build_config
 from mbpo_cli.config.schema import KNOWN_TERMINATIONS
-from mbpo_cli.models import termination
+from mbpo_cli.models.termination import Termination, TerminationKind, termination_of
+from mbpo_cli.models.termination import known as termination
+from mbpo_cli.models.termination.custom import CustomTermination
 
 
 def _obs(rows: list[list[float]]) -> torch.Tensor:
@@ -76,3 +81,23 @@ def test_names_of_settings() -> None:
 
 def test_every_known_task_has_a_function() -> None:
     assert set(termination.TERMINATION_FNS) == {*KNOWN_TERMINATIONS, "never"}
+
+
+def test_each_setting_resolves_to_its_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`termination_of` gives each `env.termination` setting its kind and function, in one place for all four."""
+    (tmp_path / "user_termination.py").write_text("def done(next_obs):\n    return next_obs[:, 0] > 1.0\n")
+    monkeypatch.chdir(tmp_path)
+
+    def of(env_id: str, setting: str) -> Termination:
+        return termination_of(build_config({"env": {"id": env_id, "termination": setting}}))
+
+    hopper = of("Hopper-v5", "known")
+    assert (hopper.kind, hopper.fn, hopper.description) == (TerminationKind.KNOWN, termination.hopper, "known (hopper)")
+    assert (of("CartPole-v1", "auto").kind, of("CartPole-v1", "auto").fn) == (TerminationKind.NEVER, termination.never)
+    learned = of("CartPole-v1", "learned")
+    assert (learned.kind, learned.fn) == (TerminationKind.LEARNED, None)
+    custom = of("CartPole-v1", "user_termination:done")
+    assert custom.kind == TerminationKind.CUSTOM and isinstance(custom.fn, CustomTermination)
+    assert custom.fn(torch.tensor([[2.0, 0.0], [0.0, 0.0]])).tolist() == [True, False]
+    with pytest.raises(ConfigError, match="CartPole-v1 has no known termination function"):
+        of("CartPole-v1", "known")

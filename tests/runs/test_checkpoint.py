@@ -371,3 +371,23 @@ def test_load_file_refuses_a_payload_that_is_not_a_dict(tmp_path: Path) -> None:
     torch.save(torch.zeros(3), path)
     with pytest.raises(CheckpointError, match="not an mbpo checkpoint"):
         load_file(path)
+
+
+def test_a_pipelined_run_saved_before_its_first_model_continues_exactly(
+    pipelined_run: tuple[RunState, list[tuple[int, dict[str, float]]]]
+) -> None:
+    """Saved while exploring, no model trained yet: today's file says so (`model_trained_at` None) and a file of
+    earlier versions (0, with no model metrics) reads the same, so the resumed run trains its first model in place
+    at the end of exploration as the uninterrupted run does."""
+    reference, expected = pipelined_run
+    for written in (None, 0):
+        first = build_run(tiny_config("train.pipeline=true"))
+        before = run_until(first, 75)
+        payload = capture(first)
+        assert payload["counters"]["model_trained_at"] is None and payload["model_info"] == {}
+        payload["counters"]["model_trained_at"] = written
+        second = build_run(tiny_config("train.pipeline=true"))
+        assert restore(second, payload) is True
+        assert second.model_trained_at is None
+        assert before + run_until(second) == expected
+        assert_same_tensors(second.agent.state_dict(), reference.agent.state_dict())

@@ -22,12 +22,12 @@ from clihelpers import TINY, mbpo, one_error_line, train_runs
 
 from mbpo_cli.agents.base import GraphedAgent
 from mbpo_cli.agents.factory import make_agent
+from mbpo_cli.bench.latency import Latency, bench_latency
 from mbpo_cli.cli.export import show_latencies
 from mbpo_cli.config.load import build_config
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env, to_env_action
 from mbpo_cli.runs import policy_export
 from mbpo_cli.runs.evaluation import run_episodes
-from mbpo_cli.runs.export_latency import Latency, bench_latency
 from mbpo_cli.runs.export_verification import tool_act
 from mbpo_cli.runs.outputs import check_file as check_output
 from mbpo_cli.runs.policy import Policy, load_policy

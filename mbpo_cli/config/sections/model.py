@@ -77,7 +77,7 @@ class DoneModelConfig:
     threshold: float | None = field(default=None, metadata=checked(OPEN_UNIT))
     """A next state terminates when the predicted probability exceeds this; None: the threshold that maximizes the F2
     score on each retrain's holdout, never below 0.5 (far fewer false terminations than 0.5 under the class
-    weighting, see `mbpo_cli.models.done`; 0.5 gives the numbers of versions before the choice)."""
+    weighting, see `mbpo_cli.models.termination.learned`; 0.5 gives the numbers of versions before the choice)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from mbpo_cli.config.rules import NameOrFunction, checked
 
 KNOWN_TERMINATIONS = ("hopper", "walker2d", "halfcheetah", "ant", "humanoid", "inverted_pendulum",
                       "inverted_double_pendulum")
-"""Tasks whose termination function is known (`mbpo_cli.models.termination` implements each)."""
+"""Tasks whose termination function is known (`mbpo_cli.models.termination.known` implements each)."""
 
 
 TERMINATION_MODES = ("known", "learned", "never", "auto")

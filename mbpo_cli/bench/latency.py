@@ -1,5 +1,5 @@
-"""`mbpo export --bench`: the time of one action on one observation on the CPU (p50 and p99), eager PyTorch and each
-exported variant that can run here."""
+"""An exported policy's latency (`mbpo export --bench`): p50 and p99 of one action on one observation (batch 1) on
+the CPU, for eager PyTorch and for each runtime and quantization an export can produce here."""
 
 from __future__ import annotations
 
