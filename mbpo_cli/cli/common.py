@@ -21,6 +21,7 @@ from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.load import ConfigError, clip, exploration_warning, preset_names, resolve_config
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.env_wrappers import flattening_note
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import CustomFunctionError, NumericalError
 from mbpo_cli.engine.state import resolve_device
@@ -313,8 +314,8 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
                        seed: int | None, steps: int | None, device: str | None, algo: str | None) -> Config:
     """Resolve the config and check the task (environment, agent, custom functions) before anything is written.
 
-    `--env ENV_ID` says on stderr which termination the task gets and why; a run that would only explore (steps
-    <= init_steps) is warned about on stderr.
+    `--env ENV_ID` says on stderr which termination the task gets and why; a Dict or Tuple observation, that it is
+    flattened and how; a run that would only explore (steps <= init_steps) is warned about on stderr.
     """
     facts, note = None, None
     if env is not None and preset is None and config is None:
@@ -322,9 +323,11 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
     resolved = resolve_config(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets,
                               seed=seed, steps=steps, device=device, algo=algo)
     check_device(resolved.train.device, "--device" if device is not None else "train.device")
-    check_task(resolved)
+    spec = check_task(resolved)
     if note is not None and resolved.env.termination == facts.termination:  # type: ignore[union-attr]
         err.print(note, highlight=False, markup=False, soft_wrap=True)
+    if spec.flattened:
+        err.print(flattening_note(resolved.env.id, spec.flattened), highlight=False, markup=False, soft_wrap=True)
     warning = exploration_warning(resolved)
     if warning is not None:
         err.print(warning, highlight=False, markup=False, soft_wrap=True)

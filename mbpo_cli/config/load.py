@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from mbpo_cli.config.env_wrappers import check_wrappers
 from mbpo_cli.config.schema import KNOWN_TERMINATIONS, TERMINATION_MODES, Config
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -375,6 +376,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
         return value
     if hint is Any:
         return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a section inside a list (`env.wrappers`)
+        source, _, key = where.rpartition(": ")
+        return _build(hint, value, source, f"{key}.")
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {_describe(value)}")
@@ -398,6 +402,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {_describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):  # a list of sections
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(value) != len(args):
@@ -497,6 +503,7 @@ def _check_ranges(c: Config, source: str) -> None:  # noqa: C901 - a flat list o
                                 f"({', '.join(KNOWN_TERMINATIONS)}), got {shown(termination)}")
     if c.env.reward != "model" and not _is_function_ref(c.env.reward):
         fail("env.reward", f"expected model or module:function, got {shown(c.env.reward)}")
+    check_wrappers(c.env.wrappers, fail)
     if c.algo == "dhmbpo":
         _check_dhmbpo(c, fail)
 

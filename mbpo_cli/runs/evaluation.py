@@ -439,9 +439,14 @@ env_config = request["env"]
 try:  # a failure before the first frame is the backend's (importing mujoco loads it) or a missing package's
     import gymnasium as gym
     import numpy as np
+    from mbpo_cli.config.load import build_config
+    from mbpo_cli.engine.env_ids import register_namespace
+    from mbpo_cli.engine.env_wrappers import wrapped
+    register_namespace(env_config["id"], render=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         env = gym.make(env_config["id"], render_mode="rgb_array", **env_config["kwargs"])
+        env = wrapped(env, build_config(request["config"], "video").env)
     obs, _ = env.reset(seed=request["seed"])
     frame = env.render()
     if frame is None or np.ndim(frame) != 3:
