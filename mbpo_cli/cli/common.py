@@ -24,6 +24,7 @@ from mbpo_cli.config.errors import ConfigError, clip
 from mbpo_cli.config.files import preset_names
 from mbpo_cli.config.provenance import OriginKind, Provenance
 from mbpo_cli.config.resolve import Resolved, exploration_warning, resolve
+from mbpo_cli.engine.env_wrappers import flattening_note
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.state import resolve_device
@@ -322,8 +323,9 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
     """Resolve the config and check the task (device, environment, agent, custom functions) before anything is
     written.
 
-    `--env ENV_ID` says on stderr which termination the task gets and why (unless the command line set it); a run
-    that would only explore (steps <= init_steps) is warned about on stderr.
+    `--env ENV_ID` says on stderr which termination the task gets and why (unless the command line set it); a Dict
+    or Tuple observation, that it is flattened and how; a run that would only explore (steps <= init_steps) is warned
+    about on stderr.
     """
     facts, note = None, None
     if env is not None and preset is None and config is None:
@@ -331,9 +333,12 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
     resolved = resolve(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets, seed=seed,
                        steps=steps, device=device, algo=algo, tensorboard=tensorboard, track=track)
     check_device(resolved.config.train.device, device_source(resolved.provenance))
-    check_task(resolved.config)
+    spec = check_task(resolved.config)
     if note is not None and resolved.provenance.of("env.termination").kind is OriginKind.ENV:
         err.print(note, highlight=False, markup=False, soft_wrap=True)
+    if spec.flattened:
+        err.print(flattening_note(resolved.config.env.id, spec.flattened), highlight=False, markup=False,
+                  soft_wrap=True)
     warning = exploration_warning(resolved.config)
     if warning is not None:
         err.print(warning, highlight=False, markup=False, soft_wrap=True)

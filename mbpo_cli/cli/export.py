@@ -42,8 +42,9 @@ def export(
 ) -> None:
     """Write a run's deterministic policy as one TorchScript or ONNX file, verified before it is put in place.
 
-    The file takes raw observations `B x obs` (float32, any batch size) and returns the action as the task takes
-    it: `B x act` float32 within the task's bounds (SAC, TD3, DDPG), or the greedy action's index, int64 `B` (DQN).
+    The file takes raw observations `B x obs` (float32, any batch size; a Dict observation flattened as training
+    flattened it) and returns the action as the task takes it: `B x act` float32 within the task's bounds (SAC,
+    TD3, DDPG), or the greedy action's index, int64 `B` (DQN).
     On 512 observations of seeded episodes its actions must be the run's policy's within 1e-5 (DQN: the same
     indices), else nothing is written (exit 1). An INT8 file is reported against the float policy instead: its
     largest deviation, and its returns over 10 episodes beside the float policy's.
@@ -88,9 +89,13 @@ def _seeds(seed: int, episodes: int) -> str:
 
 
 def _signature(exported: Exported) -> str:
+    from mbpo_cli.engine.env_wrappers import describe_parts
+
     output = f"B int64 (the greedy action's index, 0 to {exported.act_dim - 1})" if exported.discrete else \
         f"B x {exported.act_dim} float32 (within the task's bounds)"
-    return f"input obs: B x {exported.obs_dim} float32; output action: {output}"
+    parts = describe_parts(exported.flattened)
+    flat = f" (the task's observation flattened, gymnasium's FlattenObservation: {parts})" if parts else ""
+    return f"input obs: B x {exported.obs_dim} float32{flat}; output action: {output}"
 
 
 def show_export(info: RunInfo, policy: Policy, exported: Exported) -> None:
@@ -154,7 +159,8 @@ def export_data(info: RunInfo, policy: Policy, exported: Exported, latencies: li
         "run_id": info.id, "run_name": info.name, "checkpoint": str(policy.label),
         "checkpoint_step": policy.checkpoint.step, "format": exported.fmt, "quantize": exported.quantize,
         "file": str(exported.path), "bytes": exported.size,
-        "input": {"name": "obs", "shape": ["B", exported.obs_dim], "dtype": "float32"},
+        "input": {"name": "obs", "shape": ["B", exported.obs_dim], "dtype": "float32",
+                  "flattened": [{"key": p.key, "start": p.start, "stop": p.stop} for p in exported.flattened]},
         "output": {"name": "action", "shape": ["B"] if exported.discrete else ["B", exported.act_dim],
                    "dtype": "int64" if exported.discrete else "float32"},
         "verification": {"against": "float policy", "observations": check.observations,

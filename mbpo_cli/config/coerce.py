@@ -60,6 +60,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
         return value
     if hint is Any:
         return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a section inside a list (`env.wrappers`)
+        source, _, key = where.rpartition(": ")
+        return coerce_section(hint, value, source, f"{key}.")
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {describe(value)}")
@@ -83,6 +86,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:  # noqa: C901 - one branc
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):  # a list of sections
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], where) for v in value)
         if len(value) != len(args):

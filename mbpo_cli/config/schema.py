@@ -16,12 +16,12 @@ from mbpo_cli.config.rules import only_for
 from mbpo_cli.config.sections.agents import AGENTS, AgentConfig, DDPGConfig, DQNConfig, SACConfig, TD3Config
 from mbpo_cli.config.sections.dhmbpo import DHMBPOConfig, DynamicsConfig
 from mbpo_cli.config.sections.model import DiagnosticsConfig, DoneModelConfig, ModelConfig, RolloutConfig
-from mbpo_cli.config.sections.task import KNOWN_TERMINATIONS, TERMINATION_MODES, EnvConfig
+from mbpo_cli.config.sections.task import KNOWN_TERMINATIONS, TERMINATION_MODES, EnvConfig, WrapperConfig
 from mbpo_cli.config.sections.train import TrainConfig
 
 __all__ = ["AGENTS", "KNOWN_TERMINATIONS", "TERMINATION_MODES", "AgentConfig", "Config", "DDPGConfig", "DHMBPOConfig",
            "DQNConfig", "DiagnosticsConfig", "DoneModelConfig", "DynamicsConfig", "EnvConfig", "ModelConfig",
-           "RolloutConfig", "SACConfig", "TD3Config", "TrainConfig"]
+           "RolloutConfig", "SACConfig", "TD3Config", "TrainConfig", "WrapperConfig"]
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ def problems(config: Config) -> Iterator[Problem]:
 
 
 def _field_problems(section: Any, config: Config, prefix: str) -> Iterator[Problem]:
-    """The broken rules of the fields of `section` (a dataclass at dotted `prefix`) and of its sections."""
+    """The broken rules of the fields of `section` (a dataclass at dotted `prefix`) and of its sections (also those
+    in a list, as `env.wrappers[0].`)."""
     for item in dataclasses.fields(section):
         value = getattr(section, item.name)
         algo = algo_of(item)
@@ -52,6 +53,9 @@ def _field_problems(section: Any, config: Config, prefix: str) -> Iterator[Probl
             continue
         if dataclasses.is_dataclass(value):
             yield from _field_problems(value, config, f"{prefix}{item.name}.")
+        elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):  # sections
+            for i, section in enumerate(value):
+                yield from _field_problems(section, config, f"{prefix}{item.name}[{i}].")
         elif value is not None:
             for rule in rules_of(item):
                 message = rule.problem(value)

@@ -13,11 +13,22 @@ import gymnasium as gym
 import numpy as np
 
 from mbpo_cli.config.schema import EnvConfig
+from mbpo_cli.engine.env_ids import register_namespace
+from mbpo_cli.engine.env_state import (
+    TASK_ARRAYS,
+    dm_control_environment,
+    dm_control_state,
+    physics_state,
+    random_state,
+    set_dm_control_state,
+    set_physics_state,
+    set_random_state,
+    set_task_attributes,
+    task_attributes,
+)
+from mbpo_cli.engine.env_wrappers import ObservationPart, flattened_parts, wrapped
+from mbpo_cli.engine.errors import EnvError
 from mbpo_cli.models.termination.custom import working_directory_importable
-
-
-class EnvError(ValueError):
-    """An environment that cannot be used: the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,9 @@ class EnvSpec:
     act_high: np.ndarray
     max_episode_steps: int | None
     discrete: bool = False
+    flattened: tuple[ObservationPart, ...] = ()
+    """Where each part of a Dict or Tuple observation lies in the flat one `mbpo` made of it (() when the task's
+    observation was flat)."""
 
     @property
     def action_space(self) -> str:
@@ -82,11 +96,14 @@ def _import_env_module(env_id: str) -> None:
 def make_env(config: EnvConfig) -> gym.Env:
     """A gymnasium environment for `config`, or an EnvError (unknown id, bad kwargs, unsupported spaces).
 
-    An id `module:EnvId` first imports `module` (from the working directory too), which registers `EnvId`.
+    An id `module:EnvId` first imports `module` (from the working directory too), which registers `EnvId`; a
+    namespaced id imports the package of its namespace (`dm_control/...`: shimmy). The environment is inside the
+    wrappers of `config.wrappers`, and a Dict or Tuple observation is flattened (see `mbpo_cli.engine.env_wrappers`).
     """
     import_mujoco_without_rendering()
     if ":" in config.id:
         _import_env_module(config.id)
+    register_namespace(config.id)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -97,6 +114,7 @@ def make_env(config: EnvConfig) -> gym.Env:
             raise EnvError(f"environment '{config.id}': bad env.kwargs: {err}") from None
         except ImportError as err:
             raise EnvError(f"environment '{config.id}' needs a missing package: {err}") from None
+        env = wrapped(env, config)
     space = env.action_space
     flat_box = isinstance(space, gym.spaces.Box) and len(space.shape) == 1
     if not flat_box and not (isinstance(space, gym.spaces.Discrete) and int(space.start) == 0):
@@ -105,7 +123,8 @@ def make_env(config: EnvConfig) -> gym.Env:
                        "(sac, td3, ddpg) or a Discrete space starting at 0 (dqn)")
     if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
         env.close()
-        raise EnvError(f"environment '{config.id}' needs a flat Box observation space")
+        raise EnvError(f"environment '{config.id}' has a {env.observation_space} observation space; the agents need a "
+                       "flat Box (a Dict or Tuple is flattened; add FlattenObservation to env.wrappers for another)")
     return env
 
 
@@ -118,69 +137,83 @@ def env_spec(env: gym.Env) -> EnvSpec:
         raise EnvError(f"environment '{name}' has a {env.observation_space} observation space without a shape")
     obs_dim = int(np.prod(obs_shape))
     limit = env.spec.max_episode_steps if env.spec is not None else None
+    parts = flattened_parts(env)
     if isinstance(space, gym.spaces.Discrete):
         n = int(space.n)
-        return EnvSpec(obs_dim, n, np.zeros(n, np.float32), np.ones(n, np.float32), limit, discrete=True)
+        return EnvSpec(obs_dim, n, np.zeros(n, np.float32), np.ones(n, np.float32), limit, discrete=True,
+                       flattened=parts)
     assert isinstance(space, gym.spaces.Box)
     return EnvSpec(obs_dim, int(np.prod(space.shape)), space.low.astype(np.float32), space.high.astype(np.float32),
-                   limit)
+                   limit, flattened=parts)
 
 
-def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+def _time_limits(env: gym.Env) -> list[gym.wrappers.TimeLimit]:
+    """The TimeLimit wrappers around the task, outermost first (gymnasium's own, and any of `env.wrappers`)."""
+    limits = []
     wrapper: Any = env
     while isinstance(wrapper, gym.Wrapper):
         if isinstance(wrapper, gym.wrappers.TimeLimit):
-            return wrapper
+            limits.append(wrapper)
         wrapper = wrapper.env
-    return None
+    return limits
 
 
 def get_env_state(env: gym.Env) -> dict[str, Any]:
     """The environment's full state mid-episode: physics, RNG and time-limit counter.
 
     For MuJoCo tasks the physics is `mj_getState(mjSTATE_INTEGRATION)` (qpos, qvel, act, time,
-    warm-start, ...), which makes the continued trajectory bitwise identical.
+    warm-start, ...), which makes the continued trajectory bitwise identical; a dm_control task (through shimmy)
+    adds its step counter, a goal-conditioned task its `goal`. Another task's state is its own numbers and numeric
+    arrays (`state` for a classic control task); one that keeps state elsewhere (in lists, in other objects) does not
+    continue exactly. The RNG is a `Generator` or a legacy `RandomState` (dm_control's task's).
     """
     base: Any = env.unwrapped  # the task's own attributes (MuJoCo's model and data, a classic task's state)
-    state: dict[str, Any] = {"np_random": base.np_random.bit_generator.state}
-    limit = _time_limit(env)
-    if limit is not None:
-        state["elapsed_steps"] = limit._elapsed_steps
+    state: dict[str, Any] = {"np_random": random_state(base.np_random)}
+    limits = _time_limits(env)
+    if limits:
+        state["elapsed_steps"] = limits[0]._elapsed_steps
+    if len(limits) > 1:  # a TimeLimit of env.wrappers around gymnasium's own: the inner ones' counters
+        state["inner_elapsed_steps"] = [limit._elapsed_steps for limit in limits[1:]]
     data = getattr(base, "data", None)
     model = getattr(base, "model", None)
-    if data is not None and model is not None:
-        import mujoco
-
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        physics = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
-        mujoco.mj_getState(model, data, physics, spec)
-        state["mujoco"] = physics
+    dm_control = dm_control_environment(base)
+    if dm_control is not None:
+        state.update(dm_control_state(dm_control))
+    elif data is not None and model is not None:
+        state["mujoco"] = physics_state(model, data)
     elif hasattr(base, "state"):
         state["classic"] = np.array(base.state, dtype=np.float64)
         if hasattr(base, "steps_beyond_terminated"):  # CartPole's warning counter after a termination
             state["steps_beyond_terminated"] = base.steps_beyond_terminated
-    else:
-        raise EnvError(f"cannot capture the state of {type(base).__name__} for exact resume")
+    else:  # another task: its own numbers and arrays
+        attributes = task_attributes(base)
+        if not attributes:
+            raise EnvError(f"cannot capture the state of {type(base).__name__} for exact resume: it holds no numbers "
+                           "or numpy arrays as attributes")
+        state.update(attributes)
+        return state
+    state.update(task_attributes(base, TASK_ARRAYS))
     return state
 
 
 def set_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     """Restore what `get_env_state` captured (the env must have been reset once)."""
     base: Any = env.unwrapped  # the task's own attributes (MuJoCo's model and data, a classic task's state)
-    base.np_random.bit_generator.state = state["np_random"]
-    limit = _time_limit(env)
-    if limit is not None and "elapsed_steps" in state:
-        limit._elapsed_steps = state["elapsed_steps"]
-    if "mujoco" in state:
-        import mujoco
-
-        physics = np.asarray(state["mujoco"], dtype=np.float64)
-        mujoco.mj_setState(base.model, base.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(base.model, base.data)
-    else:
+    set_random_state(base.np_random, state["np_random"])
+    limits = _time_limits(env)
+    if limits and "elapsed_steps" in state:
+        limits[0]._elapsed_steps = state["elapsed_steps"]
+    for limit, elapsed in zip(limits[1:], state.get("inner_elapsed_steps", []), strict=False):
+        limit._elapsed_steps = elapsed
+    if "dm_control" in state:
+        set_dm_control_state(dm_control_environment(base), state)
+    elif "mujoco" in state:
+        set_physics_state(base.model, base.data, state["mujoco"])
+    elif "classic" in state:
         base.state = np.array(state["classic"])
         if "steps_beyond_terminated" in state:
             base.steps_beyond_terminated = state["steps_beyond_terminated"]
+    set_task_attributes(base, state)
 
 
 def to_env_action(action: np.ndarray, spec: EnvSpec) -> np.ndarray | int:

@@ -1,10 +1,11 @@
 """`mbpo export`: a run's deterministic policy as one self-contained file (TorchScript or ONNX), verified against
 the policy `mbpo eval` runs before it is put in place (its latency: `mbpo_cli.bench.latency`).
 
-The exported program takes raw observations ``B x obs`` (float32, any batch size ``B``) and returns the action as
-the task takes it, computed as :func:`mbpo_cli.engine.envs.to_env_action` computes it: ``B x act`` float32 within
-the task's bounds, ``low + (a + 1) * 0.5 * (high - low)`` of the agent's deterministic action ``a`` in ``[-1, 1]``,
-or the greedy action's index, int64 ``B`` (DQN). Each agent hands over that policy itself
+The exported program takes raw observations ``B x obs`` (float32, any batch size ``B``; a Dict or Tuple observation
+flattened as training flattened it, gymnasium's ``FlattenObservation``) and returns the action as the task takes it,
+computed as :func:`mbpo_cli.engine.envs.to_env_action` computes it: ``B x act`` float32 within the task's bounds,
+``low + (a + 1) * 0.5 * (high - low)`` of the agent's deterministic action ``a`` in ``[-1, 1]``, or the greedy
+action's index, int64 ``B`` (DQN). Each agent hands over that policy itself
 (:meth:`mbpo_cli.agents.base.Agent.deterministic_policy`: SAC: tanh of its mean; TD3 and DDPG: the actor's output;
 DHMBPO: tanh of its mean on observations standardized by its normalizer), in ``nn.Linear`` layers: what the ONNX
 exporter maps to Gemm and what dynamic INT8 quantization acts on.
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from mbpo_cli.agents.factory import BuiltAgent
+from mbpo_cli.engine.env_wrappers import ObservationPart
 from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.evaluation import run_episodes
@@ -232,6 +234,10 @@ class Exported:
     """INT8: the file's returns over :data:`RETURN_EPISODES` episodes reset with seeds ``seed, seed + 1, ...``."""
     float_returns: list[float] | None = None
     """INT8: the float policy's returns over the same episodes (what `mbpo eval --seed SEED` reports)."""
+    flattened: tuple[ObservationPart, ...] = ()
+    """Where each part of the task's Dict or Tuple observation lies in the flat ``obs`` the file takes (() when the
+    task's observation is flat): the observation flattened as training flattened it (gymnasium's
+    ``FlattenObservation``)."""
 
 
 def export_policy(policy: Policy, fmt: str, quantize: str | None, out: OutputFile, seed: int = 0,
@@ -267,4 +273,4 @@ def _write_verified(policy: Policy, env: gym.Env, fmt: str, quantize: str | None
         float_returns = run_episodes(policy, RETURN_EPISODES, seed).returns
     return Exported(path=named, fmt=fmt, quantize=quantize, size=partial.stat().st_size, obs_dim=spec.obs_dim,
                     act_dim=spec.act_dim, discrete=spec.discrete, seed=seed, episodes=episodes, check=check,
-                    int8_returns=int8_returns, float_returns=float_returns)
+                    int8_returns=int8_returns, float_returns=float_returns, flattened=spec.flattened)

@@ -3,10 +3,11 @@ rendering backend its environment names (``MUJOCO_GL``, ``PYOPENGL_PLATFORM``), 
 
 REQUEST is the JSON object :func:`mbpo_cli.runs.video.record_video` makes (the task, the checkpoint, the seed, the
 mode and the output file). Until its first frame is rendered this module imports nothing but the standard library,
-gymnasium and the task (importing mujoco loads the backend): a failure up to there is the backend's, reported on
-stderr after :data:`BACKEND_MARK` with exit status :data:`BACKEND_EXIT` (a backend that fails costs about a second), or
-a missing package the task renders with (gymnasium's ``DependencyNotInstalled``, not MuJoCo's), reported after
-:data:`DEPENDENCY_MARK` with :data:`DEPENDENCY_EXIT`. Then :func:`mbpo_cli.runs.video.film` loads the policy and films
+gymnasium, the task (importing mujoco loads the backend) and what makes the task as the run made it (its config and
+wrappers, no torch): a failure up to there is the backend's, reported on stderr after :data:`BACKEND_MARK` with exit
+status :data:`BACKEND_EXIT` (a backend that fails costs about a second), or a missing package the task renders with
+(gymnasium's ``DependencyNotInstalled``, not MuJoCo's), reported after :data:`DEPENDENCY_MARK` with
+:data:`DEPENDENCY_EXIT`. Then :func:`mbpo_cli.runs.video.film` loads the policy and films
 the episode, printing its JSON report on stdout.
 """
 
@@ -30,16 +31,24 @@ DEPENDENCY_MARK = "mbpo-video-dependency-missing: "
 message, e.g. ``pygame is not installed, ...``)."""
 
 
-def first_frame(env_config: dict[str, Any], seed: int) -> tuple[Any, Any, Any]:
-    """The task made for rendering (``env_config``: an EnvConfig as a dict), its observation after a reset seeded
-    `seed`, and that state's frame (``H x W x 3``)."""
+def first_frame(request: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The task made for rendering as the run made it (``request["env"]``: an EnvConfig as a dict; the package of its
+    namespace imported, inside the run's ``env.wrappers``, a Dict or Tuple observation flattened), its observation
+    after a reset seeded ``request["seed"]``, and that state's frame (``H x W x 3``)."""
     import gymnasium as gym
     import numpy as np
 
+    from mbpo_cli.config.validation import build_config
+    from mbpo_cli.engine.env_ids import register_namespace
+    from mbpo_cli.engine.env_wrappers import wrapped
+
+    env_config = request["env"]
+    register_namespace(env_config["id"], render=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         env = gym.make(env_config["id"], render_mode="rgb_array", **env_config["kwargs"])
-    obs, _ = env.reset(seed=seed)
+        env = wrapped(env, build_config(request["config"], "video").env)
+    obs, _ = env.reset(seed=request["seed"])
     frame: Any = env.render()
     if frame is None or np.ndim(frame) != 3:
         raise RuntimeError("the environment rendered no RGB frame")
@@ -70,7 +79,7 @@ def main(argv: list[str]) -> None:
     faulthandler.enable()  # a backend that crashes the process still leaves the Python stack on stderr (--debug)
     request = json.loads(argv[1])
     try:
-        env, obs, frame = first_frame(request["env"], request["seed"])
+        env, obs, frame = first_frame(request)
     except Exception as err:
         cannot_render(err)
     from mbpo_cli.runs.video import film  # torch and the policy: only once the backend has rendered

@@ -15,7 +15,8 @@ from mbpo_cli.config.validation import build_config
 
 PAPER_PRESETS = ["ant", "halfcheetah", "hopper", "humanoid", "inverted_double_pendulum", "inverted_pendulum",
                  "walker2d"]
-ALL_PRESETS = sorted([*PAPER_PRESETS, "cartpole"])
+DMC_PRESETS = ["dmc_cartpole_swingup", "dmc_cheetah_run", "dmc_walker_walk"]
+ALL_PRESETS = sorted([*PAPER_PRESETS, "cartpole", *DMC_PRESETS])
 
 
 def _error(**kwargs: object) -> str:
@@ -76,6 +77,13 @@ def test_paper_presets_use_sac_and_the_known_termination() -> None:
     for name in PAPER_PRESETS:
         c = resolve_config(preset=name)
         assert (c.agent.name, c.env.termination, c.rollout.when) == ("sac", "known", "step"), name
+
+
+@pytest.mark.parametrize("name", DMC_PRESETS)
+def test_dm_control_presets_use_the_suite_s_episodes_and_no_termination(name: str) -> None:
+    c = resolve_config(preset=name)
+    assert c.env.id == f"dm_control/{name.removeprefix('dmc_').replace('_', '-')}-v0"
+    assert (c.env.termination, c.env.kwargs, c.train.epoch_length) == ("never", {"max_episode_steps": 1000}, 1000)
 
 
 def test_cartpole_preset() -> None:

@@ -1,10 +1,12 @@
-"""The task section: which environment, how model rollouts end and where their rewards come from."""
+"""The task section: which environment (and the wrappers around it), how model rollouts end and where their rewards
+come from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from mbpo_cli.config.env_wrappers import WRAPPER_NAME
 from mbpo_cli.config.rules import NameOrFunction, checked
 
 KNOWN_TERMINATIONS = ("hopper", "walker2d", "halfcheetah", "ant", "humanoid", "inverted_pendulum",
@@ -23,13 +25,32 @@ REWARD = NameOrFunction(("model",), "model or module:function")
 
 
 @dataclass(frozen=True)
+class WrapperConfig:
+    """One gymnasium wrapper around the task (an item of `env.wrappers`)."""
+
+    name: str = field(default="", metadata=checked(WRAPPER_NAME))
+    """A wrapper of `gymnasium.wrappers` by its class name (`RescaleAction`, `TimeLimit`, `FilterObservation`, ...) or
+    `module:Class` for another one (the working directory importable, as for custom functions). It must keep no
+    state between steps that changes what the task returns: checkpoints restore the task, not a wrapper's own
+    state (gymnasium's stateful wrappers, such as NormalizeObservation, are refused)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the wrapper's constructor (after the environment), e.g. `{max_episode_steps: 500}`; a list
+    is passed as a tuple (`{shape: [2, 2]}`)."""
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """The task."""
 
     id: str = "InvertedPendulum-v5"
-    """Gymnasium environment id (a flat Box observation; Box actions for sac/td3/ddpg, Discrete for dqn)."""
+    """Gymnasium environment id, `module:EnvId` (the module registers it) or a namespaced id such as
+    `dm_control/cartpole-swingup-v0` (the namespace's package is imported). Box actions for sac/td3/ddpg, Discrete
+    for dqn; the observation a flat Box, or a Dict or Tuple, which is flattened (gymnasium's `FlattenObservation`)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for `gymnasium.make`, e.g. v5 observation options."""
+    """Keyword arguments for `gymnasium.make`, e.g. v5 observation options or `max_episode_steps`."""
+    wrappers: tuple[WrapperConfig, ...] = ()
+    """Gymnasium wrappers applied in order around the task (training, evaluation, export, diagnostics and resume
+    alike): a list of `{name: ..., kwargs: {...}}`. A Dict or Tuple observation left by them is then flattened."""
     termination: str = field(default="known", metadata=checked(TERMINATION))
     """How model rollouts decide that an episode ends: known (the paper's function for this task; an error for
     a task without one), learned (a classifier trained with the model on real transitions, see `done_model`),
