@@ -54,8 +54,8 @@ def _field_problems(section: Any, config: Config, prefix: str) -> Iterator[Probl
         if dataclasses.is_dataclass(value):
             yield from _field_problems(value, config, f"{prefix}{item.name}.")
         elif isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):  # sections
-            for i, section in enumerate(value):
-                yield from _field_problems(section, config, f"{prefix}{item.name}[{i}].")
+            for i, listed in enumerate(value):
+                yield from _field_problems(listed, config, f"{prefix}{item.name}[{i}].")
         elif value is not None:
             for rule in rules_of(item):
                 message = rule.problem(value)
