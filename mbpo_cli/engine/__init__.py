@@ -1,1 +1,1 @@
-"""Layer 3: the training loop, run state, buffers, rollouts, environments and component benchmarks."""
+"""Layer 3: the training loop, run state, buffers, rollouts and model environments, real episodes, environments."""
