@@ -17,6 +17,7 @@ import yaml
 from clihelpers import TINY_SETS, mbpo, one_error_line
 
 from mbpo_cli import api
+from mbpo_cli.api.run_config import api_config
 
 pytestmark = pytest.mark.xdist_group("api")
 
@@ -44,8 +45,8 @@ class Trained(types.SimpleNamespace):
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A notebook's run: a preset, a few keyword overrides, a name."""
     runs_dir = tmp_path_factory.mktemp("api") / "runs"
-    run = api.train("inverted_pendulum", runs_dir=runs_dir, steps=300, device="cpu", name="notebook", progress=False,
-                    **TINY)
+    run = api.train("inverted_pendulum", runs_dir=runs_dir, steps=300, device="cpu", name="notebook",
+                    group="notebook-seeds", progress=False, **TINY)
     return Trained(runs_dir=runs_dir, run=run)
 
 
@@ -80,7 +81,29 @@ def test_a_notebook_run_is_in_the_registry_the_command_line_reads(trained: Train
     assert row["command"].startswith("mbpo_cli.api.train(preset='inverted_pendulum', runs_dir=")
     assert "sac__hidden=32" in row["command"]
     assert row["config"]["sac"]["hidden"] == 32
-    assert api.runs(trained.runs_dir) == [run]
+    assert api.runs(trained.runs_dir) == api.runs(trained.runs_dir, group="notebook-seeds") == [run]
+    assert api.runs(trained.runs_dir, group="other") == []
+
+
+def test_if_exists_resume_leaves_a_finished_run_as_it_is(trained: Trained) -> None:
+    again = api.train("inverted_pendulum", runs_dir=trained.runs_dir, steps=300, device="cpu", name="notebook",
+                      if_exists="resume", progress=False, **TINY)
+    assert (again.id, again.status, again.env_steps) == (trained.run.id, api.RunStatus.FINISHED, 300)
+
+
+def test_a_config_object_or_file_takes_keyword_overrides_and_the_arguments_win(tmp_path: Path) -> None:
+    notes: list[str] = []
+    base = api_config(preset="inverted_pendulum", config=None, env=None, overrides={}, seed=None, steps=None,
+                      device=None, say=notes.append).config
+    from_object = api_config(preset=None, config=base, env=None, overrides={"sac__lr": 1e-3, "train__seed": 5},
+                             seed=3, steps=None, device="cpu", say=notes.append).config
+    assert (from_object.sac.lr, from_object.train.seed, from_object.train.device) == (1e-3, 3, "cpu")
+    file = tmp_path / "config.yaml"
+    file.write_text(yaml.safe_dump(base.to_dict()))
+    from_file = api_config(preset=None, config=str(file), env=None, overrides={"rollout__schedule": [1, 5, 1, 2]},
+                           seed=None, steps=None, device=None, say=notes.append).config
+    assert from_file.rollout.schedule == (1, 5, 1, 2) and from_file.env == base.env
+    assert notes == []
 
 
 def test_predict_gives_mbpo_evals_returns_in_the_tasks_action_range(trained: Trained) -> None:
