@@ -32,6 +32,10 @@ from mbpo_cli.sweeps.executors import mbpo_command
 
 TINY_ARGS = ["--steps", "300", "--device", "cpu", *(arg for item in TINY_SETS for arg in ("--set", item))]
 """The fixed part of a tiny study's trials (300 env steps, evaluations every 100)."""
+PRUNED_STEPS = 3000
+"""The small study's trial length: the hopeless trial is pruned at its first evaluation (step 100), which the tuner
+sees within about a second; a tiny run takes several seconds for these steps, so it is stopped well before its end."""
+PRUNED_ARGS = [*TINY_ARGS[:1], str(PRUNED_STEPS), *TINY_ARGS[2:]]
 HOPELESS = {"max_episode_steps": 2}
 """env.kwargs whose episodes end after 2 steps: a return of at most 2 (InvertedPendulum pays 1 a step)."""
 STUDY = {"base": "inverted_pendulum",
@@ -314,7 +318,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
         servers.skip_unless_available("optuna not installed: pip install 'mbpo-cli[tune]'")
     folder = tmp_path_factory.mktemp("tune")
     runs, best = folder / "runs", folder / "best.yaml"
-    result = mbpo(runs, "tune", str(write(folder / "study.yaml", STUDY)), *TINY_ARGS, "--name", "ip",
+    result = mbpo(runs, "tune", str(write(folder / "study.yaml", STUDY)), *PRUNED_ARGS, "--name", "ip",
                   "--out", str(best), "--json")
     assert result.exit_code == 0, result.output
     return runs, best, json.loads(result.stdout)
@@ -334,10 +338,10 @@ def test_a_small_study_prunes_the_hopeless_trial_and_completes_the_other(
     assert set(runs_by_id) == {pruned["run_id"], complete["run_id"]}
     # the pruned run stopped cleanly before its end, with a checkpoint (`mbpo resume` could continue it)
     stopped = runs_by_id[pruned["run_id"]]
-    assert stopped.status == "interrupted" and stopped.env_steps < 300
+    assert stopped.status == "interrupted" and stopped.env_steps < PRUNED_STEPS
     assert stopped.variant == f"trial-{pruned['number']}"
     assert any(c.kind == "periodic" for c in registry.checkpoints(stopped.id))
-    assert runs_by_id[complete["run_id"]].status == "finished" and runs_by_id[complete["run_id"]].env_steps == 300
+    assert runs_by_id[complete["run_id"]].status == "finished" and runs_by_id[complete["run_id"]].env_steps == PRUNED_STEPS
     assert registry.group_info("ip")["kind"] == "tune"  # type: ignore[index]
 
 
