@@ -23,7 +23,7 @@ Names:
 - :func:`load_policy`: a run's :class:`Policy` at a checkpoint (``latest``, ``best`` or an env step), whose
   ``predict(obs, deterministic=True)`` acts in the task's action range, for one observation or a batch.
 - :func:`metrics`: a run's metrics as a list of dicts, one per env step (``{"step": 300, "eval_return": ...}``);
-  :func:`metrics_frame`: the same as a pandas DataFrame (pandas installed separately).
+  :func:`metrics_frame`: the same as a pandas DataFrame (the `pandas` extra).
 - :func:`runs`: the runs of a runs directory (or of one group), newest first, as :class:`Run` handles.
 - :class:`Run`, :class:`Policy`: the handles; :data:`RunStatus`: a run's status.
 - Errors: bad arguments raise a `ValueError` (:class:`ConfigError` for the config, :class:`EnvError` for the

@@ -1,5 +1,5 @@
 """Runs and their metrics as Python reads them from the registry: `Run` handles, metrics as plain lists and dicts,
-and the same as a pandas DataFrame where pandas is installed (it is no dependency of mbpo)."""
+and the same as a pandas DataFrame where pandas is installed (the `pandas` extra)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ Keys: TypeAlias = str | Sequence[str] | None
 """Metric keys to read: one key, several, or None for every key the run logged."""
 MetricRow: TypeAlias = dict[str, float]
 """One env step's metrics: ``{"step": 300, "eval_return": 812.3, ...}`` (the step an int, the values floats)."""
-PANDAS_MISSING = "metrics_frame needs pandas (pip install pandas); metrics() gives the same rows as a list of dicts"
+PANDAS_MISSING = ("metrics_frame needs pandas (pip install 'mbpo-cli[pandas]'); metrics() gives the same rows as a "
+                  "list of dicts")
 
 
 def has_registry(runs_dir: Path) -> bool:
@@ -168,7 +169,7 @@ def metrics(run: str, runs_dir: PathArg = "runs", keys: Keys = None) -> list[Met
 
 def metrics_frame(run: str, runs_dir: PathArg = "runs", keys: Keys = None) -> pandas.DataFrame:
     """:func:`metrics` as a pandas DataFrame: a ``step`` column, then a column per key (NaN at steps that did not
-    log it). An ImportError when pandas is not installed (it is no dependency of mbpo)."""
+    log it). An ImportError when pandas is not installed (the `pandas` extra)."""
     try:
         import pandas
     except ImportError:
