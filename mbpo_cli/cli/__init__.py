@@ -1,4 +1,4 @@
-"""Layer 6: the `mbpo` command line, one module per command, calling the layers below.
+"""Layer 7: the `mbpo` command line, one module per command, calling the layers below.
 
 `main` is the console script. The imports of torch, gymnasium and the rest take seconds; a Ctrl-C or SIGTERM
 then is only recorded (an exception raised inside a library's import could be caught and lost there), and

@@ -11,8 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mbpo_cli.api.run_config import check_device, device_source
 from mbpo_cli.cli import common
-from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, check_device, device_source, emit_json, handled
+from mbpo_cli.cli.common import DeviceOpt, JsonOpt, SetOpt, emit_json, handled
 from mbpo_cli.cli.display import Output
 from mbpo_cli.cli.fit import Col, Fit, fitted
 from mbpo_cli.config.errors import ConfigError

@@ -13,22 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 import yaml
 from rich.markup import escape
 
+from mbpo_cli.api.run_config import checked_config
 from mbpo_cli.cli.display import Output, summary_table
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.errors import ConfigError, clip
 from mbpo_cli.config.files import preset_names
-from mbpo_cli.config.provenance import OriginKind, Provenance
-from mbpo_cli.config.resolve import Resolved, exploration_warning, resolve
-from mbpo_cli.engine.env_wrappers import flattening_note
+from mbpo_cli.config.resolve import Resolved
 from mbpo_cli.engine.envs import EnvError
 from mbpo_cli.engine.errors import NumericalError
-from mbpo_cli.engine.state import resolve_device
-from mbpo_cli.engine.task import check_task, task_facts
 from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.runs.checkpoint import CheckpointError
 from mbpo_cli.runs.errors import RunError
@@ -321,41 +317,16 @@ def build_train_config(preset: str | None, config: Path | None, env: str | None,
                        algo: str | None = None, tensorboard: bool | None = None,
                        track: bool | None = None) -> Resolved:
     """Resolve the config and check the task (device, environment, agent, custom functions) before anything is
-    written.
+    written, as `mbpo_cli.api.train` does (:func:`mbpo_cli.api.run_config.checked_config`).
 
     `--env ENV_ID` says on stderr which termination the task gets and why (unless the command line set it); a Dict
     or Tuple observation, that it is flattened and how; a run that would only explore (steps <= init_steps) is warned
     about on stderr.
     """
-    facts, note = None, None
-    if env is not None and preset is None and config is None:
-        facts, note = task_facts(env)
-    resolved = resolve(preset=preset, config_file=config, env_id=env, env_facts=facts, overrides=sets, seed=seed,
-                       steps=steps, device=device, algo=algo, tensorboard=tensorboard, track=track)
-    check_device(resolved.config.train.device, device_source(resolved.provenance))
-    spec = check_task(resolved.config)
-    if note is not None and resolved.provenance.of("env.termination").kind is OriginKind.ENV:
-        err.print(note, highlight=False, markup=False, soft_wrap=True)
-    if spec.flattened:
-        err.print(flattening_note(resolved.config.env.id, spec.flattened), highlight=False, markup=False,
-                  soft_wrap=True)
-    warning = exploration_warning(resolved.config)
-    if warning is not None:
-        err.print(warning, highlight=False, markup=False, soft_wrap=True)
-    return resolved
+    return checked_config(preset=preset, config_file=config, env_id=env, sets=sets, seed=seed, steps=steps,
+                          device=device, algo=algo, tensorboard=tensorboard, track=track, say=note)
 
 
-def device_source(provenance: Provenance) -> str:
-    """How an error names where `train.device` came from: the flag (`--device`), or `train.device` (a preset, a
-    config file or --set)."""
-    origin = provenance.of("train.device")
-    return origin.name if origin.kind is OriginKind.FLAG else "train.device"
-
-
-def check_device(name: str, source: str = "--device") -> torch.device:
-    """The torch device `name` stands for on this machine; a ConfigError (exit 2) for a device it does not have,
-    `source` naming where the value came from (`--device`, or `train.device` from a config file or --set)."""
-    try:
-        return resolve_device(name)
-    except (ValueError, RuntimeError) as error:
-        raise ConfigError(f"{source} {name}: {error}") from None
+def note(line: str) -> None:
+    """A note for the user, one line on stderr."""
+    err.print(line, highlight=False, markup=False, soft_wrap=True)

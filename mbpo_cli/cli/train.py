@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from mbpo_cli.api.run_config import check_device, check_optional_packages
+from mbpo_cli.api.training import IfExists, if_exists_choice, start_training
 from mbpo_cli.cli.common import (
     ConfigOpt,
     DeviceOpt,
@@ -14,7 +16,6 @@ from mbpo_cli.cli.common import (
     PresetOpt,
     SetOpt,
     build_train_config,
-    check_device,
     emit_yaml,
     finish,
     handled,
@@ -26,8 +27,7 @@ from mbpo_cli.cli.display import RichReporter
 from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.reporting import Reporter, SilentReporter
 from mbpo_cli.runs.resume import resume_run
-from mbpo_cli.runs.start import RunMeta, command_line, start_or_resume, start_run
-from mbpo_cli.runs.tensorboard import summary_writer
+from mbpo_cli.runs.start import RunMeta, command_line
 from mbpo_cli.runs.wandb_tracking import wandb_module
 
 TrackOpt = Annotated[bool | None, typer.Option("--track/--no-track", help="Log each epoch's metrics, the config and "
@@ -97,9 +97,8 @@ def train(
         mbpo train --preset hopper --name hopper-s0 --if-exists resume   # safe to requeue
     """
     with handled(ctx):
-        if if_exists not in ("error", "resume"):
-            raise ConfigError(f"--if-exists: expected error or resume, got {if_exists!r}")
-        if if_exists == "resume" and name is None:
+        choice = if_exists_choice(if_exists, "--if-exists")
+        if choice is IfExists.RESUME and name is None:
             raise ConfigError("--if-exists resume needs --name (the run to find)")
         resolved = build_train_config(preset, config, env, set_, seed=seed, steps=steps, device=device, algo=algo,
                                       tensorboard=tensorboard, track=track)
@@ -108,17 +107,11 @@ def train(
             emit_yaml(cfg.to_dict())
             return
         note_renamed(name, "run name")
-        if cfg.train.tensorboard:
-            summary_writer("train.tensorboard")  # a missing package fails before the registry is opened
-        if cfg.train.track:
-            wandb_module("train.track")
+        check_optional_packages(cfg)  # a missing package fails before the registry is opened
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
-        if if_exists == "resume":
-            outcome = start_or_resume(cfg, meta, registry, ctx.obj.runs_dir, reporter)
-        else:
-            outcome = start_run(cfg, meta, registry, ctx.obj.runs_dir, reporter)
+        outcome = start_training(cfg, meta, registry, ctx.obj.runs_dir, reporter, choice)
         finish(outcome, ctx, as_json)
 
 

@@ -62,6 +62,8 @@ def resolve(
     algo: str | None = None,
     tensorboard: bool | None = None,
     track: bool | None = None,
+    typed: Sequence[Override] = (),
+    caller: str = COMMAND_LINE,
 ) -> Resolved:
     """The run config from exactly one source (preset, file or env id) plus the command line's overrides.
 
@@ -70,6 +72,9 @@ def resolve(
     `--algo model-free` on an MBPO source trains the configured base agent without a model at the standard
     ratio of one update per env step (G = 1) unless `agent.updates_per_step` is set; `--algo sac` does the same
     with SAC as the agent; `--algo dhmbpo` trains Double Horizon MBPO on the source's task with its `dhmbpo` section.
+
+    `typed` overrides hold Python values already (the keyword overrides of `mbpo_cli.api.train`) and are applied
+    after the `--set` ones; `caller` is what errors in the overrides name as their source.
     """
     if len([x for x in (preset, config_file, env_id) if x is not None]) > 1:
         raise ConfigError("choose one of --preset, --config and --env")
@@ -77,7 +82,7 @@ def resolve(
     if env_id is not None:
         if env_facts is None:
             raise ConfigError(f"--env {env_id}: the environment's facts are needed")
-        sets = parse_sets(overrides or [])
+        sets = [*parse_sets(overrides or []), *typed]
         source = _env_source(env_id, env_facts, _budget(steps, sets))
     else:
         source = _file_source(preset, config_file)
@@ -85,10 +90,10 @@ def resolve(
     algo_name = None if algo is None else _algo_name(algo)
     config = build_config(data, source.name)
     if sets is None:
-        sets = parse_sets(overrides or [])
+        sets = [*parse_sets(overrides or []), *typed]
     extra = [*_algo_overrides(algo_name, data, sets), *sets, *_flags(tensorboard, track, seed, steps, device)]
     if extra:
-        config = build_config(apply(data, extra), COMMAND_LINE)
+        config = build_config(apply(data, extra), caller)
     provenance = source.provenance
     for override in extra:
         provenance = provenance.with_value(override.path, override.value, override.origin)

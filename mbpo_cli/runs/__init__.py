@@ -11,6 +11,7 @@
 - :mod:`.session`: one process training one run (events to registry, checkpoints and reporter);
 - :mod:`.start`: starting a run (or continuing a named one); :mod:`.resume`: resuming a run;
 - :mod:`.policy`: a run's checkpoint as an acting policy; :mod:`.evaluation`: `mbpo eval`'s episodes and record;
+- :mod:`.python_envs`: a run's environment made by a Python factory or instance (`mbpo_cli.api.train(env=...)`);
 - :mod:`.video`, :mod:`.video_child`: `mbpo eval --video`, filmed in a child process;
 - :mod:`.policy_export`, :mod:`.export_verification`: `mbpo export` and its checks (`--bench`: `bench.latency`);
 - :mod:`.outputs`: the files and folders a command may write.

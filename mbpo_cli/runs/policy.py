@@ -14,6 +14,7 @@ from mbpo_cli.engine.envs import EnvSpec, env_spec, make_env
 from mbpo_cli.runs.checkpoint import CheckpointError, load_file
 from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.layout import checkpoint_file
+from mbpo_cli.runs.python_envs import check_rebuildable
 from mbpo_cli.runs.registry import CheckpointInfo, CheckpointLabel, Registry, RunInfo
 
 
@@ -30,6 +31,8 @@ class Policy:
     checkpoint: CheckpointInfo
     file: Path
     """The checkpoint's file."""
+    spec: EnvSpec
+    """The task's dimensions and action bounds."""
 
     @property
     def label(self) -> CheckpointLabel:
@@ -102,8 +105,9 @@ def load_policy(registry: Registry, run: RunInfo, runs_dir: Path, which: str = "
         config = build_config(payload.get("config") or run.config, info.path)
     except ConfigError as err:
         raise CheckpointError(f"checkpoint {info.path} has an unusable config: {err}") from None
+    check_rebuildable(config.env.id, run.id)
     env = make_env(config.env)
     spec = env_spec(env)
     env.close()
     agent = policy_agent(config, spec, payload, info.path, info.step)
-    return Policy(agent=agent, config=config, checkpoint=info, file=file)
+    return Policy(agent=agent, config=config, checkpoint=info, file=file, spec=spec)

@@ -17,6 +17,7 @@ from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.layout import CONFIG_FILE, checkpoint_file, run_dir
 from mbpo_cli.runs.outage import outage_limit, record_pending
 from mbpo_cli.runs.process import StopSignals, is_locked, run_lock
+from mbpo_cli.runs.python_envs import check_rebuildable
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo, RunStatus
 from mbpo_cli.runs.reporting import Reporter, SafeReporter
 from mbpo_cli.runs.session import Outcome, Session, finished_outcome
@@ -134,6 +135,7 @@ def _resume_run(
     was_finished = run.status == RunStatus.FINISHED
     run = record_pending(registry, run, runs_dir, reporter)
     recorded = build_config(run.config, f"run {run.id}")
+    check_rebuildable(recorded.env.id, run.id)
     if run.status == RunStatus.FINISHED and (steps is None or steps <= run.env_steps):
         if not was_finished:
             return finished_outcome(registry, run)  # it finished during a registry outage: now recorded

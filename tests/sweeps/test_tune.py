@@ -341,7 +341,8 @@ def test_a_small_study_prunes_the_hopeless_trial_and_completes_the_other(
     assert stopped.status == "interrupted" and stopped.env_steps < PRUNED_STEPS
     assert stopped.variant == f"trial-{pruned['number']}"
     assert any(c.kind == "periodic" for c in registry.checkpoints(stopped.id))
-    assert runs_by_id[complete["run_id"]].status == "finished" and runs_by_id[complete["run_id"]].env_steps == PRUNED_STEPS
+    completed = runs_by_id[complete["run_id"]]
+    assert completed.status == "finished" and completed.env_steps == PRUNED_STEPS
     assert registry.group_info("ip")["kind"] == "tune"  # type: ignore[index]
 
 
