@@ -239,22 +239,23 @@ def test_parse_seconds() -> None:
 
 def test_a_resumed_runs_wall_axis_leaves_out_the_hours_between_sessions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Session 1 trained steps 1,000-2,000 (10 s each) and stopped; session 2 started five hours later and trained
-    # 3,000-4,000. The rows' recording times show the gap; the training time (wall_seconds) does not.
+    # Session 1 trained steps 1,000-2,000 (10 s each, after 0.5 s of setup) and stopped; session 2 started five hours
+    # later and trained 3,000-4,000. The rows' recording times show the gap; the training time (wall_seconds) does not.
     monkeypatch.delenv("MBPO_REGISTRY_URL", raising=False)
     runs_dir = tmp_path / "runs"
     start, gap = 1.7e9, 5 * 3600.0
     with Registry.open(runs_dir) as registry:
         resumed = registry.create_run(name="resumed", preset="hopper", env_id="Hopper-v5", algo="sac", seed=0,
                                       config=config("sac", 0), device="cpu", command="test", target_steps=4000)
-        for step, trained, recorded in ((1000, 10.0, start + 10), (2000, 20.0, start + 20),
-                                        (3000, 30.0, start + 20 + gap + 10), (4000, 40.0, start + 20 + gap + 20)):
+        for step, trained, recorded in ((1000, 10.5, start + 10.5), (2000, 20.5, start + 20.5),
+                                        (3000, 30.5, start + 20.5 + gap + 10), (4000, 40.5, start + 20.5 + gap + 20)):
             registry.log_metrics(resumed.id, [(step, "eval_return", step / 10), (step, "wall_seconds", trained)],
                                  wall_time=recorded)
-        registry.heartbeat(resumed.id, env_steps=4000, wall_seconds=40.0)
+        registry.heartbeat(resumed.id, env_steps=4000, wall_seconds=40.5)
         registry.set_status(resumed.id, "finished")
     data = compare_json(runs_dir, resumed.id, "--x", "wall")
-    assert data["milestones"] == [10, 20, 30, 40]  # 25/50/75/100% of 40 s of training
-    assert [(r["step"], r["iqm"]) for r in data["returns"]] == [(10, 100.0), (20, 200.0), (30, 300.0),
-                                                               (40, 400.0)]
-    assert data["final"][0]["step"] == 40.0
+    # 50/75/100% of 40 s (the last eval time, rounded down); 25% (10 s) is before the first eval (10.5 s)
+    assert data["milestones"] == [20, 30, 40]
+    assert [(r["step"], r["iqm"]) for r in data["returns"]] == [(20, pytest.approx(195.0)), (30, pytest.approx(295.0)),
+                                                               (40, pytest.approx(395.0))]
+    assert (data["final"][0]["step"], data["final"][0]["iqm"]) == (40.5, pytest.approx(400.0))  # the last eval
