@@ -44,7 +44,11 @@ WALL_AXIS = (
 )
 """What every time of a ``--x wall`` report counts (also said in the output)."""
 
-VALUES_AT_TIMES = VALUES_AT_STEPS.replace("env step", "training time")
+VALUES_AT_TIMES = (
+    "a run's return at a training time between two of its evaluations is linearly interpolated between those two "
+    "evaluations (exact at an evaluation's time) and never extrapolated: before its first or after its last "
+    "evaluation a run has no value and is left out"
+)
 """:data:`VALUES_AT_STEPS` on the wall-clock axis."""
 
 
