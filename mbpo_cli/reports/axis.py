@@ -2,12 +2,14 @@
 
 **Training wall time** (``--x wall``): each evaluation stands at the ``wall_seconds`` metric its epoch logged
 (:data:`mbpo_cli.config.metrics.WALL_SECONDS`, recorded with every epoch's metrics since the first version): the
-seconds the run had trained by the end of that epoch, its evaluation included, summed over its sessions. A session
-counts from its start (once the run is built or restored) and the next one starts from the total the registry holds
-for the run, so time between sessions (a run stopped, or killed and waiting to be resumed) is not counted: a resumed
-run's curve does not jump by the hours it sat interrupted. A killed run resumes from its last checkpoint with the
-wall time of its last heartbeat, so the steps it redoes are counted again, as the time was spent. Wall time depends
-on the machine and on what else ran on it: compare runs timed on the same machine.
+seconds the run had trained by the end of that epoch, summed over its sessions. That is everything a session did, as
+the run was configured: evaluations, model diagnostics (``diagnostics.enabled``) and checkpoint saves included (the
+``time_eval`` and ``time_diag`` metrics say how much of an epoch they took). A session counts from its start (once
+the run is built or restored) and the next one starts from the total the registry holds for the run, so time between
+sessions (a run stopped, or killed and waiting to be resumed) is not counted: a resumed run's curve does not jump by
+the hours it sat interrupted. A killed run resumes from its last checkpoint with the wall time of its last
+heartbeat, so the steps it redoes are counted again, as the time was spent. Wall time depends on the machine and on
+what else ran on it: compare runs timed on the same machine.
 """
 
 from __future__ import annotations
