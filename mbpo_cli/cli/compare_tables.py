@@ -10,26 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from mbpo_cli.cli.fit import Col, Fit, fit, fitted, fmt_number
+from mbpo_cli.reports.axis import Axis, fmt_duration
 
 if TYPE_CHECKING:
     from mbpo_cli.reports.compare import Report
 
 
-def fmt_duration(seconds: float | None) -> str:
-    """Seconds as `12.3 s`, `4m 05s` or `1h 02m`; `-` for none."""
-    if seconds is None or seconds != seconds:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-
-
 def compare_tables(report: Report, width: int) -> list[Table]:
     """The Rich tables of a compare report (see mbpo_cli.reports.compare for the definitions), for a terminal `width`
     columns wide: numbers whole, group names shortened in the middle if need be (inside an ablation, the variant
-    alone)."""
+    alone); on the wall axis, training times where the steps would be."""
     names, ablation = short_group_names([g.name for g in report.groups])
 
     def name(group: str | None) -> str:
@@ -71,36 +61,45 @@ def _returns_table(report: Report, name: Callable[[str | None], str], ablation: 
             ci = f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
         if rows:
             ends.append(row.group != previous)
-        rows.append([name(row.group) if row.group != previous else "", f"{row.step:,}", str(row.n_seeds),
+        rows.append([name(row.group) if row.group != previous else "", report.x.fmt(row.step), str(row.n_seeds),
                      fmt_number(row.mean), fmt_number(row.iqm), ci])
         previous = row.group
-    columns = [GROUP, Col("env step"), Col("seeds"), Col("mean"), Col("IQM"), Col("95% CI", Fit.WRAP, "right")]
+    columns = [GROUP, Col(report.x.point_name), Col("seeds"), Col("mean"), Col("IQM"),
+               Col("95% CI", Fit.WRAP, "right")]
     for cells, end in zip(fit(table, columns, rows, width), [*ends, False], strict=True):
         table.add_row(*cells, end_section=end)
     return table
+
+
+EFFICIENCY_WORDS = {
+    Axis.STEPS: ("Sample efficiency: env steps", "steps to threshold", "x fewer real steps"),
+    Axis.WALL: ("Time efficiency: training time", "time to threshold", "x less training time"),
+}
+"""Per axis: the efficiency table's title start, and its columns for the time to the threshold and the ratio."""
 
 
 def _efficiency_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
     pairs = {(r.baseline, r.threshold) for r in report.efficiency}
     single = len(pairs) == 1
     baseline, threshold = next(iter(pairs)) if single else (None, None)
+    what, to_threshold, fewer = EFFICIENCY_WORDS[report.x]
     if single and threshold is not None:
         source = "--threshold" if report.threshold_source == "--threshold" else f"final IQM of {name(baseline)}"
-        title = escape(f"Sample efficiency: env steps until the IQM curve reaches threshold {threshold:,.1f} "
+        title = escape(f"{what} until the IQM curve reaches threshold {threshold:,.1f} "
                        f"({source}) and stays at or above it")
     else:
-        title = "Sample efficiency: env steps until the IQM curve reaches its threshold and stays at or above it"
+        title = f"{what} until the IQM curve reaches its threshold and stays at or above it"
     columns = [GROUP] + ([] if single else [Col("baseline", Fit.NAME, keep=30), Col("threshold")])
-    columns += [Col("steps to threshold", Fit.WRAP, "right"), Col("seeds reaching"),
-                Col("x fewer real steps", Fit.WRAP, "right"), Col("norm. AUC (IQM)")]
+    columns += [Col(to_threshold, Fit.WRAP, "right"), Col("seeds reaching"),
+                Col(fewer, Fit.WRAP, "right"), Col("norm. AUC (IQM)")]
     rows = []
     for row in report.efficiency:
         if row.threshold is None:
             steps = "n/a (no threshold)"
         elif row.steps is None:
-            steps = f"below it at {row.searched_until:,}"
+            steps = f"below it at {report.x.fmt(row.searched_until)}"
         else:
-            steps = f"{row.steps:,.0f}"
+            steps = report.x.fmt(row.steps)
         if row.baseline is None:
             ratio = "n/a (no baseline)"
         elif row.group == row.baseline:
@@ -116,18 +115,23 @@ def _efficiency_table(report: Report, name: Callable[[str | None], str], width: 
 
 
 def _wall_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
-    columns = [GROUP, Col("runs"), Col("wall time", Fit.WRAP, "right"), Col("env steps"), Col("env steps/s"),
-               Col("~wall to threshold", Fit.WRAP, "right")]
+    """The wall-clock table; its estimate of the wall time to the threshold only on the env-step axis (on the wall
+    axis the efficiency table measures it)."""
+    estimate = report.x is Axis.STEPS
+    columns = [GROUP, Col("runs"), Col("wall time", Fit.WRAP, "right"), Col("env steps"), Col("env steps/s")]
+    columns += [Col("~wall to threshold", Fit.WRAP, "right")] if estimate else []
     to_threshold = {row.group: row.wall_to_threshold for row in report.efficiency}
     rows = [[name(row.group), str(row.n_runs), fmt_duration(row.wall_seconds), fmt_number(row.env_steps, ",.0f"),
-             fmt_number(row.steps_per_second, ",.1f"), fmt_duration(to_threshold.get(row.group))]
-            for row in report.wall]
+             fmt_number(row.steps_per_second, ",.1f")]
+            + ([fmt_duration(to_threshold.get(row.group))] if estimate else []) for row in report.wall]
     return fitted(Table(title="Wall-clock time (mean per run)"), columns, rows, width)
 
 
 def _final_table(report: Report, name: Callable[[str | None], str], width: int) -> Table:
-    columns = [GROUP, Col("final step"), Col("seeds"), Col("IQM"), Col("95% CI", Fit.WRAP, "right"),
-               Col("P(better than baseline)", Fit.WRAP, "right"), Col("at step")]
+    x = report.x
+    at = "at step" if x is Axis.STEPS else "at time"
+    columns = [GROUP, Col(x.end_name), Col("seeds"), Col("IQM"), Col("95% CI", Fit.WRAP, "right"),
+               Col("P(better than baseline)", Fit.WRAP, "right"), Col(at)]
     rows = []
     for row in report.final:
         ci = "n/a (1 seed)" if row.n_seeds < 2 else f"[{row.ci_low:,.1f}, {row.ci_high:,.1f}]"
@@ -139,7 +143,8 @@ def _final_table(report: Report, name: Callable[[str | None], str], width: int) 
             p = "n/a (< 2 runs)"
         else:
             p = fmt_number(row.p_improvement, ".2f", "n/a")
-        rows.append([name(row.group), f"{row.step:,}", str(row.n_seeds), fmt_number(row.iqm), ci, p,
-                     "-" if row.p_step is None else f"{row.p_step:,}"])
-    title = "Final return (IQM at each group's last common eval step) and P(improvement) over the baseline"
+        rows.append([name(row.group), x.fmt(row.step), str(row.n_seeds), fmt_number(row.iqm), ci, p,
+                     "-" if row.p_step is None else x.fmt(row.p_step)])
+    title = (f"Final return (IQM at each group's last common eval {'step' if x is Axis.STEPS else 'time'}) and "
+             "P(improvement) over the baseline")
     return fitted(Table(title=title), columns, rows, width)

@@ -18,6 +18,9 @@ from mbpo_cli.reports import stats
 Groups = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Group name -> ``(grid (G,), returns (R, G))``."""
 
+STEPS_LABEL = "env steps (random exploration included)"
+"""The x label of a plot over env steps."""
+
 _SYMBOLS = "*o+x#@%&$~"
 
 
@@ -43,7 +46,7 @@ def _complete_columns(name: str, grid: np.ndarray, returns: np.ndarray) -> tuple
 
 
 def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
-                model_returns: Groups | None = None) -> None:
+                model_returns: Groups | None = None, x_label: str = STEPS_LABEL) -> None:
     """Plot each group's IQM learning curve with a 95% bootstrap band and save it as PNG or SVG.
 
     The band is a percentile bootstrap over runs at every grid column (:func:`stats.bootstrap_ci`)
@@ -56,6 +59,7 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
         title: figure title.
         model_returns: name -> ``(grid (G,), returns (R, G))`` of the groups' returns inside their models, drawn
             dashed in their group's colour (IQM, no band), or None.
+        x_label: what the grids hold (env steps by default; the caller scales a time axis to its unit).
 
     Raises:
         ValueError: on an unknown suffix, no groups, or malformed arrays.
@@ -85,7 +89,7 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
                         label=f"{name}: return inside its model")
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-        ax.set_xlabel("env steps (random exploration included)")
+        ax.set_xlabel(x_label)
         ax.set_ylabel("eval return")
         ax.set_title(title)
         ax.grid(alpha=0.3)

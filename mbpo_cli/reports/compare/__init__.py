@@ -6,7 +6,8 @@ their evaluation curves, returning frozen dataclasses; the CLI only renders. All
 runs of one group. Each definition lives with the table it serves:
 
 * :mod:`.groups`: which runs form a group (the seeds of one experiment) and its name.
-* :mod:`.curves`: eval curves, a return between evaluations (interpolated, never extrapolated), a group's
+* :mod:`.curves`: eval curves (over env steps, or over training seconds with ``--x wall``: see
+  :mod:`mbpo_cli.reports.axis`), a return between evaluations (interpolated, never extrapolated), a group's
   final step.
 * :mod:`.comparison`: the groups with their curves and each environment's baseline.
 * :mod:`.returns`: returns at milestones (mean, IQM, bootstrap CI of the IQM).
@@ -17,14 +18,22 @@ runs of one group. Each definition lives with the table it serves:
 * :mod:`.output`: the report as JSON, CSV rows and plot data.
 """
 
+from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.comparison import is_model_free
-from mbpo_cli.reports.compare.curves import STEP_AXIS, VALUES_AT_STEPS, Curve, load_curves
-from mbpo_cli.reports.compare.efficiency import THRESHOLD_RULE, AucInterval, EfficiencyRow
+from mbpo_cli.reports.compare.curves import STEP_AXIS, VALUES_AT_STEPS, WALL_AXIS, Curve, load_curves, values_rule
+from mbpo_cli.reports.compare.efficiency import THRESHOLD_RULE, AucInterval, EfficiencyRow, threshold_rule
 from mbpo_cli.reports.compare.final import MIN_RUNS_FOR_P, FinalRow
 from mbpo_cli.reports.compare.groups import Group, config_signature, group_runs
-from mbpo_cli.reports.compare.output import long_rows, model_return_data, plot_data, report_to_dict
+from mbpo_cli.reports.compare.output import (
+    WALL_CSV_HEADER,
+    long_rows,
+    model_return_data,
+    plot_data,
+    report_to_dict,
+    wall_long_rows,
+)
 from mbpo_cli.reports.compare.report import BOOTSTRAP_SEED, N_RESAMPLES, Report, build_report
-from mbpo_cli.reports.compare.returns import PAPER_BUDGETS, MilestoneRow, paper_budgets, parse_steps
+from mbpo_cli.reports.compare.returns import PAPER_BUDGETS, MilestoneRow, paper_budgets, parse_seconds, parse_steps
 from mbpo_cli.reports.compare.wall import WallRow
 from mbpo_cli.reports.refs import ReportError
 
@@ -36,7 +45,10 @@ __all__ = [
     "STEP_AXIS",
     "THRESHOLD_RULE",
     "VALUES_AT_STEPS",
+    "WALL_AXIS",
+    "WALL_CSV_HEADER",
     "AucInterval",
+    "Axis",
     "Curve",
     "EfficiencyRow",
     "FinalRow",
@@ -53,7 +65,11 @@ __all__ = [
     "long_rows",
     "model_return_data",
     "paper_budgets",
+    "parse_seconds",
     "parse_steps",
     "plot_data",
     "report_to_dict",
+    "threshold_rule",
+    "values_rule",
+    "wall_long_rows",
 ]

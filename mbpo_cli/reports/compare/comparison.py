@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.curves import Curve, GroupCurve, group_curve
 from mbpo_cli.reports.compare.groups import Group
 from mbpo_cli.reports.refs import ReportError
@@ -75,11 +76,13 @@ class Comparison:
 
     groups: tuple[Group, ...]
     curves: Mapping[str, Curve]
-    """Run id -> its eval curve (every run of every group has at least one eval)."""
+    """Run id -> its eval curve on axis :attr:`x` (every run of every group has at least one eval)."""
     group_curves: Mapping[str, GroupCurve]
     """Group name -> the group's curve on its common grid."""
     baselines: Mapping[str, str | None]
     """Env id -> the name of its baseline group (None: no baseline)."""
+    x: Axis = Axis.STEPS
+    """What the curves' x holds: env steps or training seconds."""
 
     def curve(self, group: Group) -> GroupCurve:
         """The group's curve on its common grid."""
@@ -96,9 +99,10 @@ class Comparison:
 
 
 def comparison_of(
-    groups: Sequence[Group], curves: Mapping[str, Curve], baseline: Group | None
+    groups: Sequence[Group], curves: Mapping[str, Curve], baseline: Group | None, x: Axis = Axis.STEPS
 ) -> tuple[Comparison, list[str]]:
-    """The comparison of ``groups`` against ``baseline`` (None: chosen per env), and the notes on baselines."""
+    """The comparison of ``groups`` against ``baseline`` (None: chosen per env) with curves on axis ``x``, and the
+    notes on baselines."""
     baselines, notes = choose_baselines(groups, baseline)
-    group_curves = {g.name: group_curve(g.runs, curves) for g in groups}
-    return Comparison(tuple(groups), curves, group_curves, baselines), notes
+    group_curves = {g.name: group_curve(g.runs, curves, x) for g in groups}
+    return Comparison(tuple(groups), curves, group_curves, baselines, x), notes

@@ -11,6 +11,11 @@ the normalized AUC, and the wall time to the threshold.
   covers (latest first eval step to shortest last eval step), scaled with low = the lowest and high = the
   highest eval return of any compared run of that env (0 = the worst return seen, 1 = the best); the group
   shows the IQM over its runs. Returns of different environments are never pooled.
+* **On the wall-clock axis** (``--x wall``) the same definitions hold over training seconds: the time to the
+  threshold is the first training time from which the IQM curve (on the union of the runs' eval times) stays at
+  or above it, the ratio says how many times less training time than the baseline the group needed, and the AUC
+  is the mean return over the training time every run of the env covers. The estimate ``wall_to_threshold`` (env
+  steps divided by env steps per second) is not given there: the time is measured.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbpo_cli.reports import stats
+from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.comparison import Comparison
 from mbpo_cli.reports.compare.curves import Curve
 from mbpo_cli.reports.compare.final import FinalRow
@@ -35,6 +41,18 @@ THRESHOLD_RULE = (
 )
 """How steps to the threshold are measured and where the default threshold comes from; also said in the output."""
 
+THRESHOLD_RULE_WALL = (
+    "time to threshold: the first training time from which a group's IQM curve stays at or above the threshold up to "
+    "the group's final time (a peak it falls back from does not count); the threshold is the baseline's final IQM "
+    "return unless --threshold is given"
+)
+""":data:`THRESHOLD_RULE` on the wall-clock axis."""
+
+
+def threshold_rule(x: Axis) -> str:
+    """How the time (or steps) to the threshold is measured on axis ``x``."""
+    return THRESHOLD_RULE if x is Axis.STEPS else THRESHOLD_RULE_WALL
+
 
 @dataclass(frozen=True)
 class EfficiencyRow:
@@ -44,21 +62,22 @@ class EfficiencyRow:
     baseline: str | None
     threshold: float | None
     steps: float | None
-    """Env step from which the group's IQM curve stays at or above ``threshold`` (:data:`THRESHOLD_RULE`); None
-    if its final return is below it (or no threshold)."""
-    searched_until: int
-    """The group's final step: the threshold was looked for up to here."""
+    """Env step (on the wall axis: training seconds) from which the group's IQM curve stays at or above
+    ``threshold`` (:data:`THRESHOLD_RULE`); None if its final return is below it (or no threshold)."""
+    searched_until: float
+    """The group's final step (an int), or final time: the threshold was looked for up to here."""
     seeds_reaching: int
     """Runs whose own curve reaches the threshold and stays at or above it up to their last eval."""
     n_seeds: int
     ratio: float | None
-    """Baseline steps / group steps: how many times fewer real steps the group needed."""
+    """Baseline steps / group steps: how many times fewer real steps (or less training time) the group needed."""
     ratio_is_lower_bound: bool
     """True when the baseline does not end at or above the threshold: the ratio uses its final step instead."""
     auc: float
     """IQM over runs of the normalized AUC (see the module docstring); NaN without a common interval."""
     wall_to_threshold: float | None
-    """``steps`` divided by the group's env steps per second: an estimate of the wall time to the threshold."""
+    """``steps`` divided by the group's env steps per second: an estimate of the wall time to the threshold (None on
+    the wall axis, where ``steps`` is the measured time)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,8 @@ def auc_intervals(comparison: Comparison) -> tuple[dict[str, AucInterval], list[
                                        comparison.curves)
         if math.isnan(intervals[env].start):
             runs_of = "the runs" if len(comparison.baselines) == 1 else f"the {env} runs"
-            notes.append(f"{runs_of} share no env-step interval with two or more evals: no normalized AUC")
+            notes.append(f"{runs_of} share no {comparison.x.range_name} interval with two or more evals: no "
+                         "normalized AUC")
     return intervals, notes
 
 
@@ -135,7 +155,8 @@ def _ratio(comparison: Comparison, group: Group, reach: Mapping[str, float | Non
 
 def efficiency_rows(comparison: Comparison, threshold_of: Mapping[str, float | None], aucs: Mapping[str, AucInterval],
                     rates: Mapping[str, float | None]) -> list[EfficiencyRow]:
-    """Every group's row, given each env's threshold and AUC interval and each group's env steps per second."""
+    """Every group's row, given each env's threshold and AUC interval and each group's env steps per second (None: no
+    estimate of the wall time to the threshold)."""
     reach = {g.name: _steps_to(comparison, g, threshold_of[g.env_id]) for g in comparison.groups}
     rows = []
     for group in comparison.groups:

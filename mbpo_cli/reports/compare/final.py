@@ -5,6 +5,9 @@
 * **Probability of improvement** over the baseline: P(a run of the group beats a run of the baseline), ties
   counting half, with both measured at the last step both groups reach; None (n/a) unless both groups have at
   least :data:`MIN_RUNS_FOR_P` runs there.
+
+On the wall-clock axis (``--x wall``) "step" reads "training time": the final return is at the training time every
+run of the group reached, and the probability of improvement compares the groups at the same training time.
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ class FinalRow:
     """A group's final return and its probability of improvement over the baseline."""
 
     group: str
-    step: int
+    step: float
+    """The group's final step (an int), or on the wall axis its final training time in seconds."""
     n_seeds: int
     iqm: float
     ci_low: float
     ci_high: float
     baseline: str | None
     p_improvement: float | None
-    p_step: int | None
-    """The env step both groups reach, where the probability of improvement is measured."""
+    p_step: float | None
+    """The env step (an int; on the wall axis the training time) both groups reach, where the probability of
+    improvement is measured."""
 
 
 def _runs(n: int) -> str:
@@ -52,7 +57,8 @@ def _final_row(comparison: Comparison, group: Group, n_resamples: int, seed: int
         if min(x.size, y.size) >= MIN_RUNS_FOR_P:
             p = stats.probability_of_improvement(x, y)
         else:
-            too_few = f"{group.name} ({_runs(x.size)} against {_runs(y.size)} of {base.name} at env step {p_step:,})"
+            too_few = (f"{group.name} ({_runs(x.size)} against {_runs(y.size)} of {base.name} at "
+                       f"{comparison.x.at(p_step)})")
     row = FinalRow(group.name, curve.final_step, len(group.runs), float(curve.iqm[-1]), low, high,
                    None if base is None else base.name, p, p_step)
     return row, too_few

@@ -1,4 +1,9 @@
-"""A compare report as data for the outputs: JSON, the long-format CSV rows, and the curves to plot."""
+"""A compare report as data for the outputs: JSON, the long-format CSV rows, and the curves to plot.
+
+A report on the wall-clock axis says so in its JSON (``"x": "wall"``, with ``"wall"`` saying what its times count);
+its fields keep their names (``step``, ``steps``, ``p_step``, ...) and hold seconds of training time. A report on
+the env-step axis carries no ``"x"`` (its JSON is what it was before the axis existed).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from mbpo_cli.reports import stats
-from mbpo_cli.reports.compare.curves import STEP_AXIS, VALUES_AT_STEPS, Curve
-from mbpo_cli.reports.compare.efficiency import THRESHOLD_RULE
+from mbpo_cli.reports.axis import Axis
+from mbpo_cli.reports.compare.curves import STEP_AXIS, WALL_AXIS, Curve, values_rule
+from mbpo_cli.reports.compare.efficiency import threshold_rule
 from mbpo_cli.reports.compare.groups import Group
 from mbpo_cli.reports.compare.report import Report
 
@@ -39,13 +45,15 @@ def _group_data(group: Group) -> dict[str, Any]:
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The report as JSON-ready data (NaN as null): the same numbers as the tables, unrounded."""
+    axis: dict[str, Any] = {} if report.x is Axis.STEPS else {"x": report.x.value}
     return _clean({
+        **axis,
         "groups": [_group_data(g) for g in report.groups],
         "milestones": list(report.milestones),
         "returns": [asdict(r) for r in report.returns],
         "baselines": dict(report.baselines),
         "threshold_source": report.threshold_source,
-        "threshold_rule": THRESHOLD_RULE,
+        "threshold_rule": threshold_rule(report.x),
         "efficiency": [asdict(r) for r in report.efficiency],
         "auc_interval": asdict(next(iter(report.auc.values()))) if len(report.auc) == 1 else None,
         "auc_intervals": {env: asdict(interval) for env, interval in report.auc.items()},
@@ -54,7 +62,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "notes": list(report.notes),
         "warnings": list(report.warnings),
         "steps": STEP_AXIS,
-        "interpolation": VALUES_AT_STEPS,
+        **({} if report.x is Axis.STEPS else {"wall": WALL_AXIS}),
+        "interpolation": values_rule(report.x),
     })
 
 
@@ -68,9 +77,27 @@ def long_rows(report: Report, curves: Mapping[str, Curve]) -> list[tuple[str, st
     return rows
 
 
+WALL_CSV_HEADER = ("run_id", "group", "seed", "step", "wall_seconds", "return")
+"""The columns of the long-format CSV on the wall-clock axis (:func:`wall_long_rows`)."""
+
+
+def wall_long_rows(report: Report, steps: Mapping[str, Curve],
+                   times: Mapping[str, Curve]) -> list[tuple[str, str, int, int, float, float]]:
+    """``(run_id, group, seed, step, wall_seconds, return)`` for every eval point of every compared run, from its
+    curves on both axes (``steps`` and ``times``, as :func:`~mbpo_cli.reports.compare.curves.load_curves` reads
+    them: the same evaluations in the same order)."""
+    rows: list[tuple[str, str, int, int, float, float]] = []
+    for group in report.groups:
+        for run in group.runs:
+            (at, values), (seconds, _) = steps[run.id], times[run.id]
+            rows.extend((run.id, group.name, run.seed, int(s), float(t), float(v))
+                        for s, t, v in zip(at, seconds, values, strict=True))
+    return rows
+
+
 def plot_data(report: Report, curves: Mapping[str, Curve]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Group name -> ``(grid (G,), returns (R, G))`` on the union of all eval steps (for
-    :mod:`mbpo_cli.reports.plots`)."""
+    """Group name -> ``(grid (G,), returns (R, G))`` on the union of all eval steps, or eval times on the wall axis
+    (for :mod:`mbpo_cli.reports.plots`)."""
     grid = np.unique(np.concatenate([curves[r.id][0] for g in report.groups for r in g.runs]))
     return {g.name: (grid, stats.curves_on_grid([curves[r.id] for r in g.runs], grid)) for g in report.groups}
 

@@ -2,7 +2,8 @@
 modules that own each table (:mod:`returns`, :mod:`efficiency`, :mod:`wall`, :mod:`final`).
 
 Aggregates are over seeds, i.e. runs of one group; comparing several environments at all is warned about
-(:attr:`Report.warnings`).
+(:attr:`Report.warnings`). The curves' x is env steps, or with ``--x wall`` training seconds
+(:mod:`mbpo_cli.reports.axis`): every table but the wall-clock one is then over training time.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.comparison import baseline_group, comparison_of
 from mbpo_cli.reports.compare.curves import Curve
 from mbpo_cli.reports.compare.efficiency import (
@@ -38,6 +40,7 @@ class Report:
 
     groups: tuple[Group, ...]
     milestones: tuple[int, ...]
+    """Env steps, or whole seconds of training time (:attr:`x`)."""
     returns: tuple[MilestoneRow, ...]
     efficiency: tuple[EfficiencyRow, ...]
     wall: tuple[WallRow, ...]
@@ -52,6 +55,8 @@ class Report:
     warnings: tuple[str, ...] = ()
     """Things that make the comparison itself suspect (runs of several environments); the CLI prints them on
     stderr."""
+    x: Axis = Axis.STEPS
+    """The axis of the curves, milestones, thresholds and final points: env steps or training seconds."""
 
 
 def _with_curves(runs: Sequence[RunInfo], curves: Mapping[str, Curve]) -> tuple[list[RunInfo], list[str]]:
@@ -104,18 +109,22 @@ def build_report(
     threshold: float | None = None,
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    x: Axis = Axis.STEPS,
 ) -> Report:
     """Compare the groups formed by ``runs`` (plus ``baseline_runs``); see the modules of each table.
 
     Args:
         runs: the runs to compare (their groups are formed by :func:`group_runs`).
-        curves: run id -> ``(steps (N,), returns (N,))`` eval curve, steps sorted.
+        curves: run id -> ``(x (N,), returns (N,))`` eval curve on axis ``x``, sorted
+            (:func:`~mbpo_cli.reports.compare.curves.load_curves`).
         baseline_runs: runs of the baseline group (``--baseline``); None picks the model-free group per env.
-        at: env steps for the returns table (default: :func:`stats.milestones` plus the paper's budgets,
-            those that every run covers).
+        at: env steps (on the wall axis whole seconds) for the returns table (default: :func:`stats.milestones`
+            plus the paper's budgets, those that every run covers).
         threshold: return to reach and hold (default: the baseline's final IQM return).
         n_resamples: bootstrap resamples per interval.
         seed: bootstrap seed; the same inputs give the same report.
+        x: the curves' axis: env steps, or training seconds (milestones, thresholds and final points then in
+            seconds; no estimate of the wall time to the threshold, which is measured).
 
     Raises:
         ReportError: no run with eval returns, a baseline spanning several configurations, bad ``at``.
@@ -125,14 +134,14 @@ def build_report(
         raise ReportError("none of the runs has evaluation returns yet")
     groups = group_runs(usable)
     notes += _notes_on_runs(groups)
-    comparison, baseline_notes = comparison_of(groups, curves, baseline_group(groups, baseline_runs))
+    comparison, baseline_notes = comparison_of(groups, curves, baseline_group(groups, baseline_runs), x)
     milestones, milestone_notes = choose_milestones(comparison, at)
     returns, returns_notes = returns_rows(comparison, milestones, n_resamples, seed)
     final, final_notes = final_rows(comparison, n_resamples, seed)
     wall = wall_rows(groups)
     aucs, auc_notes = auc_intervals(comparison)
-    efficiency = efficiency_rows(comparison, thresholds(comparison, final, threshold), aucs,
-                                 {row.group: row.steps_per_second for row in wall})
+    rates = {row.group: row.steps_per_second if x is Axis.STEPS else None for row in wall}
+    efficiency = efficiency_rows(comparison, thresholds(comparison, final, threshold), aucs, rates)
     return Report(
         groups=tuple(groups),
         milestones=tuple(milestones),
@@ -145,4 +154,5 @@ def build_report(
         threshold_source="--threshold" if threshold is not None else "baseline final IQM",
         notes=tuple([*notes, *baseline_notes, *milestone_notes, *returns_notes, *final_notes, *auc_notes]),
         warnings=tuple(_env_warnings(groups, threshold)),
+        x=x,
     )

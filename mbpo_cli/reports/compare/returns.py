@@ -1,9 +1,12 @@
-"""The returns table: each group's returns at milestones (env steps).
+"""The returns table: each group's returns at milestones (env steps, or seconds of training on the wall axis).
 
 **Returns at milestones**: mean, IQM and 95% percentile-bootstrap CI of the IQM of the runs that have a value at
 the milestone (:data:`~mbpo_cli.reports.compare.curves.VALUES_AT_STEPS`). The default milestones are the steps of
 :func:`stats.milestones` (plus the paper's budgets) that every compared run covers; a user-given milestone (``--at``)
-where a group has no run with a value shows no data, with a note.
+where a group has no run with a value shows no data, with a note. On the wall-clock axis (``--x wall``) the
+milestones are whole seconds of training time chosen the same way (25/50/75/100% of the shortest run's last eval
+time, rounded down to a whole second, from the latest first eval time on; the paper's budgets are env steps and are
+left out), or ``--at`` in seconds (:func:`parse_seconds`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mbpo_cli.reports import stats
+from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.comparison import Comparison
 from mbpo_cli.reports.compare.curves import span
 from mbpo_cli.reports.compare.groups import Group
@@ -30,7 +34,8 @@ PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
 
 @dataclass(frozen=True)
 class MilestoneRow:
-    """One group's returns at one env step (NaN CI with fewer than 2 seeds there, all NaN with none)."""
+    """One group's returns at one env step, or training second (NaN CI with fewer than 2 seeds there, all NaN with
+    none)."""
 
     group: str
     step: int
@@ -66,26 +71,50 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
+SECOND_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600}
+"""The units ``--at`` takes with ``--x wall``: seconds (also a bare number), minutes, hours."""
+
+
+def parse_seconds(text: str) -> list[int]:
+    """``"90,30m,1.5h"`` -> [90, 1800, 5400] (whole seconds; a bare number is seconds); ReportError on anything
+    else."""
+    seconds = []
+    for part in text.split(","):
+        token = part.strip().lower().replace("_", "")
+        unit = next((u for u in sorted(SECOND_UNITS, key=len, reverse=True) if token.endswith(u)), "")
+        try:
+            value = float(token.removesuffix(unit)) * SECOND_UNITS.get(unit, 1)
+        except ValueError:
+            raise ReportError(f"--at: expected seconds of training separated by commas (e.g. 90,30m,2h), got {text!r}"
+                              ) from None
+        if not math.isfinite(value) or value <= 0 or value != int(value):
+            raise ReportError(f"--at: training times must be positive whole seconds, got {part.strip()!r}")
+        seconds.append(int(value))
+    return seconds
+
+
 def choose_milestones(comparison: Comparison, at: Sequence[int] | None) -> tuple[list[int], list[str]]:
     """The milestones (``at``, else by default only steps every run covers: no row without data), and a note when
-    the runs share no step range (then each group's final step is one).
+    the runs share no step range (then each group's final step is one). On the wall axis they are whole seconds.
 
     Raises:
         ReportError: a step of ``at`` is not positive.
     """
     runs = comparison.runs()
-    shortest = min(int(comparison.curves[r.id][0][-1]) for r in runs)
+    x = comparison.x
+    last = min(float(comparison.curves[r.id][0][-1]) for r in runs)
+    shortest = int(last)
     first_common = max(float(comparison.curves[r.id][0][0]) for r in runs)
     if at:
         if any(s <= 0 for s in at):
-            raise ReportError("--at: env steps must be positive")
+            raise ReportError(f"--at: {'env steps' if x is Axis.STEPS else 'training times'} must be positive")
         return sorted({int(s) for s in at}), []
     if first_common <= shortest:
-        budgets = paper_budgets([g.env_id for g in comparison.groups])
+        budgets = paper_budgets([g.env_id for g in comparison.groups]) if x is Axis.STEPS else []
         return stats.milestones(shortest, budgets, first_step=first_common) or [shortest], []
-    finals = sorted({gc.final_step for gc in comparison.group_curves.values()})
-    return finals, [f"the runs share no env-step range (one ends at {shortest:,}, another starts at "
-                    f"{first_common:,.0f}): the milestones are each group's final step"]
+    finals = sorted({int(gc.final_step) for gc in comparison.group_curves.values()})
+    return finals, [f"the runs share no {x.range_name} range (one ends at {x.fmt(last)}, another starts at "
+                    f"{x.fmt(first_common)}): the milestones are each group's {x.end_name}"]
 
 
 def _group_rows(comparison: Comparison, group: Group, milestones: Sequence[int], n_resamples: int,
@@ -98,8 +127,9 @@ def _group_rows(comparison: Comparison, group: Group, milestones: Sequence[int],
     empty = [row.step for row in rows if row.n_seeds == 0]
     if not empty:
         return rows, []
-    return rows, [f"no run of {group.name} has a value at env step {', '.join(f'{s:,}' for s in empty)} (its "
-                  f"evaluations span env steps {span(group.runs, comparison.curves)}; never extrapolated): no data"]
+    x = comparison.x
+    return rows, [f"no run of {group.name} has a value at {x.points(empty)} (its evaluations span "
+                  f"{span(group.runs, comparison.curves, x)}; never extrapolated): no data"]
 
 
 def returns_rows(comparison: Comparison, milestones: Sequence[int], n_resamples: int,
