@@ -152,7 +152,8 @@ def _variant_classes() -> tuple[type, type]:
     from torch import nn
     from torch.nn import functional as F
 
-    from mbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN, Actor, TwinCritic
+    from mbpo_cli.agents.networks import Critics
+    from mbpo_cli.agents.sac import LOG_STD_MAX, LOG_STD_MIN, Actor
 
     class LinearActor(Actor):
         """`mbpo_cli.sac.Actor` with plain nn.Linear layers (addmm) instead of a 1-member BatchedMLP (baddbmm)."""
@@ -176,10 +177,10 @@ def _variant_classes() -> tuple[type, type]:
             mean, log_std = self.net(obs).split(self.act_dim, dim=-1)
             return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
-    class LinearTwinCritic(TwinCritic):
-        """`mbpo_cli.sac.TwinCritic` as two plain MLPs (addmm each), stacked to the same `2 x B` output."""
+    class LinearTwinCritic(Critics):
+        """`mbpo_cli.agents.networks.Critics` (2 members) as two plain MLPs (addmm each), stacked to `2 x B`."""
 
-        def __init__(self, source: TwinCritic) -> None:
+        def __init__(self, source: Critics) -> None:
             nn.Module.__init__(self)
             self.weights = nn.ParameterList()
             self.biases = nn.ParameterList()
