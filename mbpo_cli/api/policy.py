@@ -13,6 +13,7 @@ import torch
 
 from mbpo_cli.api.records import PathArg, opened_registry
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.env_wrappers import unflattened_space
 from mbpo_cli.engine.envs import EnvSpec, make_env, to_env_action
 from mbpo_cli.runs import policy as run_policy
 from mbpo_cli.runs.layout import RUN_ID
@@ -45,6 +46,8 @@ class Policy:
         """The task's dimensions and action bounds."""
         self._generator = torch.Generator().manual_seed(seed)
         """The generator stochastic actions draw from."""
+        self._raw: gym.Space[Any] | None = None
+        """The task's observation space before the flattening, once read (a flattened task only)."""
 
     def __repr__(self) -> str:
         return f"Policy(run={self.run_id!r}, checkpoint={self.checkpoint!r}, action_space={self.spec.action_space})"
@@ -52,10 +55,27 @@ class Policy:
     def observation(self, obs: Any) -> np.ndarray:
         """`obs` (one observation or a batch) as the run's networks take it: float32, each observation flat.
 
-        The one place an observation is prepared for the policy: where a run records how its task's observations
-        are transformed (a Dict observation flattened), the transformation is applied here.
+        The one place an observation is prepared for the policy. A run whose task's observation is a Dict or a Tuple
+        was trained on it flattened (gymnasium's `FlattenObservation`, said when it started): such an observation
+        (a dict or tuple, as the task itself returns it), or a list of them, is flattened here the same way; an
+        observation that is already flat (from :meth:`make_env`, which flattens as the run did) is taken as it is.
         """
+        if self.spec.flattened and isinstance(obs, dict | tuple):
+            return np.asarray(gym.spaces.flatten(self._raw_space(), obs), dtype=np.float32)
+        if self.spec.flattened and isinstance(obs, list) and obs and isinstance(obs[0], dict | tuple):
+            space = self._raw_space()
+            return np.stack([np.asarray(gym.spaces.flatten(space, one), dtype=np.float32) for one in obs])
         return np.asarray(obs, dtype=np.float32)
+
+    def _raw_space(self) -> gym.Space[Any]:
+        """The task's observation space before the flattening (a Dict or Tuple), read once from a new environment."""
+        if self._raw is None:
+            env = make_env(self.config.env)
+            try:
+                self._raw = unflattened_space(env)
+            finally:
+                env.close()
+        return self._raw
 
     def predict(self, obs: Any, deterministic: bool = True) -> Any:
         """The action for one observation (`D`), or the actions for a batch (`N x D`), in the task's action space.

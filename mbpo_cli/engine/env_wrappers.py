@@ -85,6 +85,16 @@ def flattened_parts(env: gym.Env) -> tuple[ObservationPart, ...]:
     return ()
 
 
+def unflattened_space(env: gym.Env) -> gym.Space[Any]:
+    """The observation space that `mbpo` flattened around `env` (a Dict or Tuple); `env`'s own when it did not."""
+    wrapper: Any = env
+    while isinstance(wrapper, gym.Wrapper):
+        if isinstance(wrapper, AutoFlattenObservation):
+            return wrapper.env.observation_space
+        wrapper = wrapper.env
+    return env.observation_space
+
+
 def wrapper_class(ref: str, where: str = "env.wrappers") -> type[gym.Wrapper]:
     """The wrapper class `ref` names (gymnasium's by name, or `module:Class` imported from the working directory or
     the installed packages); an EnvError starting with `where` when it names none."""

@@ -1,6 +1,6 @@
 """A task with a Dict observation (issue 28, item 1), as gymnasium-robotics' goal tasks have: `mbpo train` flattens
 it and says so once on stderr, and `eval` and `export` take the observation flattened the same way (export's
-signature says where each part lies)."""
+signature says where each part lies), as does the Python API's `predict`."""
 
 import json
 import sys
@@ -8,9 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from clihelpers import mbpo
+
+from mbpo_cli import api
 
 MODULE = "mbpo_test_dictenv_i28"
 ENV_ID = "MbpoTestDictReach-v0"
@@ -93,6 +96,13 @@ def test_a_dict_observation_task_trains_evaluates_and_exports_flattened(work: Pa
     obs, _ = env.reset(seed=0)
     flat = torch.as_tensor(gym.spaces.flatten(env.observation_space, obs)).unsqueeze(0)
     assert program(flat).shape == (1, 2)  # the file takes the observation flattened as gymnasium flattens it
+
+    # the Python API's policy takes the task's own Dict observation (one or a list), flattening it as the run did
+    policy = api.load_policy(run["id"], runs_dir)
+    np.testing.assert_array_equal(policy.predict(obs), policy.predict(flat.numpy()[0]))
+    second, _ = env.reset(seed=1)
+    np.testing.assert_array_equal(policy.predict([obs, second]),
+                                  np.stack([policy.predict(obs), policy.predict(second)]))
 
     shown = mbpo(runs_dir, "export", run["id"], "--format", "torchscript", "--out", str(out), "--overwrite")
     assert shown.exit_code == 0, shown.output
