@@ -6,7 +6,8 @@
 - :mod:`.process`: the run's lock, whether a run is alive, stop signals;
 - :mod:`.reporting`: where a session's progress goes (`Reporter`, `SilentReporter`, `SafeReporter`);
 - :mod:`.outage`: registry writes kept through a database outage, and recorded later;
-- :mod:`.tensorboard`: TensorBoard event files, the live log of a session;
+- :mod:`.tensorboard`: TensorBoard event files, the live log of a session; :mod:`.wandb_tracking`: the same
+  metrics to Weights & Biases (`--track`);
 - :mod:`.checkpoint`: checkpoint files (written atomically, verified, read) and the best-policy file;
 - :mod:`.session`: one process training one run (events to registry, checkpoints and reporter);
 - :mod:`.start`: starting a run (or continuing a named one); :mod:`.resume`: resuming a run;
