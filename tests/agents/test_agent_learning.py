@@ -39,9 +39,11 @@ def curve_until(threshold: float, preset: str, steps: int, algo: str | None, *ov
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("agent", ["td3", "ddpg"])
-@pytest.mark.parametrize("algo", ["model-free", "mbpo"])
+@pytest.mark.parametrize(("algo", "agent"), [("model-free", "td3"), ("model-free", "ddpg"), ("mbpo", "td3")])
 def test_deterministic_actor_critics_learn_inverted_pendulum(agent: str, algo: str) -> None:
+    # Each agent alone, and TD3 inside MBPO. DDPG inside MBPO runs the same code path (TD3 less its target noise and
+    # delay) and passed this bar at 750 steps (62.8) when it was a case here; it still trains inside MBPO in
+    # tests/runs/test_resume.py (exact resume). Its 45 s are spared from the suite.
     inside_mbpo = ["rollout.batch_size=5000", "agent.updates_per_step=5"] if algo == "mbpo" else []
     curve = curve_until(50.0, "inverted_pendulum", 1000, algo, f"agent.name={agent}", *inside_mbpo)
     assert curve[0][1] < 10, curve  # the untrained actor, before any update
