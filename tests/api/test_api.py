@@ -42,7 +42,7 @@ class Trained(types.SimpleNamespace):
     run: api.Run
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A notebook's run: a preset, a few keyword overrides, a name."""
     runs_dir = tmp_path_factory.mktemp("api") / "runs"

@@ -285,7 +285,7 @@ def _fail_training(*_args: object, **_kwargs: object) -> None:
     raise RuntimeError("boom: the engine broke\nsecond line of detail")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """One finished tiny run (via `train --json`) and one failed run in the same registry."""
     runs_dir = tmp_path_factory.mktemp("trained") / "runs"

@@ -95,7 +95,7 @@ def parse(args: list[str], runs_dir: Path) -> None:
             resolve_config(preset=preset, overrides=[args[i + 1]])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """Tiny runs and groups standing in for the examples' placeholders: two MBPO seeds in a group, a SAC run in
     another; the first one stopped after its last checkpoint (so `mbpo resume RUN` continues it)."""

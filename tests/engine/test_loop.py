@@ -90,12 +90,12 @@ def _nearest_member(state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
     return nearest.indices, nearest.values
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def default_run() -> RunState:
     return _run(SHORT)[0]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def deterministic_run() -> RunState:
     return _run(_changed("model", deterministic=True))[0]
 

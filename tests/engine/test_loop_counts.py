@@ -67,7 +67,7 @@ def watch_run(config: dict, monkeypatch: pytest.MonkeyPatch) -> tuple[RunState, 
     return state, watched
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def mbpo_run() -> tuple[RunState, Watched]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         return watch_run(CONFIG, monkeypatch)

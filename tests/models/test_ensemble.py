@@ -40,7 +40,7 @@ def fit(deterministic: bool) -> tuple[GaussianEnsemble, list[float]]:
     return model, result.holdout_losses
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def probabilistic() -> tuple[GaussianEnsemble, list[float]]:
     return fit(deterministic=False)
 

@@ -75,7 +75,7 @@ class Synthetic:
         return [r.id for r in self.mbpo]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthetic]:
     runs_dir = tmp_path_factory.mktemp("compare") / "runs"
     with pytest.MonkeyPatch.context() as mp:

@@ -69,7 +69,7 @@ class Timed:
         return [r.id for r in self.mbpo] + ["sac-seeds"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def timed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timed]:
     runs_dir = tmp_path_factory.mktemp("compare-wall") / "runs"
     with pytest.MonkeyPatch.context() as mp:

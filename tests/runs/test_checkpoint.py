@@ -112,7 +112,7 @@ def test_env_state_roundtrip_is_bitwise(env_config: EnvConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight_run() -> tuple[RunState, list[tuple[int, dict[str, float]]]]:
     """The reference: the tiny run trained without interruption."""
     state = build_run(tiny_config())
@@ -150,7 +150,7 @@ def test_capture_restore_continues_exactly(
     assert_same_tensors(second.model.state_dict(), reference.model.state_dict())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipelined_run() -> tuple[RunState, list[tuple[int, dict[str, float]]]]:
     """The tiny run with the model retrained in a worker thread, trained without interruption."""
     state = build_run(tiny_config("train.pipeline=true"))

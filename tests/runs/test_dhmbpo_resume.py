@@ -66,7 +66,7 @@ def dhmbpo_state(state: RunState) -> dict[str, Any]:
             "generators": {k: g.get_state() for k, g in state.generators.items()}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight_run() -> tuple[RunState, Metrics]:
     state = new_run()
     return state, run_until(state)

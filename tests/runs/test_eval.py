@@ -27,7 +27,7 @@ class Trained(types.SimpleNamespace):
     run_id: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     runs_dir = tmp_path_factory.mktemp("eval") / "runs"
     yield Trained(runs_dir=runs_dir, run_id=train_runs(runs_dir, {"eval": TINY})["eval"])

@@ -51,7 +51,7 @@ class Trained(types.SimpleNamespace):
     dqn: str
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     runs_dir = tmp_path_factory.mktemp("export") / "runs"
     yield Trained(runs_dir=runs_dir, **train_runs(runs_dir, {"sac": TINY, "dqn": TINY_DQN}))

@@ -47,7 +47,7 @@ def server() -> Iterator[servers.PostgresServer]:
     started.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[int, str, float]]:
     """The metrics of the run trained without an outage (a SQLite registry): its untimed rows."""
     runs = tmp_path_factory.mktemp("reference") / "runs"

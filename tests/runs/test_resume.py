@@ -86,19 +86,19 @@ def final_agent(registry: Registry, run_id: str, runs_dir: Path) -> dict[str, to
     return load_file(checkpoint_file(runs_dir, final[0].path), final[0].sha256)["agent"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def registry(runs_dir: Path) -> Iterator[Registry]:
     reg = Registry.open(runs_dir)
     yield reg
     reg.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(runs_dir: Path, registry: Registry) -> dict[str, Any]:
     """Run A: the uninterrupted run every interrupted one is compared with."""
     out = summary(mbpo(runs_dir, *TRAIN, "--steps", str(STEPS), "--json"))

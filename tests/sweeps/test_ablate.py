@@ -353,7 +353,7 @@ def test_a_users_train_threads_wins_and_the_run_creates_the_dry_runs_group(tmp_p
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ablated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     runs = tmp_path_factory.mktemp("ablate") / "runs"
     result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--no-model", "--seeds", "2", "--jobs", "2",

@@ -310,7 +310,7 @@ def test_a_pruned_trial_is_told_at_once_and_reports_nothing_while_it_stops(tmp_p
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
     try:
         import optuna  # noqa: F401
