@@ -1,6 +1,6 @@
 """`mbpo tune`: hyperparameter search with Optuna, each trial a run in the registry.
 
-The command composes the study's definition (`mbpo_cli.sweeps.study`), its execution (`mbpo_cli.sweeps.tune`, on an
+The command composes the study's definition and its execution (`mbpo_cli.sweeps.tune`, on an
 ablation's executors and placement options, `mbpo_cli.cli.ablate`), the live table of its trials and the best
 trial's config as the YAML `mbpo train --config` takes.
 """
@@ -44,9 +44,16 @@ from mbpo_cli.runs.outputs import OutputFile, check_file
 from mbpo_cli.runs.process import StopSignals
 from mbpo_cli.runs.registry import Registry, RegistryError
 from mbpo_cli.sweeps import executors
-from mbpo_cli.sweeps import study as studies
-from mbpo_cli.sweeps import tune as tuning
 from mbpo_cli.sweeps.ablation import Ending
+from mbpo_cli.sweeps.tune.best import Best, best_config_yaml, best_trial
+from mbpo_cli.sweeps.tune.execution import Tuner, execute, full, leaves_threads
+from mbpo_cli.sweeps.tune.layout import study_lock
+from mbpo_cli.sweeps.tune.planning import plan_tasks
+from mbpo_cli.sweeps.tune.space import describe_value, describe_values
+from mbpo_cli.sweeps.tune.spec import StudySpec, build_spec
+from mbpo_cli.sweeps.tune.storage import create_study, load_spec, open_study, require_optuna, save_spec, trials_asked
+from mbpo_cli.sweeps.tune.study_file import read_study_file
+from mbpo_cli.sweeps.tune.trials import TrialState, TrialTask
 
 
 def _say(text: str) -> None:
@@ -57,16 +64,16 @@ def _say(text: str) -> None:
 def _require_optuna() -> None:
     """ConfigError (exit 2) naming the extra when Optuna is not installed."""
     try:
-        tuning.require_optuna()
+        require_optuna()
     except ImportError as error:
         raise ConfigError(str(error)) from None
 
 
 def _new_spec(path: Path, preset: str | None, config: Path | None, env: str | None, sets: list[str] | None,
-              steps: int | None, device: str | None, trials: int | None, name: str | None) -> studies.StudySpec:
+              steps: int | None, device: str | None, trials: int | None, name: str | None) -> StudySpec:
     """The validated definition of a new study (nothing written): the study file, its fixed part from the file's
     ``base:`` or from --preset/--config/--env, and --set/--steps/--device."""
-    study = studies.read_study_file(path)
+    study = read_study_file(path)
     file_preset, file_config = study.base_source()
     given = [flag for flag, value in (("--preset", preset), ("--config", config), ("--env", env)) if value is not None]
     if study.base is not None and given:
@@ -80,32 +87,32 @@ def _new_spec(path: Path, preset: str | None, config: Path | None, env: str | No
     source = {"study": str(path.resolve()), "preset": preset,
               "config": None if config is None else str(config.resolve()), "env": env, "sets": list(sets or []),
               "steps": steps, "device": device}
-    return studies.build_spec(study, fixed, recorded, source, trials, name)
+    return build_spec(study, fixed, recorded, source, trials, name)
 
 
-def _create(ctx: typer.Context, spec: studies.StudySpec) -> Registry:
+def _create(ctx: typer.Context, spec: StudySpec) -> Registry:
     """The registry with the new study in it (an existing group of that name is an error)."""
     existing = existing_registry(ctx)
     if existing is not None and existing.group_info(spec.name) is not None:
         raise RegistryError(f"group {spec.name!r} already exists; continue the study with: mbpo tune --resume "
                             f"{spec.name}, or choose another --name")
     registry = open_registry(ctx)
-    tuning.create_study(registry, spec)
+    create_study(registry, spec)
     return registry
 
 
-def _resumed(ctx: typer.Context, name: str, trials: int | None) -> tuple[Registry, studies.StudySpec]:
+def _resumed(ctx: typer.Context, name: str, trials: int | None) -> tuple[Registry, StudySpec]:
     """The registry and definition of an existing study (asking for ``trials`` in all, when given)."""
     registry = existing_registry(ctx)
     if registry is None:
         raise RegistryError(f"no study {name!r}: there is no registry at {ctx.obj.runs_dir / 'registry.db'}")
-    spec = tuning.load_spec(registry, name)
+    spec = load_spec(registry, name)
     if trials is not None and trials != spec.trials:
-        asked = tuning.trials_asked(registry, name)
+        asked = trials_asked(registry, name)
         if trials < asked:
             raise ConfigError(f"--trials {trials}: study {name} already has {asked} trials")
         spec = spec.with_trials(trials)
-        tuning.save_spec(registry, spec)
+        save_spec(registry, spec)
     return registry, spec
 
 
@@ -114,24 +121,24 @@ def _resumed(ctx: typer.Context, name: str, trials: int | None) -> tuple[Registr
 # ---------------------------------------------------------------------------------------------
 
 
-def _steps(task: tuning.TrialTask) -> str:
+def _steps(task: TrialTask) -> str:
     """``405/1,000``, or ``1,000`` once the run has all its steps."""
     done = f"{task.env_steps:,}"
     return done if task.env_steps >= task.target_steps else f"{done}/{task.target_steps:,}"
 
 
-def trials_table(spec: studies.StudySpec, tasks: list[tuning.TrialTask], width: int) -> Table:
+def trials_table(spec: StudySpec, tasks: list[TrialTask], width: int) -> Table:
     """One row per trial: its number (* the best), its value of each key of the space, its run, steps, the metric's
     last value (and the objective, when it averages several) and its state, fitted to a terminal ``width`` columns
     wide; the title counts the trials and names the best."""
-    counts = {s: sum(1 for t in tasks if t.state is s) for s in tuning.TrialState}
-    ended = counts[tuning.TrialState.COMPLETE] + counts[tuning.TrialState.PRUNED] + counts[tuning.TrialState.FAILED]
-    best = tuning.best_trial(spec, tasks)
+    counts = {s: sum(1 for t in tasks if t.state is s) for s in TrialState}
+    ended = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAILED]
+    best = best_trial(spec, tasks)
     best_text = "" if best is None else (f"; best {spec.objective.describe()} {fmt_number(best.value, ',.2f')} "
                                          f"(trial {best.number})")
     table = compact(title=f"Study {escape(spec.name)}: {ended}/{spec.trials} trials done "
-                          f"({counts[tuning.TrialState.COMPLETE]} complete, {counts[tuning.TrialState.PRUNED]} "
-                          f"pruned, {counts[tuning.TrialState.FAILED]} failed){best_text}")
+                          f"({counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} "
+                          f"pruned, {counts[TrialState.FAILED]} failed){best_text}")
     averaged = spec.objective.last > 1
     last = "last eval" if spec.objective.metric == metric_keys.EVAL_RETURN else f"last {spec.objective.metric}"
     columns = [Col("trial"), *(Col(p.key, Fit.NAME, keep=10) for p in spec.space), Col("run"), Col("env steps"),
@@ -139,7 +146,7 @@ def trials_table(spec: studies.StudySpec, tasks: list[tuning.TrialTask], width: 
     rows = []
     for task in tasks:
         mark = "*" if best is not None and task.number == best.number else ""
-        values = [studies.describe_value(task.values[p.key]) if p.key in task.values else "-" for p in spec.space]
+        values = [describe_value(task.values[p.key]) if p.key in task.values else "-" for p in spec.space]
         ending = " (earlier)" if task.earlier else ""
         rows.append([f"{task.number}{mark}", *values, task.run_id or "-", _steps(task),
                      fmt_number(task.last_metric, ",.2f"), *([fmt_number(task.value, ",.2f")] if averaged else []),
@@ -147,27 +154,27 @@ def trials_table(spec: studies.StudySpec, tasks: list[tuning.TrialTask], width: 
     return fitted(table, columns, rows, width)
 
 
-def best_yaml(spec: studies.StudySpec, best: tuning.Best, complete: bool) -> str:
+def best_yaml(spec: StudySpec, best: Best, complete: bool) -> str:
     """The best trial's config as YAML for `mbpo train --config`, after comment lines saying which trial it is."""
     which = "best" if complete else "best so far"
     header = (f"# {which} of study {spec.name}: trial {best.number}, {spec.objective.describe()} "
-              f"{best.value:.6g} ({studies.describe_values(best.values)})\n"
+              f"{best.value:.6g} ({describe_values(best.values)})\n"
               f"# train it with: mbpo train --config FILE\n")
-    data = studies.best_config_yaml(best.config, spec.preset)
+    data = best_config_yaml(best.config, spec.preset)
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def _rows(tasks: list[tuning.TrialTask]) -> list[dict[str, Any]]:
+def _rows(tasks: list[TrialTask]) -> list[dict[str, Any]]:
     return [{"number": t.number, "state": t.state.value, "earlier": t.earlier, "params": t.values, "run_id": t.run_id,
              "env_steps": t.env_steps, "last_metric": t.last_metric, "value": t.value, "error": t.error}
             for t in tasks]
 
 
-def _report(spec: studies.StudySpec, tasks: list[tuning.TrialTask], registry: Registry, ending: Ending,
-            output: OutputFile | None, as_json: bool) -> tuning.Best | None:
+def _report(spec: StudySpec, tasks: list[TrialTask], registry: Registry, ending: Ending,
+            output: OutputFile | None, as_json: bool) -> Best | None:
     """Print the end report (the table and the best config's YAML, or one JSON object) and write --out; the best
     trial."""
-    best = tuning.best_trial(spec, tasks)
+    best = best_trial(spec, tasks)
     complete = ending.signum is None and ending.lost is None and not _unfinished(tasks)
     text = None if best is None else best_yaml(spec, best, complete)
     if output is not None and text is not None:
@@ -180,7 +187,7 @@ def _report(spec: studies.StudySpec, tasks: list[tuning.TrialTask], registry: Re
             "interrupted": ending.signum is not None, "executor_lost": ending.lost, "trials": _rows(tasks),
             "best": None if best is None else {
                 "number": best.number, "value": best.value, "params": best.values, "run_id": best.run_id,
-                "config": studies.best_config_yaml(best.config, spec.preset)},
+                "config": best_config_yaml(best.config, spec.preset)},
             "out": None if output is None or text is None else str(output.named)})
         return best
     if text is not None:
@@ -190,9 +197,9 @@ def _report(spec: studies.StudySpec, tasks: list[tuning.TrialTask], registry: Re
     return best
 
 
-def _unfinished(tasks: list[tuning.TrialTask]) -> list[tuning.TrialTask]:
-    return [t for t in tasks if t.state in (tuning.TrialState.INTERRUPTED, tuning.TrialState.BUSY,
-                                            tuning.TrialState.LOST, tuning.TrialState.PENDING)]
+def _unfinished(tasks: list[TrialTask]) -> list[TrialTask]:
+    return [t for t in tasks if t.state in (TrialState.INTERRUPTED, TrialState.BUSY,
+                                            TrialState.LOST, TrialState.PENDING)]
 
 
 def resume_command(runs_dir: Path, study: str, placement: ablate.Placement) -> str:
@@ -200,15 +207,15 @@ def resume_command(runs_dir: Path, study: str, placement: ablate.Placement) -> s
     return shlex.join(["mbpo", "--runs-dir", str(runs_dir), "tune", "--resume", study, *placement.options()])
 
 
-def _exit_status(spec: studies.StudySpec, tasks: list[tuning.TrialTask], best: tuning.Best | None, runs_dir: Path,
+def _exit_status(spec: StudySpec, tasks: list[TrialTask], best: Best | None, runs_dir: Path,
                  placement: ablate.Placement, ending: Ending) -> None:
     """Say which trials need attention and how to continue; exit 69 when the executor was lost, 128 + signal when
     stopped, 1 when trials remain unfinished or none completed."""
     resume = resume_command(runs_dir, spec.name, placement)
     for task in tasks:
-        if task.state is tuning.TrialState.FAILED and not task.earlier:
+        if task.state is TrialState.FAILED and not task.earlier:
             _say(f"trial {task.number} failed: {task.error}")
-        if task.state is tuning.TrialState.BUSY:
+        if task.state is TrialState.BUSY:
             _say(f"trial {task.number}: its run {task.run_id} is training in another process: not started")
     if ending.lost is not None:
         _say(f"error: {ending.lost}; continue the study with: {resume}")
@@ -229,23 +236,23 @@ def _exit_status(spec: studies.StudySpec, tasks: list[tuning.TrialTask], best: t
 # ---------------------------------------------------------------------------------------------
 
 
-def _execute(spec: studies.StudySpec, registry: Registry, runs_dir: Path, placement: ablate.Placement,
-             as_json: bool) -> tuple[list[tuning.TrialTask], Ending]:
+def _execute(spec: StudySpec, registry: Registry, runs_dir: Path, placement: ablate.Placement,
+             as_json: bool) -> tuple[list[TrialTask], Ending]:
     """Run the study's trials under its lock (a live table unless --json); the trials and how it ended."""
-    with tuning.study_lock(runs_dir, spec.name):
-        study = tuning.open_study(registry, spec)
-        tasks = tuning.plan_tasks(study, spec, registry, runs_dir)
-        starts = not tuning.full(study, spec) or any(t.state is tuning.TrialState.PENDING for t in tasks)
-        if starts and tuning.leaves_threads(spec):
+    with study_lock(runs_dir, spec.name):
+        study = open_study(registry, spec)
+        tasks = plan_tasks(study, spec, registry, runs_dir)
+        starts = not full(study, spec) or any(t.state is TrialState.PENDING for t in tasks)
+        if starts and leaves_threads(spec):
             count = placement.threads
             _say(f"note: tune gives each new run {count} torch thread{'s' if count > 1 else ''} "
                  f"({placement.threads_reason()}); --set train.threads=N chooses")
         executor = ablate._executor(placement)
         try:
-            tuner = tuning.Tuner(study, spec, registry, runs_dir, executor, placement.threads)
+            tuner = Tuner(study, spec, registry, runs_dir, executor, placement.threads)
             with StopSignals() as stop:
-                def run(tick: Callable[[list[tuning.TrialTask]], None] | None) -> Ending:
-                    return tuning.execute(tuner, tasks, placement.jobs or 1, on_tick=tick, stop=stop)
+                def run(tick: Callable[[list[TrialTask]], None] | None) -> Ending:
+                    return execute(tuner, tasks, placement.jobs or 1, on_tick=tick, stop=stop)
 
                 if as_json:
                     with redirect_stdout(sys.stderr):  # Ray prints its workers' failures to stdout: keep it JSON

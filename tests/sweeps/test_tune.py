@@ -1,4 +1,4 @@
-"""Tests for `mbpo tune` (mbpo_cli.sweeps.study, mbpo_cli.sweeps.tune): the study file's validation, a real small
+"""Tests for `mbpo tune` (the package mbpo_cli.sweeps.tune): the study file's validation, a real small
 study on InvertedPendulum that prunes a hopeless trial and prints a best config `mbpo train --config` accepts, Ctrl-C
 and --resume, and the study's tables beside the registry's in SQLite and PostgreSQL.
 
@@ -26,9 +26,19 @@ from mbpo_cli.config.load import ConfigError, resolve_config
 from mbpo_cli.runs.process import run_lock
 from mbpo_cli.runs.registry import Registry
 from mbpo_cli.runs.registry.tables import SqlBase
-from mbpo_cli.sweeps import study as studies
-from mbpo_cli.sweeps import tune as tuning
 from mbpo_cli.sweeps.executors import mbpo_command
+from mbpo_cli.sweeps.tune.best import best_trial
+from mbpo_cli.sweeps.tune.execution import task_argv
+from mbpo_cli.sweeps.tune.following import end, follow
+from mbpo_cli.sweeps.tune.layout import run_name, trial_file, variant_name
+from mbpo_cli.sweeps.tune.objective import Direction, Objective
+from mbpo_cli.sweeps.tune.planning import ask, plan_tasks, suggest
+from mbpo_cli.sweeps.tune.search import PrunerSpec, SamplerSpec
+from mbpo_cli.sweeps.tune.space import ParamType
+from mbpo_cli.sweeps.tune.spec import DEFAULT_TRIALS, StudySpec, build_spec
+from mbpo_cli.sweeps.tune.storage import create_study, load_spec, open_study
+from mbpo_cli.sweeps.tune.study_file import read_study_file
+from mbpo_cli.sweeps.tune.trials import Action, TrialState, TrialTask
 
 TINY_ARGS = ["--steps", "300", "--device", "cpu", *(arg for item in TINY_SETS for arg in ("--set", item))]
 """The fixed part of a tiny study's trials (300 env steps, evaluations every 100)."""
@@ -70,29 +80,29 @@ def test_a_study_file_is_read_with_its_defaults_and_shorthands(tmp_path: Path) -
                     "  agent.updates_per_step: {type: int, low: 5, high: 20}\n"
                     "  rollout.schedule: {type: categorical, choices: [[20, 100, 1, 1], [20, 100, 1, 5]]}\n"
                     "  sac.hidden: [128, 256]\nmetric: eval/eval_return\nlast: 3\n")
-    study = studies.read_study_file(path)
+    study = read_study_file(path)
     assert [p.key for p in study.space] == ["sac.lr", "agent.updates_per_step", "rollout.schedule", "sac.hidden"]
     lr, updates, schedule, hidden = study.space
-    assert (lr.type, lr.low, lr.high, lr.log) == (studies.ParamType.FLOAT, 1e-4, 1e-3, True)  # YAML 1.1's "1e-4"
+    assert (lr.type, lr.low, lr.high, lr.log) == (ParamType.FLOAT, 1e-4, 1e-3, True)  # YAML 1.1's "1e-4"
     assert updates.grid() == list(range(5, 21))
     assert schedule.encoded and schedule.decode(schedule.optuna_choices()[1]) == [20, 100, 1, 5]
     assert not hidden.encoded and hidden.optuna_choices() == [128, 256]
-    assert study.objective == studies.Objective("eval_return", 3, studies.Direction.MAXIMIZE)
-    assert study.sampler == studies.SamplerSpec() and study.pruner == studies.PrunerSpec()
+    assert study.objective == Objective("eval_return", 3, Direction.MAXIMIZE)
+    assert study.sampler == SamplerSpec() and study.pruner == PrunerSpec()
     assert study.base_source() == ("hopper", None)
-    spec = studies.build_spec(study, resolve_config(preset="hopper"), "hopper", {}, None, None)
-    assert spec.trials == studies.DEFAULT_TRIALS and spec.name.startswith("s-tune-")
-    assert studies.StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    spec = build_spec(study, resolve_config(preset="hopper"), "hopper", {}, None, None)
+    assert spec.trials == DEFAULT_TRIALS and spec.name.startswith("s-tune-")
+    assert StudySpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     config = spec.trial_config({"sac.lr": 5e-4, "rollout.schedule": [20, 100, 1, 5]})
     assert config.sac.lr == 5e-4 and config.rollout.schedule == (20, 100, 1, 5)
 
 
 def test_the_objective_is_the_mean_of_the_last_evaluations_at_each_step() -> None:
-    objective = studies.Objective(last=2)
+    objective = Objective(last=2)
     values = [(100, 1.0), (200, 3.0), (300, 8.0)]
     assert objective.running(values) == [(100, 1.0), (200, 2.0), (300, 5.5)]
     assert objective.final(values) == 5.5 and objective.final([]) is None
-    assert studies.Objective().final(values) == 8.0
+    assert Objective().final(values) == 8.0
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -124,7 +134,7 @@ def test_a_bad_study_file_is_one_line_naming_the_file_and_key(tmp_path: Path, te
     path = tmp_path / "s.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        studies.read_study_file(path)
+        read_study_file(path)
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -139,7 +149,7 @@ def test_a_space_the_config_refuses_is_one_line(tmp_path: Path, space: dict[str,
                                                 message: str) -> None:
     path = write(tmp_path / "s.yaml", {"space": space, "sampler": "grid"} if trials else {"space": space})
     with pytest.raises(ConfigError, match=r"^.*" + message.replace("[", r"\[").replace("]", r"\]")):
-        studies.build_spec(studies.read_study_file(path), resolve_config(preset="hopper"), "hopper", {}, trials, None)
+        build_spec(read_study_file(path), resolve_config(preset="hopper"), "hopper", {}, trials, None)
 
 
 def test_command_line_errors_are_one_line_and_write_nothing(tmp_path: Path, optuna_installed: None) -> None:
@@ -185,20 +195,20 @@ def test_optunas_tables_never_take_a_registry_tables_name(optuna_installed: None
 def _study_beside_the_registry(registry: Registry, tmp_path: Path) -> None:
     """Create a study in `registry`'s database, give it a finished trial, and read both back."""
     path = write(tmp_path / "s.yaml", {"space": {"sac.lr": {"type": "float", "low": 1e-4, "high": 1e-3}}})
-    spec = studies.build_spec(studies.read_study_file(path), resolve_config(preset="hopper"), "hopper", {}, 2, "pg")
-    tuning.create_study(registry, spec)
-    study = tuning.open_study(registry, spec)
+    spec = build_spec(read_study_file(path), resolve_config(preset="hopper"), "hopper", {}, 2, "pg")
+    create_study(registry, spec)
+    study = open_study(registry, spec)
     trial = study.ask()
-    lr = tuning.suggest(trial, spec.space[0])
+    lr = suggest(trial, spec.space[0])
     trial.report(1.0, 100)
     study.tell(trial, 2.0)
-    assert tuning.load_spec(registry, "pg") == spec
-    again = tuning.open_study(registry, spec)
+    assert load_spec(registry, "pg") == spec
+    again = open_study(registry, spec)
     [frozen] = again.get_trials()
     assert (frozen.params, frozen.value, frozen.intermediate_values) == ({"sac.lr": lr}, 2.0, {100: 1.0})
     assert registry.group_info("pg") is not None and registry.list_runs() == []  # the registry's tables still work
     with pytest.raises(Exception, match="already exists"):
-        tuning.create_study(registry, spec)
+        create_study(registry, spec)
 
 
 def test_a_study_lives_in_a_postgresql_registry(postgres_url: str, tmp_path: Path, optuna_installed: None) -> None:
@@ -215,16 +225,16 @@ def test_a_stopped_sessions_trials_continue_by_what_their_runs_kept(tmp_path: Pa
     path = write(tmp_path / "st.yaml", {"space": {"sac.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
                                         "pruner": "none"})
     base = resolve_config(preset="inverted_pendulum")
-    spec = studies.build_spec(studies.read_study_file(path), base, "inverted_pendulum", {}, 5, "st")
-    tuning.create_study(registry, spec)
-    study = tuning.open_study(registry, spec)
-    asked = [tuning.ask(study, spec, runs) for _ in range(5)]
+    spec = build_spec(read_study_file(path), base, "inverted_pendulum", {}, 5, "st")
+    create_study(registry, spec)
+    study = open_study(registry, spec)
+    asked = [ask(study, spec, runs) for _ in range(5)]
 
-    def run_of(task: tuning.TrialTask, status: str, checkpoint: bool, evals: list[tuple[int, float]]) -> str:
-        run = registry.create_run(name=tuning.run_name("st", task.number), preset="inverted_pendulum",
+    def run_of(task: TrialTask, status: str, checkpoint: bool, evals: list[tuple[int, float]]) -> str:
+        run = registry.create_run(name=run_name("st", task.number), preset="inverted_pendulum",
                                   env_id=base.env.id, algo="mbpo", seed=0,
                                   config=spec.trial_config(task.values).to_dict(), device="cpu", command="test",
-                                  target_steps=base.train.steps, group="st", variant=tuning.variant_name(task.number))
+                                  target_steps=base.train.steps, group="st", variant=variant_name(task.number))
         registry.log_metrics(run.id, [(step, "eval_return", value) for step, value in evals])
         if checkpoint:
             registry.add_checkpoint(run.id, step=100, path="x", bytes=1, sha256="0", kind="periodic")
@@ -237,25 +247,25 @@ def test_a_stopped_sessions_trials_continue_by_what_their_runs_kept(tmp_path: Pa
     busy = run_of(asked[2], "running", True, [])
     empty = run_of(asked[3], "interrupted", False, [])
     assert registry.get_run(empty).status == "interrupted"
-    tuning.trial_file(runs, "st", 3).unlink()
+    trial_file(runs, "st", 3).unlink()
     (runs / busy).mkdir(parents=True)
     with run_lock(runs / busy):
-        again = tuning.open_study(registry, spec)
-        planned = tuning.plan_tasks(again, spec, registry, runs)
-    P, T = tuning.TrialState, tuning.Action
+        again = open_study(registry, spec)
+        planned = plan_tasks(again, spec, registry, runs)
+    P, T = TrialState, Action
     assert [(t.state, t.action, t.run_id) for t in planned] == [
         (P.COMPLETE, T.TRAIN, finished), (P.PENDING, T.RESUME, resumable), (P.BUSY, T.TRAIN, busy),
         (P.PENDING, T.TRAIN, None), (P.PENDING, T.TRAIN, None)]
     [told] = [t for t in again.get_trials() if t.number == asked[0].number]
     assert (told.state.name, told.value, told.intermediate_values) == ("COMPLETE", 5.0, {100: 3.0, 200: 5.0})
     assert [r.id for r in registry.runs_in_group("st")] == [finished, resumable, busy]  # the empty one is gone
-    assert tuning.trial_file(runs, "st", 3).is_file()  # written again for its new run
-    assert tuning.task_argv(planned[1], spec, runs, 3)[2:] == ["resume", resumable, "--json"]
-    new = tuning.task_argv(planned[4], spec, runs, 3)[2:]
-    assert new[:3] == ["train", "--config", str(tuning.trial_file(runs, "st", 4).absolute())]
+    assert trial_file(runs, "st", 3).is_file()  # written again for its new run
+    assert task_argv(planned[1], spec, runs, 3)[2:] == ["resume", resumable, "--json"]
+    new = task_argv(planned[4], spec, runs, 3)[2:]
+    assert new[:3] == ["train", "--config", str(trial_file(runs, "st", 4).absolute())]
     assert new[3:] == ["--set", "train.threads=3", "--group", "st", "--variant", "trial-4", "--name", "st-t4",
                        "--if-exists", "resume", "--json"]
-    assert tuning.best_trial(spec, planned).number == asked[0].number  # type: ignore[union-attr]
+    assert best_trial(spec, planned).number == asked[0].number  # type: ignore[union-attr]
 
 
 class StopRecorder:
@@ -281,27 +291,27 @@ def test_a_pruned_trial_is_told_at_once_and_reports_nothing_while_it_stops(tmp_p
     path = write(tmp_path / "p.yaml", {"space": {"sac.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
                                        "pruner": {"type": "threshold", "lower": 2.0}})
     base = resolve_config(preset="inverted_pendulum")
-    spec = studies.build_spec(studies.read_study_file(path), base, "inverted_pendulum", {}, 1, "p")
-    tuning.create_study(registry, spec)
-    study = tuning.open_study(registry, spec)
-    task = tuning.ask(study, spec, runs)
-    task.state, task.handle = tuning.TrialState.RUNNING, "the run"
-    run = registry.create_run(name=tuning.run_name("p", 0), preset="inverted_pendulum", env_id=base.env.id,
+    spec = build_spec(read_study_file(path), base, "inverted_pendulum", {}, 1, "p")
+    create_study(registry, spec)
+    study = open_study(registry, spec)
+    task = ask(study, spec, runs)
+    task.state, task.handle = TrialState.RUNNING, "the run"
+    run = registry.create_run(name=run_name("p", 0), preset="inverted_pendulum", env_id=base.env.id,
                               algo="mbpo", seed=0, config=spec.trial_config(task.values).to_dict(), device="cpu",
                               command="test", target_steps=base.train.steps, group="p", variant="trial-0")
     executor = StopRecorder()
     registry.log_metrics(run.id, [(100, "eval_return", 3.0)])
-    tuning.follow(study, spec, task, registry, executor)
-    assert task.state is tuning.TrialState.RUNNING and executor.stopped == []
+    follow(study, spec, task, registry, executor)
+    assert task.state is TrialState.RUNNING and executor.stopped == []
     registry.log_metrics(run.id, [(200, "eval_return", 1.0)])
-    tuning.follow(study, spec, task, registry, executor)
-    assert task.state is tuning.TrialState.PRUNING and executor.stopped == ["the run"]
+    follow(study, spec, task, registry, executor)
+    assert task.state is TrialState.PRUNING and executor.stopped == ["the run"]
     [trial] = study.get_trials()
     assert (trial.state.name, trial.intermediate_values) == ("PRUNED", {100: 3.0, 200: 1.0})
     registry.log_metrics(run.id, [(300, "eval_return", 0.5)])  # the run's last epoch ends as it stops
-    tuning.follow(study, spec, task, registry, executor)
-    tuning.end(study, spec, task, 130, registry)
-    assert task.state is tuning.TrialState.PRUNED and executor.stopped == ["the run"]
+    follow(study, spec, task, registry, executor)
+    end(study, spec, task, 130, registry)
+    assert task.state is TrialState.PRUNED and executor.stopped == ["the run"]
     assert study.get_trials()[0].intermediate_values == {100: 3.0, 200: 1.0}
 
 
