@@ -49,7 +49,7 @@ def _draw(report: Report, curves_data: Groups, model_curves: dict[str, Curve] | 
         x_label = f"training wall-clock time ({unit}; time between sessions not counted)"
     with plot.writing() as partial:
         plots.plot_curves(curves_data, partial, line, f"{envs}: IQM eval return over seeds (95% bootstrap CI)",
-                          model_returns=overlay, x_label=x_label)
+                          model_returns=overlay, x_label=x_label, reference=report.reference)
 
 
 def _axis(text: str) -> Axis:
@@ -78,6 +78,13 @@ def compare(
     x_axis: Annotated[str, typer.Option("--x", help="The x axis of curves, milestones and thresholds: steps (env "
                                         "steps) or wall (seconds of training wall time; the time between a run's "
                                         "sessions not counted).")] = "steps",
+    reference: Annotated[str | None, typer.Option("--reference", metavar="NAME_OR_FILE", help="A published curve "
+                                                  "to check a reproduction against: a bundled name (listed above) or "
+                                                  "a CSV file of step,mean,low,high ('#' comments; '# label: TEXT' "
+                                                  "names it). The returns table gains its mean [low, high] at each "
+                                                  "milestone (interpolated between its steps, never extrapolated) "
+                                                  "and how many seeds lie in that range; --plot draws it. Env-step "
+                                                  "axis only.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compare groups of seeds: returns at milestones, sample efficiency vs a baseline, wall clock, final return.
@@ -94,8 +101,16 @@ def compare(
         mbpo compare hopper-seeds --threshold 3000 --format json
 
         mbpo compare hopper-seeds hopper-sac-seeds --x wall --at 10m,1h --plot time.png
+
+        mbpo compare hopper-seeds --reference mbpo-hopper --at 10k,20k,30k --plot repro.png
+
+    Bundled --reference curves, NAME = ALGO-TASK: ALGO one of mbpo, dhmbpo, sac, macura; TASK one of hopper,
+    halfcheetah, walker2d, ant, humanoid (e.g. mbpo-hopper, dhmbpo-halfcheetah, sac-walker2d). Each is the mean,
+    min and max over the rows at every 5,000th env step of the public result CSVs of 4kubo/erl_lib
+    (results/main/gym/): see the comments at the top of each file in mbpo_cli/reports/references/.
     """
     from mbpo_cli.reports import compare as reports
+    from mbpo_cli.reports.reference import load_reference
     from mbpo_cli.reports.refs import resolve_refs
     from mbpo_cli.runs import outputs
 
@@ -107,8 +122,11 @@ def compare(
             raise RunError(f"--plot: the file must end in .png or .svg, got {str(plot)!r}")
         if model_return and plot is None:
             raise RunError("--model-return draws on the figure: add --plot FILE.png")
+        if reference is not None and axis is Axis.WALL:
+            raise RunError("--reference: published curves are over env steps; it cannot be used with --x wall")
         figure = None if plot is None else outputs.check_file("--plot", plot, ctx.obj.runs_dir, overwrite)
         try:
+            curve = None if reference is None else load_reference(reference)
             parse = reports.parse_steps if axis is Axis.STEPS else reports.parse_seconds
             at_points = parse(at) if at is not None else None
             registry = registry_of(ctx, refs[0], read_only=True)
@@ -117,7 +135,7 @@ def compare(
             everyone = [*runs, *(base_runs or [])]
             curves = reports.load_curves(registry, everyone, x=axis)
             report = reports.build_report(runs, curves, baseline_runs=base_runs, at=at_points, threshold=threshold,
-                                          x=axis)
+                                          x=axis, reference=curve)
             model_curves = (reports.load_curves(registry, everyone, metric_keys.DIAG_MODEL_RETURN, axis)
                             if model_return else {})
             step_curves = reports.load_curves(registry, everyone) if axis is Axis.WALL and fmt == "csv" else curves
@@ -168,6 +186,9 @@ def _print_tables(report: Report, curves_data: Groups, plot: Path | None) -> Non
         common.out.print(f"time: {reports.WALL_AXIS}", highlight=False, markup=False)
     common.out.print(reports.threshold_rule(report.x), highlight=False, markup=False)
     common.out.print(f"values: {reports.values_rule(report.x)}", highlight=False, markup=False)
+    if report.reference is not None:
+        common.out.print(f"published: {report.reference.label} ({report.reference.source}): "
+                         f"{reports.REFERENCE_RULE}", highlight=False, markup=False)
     for note in report.notes:
         common.out.print(f"note: {note}", highlight=False, markup=False)
     if plot is not None:

@@ -13,7 +13,7 @@ from mbpo_cli.cli.fit import Col, Fit, fit, fitted, fmt_number
 from mbpo_cli.reports.axis import Axis, fmt_duration
 
 if TYPE_CHECKING:
-    from mbpo_cli.reports.compare import Report
+    from mbpo_cli.reports.compare import MilestoneRow, Report
 
 
 def compare_tables(report: Report, width: int) -> list[Table]:
@@ -62,13 +62,27 @@ def _returns_table(report: Report, name: Callable[[str | None], str], ablation: 
         if rows:
             ends.append(row.group != previous)
         rows.append([name(row.group) if row.group != previous else "", report.x.fmt(row.step), str(row.n_seeds),
-                     fmt_number(row.mean), fmt_number(row.iqm), ci])
+                     fmt_number(row.mean), fmt_number(row.iqm), ci, *_reference_cells(row)])
         previous = row.group
     columns = [GROUP, Col(report.x.point_name), Col("seeds"), Col("mean"), Col("IQM"),
                Col("95% CI", Fit.WRAP, "right")]
+    if report.reference is not None:
+        columns += [Col("published mean [low, high]", Fit.WRAP, "right"), Col("seeds in range", Fit.WRAP, "right")]
+        table.caption = "; ".join(filter(None, [caption, f"published: {escape(report.reference.label)}"]))
     for cells, end in zip(fit(table, columns, rows, width), [*ends, False], strict=True):
         table.add_row(*cells, end_section=end)
     return table
+
+
+def _reference_cells(row: MilestoneRow) -> list[str]:
+    """The published mean and range beside a returns row, and its seeds inside the range (none without a
+    reference; blank where the reference has no value)."""
+    point = row.reference
+    if point is None:
+        return []
+    if point.mean is None or point.low is None or point.high is None or point.seeds_inside is None:
+        return ["", ""]
+    return [f"{point.mean:,.1f} [{point.low:,.1f}, {point.high:,.1f}]", f"{point.seeds_inside}/{point.n_seeds} in"]
 
 
 EFFICIENCY_WORDS = {

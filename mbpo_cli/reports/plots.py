@@ -3,17 +3,21 @@
 Both take ``groups``: a mapping from group name to ``(grid (G,), returns (R, G))``, i.e. R runs
 interpolated onto a common env-step grid (see :func:`mbpo_cli.stats.curves_on_grid`), NaN where a run
 has no data. Only grid columns where every run of the group has data are drawn, so the aggregate
-never mixes different sets of seeds and never extends past the shortest run.
+never mixes different sets of seeds and never extends past the shortest run. A published curve
+(:mod:`mbpo_cli.reports.reference`) is drawn over the same steps as the groups: its mean dashed, its range a light
+band.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mbpo_cli.reports import stats
+from mbpo_cli.reports.reference import Reference
 
 Groups = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Group name -> ``(grid (G,), returns (R, G))``."""
@@ -46,7 +50,8 @@ def _complete_columns(name: str, grid: np.ndarray, returns: np.ndarray) -> tuple
 
 
 def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
-                model_returns: Groups | None = None, x_label: str = STEPS_LABEL) -> None:
+                model_returns: Groups | None = None, x_label: str = STEPS_LABEL,
+                reference: Reference | None = None) -> None:
     """Plot each group's IQM learning curve with a 95% bootstrap band and save it as PNG or SVG.
 
     The band is a percentile bootstrap over runs at every grid column (:func:`stats.bootstrap_ci`)
@@ -60,6 +65,8 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
         model_returns: name -> ``(grid (G,), returns (R, G))`` of the groups' returns inside their models, drawn
             dashed in their group's colour (IQM, no band), or None.
         x_label: what the grids hold (env steps by default; the caller scales a time axis to its unit).
+        reference: a published curve over env steps, drawn up to the groups' last step (:func:`_reference_span`):
+            its mean a black dashed line labelled with its name, its [low, high] a light grey band.
 
     Raises:
         ValueError: on an unknown suffix, no groups, or malformed arrays.
@@ -87,6 +94,8 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
                 model_steps, model_values = _complete_columns(name, *model_returns[name])
                 ax.plot(model_steps, stats.iqm(model_values, axis=0), "--", color=line.get_color(),
                         label=f"{name}: return inside its model")
+        if reference is not None:
+            _draw_reference(ax, reference, max(float(np.max(grid)) for grid, _ in groups.values()))
         if threshold is not None:
             ax.axhline(threshold, color="gray", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
         ax.set_xlabel(x_label)
@@ -99,6 +108,27 @@ def plot_curves(groups: Groups, path: Path, threshold: float | None, title: str,
         fig.savefig(path, format=suffix[1:], dpi=120)
     finally:
         plt.close(fig)
+
+
+def _reference_span(reference: Reference, last: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(steps, mean, low, high)`` of the reference up to env step ``last`` (its value at ``last`` interpolated;
+    nothing past its own last step)."""
+    keep = reference.steps <= last
+    steps, mean, low, high = reference.steps[keep], reference.mean[keep], reference.low[keep], reference.high[keep]
+    end = reference.at(last)
+    if end is not None and (steps.size == 0 or steps[-1] < last):
+        steps = np.append(steps, last)
+        mean, low, high = np.append(mean, end[0]), np.append(low, end[1]), np.append(high, end[2])
+    return steps, mean, low, high
+
+
+def _draw_reference(ax: Any, reference: Reference, last: float) -> None:
+    """The reference's mean (dashed, black) and its range (light grey band) up to env step ``last``."""
+    steps, mean, low, high = _reference_span(reference, last)
+    if steps.size == 0:
+        return
+    ax.fill_between(steps, low, high, color="gray", alpha=0.15, linewidth=0, label=f"{reference.label}: range")
+    ax.plot(steps, mean, "--", color="black", linewidth=1.2, label=f"{reference.label}: mean")
 
 
 def text_plot(groups: Groups, width: int = 60, height: int = 12) -> str:

@@ -97,3 +97,26 @@ def test_names_are_shortened_in_the_middle_and_give_way_first() -> None:
     assert fit_widths(columns, rows, 35) == [6, 8, 12, 9]
     assert fit_widths(columns, rows, 30) == [4, 8, 9, 9]
     assert fit_widths(columns, rows, 20) == [1, 8, 9, 9]
+
+
+def test_compare_with_a_published_curve_at_80_columns(ablation: Path) -> None:
+    """Two more columns (the published mean [low, high], seeds in range) still fit 80 columns with every number
+    whole (the bundled curve reaches 125,000: a value at every milestone)."""
+    control = f"{GROUP}-control-s0"
+    args = ("compare", GROUP, "--baseline", control, "--reference", "mbpo-hopper")
+    result = mbpo(ablation, *args)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    data = json.loads(mbpo(ablation, *args, "--format", "json").stdout)
+    tables = text.split("norm. AUC:")[0]
+    for number in _numbers(data):
+        assert number in tables, (number, tables)
+    shown = data["returns"]
+    assert all(row["reference"]["mean"] is not None for row in shown)
+    assert any(row["step"] == 125_000 and row["reference"]["mean"] == 3279.8 for row in shown)
+    for row in shown:
+        point = row["reference"]
+        for value in (f"{point['mean']:,.1f}", f"[{point['low']:,.1f},", f"{point['high']:,.1f}]",
+                      f"{point['seeds_inside']}/{point['n_seeds']}"):
+            assert value in tables, (value, tables)

@@ -25,6 +25,7 @@ from mbpo_cli.reports.compare.efficiency import THRESHOLD_RULE, AucInterval, Eff
 from mbpo_cli.reports.compare.final import MIN_RUNS_FOR_P, FinalRow
 from mbpo_cli.reports.compare.groups import Group, config_signature, group_runs
 from mbpo_cli.reports.compare.output import (
+    REFERENCE_RULE,
     WALL_CSV_HEADER,
     long_rows,
     model_return_data,
@@ -42,6 +43,7 @@ __all__ = [
     "MIN_RUNS_FOR_P",
     "N_RESAMPLES",
     "PAPER_BUDGETS",
+    "REFERENCE_RULE",
     "STEP_AXIS",
     "THRESHOLD_RULE",
     "VALUES_AT_STEPS",

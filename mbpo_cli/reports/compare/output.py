@@ -2,7 +2,9 @@
 
 A report on the wall-clock axis says so in its JSON (``"x": "wall"``, with ``"wall"`` saying what its times count);
 its fields keep their names (``step``, ``steps``, ``p_step``, ...) and hold seconds of training time. A report on
-the env-step axis carries no ``"x"`` (its JSON is what it was before the axis existed).
+the env-step axis carries no ``"x"`` (its JSON is what it was before the axis existed). With ``--reference`` the
+JSON gains ``"reference"`` (the curve's label and source) and each returns row a ``"reference"`` object (mean, low,
+high, seeds_inside, n_seeds; the first four null where the curve has no value); without it neither key is there.
 """
 
 from __future__ import annotations
@@ -46,11 +48,20 @@ def _group_data(group: Group) -> dict[str, Any]:
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The report as JSON-ready data (NaN as null): the same numbers as the tables, unrounded."""
     axis: dict[str, Any] = {} if report.x is Axis.STEPS else {"x": report.x.value}
+    returns = [asdict(r) for r in report.returns]
+    reference: dict[str, Any] = {}
+    if report.reference is None:
+        for row in returns:
+            del row["reference"]
+    else:
+        reference = {"reference": {"label": report.reference.label, "source": report.reference.source,
+                                   "rule": REFERENCE_RULE}}
     return _clean({
         **axis,
         "groups": [_group_data(g) for g in report.groups],
         "milestones": list(report.milestones),
-        "returns": [asdict(r) for r in report.returns],
+        "returns": returns,
+        **reference,
         "baselines": dict(report.baselines),
         "threshold_source": report.threshold_source,
         "threshold_rule": threshold_rule(report.x),
@@ -65,6 +76,11 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         **({} if report.x is Axis.STEPS else {"wall": WALL_AXIS}),
         "interpolation": values_rule(report.x),
     })
+
+
+REFERENCE_RULE = ("the published curve linearly interpolated between its steps, never extrapolated; a seed is inside "
+                  "when its return at the milestone lies in [low, high], both ends included")
+"""How the reference's numbers at a milestone are made, for the JSON and the table's notes."""
 
 
 def long_rows(report: Report, curves: Mapping[str, Curve]) -> list[tuple[str, str, int, int, float]]:

@@ -3,7 +3,8 @@ modules that own each table (:mod:`returns`, :mod:`efficiency`, :mod:`wall`, :mo
 
 Aggregates are over seeds, i.e. runs of one group; comparing several environments at all is warned about
 (:attr:`Report.warnings`). The curves' x is env steps, or with ``--x wall`` training seconds
-(:mod:`mbpo_cli.reports.axis`): every table but the wall-clock one is then over training time.
+(:mod:`mbpo_cli.reports.axis`): every table but the wall-clock one is then over training time. A published curve
+(:mod:`mbpo_cli.reports.reference`) is set beside the returns at milestones, on the env-step axis only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mbpo_cli.reports.compare.final import FinalRow, final_rows
 from mbpo_cli.reports.compare.groups import Group, group_runs
 from mbpo_cli.reports.compare.returns import MilestoneRow, choose_milestones, returns_rows
 from mbpo_cli.reports.compare.wall import WallRow, wall_rows
+from mbpo_cli.reports.reference import Reference
 from mbpo_cli.reports.refs import ReportError
 from mbpo_cli.runs.registry import RunInfo
 
@@ -57,6 +59,8 @@ class Report:
     stderr."""
     x: Axis = Axis.STEPS
     """The axis of the curves, milestones, thresholds and final points: env steps or training seconds."""
+    reference: Reference | None = None
+    """The published curve beside the returns at milestones (``--reference``), or None."""
 
 
 def _with_curves(runs: Sequence[RunInfo], curves: Mapping[str, Curve]) -> tuple[list[RunInfo], list[str]]:
@@ -110,6 +114,7 @@ def build_report(
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     x: Axis = Axis.STEPS,
+    reference: Reference | None = None,
 ) -> Report:
     """Compare the groups formed by ``runs`` (plus ``baseline_runs``); see the modules of each table.
 
@@ -129,6 +134,8 @@ def build_report(
     Raises:
         ReportError: no run with eval returns, a baseline spanning several configurations, bad ``at``.
     """
+    if reference is not None and x is not Axis.STEPS:
+        raise ReportError("--reference: published curves are over env steps; it cannot be used with --x wall")
     usable, notes = _with_curves([*runs, *(baseline_runs or [])], curves)
     if not usable:
         raise ReportError("none of the runs has evaluation returns yet")
@@ -136,7 +143,7 @@ def build_report(
     notes += _notes_on_runs(groups)
     comparison, baseline_notes = comparison_of(groups, curves, baseline_group(groups, baseline_runs), x)
     milestones, milestone_notes = choose_milestones(comparison, at)
-    returns, returns_notes = returns_rows(comparison, milestones, n_resamples, seed)
+    returns, returns_notes = returns_rows(comparison, milestones, n_resamples, seed, reference)
     final, final_notes = final_rows(comparison, n_resamples, seed)
     wall = wall_rows(groups)
     aucs, auc_notes = auc_intervals(comparison)
@@ -155,4 +162,5 @@ def build_report(
         notes=tuple([*notes, *baseline_notes, *milestone_notes, *returns_notes, *final_notes, *auc_notes]),
         warnings=tuple(_env_warnings(groups, threshold)),
         x=x,
+        reference=reference,
     )

@@ -7,6 +7,9 @@ where a group has no run with a value shows no data, with a note. On the wall-cl
 milestones are whole seconds of training time chosen the same way (25/50/75/100% of the shortest run's last eval
 time, rounded down to a whole second, from the latest first eval time on; the paper's budgets are env steps and are
 left out), or ``--at`` in seconds (:func:`parse_seconds`).
+
+With a published curve (``--reference``, env-step axis only: :mod:`mbpo_cli.reports.reference`) each row also
+holds the curve's mean and range at the milestone and how many of the group's seeds lie inside that range.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from dataclasses import dataclass
 from mbpo_cli.reports import stats
 from mbpo_cli.reports.axis import Axis
 from mbpo_cli.reports.compare.comparison import Comparison
-from mbpo_cli.reports.compare.curves import span
+from mbpo_cli.reports.compare.curves import span, values_at
 from mbpo_cli.reports.compare.groups import Group
+from mbpo_cli.reports.reference import Reference, ReferencePoint, reference_point
 from mbpo_cli.reports.refs import ReportError
 
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {
@@ -44,6 +48,8 @@ class MilestoneRow:
     iqm: float
     ci_low: float
     ci_high: float
+    reference: ReferencePoint | None = None
+    """The published curve beside the group's seeds here (None without ``--reference``)."""
 
 
 def paper_budgets(env_ids: Sequence[str]) -> list[int]:
@@ -118,12 +124,16 @@ def choose_milestones(comparison: Comparison, at: Sequence[int] | None) -> tuple
 
 
 def _group_rows(comparison: Comparison, group: Group, milestones: Sequence[int], n_resamples: int,
-                seed: int) -> tuple[list[MilestoneRow], list[str]]:
-    """``group``'s rows, and a note on the milestones where none of its runs has a value."""
+                seed: int, reference: Reference | None) -> tuple[list[MilestoneRow], list[str]]:
+    """``group``'s rows (beside ``reference`` when given), and a note on the milestones where none of its runs has a
+    value."""
     summary = stats.summarize_group(group.name, [comparison.curves[r.id] for r in group.runs], milestones,
                                     n_resamples=n_resamples, seed=seed)
     rows = [MilestoneRow(group.name, step, summary.n_seeds[i], summary.mean[i], summary.iqm[i], summary.ci_low[i],
-                         summary.ci_high[i]) for i, step in enumerate(summary.steps)]
+                         summary.ci_high[i],
+                         None if reference is None
+                         else reference_point(reference, step, values_at(group.runs, comparison.curves, step)))
+            for i, step in enumerate(summary.steps)]
     empty = [row.step for row in rows if row.n_seeds == 0]
     if not empty:
         return rows, []
@@ -132,13 +142,14 @@ def _group_rows(comparison: Comparison, group: Group, milestones: Sequence[int],
                   f"{span(group.runs, comparison.curves, x)}; never extrapolated): no data"]
 
 
-def returns_rows(comparison: Comparison, milestones: Sequence[int], n_resamples: int,
-                 seed: int) -> tuple[list[MilestoneRow], list[str]]:
-    """Every group's rows at ``milestones``, group by group, and notes on milestones without data."""
+def returns_rows(comparison: Comparison, milestones: Sequence[int], n_resamples: int, seed: int,
+                 reference: Reference | None = None) -> tuple[list[MilestoneRow], list[str]]:
+    """Every group's rows at ``milestones``, group by group (beside ``reference`` when given), and notes on
+    milestones without data."""
     rows: list[MilestoneRow] = []
     notes: list[str] = []
     for group in comparison.groups:
-        group_rows, group_notes = _group_rows(comparison, group, milestones, n_resamples, seed)
+        group_rows, group_notes = _group_rows(comparison, group, milestones, n_resamples, seed, reference)
         rows += group_rows
         notes += group_notes
     return rows, notes
