@@ -9,6 +9,8 @@ resolve and check everything it names; the few that cannot run here at all are p
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 import typer
 from clihelpers import TINY, mbpo, train_runs
 
@@ -34,6 +37,25 @@ PARSE_ONLY = {
     "tune": "runs a study's trials as separate processes for minutes (tests/sweeps/test_tune.py runs a small one)",
 }
 """Examples (by command and option) that cannot run in seconds here, and why: they are parsed only."""
+
+NEEDS_EXTRA = {
+    "--format onnx": ("onnxruntime", "onnx"),
+    "--executor ray": ("ray", "ray"),
+    "--track": ("wandb", "wandb"),
+}
+"""Examples (by an option and its value) that need an optional extra: (its module, the extra's name)."""
+
+
+def missing_extra(args: list[str]) -> str | None:
+    """The extra an example needs and this environment lacks (None: it has what the example needs). Where
+    $MBPO_REQUIRE_SERVERS is set (`.ci/run`), every extra counts as present, so a missing one fails the example."""
+    if os.environ.get(servers.REQUIRE_SERVERS):
+        return None
+    text = " ".join(args)
+    for option, (module, extra) in NEEDS_EXTRA.items():
+        if option in text and importlib.util.find_spec(module) is None:
+            return extra
+    return None
 
 
 def _commands(command: Any, path: tuple[str, ...] = ("mbpo",)) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -130,7 +152,7 @@ def test_every_help_example_runs(runs: tuple[Path, dict[str, str]], tmp_path: Pa
         folder = tmp_path / f"example-{n}"
         folder.mkdir()
         monkeypatch.chdir(folder)
-        if parse_only_reason(args) is not None:
+        if parse_only_reason(args) is not None or missing_extra(args) is not None:
             try:
                 parse(args, runs_dir)
             except Exception as error:
