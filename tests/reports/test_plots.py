@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from plothelpers import drawn_figures
 
 from mbpo_cli.reports import plots
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -33,20 +34,6 @@ def test_plot_curves_writes_png(tmp_path: Path) -> None:
     assert data[:8] == PNG_SIGNATURE
     assert len(data) > 1000
 
-
-def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """The figures `plot_curves` draws, caught as it closes them (they are still closed)."""
-    import matplotlib.pyplot as plt
-
-    figures: list[Figure] = []
-    close = plt.close
-
-    def catch(fig: Figure) -> None:
-        figures.append(fig)
-        close(fig)
-
-    monkeypatch.setattr(plt, "close", catch)
-    return figures
 
 
 def test_plot_curves_draws_each_groups_iqm_its_band_and_the_threshold(tmp_path: Path,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 from clihelpers import mbpo, one_error_line
+from plothelpers import drawn_figures
 from rich.console import Console
 
 from mbpo_cli.cli import common
@@ -27,7 +28,7 @@ from mbpo_cli.reports.refs import ReportError
 from mbpo_cli.runs.registry import Registry
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 STEPS = [1000, 2000, 3000, 4000, 5000]
 REFERENCE = "# label: Paper MBPO\n# from a made-up paper\nstep,mean,low,high\n2000,200,190,210\n4000,400,395,420\n"
@@ -132,20 +133,6 @@ def test_table_shows_the_published_range_and_seeds_inside(runs_dir: Path, refere
 # The plot
 # ---------------------------------------------------------------------------------------------
 
-
-def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """The figures `plot_curves` draws, caught as it closes them."""
-    import matplotlib.pyplot as plt
-
-    figures: list[Figure] = []
-    close = plt.close
-
-    def catch(fig: Figure) -> None:
-        figures.append(fig)
-        close(fig)
-
-    monkeypatch.setattr(plt, "close", catch)
-    return figures
 
 
 def test_plot_draws_the_reference_mean_dashed_and_its_range_as_a_band(tmp_path: Path,
