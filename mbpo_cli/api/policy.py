@@ -20,6 +20,9 @@ from mbpo_cli.runs.layout import RUN_ID
 from mbpo_cli.runs.python_envs import EnvObject, register_for_run
 from mbpo_cli.runs.registry import RunInfo
 
+POLICY_DEVICE = torch.device("cpu")
+"""Where a loaded policy acts: `mbpo_cli.runs.policy.load_policy` loads it on the CPU, as `mbpo eval` does."""
+
 CHECKPOINT_NAMES = ("latest", "best")
 """The checkpoints named by a word; any other is named by its env step."""
 
@@ -44,7 +47,7 @@ class Policy:
         """The run's config as the checkpoint holds it."""
         self.spec: EnvSpec = loaded.spec
         """The task's dimensions and action bounds."""
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator(device=POLICY_DEVICE).manual_seed(seed)
         """The generator stochastic actions draw from."""
         self._raw: gym.Space[Any] | None = None
         """The task's observation space before the flattening, once read (a flattened task only)."""
@@ -90,7 +93,7 @@ class Policy:
         if not single and not (x.ndim == 2 and x.shape[1] == dim and x.shape[0] > 0):
             raise ValueError(f"predict: expected one observation of shape ({dim},) or a batch of shape (N, {dim}), "
                              f"got shape {x.shape}")
-        batch = torch.as_tensor(x[None] if single else x)
+        batch = torch.as_tensor(x[None] if single else x, device=POLICY_DEVICE)
         generator = None if deterministic else self._generator
         with torch.no_grad():
             actions = self._loaded.agent.act(batch, deterministic=deterministic, generator=generator).cpu().numpy()
