@@ -7,6 +7,8 @@ pack run twice gives the same numbers; checkpoints written before the seed axis 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -74,21 +76,29 @@ def _equal(a: GraphedAgent, b: GraphedAgent) -> bool:
     return ta.keys() == tb.keys() and all(ta[k].shape == tb[k].shape and torch.equal(ta[k], tb[k]) for k in ta)
 
 
+def _close(a: GraphedAgent, b: GraphedAgent) -> bool:
+    ta, tb = _tensors(a), _tensors(b)
+    return ta.keys() == tb.keys() and all(torch.allclose(ta[k], tb[k], rtol=1e-4, atol=1e-6) for k in ta)
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_a_seed_in_a_pack_of_four_learns_bit_for_bit_as_alone(name: str) -> None:
+def test_a_seed_in_a_pack_of_four_learns_as_alone_to_rounding(name: str) -> None:
     """Seeds 0-3 packed from lone agents, each updated on its own minibatches and generator: seed 2 taken back
-    out equals seed 2 trained alone on the same data (weights, targets, Adam moments, losses)."""
+    out matches seed 2 trained alone on the same data (weights, targets, Adam moments, losses) to float32 rounding,
+    not bit for bit: two CPU kernels round a seed's numbers differently in a pack (fused Adam's vectorized body and
+    its scalar tail; a one-member or one-output batched matmul against a batch of S), see the issue's report."""
     discrete = name == "dqn"
     pack = pack_agents([_lone(name, s) for s in range(SEEDS)])
     assert pack.seeds == SEEDS
     pack_infos = _train(pack, list(range(SEEDS)), 6, discrete)
     alone = _lone(name, PICK)
     alone_infos = _train(alone, [PICK], 6, discrete)
-    assert _equal(seed_agent(pack, PICK), alone)
+    assert _close(seed_agent(pack, PICK), alone)
     for packed, lone in zip(pack_infos, alone_infos, strict=True):
         assert packed.keys() == lone.keys()
-        assert all(packed[k].shape == (SEEDS,) and torch.equal(packed[k][PICK:PICK + 1], lone[k]) for k in packed)
-    assert not _equal(seed_agent(pack, 1), alone)  # the seeds differ
+        assert all(packed[k].shape == (SEEDS,) for k in packed)
+        assert all(torch.allclose(packed[k][PICK:PICK + 1], lone[k], rtol=1e-4, atol=1e-6) for k in packed)
+    assert not _close(seed_agent(pack, 1), alone)  # the seeds differ
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -182,8 +192,8 @@ def test_a_checkpoint_from_before_the_seed_axis_loads() -> None:
     format load into today's `(1,)` and the agent goes on learning exactly as the one that wrote them."""
     writer = _lone("sac", 0)
     _train(writer, [0], 2, False)
-    old = {k: (v.reshape(()) if k == "log_alpha" else v) for k, v in writer.state_dict().items()}
-    optimizers = {name: opt.state_dict() for name, opt in writer.optimizers().items()}
+    old = {k: (v.reshape(()) if k == "log_alpha" else v).clone() for k, v in writer.state_dict().items()}
+    optimizers = copy.deepcopy({name: opt.state_dict() for name, opt in writer.optimizers().items()})  # as saved
     alpha_state = optimizers["alpha"]["state"][0]
     optimizers["alpha"]["state"][0] = {k: (v if k == "step" else v.reshape(())) for k, v in alpha_state.items()}
     assert old["log_alpha"].shape == () and optimizers["alpha"]["state"][0]["exp_avg"].shape == ()
