@@ -28,7 +28,9 @@ NAMES = ["sac", "td3", "ddpg", "dqn"]
 def _lone(name: str, seed: int) -> GraphedAgent:
     """A lone agent built under `seed` (as a run with that seed builds it)."""
     torch.manual_seed(seed)
-    agent = make_agent(build_config({"agent": {"name": name}, name: {"hidden": 32}}), OBS, ACT)
+    # DQN's gradients clipped on every update (each seed's on its own: a shared norm would show)
+    section = {"hidden": 32, **({"max_grad_norm": 0.05} if name == "dqn" else {})}
+    agent = make_agent(build_config({"agent": {"name": name}, name: section}), OBS, ACT)
     assert isinstance(agent, GraphedAgent)
     return agent
 
