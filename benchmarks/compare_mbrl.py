@@ -2,7 +2,7 @@
 
 Hopper shapes (obs 11, act 3), `resolve_config(preset="hopper")` on our side:
 
-* ``sac_update``: ours ``mbpo_cli.agents.sac.SAC.update(batch, gen)`` against pranz24's
+* ``sac_update``: ours ``mbpo_cli.agents.sac.SAC.update(batch, [gen])`` (a pack of one seed) against pranz24's
   ``SAC.update_parameters(memory, 256, updates)`` as vendored in ``mbrl.third_party`` (2 x 256 ReLU,
   automatic entropy tuning, target update every call). Both get one fixed minibatch of 256: ours as
   tensors, theirs as the numpy arrays its memory returns, so its numpy -> tensor copies count as its cost.
@@ -178,7 +178,8 @@ def _variant_classes() -> tuple[type, type]:
             return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     class LinearTwinCritic(Critics):
-        """`mbpo_cli.agents.networks.Critics` (2 members) as two plain MLPs (addmm each), stacked to `2 x B`."""
+        """`mbpo_cli.agents.networks.Critics` (2 members, one seed) as two plain MLPs (addmm each), stacked to
+        `1 x 2 x B` (the seed axis, then the members)."""
 
         def __init__(self, source: Critics) -> None:
             nn.Module.__init__(self)
@@ -208,7 +209,7 @@ def _variant_classes() -> tuple[type, type]:
                     if i < self.depth - 1:
                         h = torch.relu(h)
                 out.append(h.squeeze(-1))
-            return torch.stack(out)
+            return torch.stack(out, dim=1)
 
     return LinearActor, LinearTwinCritic
 
@@ -257,23 +258,23 @@ def one_pass_actor_update(agent: Any) -> Callable[[Any, Any], None]:
     """
     import torch
 
-    def update(batch: Any, generator: torch.Generator) -> None:
-        cfg = agent.config
+    def update(batch: Any, generators: list[torch.Generator]) -> None:
+        gamma = agent.gamma
         alpha = agent.log_alpha.exp().detach()
-        both, both_logp = agent.actor.sample(torch.cat([batch.next_obs, batch.obs]), generator)
-        n = batch.obs.shape[0]
-        next_act, next_logp = both[:n].detach(), both_logp[:n].detach()
-        act, logp = both[n:], both_logp[n:]
+        both, both_logp = agent.actor.sample(torch.cat([batch.next_obs, batch.obs], dim=1), generators)
+        n = batch.obs.shape[1]
+        next_act, next_logp = both[:, :n].detach(), both_logp[:, :n].detach()
+        act, logp = both[:, n:], both_logp[:, n:]
         with torch.no_grad():
-            next_q = agent.critic_target(batch.next_obs, next_act).min(dim=0).values
-            target = batch.reward + cfg.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
+            next_q = agent.critic_target(batch.next_obs, next_act).min(dim=1).values
+            target = batch.reward + gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
         q = agent.critic(batch.obs, batch.act)
-        critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
+        critic_loss = 0.5 * (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum()
         agent.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         agent.critic_optimizer.step()
         frozen = [p.detach() for p in agent.critic.parameters()]
-        q_pi = agent.critic(batch.obs, act, frozen).min(dim=0).values
+        q_pi = agent.critic(batch.obs, act, frozen).min(dim=1).values
         _actor_alpha_target_steps(agent, (alpha * logp - q_pi).mean(), logp)
 
     return update
@@ -287,26 +288,26 @@ def compiled_loss_update(agent: Any) -> Callable[[Any, Any], None]:
     """
     import torch
 
-    cfg = agent.config
+    gamma = agent.gamma
 
     @torch.compile(dynamic=False)
     def critic_loss_fn(obs, act, reward, next_obs, done, noise, alpha):  # type: ignore[no-untyped-def]
         with torch.no_grad():
             next_act, next_logp = agent.actor.sample(next_obs, noise=noise)
-            next_q = agent.critic_target(next_obs, next_act).min(dim=0).values
-            target = reward + cfg.gamma * (1.0 - done) * (next_q - alpha * next_logp)
+            next_q = agent.critic_target(next_obs, next_act).min(dim=1).values
+            target = reward + gamma * (1.0 - done) * (next_q - alpha * next_logp)
         q = agent.critic(obs, act)
-        return 0.5 * (q - target).pow(2).mean(dim=1).sum()
+        return 0.5 * (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum()
 
     @torch.compile(dynamic=False)
     def actor_loss_fn(obs, noise, alpha, frozen):  # type: ignore[no-untyped-def]
         act, logp = agent.actor.sample(obs, noise=noise)
-        q_pi = agent.critic(obs, act, frozen).min(dim=0).values
+        q_pi = agent.critic(obs, act, frozen).min(dim=1).values
         return (alpha * logp - q_pi).mean(), logp
 
-    def update(batch: Any, generator: torch.Generator) -> None:
+    def update(batch: Any, generators: list[torch.Generator]) -> None:
         alpha = agent.log_alpha.exp().detach()
-        noise = torch.randn(2, batch.obs.shape[0], ACT, generator=generator)
+        noise = torch.randn(2, batch.obs.shape[1], ACT, generator=generators[0]).unsqueeze(1)  # 2 x 1 seed x B x A
         critic_loss = critic_loss_fn(batch.obs, batch.act, batch.reward, batch.next_obs, batch.done, noise[0], alpha)
         agent.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
@@ -358,8 +359,8 @@ def check_same_update(reference: Any, candidate: Callable[[Any, Any], object], a
 
     torch.manual_seed(0)
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    reference.update(batch, g1)
-    candidate(batch, g2)
+    reference.update(batch, [g1])
+    candidate(batch, [g2])
     ours_out = reference.actor.mean_action(batch.obs)
     theirs_out = agent.actor.mean_action(batch.obs)
     if not torch.allclose(ours_out, theirs_out, atol=1e-4, rtol=1e-3):
@@ -382,7 +383,7 @@ def build_sac(variants: bool) -> Component:
     next_obs = obs + 0.01 * torch.randn(SAC_BATCH, OBS, generator=data_gen)
     reward = torch.randn(SAC_BATCH, generator=data_gen)
     done = (torch.rand(SAC_BATCH, generator=data_gen) < 0.02).float()
-    batch = Batch(obs, act, reward, next_obs, done)
+    batch = Batch(*(t.unsqueeze(0) for t in (obs, act, reward, next_obs, done)))  # a pack of one seed
 
     torch.manual_seed(0)
     ours = SAC(OBS, ACT, cfg.sac)
@@ -393,7 +394,7 @@ def build_sac(variants: bool) -> Component:
     memory = types.SimpleNamespace(sample=lambda batch_size: arrays)
     updates = itertools.count(1)
     contenders = [
-        Contender("ours", lambda: ours.update(batch, gen), "ours"),
+        Contender("ours", lambda: ours.update(batch, [gen]), "ours"),
         Contender("mbrl", lambda: pranz.update_parameters(memory, SAC_BATCH, next(updates)), "mbrl"),
     ]
     notes = []
@@ -417,27 +418,28 @@ def sac_variants(cfg: Any, batch: Any, ours: Any) -> list[Contender]:
         agent = variant_agent(cfg.sac, actor, critic)
         check_same_update(reference, agent.update, agent, batch)
         gen = torch.Generator().manual_seed(0)
-        out.append(Contender(label, lambda a=agent, g=gen: a.update(batch, g), "ours"))
+        out.append(Contender(label, lambda a=agent, g=gen: a.update(batch, [g]), "ours"))
 
     torch.manual_seed(0)
     reference = SAC(OBS, ACT, cfg.sac)
     agent = variant_agent(cfg.sac, True, False)
     fused = one_pass_actor_update(agent)
     gen = torch.Generator().manual_seed(0)
-    out.append(Contender("ours: nn.Linear actor, one actor pass over obs+next_obs", lambda: fused(batch, gen), "ours"))
+    out.append(Contender("ours: nn.Linear actor, one actor pass over obs+next_obs", lambda: fused(batch, [gen]),
+                         "ours"))
 
     agent_c = variant_agent(cfg.sac, False, False)
     compiled = compiled_loss_update(agent_c)
     gen_c = torch.Generator().manual_seed(0)
-    out.append(Contender("ours: torch.compile on both losses", lambda: compiled(batch, gen_c), "ours"))
+    out.append(Contender("ours: torch.compile on both losses", lambda: compiled(batch, [gen_c]), "ours"))
 
     gen_b = torch.Generator().manual_seed(0)
     out.append(Contender("ours: bf16 matmul (oneDNN fp32_precision=bf16)",
-                         under_bf16(lambda: ours.update(batch, gen_b)), "ours"))
+                         under_bf16(lambda: ours.update(batch, [gen_b])), "ours"))
     agent_lb = variant_agent(cfg.sac, True, True)
     gen_lb = torch.Generator().manual_seed(0)
     out.append(Contender("ours: nn.Linear actor + critic, bf16 matmul",
-                         under_bf16(lambda: agent_lb.update(batch, gen_lb)), "ours"))
+                         under_bf16(lambda: agent_lb.update(batch, [gen_lb])), "ours"))
     return out
 
 

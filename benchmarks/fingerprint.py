@@ -1,14 +1,17 @@
 """Print a hash of everything a short seeded run learns, to check that a refactor changes no number.
 
-Usage: `python benchmarks/fingerprint.py [STEPS] [mbpo|sac]` before and after a change; equal hashes mean
-bit-identical agent and model parameters, optimizer states and replay buffers (same machine, same torch).
-InvertedPendulum-v5, seed 0, one thread, the paper's preset with 2,000 rollouts per retrain.
+Usage: `python benchmarks/fingerprint.py [STEPS] [ALGO] [AGENT] [--preset NAME]` before and after a change
+(ALGO: mbpo, sac, model_free, dhmbpo; AGENT: sac, td3, ddpg, dqn, the preset's when left out; e.g.
+`fingerprint.py 1000 sac td3` is TD3 without a model, `fingerprint.py 1000 mbpo dqn --preset cartpole` MBPO with
+DQN); equal hashes mean bit-identical agent and model parameters, optimizer states and replay buffers (same
+machine, same torch). Seed 0, one thread, the preset (InvertedPendulum-v5 by default, the paper's) with 2,000
+rollouts per retrain.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import sys
 
 import torch
 
@@ -27,10 +30,16 @@ def _add(digest: hashlib._Hash, tensors: dict[str, object]) -> None:
 
 
 def main() -> None:
-    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    algo = sys.argv[2] if len(sys.argv) > 2 else "mbpo"
-    config = resolve_config(preset="inverted_pendulum", steps=steps, seed=0, algo=algo,
-                            overrides=["train.device=cpu", "rollout.batch_size=2000", "train.threads=1"])
+    parser = argparse.ArgumentParser(description="hash of what a short seeded run learns")
+    parser.add_argument("steps", nargs="?", type=int, default=1000)
+    parser.add_argument("algo", nargs="?", default="mbpo")
+    parser.add_argument("agent", nargs="?", default=None, help="the base agent (the preset's when left out)")
+    parser.add_argument("--preset", default="inverted_pendulum")
+    args = parser.parse_args()
+    steps, algo = args.steps, args.algo
+    agent = [] if args.agent is None else [f"agent.name={args.agent}"]
+    config = resolve_config(preset=args.preset, steps=steps, seed=0, algo=algo,
+                            overrides=["train.device=cpu", "rollout.batch_size=2000", "train.threads=1", *agent])
     state = build_run(config)
     evals: list[float] = []
 
@@ -51,7 +60,8 @@ def main() -> None:
     _add(digest, {f"real.{i}": t for i, t in enumerate(state.real_buffer.ordered())})
     if state.model_buffer is not None:
         _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(state.model_buffer.ordered())})
-    print(algo, steps, digest.hexdigest(), evals)
+    label = algo if args.agent is None else f"{algo} {args.agent}"
+    print(label, steps, digest.hexdigest(), evals)
 
 
 if __name__ == "__main__":

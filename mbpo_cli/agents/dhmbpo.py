@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mbpo_cli.agents.base import ActionSpace, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.agents.base import ActionSpace, Generators, UpdateInfo, frozen_copy, soft_update
 from mbpo_cli.agents.networks import Standardize, tanh_policy
 from mbpo_cli.agents.value_expansion import (
     Dynamics,
@@ -38,6 +38,7 @@ from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.graphs import CapturedStep, capture_step
 from mbpo_cli.nn.mlp import BatchedMLP
 from mbpo_cli.nn.normed_mlp import Masks, NormedEnsembleMLP, dropout_masks, mask_size
+from mbpo_cli.nn.seeds import SeedAxisError
 
 MIN_STD = 1e-5
 """Added to the actor's softplus std."""
@@ -110,7 +111,11 @@ class ScaledCritics(nn.Module):
 
 
 class DHMBPOAgent(nn.Module):
-    """The actor, the critics with their targets and bounds, and the temperature; the optimizers of a burst."""
+    """The actor, the critics with their targets and bounds, and the temperature; the optimizers of a burst.
+
+    Not packed: it holds one seed (S = 1) and meets the engine with the seed axis of the base agents (`act` and
+    `update` take `1 x B` tensors and one generator in a list); a pack of several seeds is refused.
+    """
 
     action_space: ClassVar[ActionSpace] = "continuous"
 
@@ -123,8 +128,12 @@ class DHMBPOAgent(nn.Module):
     discount: torch.Tensor
     """`H + 1`: gamma^t (not saved: it follows the config)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: DHMBPOConfig) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, config: DHMBPOConfig, seeds: int = 1) -> None:
         super().__init__()
+        if seeds != 1:
+            raise SeedAxisError(f"DHMBPO's agent trains one seed at a time, not a pack of {seeds}")
+        self.seeds = 1
+        """S: always one (DHMBPO's agent is not packed)."""
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.actor = DHMBPOActor(obs_dim, act_dim, config.actor_hidden, config.actor_layers)
@@ -160,20 +169,22 @@ class DHMBPOAgent(nn.Module):
         return tanh_policy(actor.net, actor.act_dim, Standardize(actor.obs_mean, actor.obs_std))
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions `B x A` in `[-1, 1]` for raw observations `B x obs`: tanh of the mean, or a sample."""
+    def act(self, obs: torch.Tensor, deterministic: bool, generators: Generators | None = None) -> torch.Tensor:
+        """Actions `1 x B x A` in `[-1, 1]` for raw observations `1 x B x obs`: tanh of the mean, or a sample."""
+        one = _lone_seed(obs)
         if deterministic:
-            return self.actor.mean_action(obs)
-        noise = torch.randn(obs.shape[0], self.act_dim, generator=generator, device=obs.device, dtype=obs.dtype)
-        return self.actor.sample(self.actor.normalize(obs), noise)[0]
+            return self.actor.mean_action(one).unsqueeze(0)
+        generator = None if generators is None else _one_generator(generators)
+        noise = torch.randn(one.shape[0], self.act_dim, generator=generator, device=obs.device, dtype=obs.dtype)
+        return self.actor.sample(self.actor.normalize(one), noise)[0].unsqueeze(0)
 
     def on_env_step(self, env_step: int) -> None:
         """Nothing: the policy is frozen while it collects."""
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """The temperature and the Q bounds."""
+    def epoch_metrics(self) -> list[dict[str, float]]:
+        """The temperature and the Q bounds (of the one seed)."""
         low, high = self.q_bounds.tolist()
-        return {"alpha": float(self.log_alpha.detach().exp()), "q_lower": low, "q_upper": high}
+        return [{"alpha": float(self.log_alpha.detach().exp()), "q_lower": low, "q_upper": high}]
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """None that a checkpoint needs: every burst starts fresh Adam states (`new_optimizers`), and checkpoints
@@ -219,10 +230,11 @@ class DHMBPOAgent(nn.Module):
             return graph(starts, noise, drops)
         return self.update_with_noise(starts, noise, drops, critic_only)
 
-    def update(self, batch: Batch, generator: torch.Generator) -> UpdateInfo:
-        """One joint update whose training rollouts start from the raw observations `batch.obs` (the model
-        supplies the rest of the transitions)."""
-        return self.learn(self.actor.normalize(batch.obs), generator, critic_only=False)
+    def update(self, batch: Batch, generators: Generators) -> UpdateInfo:
+        """One joint update whose training rollouts start from the raw observations `batch.obs` (`1 x B x obs`; the
+        model supplies the rest of the transitions); the values have the seed axis (`1`)."""
+        info = self.learn(self.actor.normalize(_lone_seed(batch.obs)), _one_generator(generators), critic_only=False)
+        return {key: value.reshape(1) for key, value in info.items()}
 
     def update_with_noise(self, starts: torch.Tensor, noise: torch.Tensor, drops: torch.Tensor,
                           critic_only: bool) -> UpdateInfo:
@@ -300,9 +312,9 @@ class DHMBPOAgent(nn.Module):
         q = center + width * self.critic_target(obs, act, members=pick)
         return q.min(dim=0).values.clamp(self.q_bounds[0], self.q_bounds[1])
 
-    def use_cuda_graph(self, batch: Batch, generator: torch.Generator) -> str:
-        """`capture` for start states shaped like the raw observations `batch.obs`."""
-        return self.capture(self.actor.normalize(batch.obs), generator)
+    def use_cuda_graph(self, batch: Batch, generators: Generators) -> str:
+        """`capture` for start states shaped like the raw observations `batch.obs` (`1 x B x obs`)."""
+        return self.capture(self.actor.normalize(_lone_seed(batch.obs)), _one_generator(generators))
 
     def capture(self, starts: torch.Tensor, generator: torch.Generator) -> str:
         """Capture both kinds of update (joint, critic-only) for normalized start states shaped like `starts` (CUDA
@@ -324,3 +336,16 @@ class DHMBPOAgent(nn.Module):
             self.graphs[(starts.shape, critic_only)] = graph
             modes.append(mode)
         return modes[0]
+
+
+def _lone_seed(tensor: torch.Tensor) -> torch.Tensor:
+    """The one seed's rows `B x ...` of a `1 x B x ...` tensor (DHMBPO's agent is not packed)."""
+    if tensor.shape[0] != 1:
+        raise SeedAxisError(f"DHMBPO's agent trains one seed at a time, not a pack of {tensor.shape[0]}")
+    return tensor[0]
+
+
+def _one_generator(generators: Generators) -> torch.Generator:
+    if len(generators) != 1:
+        raise SeedAxisError(f"DHMBPO's agent trains one seed at a time, not a pack of {len(generators)}")
+    return generators[0]

@@ -26,16 +26,18 @@ def agents_for(space: ActionSpace) -> list[str]:
     return [name for name, cls in AGENT_TYPES.items() if cls.action_space == space]
 
 
-def make_agent(config: Config, obs_dim: int, act_dim: int) -> BuiltAgent:
+def make_agent(config: Config, obs_dim: int, act_dim: int, seeds: int = 1) -> BuiltAgent:
     """The agent `config.agent.name` (DHMBPO's own with algo: dhmbpo) for observations of `obs_dim` and `act_dim`
-    actions (choices), on the CPU."""
+    actions (choices), holding a pack of `seeds` seeds initialized from the global RNG, on the CPU (for a pack whose
+    seeds each start as alone, build them lone under their seeds and `pack_agents` them). DHMBPO's agent holds one
+    seed only."""
     if config.algo == "dhmbpo":
-        return DHMBPOAgent(obs_dim, act_dim, config.dhmbpo)
+        return DHMBPOAgent(obs_dim, act_dim, config.dhmbpo, seeds=seeds)
     name, gamma = config.agent.name, config.agent.gamma
     if name == "sac":
-        return SAC(obs_dim, act_dim, config.sac, gamma)
+        return SAC(obs_dim, act_dim, config.sac, gamma, seeds=seeds)
     if name == "td3":
-        return TD3(obs_dim, act_dim, config.td3, gamma)
+        return TD3(obs_dim, act_dim, config.td3, gamma, seeds=seeds)
     if name == "ddpg":
-        return DDPG(obs_dim, act_dim, config.ddpg, gamma)
-    return DQN(obs_dim, act_dim, config.dqn, gamma)
+        return DDPG(obs_dim, act_dim, config.ddpg, gamma, seeds=seeds)
+    return DQN(obs_dim, act_dim, config.dqn, gamma, seeds=seeds)

@@ -3,43 +3,54 @@ deterministic policy is exported as (`Agent.deterministic_policy`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from mbpo_cli.agents.base import seed_normal
 from mbpo_cli.nn.mlp import BatchedMLP, linear_layers
 
 
 class Critics(nn.Module):
-    """`members` Q networks evaluated as one batched network: `(obs, act) -> members x B` (SAC and TD3: 2)."""
+    """`members` Q networks per seed of a pack of `seeds`, evaluated as one batched network of `seeds x members`
+    members (seed `s` owns members `s members ... (s + 1) members - 1`): `(obs, act) -> S x members x B` (SAC and
+    TD3: 2)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, members: int = 2) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, members: int = 2,
+                 seeds: int = 1) -> None:
         super().__init__()
-        self.net = BatchedMLP(members, obs_dim + act_dim, 1, hidden, layers)
+        self.net = BatchedMLP(seeds * members, obs_dim + act_dim, 1, hidden, layers)
         self.members = members
 
     def forward(
         self, obs: torch.Tensor, act: torch.Tensor, params: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        """Q values `members x B` for `B x obs`, `B x A`; `params` replaces the weights (e.g. detached copies)."""
-        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
-        return self.net(x, params).squeeze(-1)
+        """Q values `S x members x B` for `S x B x obs`, `S x B x A`; `params` replaces the weights (e.g. detached
+        copies)."""
+        x = torch.cat([obs, act], dim=-1)
+        seeds, batch, width = x.shape
+        # a view for one seed (each member reads the same rows), as before the seed axis
+        x = x.unsqueeze(1).expand(seeds, self.members, batch, width).reshape(seeds * self.members, batch, width)
+        return self.net(x, params).view(seeds, self.members, batch)
 
 
 class DeterministicActor(nn.Module):
-    """`obs -> tanh(mlp(obs))`, an action in `[-1, 1]^A` (TD3 and DDPG)."""
+    """`obs -> tanh(mlp(obs))`, an action in `[-1, 1]^A` (TD3 and DDPG), one network per seed."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, seeds: int = 1) -> None:
         super().__init__()
-        self.net = BatchedMLP(1, obs_dim, act_dim, hidden, layers)
+        self.net = BatchedMLP(seeds, obs_dim, act_dim, hidden, layers)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Actions `B x A` for observations `B x D`."""
-        return torch.tanh(self.net(obs.unsqueeze(0)).squeeze(0))
+        """Actions `S x B x A` for observations `S x B x D`."""
+        return torch.tanh(self.net(obs))
 
 
-def noisy(action: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
-    """`action + N(0, std^2)` clipped to `[-1, 1]` (exploration of a deterministic actor)."""
-    noise = torch.randn(action.shape, generator=generator, device=action.device, dtype=action.dtype)
+def noisy(action: torch.Tensor, std: float, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """`action + N(0, std^2)` clipped to `[-1, 1]` (exploration of a deterministic actor), for actions `S x B x A`:
+    seed `s`'s noise from `generators[s]` (the default generator when None)."""
+    noise = seed_normal(action.shape[1:], generators, action.shape[0], action)
     return (action + std * noise).clamp(-1.0, 1.0)
 
 

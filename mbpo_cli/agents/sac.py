@@ -1,5 +1,5 @@
 """Soft actor-critic (Haarnoja et al. 2018): twin critics as one batched network, a tanh-Gaussian actor, and a
-learned temperature.
+learned temperature, for a pack of S seeds (actor `S` members, critics `2S`, temperature `S`).
 
 Actions live in `[-1, 1]^A`; the environment layer rescales them to the task's bounds.
 """
@@ -7,11 +7,21 @@ Actions live in `[-1, 1]^A`; the environment layer rescales them to the task's b
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
-from mbpo_cli.agents.base import GraphedAgent, UpdateInfo, frozen_copy, soft_update
+from mbpo_cli.agents.base import (
+    Generators,
+    GraphedAgent,
+    UpdateInfo,
+    frozen_copy,
+    scalar_to_seed_axis,
+    seed_normal,
+    seed_sum,
+    soft_update,
+)
 from mbpo_cli.agents.networks import Critics, tanh_policy
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import SACConfig
@@ -22,27 +32,28 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 class Actor(nn.Module):
-    """Tanh-squashed Gaussian policy `obs -> action in [-1, 1]`."""
+    """Tanh-squashed Gaussian policy `obs -> action in [-1, 1]`, one network per seed."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int, layers: int, seeds: int = 1) -> None:
         super().__init__()
-        self.net = BatchedMLP(1, obs_dim, 2 * act_dim, hidden, layers)
+        self.net = BatchedMLP(seeds, obs_dim, 2 * act_dim, hidden, layers)
         self.act_dim = act_dim
 
     def _dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(obs.unsqueeze(0)).squeeze(0).split(self.act_dim, dim=-1)
+        mean, log_std = self.net(obs).split(self.act_dim, dim=-1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+        self, obs: torch.Tensor, generators: Generators | None = None, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterized action `B x A` and its log-probability `B` (tanh correction included).
+        """Reparameterized action `S x B x A` for `S x B x D` and its log-probability `S x B` (tanh correction
+        included).
 
-        The standard normal `noise` (`B x A`) is drawn from `generator` unless given.
+        The standard normal `noise` (`S x B x A`) is drawn unless given, seed `s`'s from `generators[s]`.
         """
         mean, log_std = self._dist(obs)
         if noise is None:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            noise = seed_normal(mean.shape[1:], generators, mean.shape[0], mean)
         pre_tanh = mean + noise * log_std.exp()
         action = torch.tanh(pre_tanh)
         gaussian = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
@@ -51,7 +62,7 @@ class Actor(nn.Module):
         return action, (gaussian - correction).sum(dim=-1)
 
     def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """Deterministic action `B x A` (tanh of the mean), used for evaluation."""
+        """Deterministic action `S x B x A` (tanh of the mean), used for evaluation."""
         mean, _ = self._dist(obs)
         return torch.tanh(mean)
 
@@ -60,29 +71,43 @@ class SAC(GraphedAgent):
     """The agent: actor, twin critics with their targets, and the temperature, with their optimizers."""
 
     target_entropy: torch.Tensor
-    """Scalar buffer (saved in the state dict): the entropy the temperature steers towards."""
+    """Scalar buffer (saved in the state dict, shared by every seed): the entropy the temperature steers towards."""
+    shared_state = frozenset({"target_entropy"})
 
-    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig, gamma: float = 0.99) -> None:
-        super().__init__()
+    def __init__(self, obs_dim: int, act_dim: int, config: SACConfig, gamma: float = 0.99, seeds: int = 1) -> None:
+        super().__init__(seeds)
+        self.dims = (obs_dim, act_dim)
         self.config = config
         self.gamma = gamma
-        self.actor = Actor(obs_dim, act_dim, config.hidden, config.layers)
-        self.critic = Critics(obs_dim, act_dim, config.hidden, config.layers)
-        self.critic_target = frozen_copy(Critics(obs_dim, act_dim, config.hidden, config.layers), self.critic)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.init_alpha)))
+        self.actor = Actor(obs_dim, act_dim, config.hidden, config.layers, seeds)
+        self.critic = Critics(obs_dim, act_dim, config.hidden, config.layers, seeds=seeds)
+        self.critic_target = frozen_copy(Critics(obs_dim, act_dim, config.hidden, config.layers, seeds=seeds),
+                                         self.critic)
+        self.log_alpha = nn.Parameter(torch.full((seeds,), math.log(config.init_alpha), device="cpu"))
+        """The log-temperature of each seed, `S`."""
         target = config.target_entropy if config.target_entropy is not None else -float(act_dim)
-        self.register_buffer("target_entropy", torch.tensor(target))
+        self.register_buffer("target_entropy", torch.tensor(target, device="cpu"))
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=True)
 
+    def blank(self, seeds: int) -> SAC:
+        """A fresh SAC of the same dimensions and config holding `seeds` seeds."""
+        return type(self)(*self.dims, self.config, self.gamma, seeds=seeds)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        scalar_to_seed_axis(state_dict, [prefix + "log_alpha"])  # checkpoints before the seed axis: a scalar
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def policy(self) -> nn.Module:
-        """The actor."""
+        """The actor (of a lone agent)."""
+        self.lone("the policy")
         return self.actor
 
     def deterministic_policy(self) -> nn.Module:
         """The actor's mean action: `tanh` of the mean of its Gaussian (the log-std outputs dropped)."""
+        self.lone("a deterministic policy")
         return tanh_policy(self.actor.net, self.actor.act_dim)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -90,45 +115,46 @@ class SAC(GraphedAgent):
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
 
     def noise_shape(self, batch: Batch) -> tuple[int, ...]:
-        """Policy noise `2 x B x A`: next-state actions, then current-state actions."""
-        return (2, *batch.act.shape)
+        """Policy noise of one seed `2 x B x A`: next-state actions, then current-state actions."""
+        return (2, *batch.act.shape[1:])
 
     def update_with_noise(self, batch: Batch, noise: torch.Tensor | None, phase: int = 0) -> UpdateInfo:
-        """One gradient step on critics, actor and temperature, a pure function of minibatch and noise.
+        """One gradient step on critics, actor and temperature of every seed, a pure function of minibatch and noise
+        (`S x 2 x B x A`).
 
         As in the official implementation (one TensorFlow session step), all three losses are computed from
         the pre-update parameters and their gradients come from one backward pass: the actor's loss sees the
         critics through detached weights, the temperature's loss sees the log-probabilities detached.
         """
         assert noise is not None
-        alpha = self.log_alpha.exp().detach()
+        alpha = self.log_alpha.exp().detach().unsqueeze(1)
         with torch.no_grad():
-            next_act, next_logp = self.actor.sample(batch.next_obs, noise=noise[0])
-            next_q = self.critic_target(batch.next_obs, next_act).min(dim=0).values
+            next_act, next_logp = self.actor.sample(batch.next_obs, noise=noise[:, 0])
+            next_q = self.critic_target(batch.next_obs, next_act).min(dim=1).values
             target = batch.reward + self.gamma * (1.0 - batch.done) * (next_q - alpha * next_logp)
         q = self.critic(batch.obs, batch.act)
-        critic_loss = 0.5 * (q - target).pow(2).mean(dim=1).sum()
-        act, logp = self.actor.sample(batch.obs, noise=noise[1])
+        critic_loss = 0.5 * (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
+        act, logp = self.actor.sample(batch.obs, noise=noise[:, 1])
         frozen = [p.detach() for p in self.critic.parameters()]
-        q_pi = self.critic(batch.obs, act, frozen).min(dim=0).values
-        actor_loss = (alpha * logp - q_pi).mean()
-        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        q_pi = self.critic(batch.obs, act, frozen).min(dim=1).values
+        actor_loss = (alpha * logp - q_pi).mean(dim=1)
+        alpha_loss = -(self.log_alpha.unsqueeze(1) * (logp.detach() + self.target_entropy)).mean(dim=1)
         for optimizer in (self.critic_optimizer, self.actor_optimizer, self.alpha_optimizer):
             optimizer.zero_grad(set_to_none=True)
-        (critic_loss + actor_loss + alpha_loss).backward()
+        seed_sum(critic_loss + actor_loss + alpha_loss).backward()
         for optimizer in (self.critic_optimizer, self.actor_optimizer, self.alpha_optimizer):
             optimizer.step()
         soft_update(self.critic_target, self.critic, self.config.tau)
         return {"critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
-                "alpha_loss": alpha_loss.detach(), "entropy": -logp.detach().mean()}
+                "alpha_loss": alpha_loss.detach(), "entropy": -logp.detach().mean(dim=1)}
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """The entropy temperature."""
-        return {metric_keys.ALPHA: float(self.log_alpha.detach().exp())}
+    def epoch_metrics(self) -> list[dict[str, float]]:
+        """The entropy temperature of each seed."""
+        return [{metric_keys.ALPHA: alpha} for alpha in self.log_alpha.detach().exp().tolist()]
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Actions `B x A` in `[-1, 1]` for observations `B x obs`: tanh of the mean, or a sample."""
+    def act(self, obs: torch.Tensor, deterministic: bool, generators: Generators | None = None) -> torch.Tensor:
+        """Actions `S x B x A` in `[-1, 1]` for observations `S x B x obs`: tanh of the mean, or a sample."""
         if deterministic:
             return self.actor.mean_action(obs)
-        return self.actor.sample(obs, generator)[0]
+        return self.actor.sample(obs, generators)[0]

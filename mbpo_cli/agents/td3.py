@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from mbpo_cli.agents.base import UpdateInfo, soft_update
+from mbpo_cli.agents.base import UpdateInfo, seed_sum, soft_update
 from mbpo_cli.agents.deterministic import DeterministicActorCritic
 from mbpo_cli.config.schema import TD3Config
 from mbpo_cli.nn.batch import Batch
@@ -19,16 +19,21 @@ CRITIC_ONLY, WITH_ACTOR = 0, 1
 class TD3(DeterministicActorCritic):
     """A deterministic actor, twin critics, and target copies of both, with their optimizers."""
 
-    def __init__(self, obs_dim: int, act_dim: int, config: TD3Config, gamma: float = 0.99) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, config: TD3Config, gamma: float = 0.99, seeds: int = 1) -> None:
         super().__init__(obs_dim, act_dim, hidden=config.hidden, layers=config.layers, lr=config.lr, critics=2,
-                         exploration_noise=config.exploration_noise, gamma=gamma)
+                         exploration_noise=config.exploration_noise, gamma=gamma, seeds=seeds)
         self.config = config
         self.updates = 0
-        """Updates so far (decides the phase; saved in checkpoints through `get_extra_state`)."""
+        """Updates so far, shared by every seed (decides the phase; saved in checkpoints through
+        `get_extra_state`)."""
+
+    def blank(self, seeds: int) -> TD3:
+        """A fresh TD3 of the same dimensions and config holding `seeds` seeds."""
+        return type(self)(*self.dims, self.config, self.gamma, seeds=seeds)
 
     def noise_shape(self, batch: Batch) -> tuple[int, ...]:
-        """Target policy smoothing noise `B x A` (standard normal; scaled and clipped in the update)."""
-        return tuple(batch.act.shape)
+        """Target policy smoothing noise of one seed `B x A` (standard normal; scaled and clipped in the update)."""
+        return tuple(batch.act.shape[1:])
 
     def phases(self) -> tuple[int, ...]:
         """Critic only, or critic and actor."""
@@ -46,14 +51,14 @@ class TD3(DeterministicActorCritic):
         with torch.no_grad():
             smoothing = (cfg.policy_noise * noise).clamp(-cfg.noise_clip, cfg.noise_clip)
             next_act = (self.actor_target(batch.next_obs) + smoothing).clamp(-1.0, 1.0)
-            next_q = self.critic_target(batch.next_obs, next_act).min(dim=0).values
+            next_q = self.critic_target(batch.next_obs, next_act).min(dim=1).values
             target = batch.reward + self.gamma * (1.0 - batch.done) * next_q
         q = self.critic(batch.obs, batch.act)
-        critic_loss = (q - target).pow(2).mean(dim=1).sum()
+        critic_loss = (q - target.unsqueeze(1)).pow(2).mean(dim=2).sum(dim=1)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
+        seed_sum(critic_loss).backward()
         self.critic_optimizer.step()
-        info = {"critic_loss": critic_loss.detach(), "q": q.detach().mean()}
+        info = {"critic_loss": critic_loss.detach(), "q": q.detach().mean(dim=(1, 2))}
         if phase == WITH_ACTOR:
             info["actor_loss"] = self.actor_step(batch.obs)
             soft_update(self.critic_target, self.critic, cfg.tau)

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from mbpo_cli.agents.base import lone_act
 from mbpo_cli.api.records import PathArg, opened_registry
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.env_wrappers import unflattened_space
@@ -96,7 +97,7 @@ class Policy:
         batch = torch.as_tensor(x[None] if single else x, device=POLICY_DEVICE)
         generator = None if deterministic else self._generator
         with torch.no_grad():
-            actions = self._loaded.agent.act(batch, deterministic=deterministic, generator=generator).cpu().numpy()
+            actions = lone_act(self._loaded.agent, batch, deterministic, generator).cpu().numpy()
         if single:
             return to_env_action(actions[0], self.spec)
         return np.stack([np.asarray(to_env_action(action, self.spec)) for action in actions])

@@ -62,15 +62,15 @@ def filled_run(config: Config, samples: int) -> RunState:
 def time_agent_update(state: RunState, repeats: int, progress: Progress) -> tuple[list[Timing], str]:
     """One agent update at the preset's batch, eagerly and (where it captures) as a CUDA graph; how it ran."""
     cfg, device, gen = state.config, state.device, state.generators["sample"]
-    batch = state.real_buffer.sample(cfg.agent.batch_size, gen)
+    batch = Batch(*(t.unsqueeze(0) for t in state.real_buffer.sample(cfg.agent.batch_size, gen)))
     name = f"{cfg.agent.name}_update"
     progress(f"timing {name}", 1, COMPONENTS)
-    eager = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
-    mode = state.agent.use_cuda_graph(batch, gen) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
+    eager = measure(lambda: state.agent.update(batch, [gen]), device, repeats * 5)
+    mode = state.agent.use_cuda_graph(batch, [gen]) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
     updates_per_step = float(cfg.agent.updates_per_step)
     if mode.startswith("eager"):
         return [Timing(name, eager, updates_per_step)], mode
-    graphed = measure(lambda: state.agent.update(batch, gen), device, repeats * 5)
+    graphed = measure(lambda: state.agent.update(batch, [gen]), device, repeats * 5)
     return [Timing(name, graphed, updates_per_step), Timing(f"{name}_eager", eager, 0.0)], mode
 
 

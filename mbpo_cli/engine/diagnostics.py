@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.base import Agent, lone_act
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DiagnosticsConfig
 from mbpo_cli.engine.buffer import ReplayBuffer
@@ -80,7 +80,7 @@ def imagined_returns(env: ModelEnv, agent: Agent, starts: torch.Tensor, cap: int
     live = torch.arange(n, device=starts.device)
     obs = starts
     for _ in range(cap):
-        act = agent.act(obs, deterministic=True)
+        act = lone_act(agent, obs, deterministic=True)
         reward, next_obs, done = env.mean_step(obs, act)
         finite = torch.isfinite(reward) & torch.isfinite(next_obs).all(dim=-1)
         returns[live] += torch.where(finite, reward, torch.zeros_like(reward))

@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.base import Agent, lone_act
 from mbpo_cli.engine.envs import EnvSpec, to_env_action
 
 EnvPolicy = Callable[[np.ndarray], np.ndarray | int]
@@ -69,7 +69,7 @@ def agent_policy(agent: Agent, spec: EnvSpec, device: torch.device, deterministi
     @torch.no_grad()
     def act(obs: np.ndarray) -> np.ndarray | int:
         x = torch.as_tensor(obs, device=device).unsqueeze(0)
-        return to_env_action(agent.act(x, deterministic=deterministic, generator=generator)[0].cpu().numpy(), spec)
+        return to_env_action(lone_act(agent, x, deterministic, generator)[0].cpu().numpy(), spec)
 
     return act
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from mbpo_cli.agents.base import lone_act
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.burst import burst_due, learning_burst
@@ -53,7 +54,7 @@ def env_step(state: RunState) -> tuple[float | None, bool]:
         action = random_action(state.spec, state.rng)
     else:
         obs = torch.as_tensor(state.obs, device=state.device).unsqueeze(0)
-        action = state.agent.act(obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
+        action = lone_act(state.agent, obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
         if not np.isfinite(action).all():
             raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
     next_obs, reward, terminated, truncated, _ = state.env.step(to_env_action(action, state.spec))
@@ -239,7 +240,8 @@ def prepare_updates(state: RunState) -> str:
     if spec.discrete:
         act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
     example = Batch(normal(b, spec.obs_dim), act, normal(b), normal(b, spec.obs_dim), torch.zeros(b, device=device))
-    modes = [f"{name} updates: {state.agent.use_cuda_graph(example, gen)}"]
+    example = Batch(*(t.unsqueeze(0) for t in example))
+    modes = [f"{name} updates: {state.agent.use_cuda_graph(example, [gen])}"]
     if state.model is not None and cfg.train.pipeline:
         modes.append("model training: eager, in a worker thread (train.pipeline)")
     elif state.model is not None and state.model_optimizer is not None:
@@ -259,8 +261,8 @@ def agent_updates(state: RunState) -> None:
     check = torch.zeros((), device=state.device)
     acc = state.epoch_acc
     for g in range(groups):
-        info = state.agent.update(Batch(*(t[g] for t in batches)), state.generators["sample"])
-        for key, value in info.items():
+        info = state.agent.update(Batch(*(t[g].unsqueeze(0) for t in batches)), [state.generators["sample"]])
+        for key, value in ((key, value[0]) for key, value in info.items()):
             acc.add(key, value)
             check += value
         acc.updates += 1
@@ -307,7 +309,7 @@ def end_epoch(state: RunState) -> dict[str, float]:
         values = torch.stack([acc.sums[k] for k in keys]).tolist()
         for key, value in zip(keys, values, strict=True):
             metrics[key] = value / acc.counts.get(key, acc.updates)
-        metrics.update(state.agent.epoch_metrics())
+        metrics.update(state.agent.epoch_metrics()[0])
     if state.uses_model and cfg.diagnostics.enabled and state.model_trained_at is not None:
         start = time.perf_counter()
         metrics.update(model_diagnostics(state, eval_seed % 2**31))

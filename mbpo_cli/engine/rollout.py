@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.base import Agent, lone_act
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.model_env import ModelEnv
@@ -59,7 +59,7 @@ def branched_rollout(env: ModelEnv, agent: Agent, start_obs: torch.Tensor, k: in
     transitions = 0
     reward_sum = torch.zeros((), device=obs.device)
     for _ in range(k):
-        act = agent.act(obs, deterministic=False, generator=generator)
+        act = lone_act(agent, obs, deterministic=False, generator=generator)
         reward, next_obs, done = env.step(obs, act, generator)
         buffer.add(Batch(obs, act, reward, next_obs, done.float()))
         transitions += obs.shape[0]
@@ -121,7 +121,7 @@ def adaptive_rollout(env: ModelEnv, agent: Agent, start_obs: torch.Tensor, max_l
     transitions = 0
     reward_sum = torch.zeros((), device=device)
     for step in range(max_length):
-        act = agent.act(obs, deterministic=False, generator=generator)
+        act = lone_act(agent, obs, deterministic=False, generator=generator)
         predictions = env.predict(obs, act)
         uncertainty = predictions.disagreement()
         if step == 0:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mbpo_cli.agents.base import lone_act
 from mbpo_cli.agents.factory import BuiltAgent
 from mbpo_cli.engine.envs import EnvSpec, to_env_action
 from mbpo_cli.engine.episodes import EnvPolicy, run_episode
@@ -40,7 +41,7 @@ def tool_act(agent: BuiltAgent, spec: EnvSpec) -> Act:
     """The agent's deterministic policy as `mbpo eval` acts: the agent's action, then ``to_env_action`` per row."""
 
     def act(obs: np.ndarray) -> np.ndarray:
-        actions = agent.act(torch.from_numpy(obs), deterministic=True).numpy()
+        actions = lone_act(agent, torch.from_numpy(obs), deterministic=True).numpy()
         return np.stack([np.asarray(to_env_action(a, spec)) for a in actions])
 
     return act

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from mbpo_cli.agents.base import GraphedAgent
+from mbpo_cli.agents.base import GraphedAgent, lone_act
 from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.dqn import DQN
 from mbpo_cli.agents.factory import action_space_of, agents_for, make_agent
@@ -28,8 +28,9 @@ def _batch(seed: int, discrete: bool = False) -> Batch:
     act = torch.rand(B, ACT, generator=g) * 2 - 1
     if discrete:
         act = nn.functional.one_hot(act.argmax(dim=-1), ACT).float()
-    return Batch(torch.randn(B, OBS, generator=g), act, torch.randn(B, generator=g), torch.randn(B, OBS, generator=g),
+    lone = Batch(torch.randn(B, OBS, generator=g), act, torch.randn(B, generator=g), torch.randn(B, OBS, generator=g),
                  (torch.rand(B, generator=g) < 0.1).float())
+    return Batch(*(t.unsqueeze(0) for t in lone))  # a pack of one seed
 
 
 def _params(agent: nn.Module) -> list[torch.Tensor]:
@@ -48,11 +49,11 @@ def test_update_is_a_function_of_batch_noise_and_phase(name: str) -> None:
     for step in range(4):
         batch = _batch(step, discrete)
         g1, g2 = torch.Generator().manual_seed(step), torch.Generator().manual_seed(step)
-        info = one.update(batch, g1)
+        info = one.update(batch, [g1])
         shape = two.noise_shape(batch)
-        noise = None if shape is None else torch.randn(shape, generator=g2)
+        noise = None if shape is None else torch.randn(shape, generator=g2).unsqueeze(0)
         two.update_with_noise(batch, noise, two.next_phase())
-        assert all(bool(torch.isfinite(v)) for v in info.values())
+        assert all(v.shape == (1,) and bool(torch.isfinite(v).all()) for v in info.values())
     assert _same(_params(one), _params(two))
     assert not _same(_params(one), _params(_agent(name)))
 
@@ -60,7 +61,7 @@ def test_update_is_a_function_of_batch_noise_and_phase(name: str) -> None:
 @pytest.mark.parametrize("name", ["sac", "td3", "ddpg", "dqn"])
 def test_cpu_stays_eager_and_unchanged(name: str) -> None:
     agent, fresh = _agent(name), _agent(name)
-    mode = agent.use_cuda_graph(_batch(0, name == "dqn"), torch.Generator().manual_seed(0))
+    mode = agent.use_cuda_graph(_batch(0, name == "dqn"), [torch.Generator().manual_seed(0)])
     assert agent.graph is None and mode.startswith("eager")
     assert _same(_params(agent), _params(fresh))
 
@@ -71,7 +72,7 @@ def test_td3_steps_the_actor_and_targets_every_policy_delay_updates() -> None:
     actor_moved, target_moved = [], []
     for step in range(6):
         actor, target = _params(agent.actor), _params(agent.critic_target)
-        info = agent.update(_batch(step), gen)
+        info = agent.update(_batch(step), [gen])
         actor_moved.append(not _same(actor, _params(agent.actor)))
         target_moved.append(not _same(target, _params(agent.critic_target)))
         assert ("actor_loss" in info) == actor_moved[-1]
@@ -85,19 +86,19 @@ def test_td3_steps_the_actor_and_targets_every_policy_delay_updates() -> None:
 
 def test_dqn_acts_with_one_hot_greedy_or_epsilon_greedy_actions() -> None:
     agent = DQN(OBS, 3, DQNConfig(hidden=32, epsilon_start=1.0, epsilon_end=0.1, epsilon_decay_steps=100))
-    obs = torch.randn(400, OBS, generator=torch.Generator().manual_seed(0))
+    obs = torch.randn(1, 400, OBS, generator=torch.Generator().manual_seed(0))
     greedy = agent.act(obs, deterministic=True)
-    assert greedy.shape == (400, 3) and bool((greedy.sum(dim=-1) == 1).all())
+    assert greedy.shape == (1, 400, 3) and bool((greedy.sum(dim=-1) == 1).all())
     assert torch.equal(greedy.argmax(dim=-1), agent.q(obs).argmax(dim=-1))
     agent.on_env_step(0)
     assert agent.epsilon == 1.0
-    explored = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    explored = agent.act(obs, deterministic=False, generators=[torch.Generator().manual_seed(1)])
     assert (explored.argmax(-1) != greedy.argmax(-1)).float().mean() > 0.5  # uniform: 2/3 differ on average
     agent.on_env_step(50)
     assert agent.epsilon == pytest.approx(0.55)
     agent.on_env_step(10_000)
-    assert agent.epsilon == pytest.approx(0.1) and agent.epoch_metrics() == {"epsilon": pytest.approx(0.1)}
-    mostly = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(2))
+    assert agent.epsilon == pytest.approx(0.1) and agent.epoch_metrics() == [{"epsilon": pytest.approx(0.1)}]
+    mostly = agent.act(obs, deterministic=False, generators=[torch.Generator().manual_seed(2)])
     assert 0.0 < (mostly.argmax(-1) != greedy.argmax(-1)).float().mean() < 0.15
 
 
@@ -109,9 +110,9 @@ def test_action_spaces() -> None:
 @pytest.mark.parametrize("name", ["td3", "ddpg"])
 def test_deterministic_actors_explore_with_clipped_gaussian_noise(name: str) -> None:
     agent = _agent(name)
-    obs = torch.randn(500, OBS, generator=torch.Generator().manual_seed(0))
+    obs = torch.randn(1, 500, OBS, generator=torch.Generator().manual_seed(0))
     mean = agent.act(obs, deterministic=True)
-    noisy = agent.act(obs, deterministic=False, generator=torch.Generator().manual_seed(1))
+    noisy = agent.act(obs, deterministic=False, generators=[torch.Generator().manual_seed(1)])
     assert bool((noisy.abs() <= 1).all()) and not torch.equal(mean, noisy)
     assert 0.05 < float((noisy - mean).std()) < 0.15  # exploration_noise 0.1, a little less where clipped
 
@@ -129,7 +130,7 @@ def test_the_deterministic_policy_acts_as_the_agent_and_is_a_copy(name: str) -> 
         agent.actor.obs_std.copy_(torch.linspace(0.5, 3.0, OBS))
     obs = 3.0 * torch.randn(64, OBS, generator=torch.Generator().manual_seed(1))
     policy = agent.deterministic_policy()
-    expected = agent.act(obs, deterministic=True)
+    expected = lone_act(agent, obs, deterministic=True)
     with torch.no_grad():
         got = policy(obs)
     if name == "dqn":

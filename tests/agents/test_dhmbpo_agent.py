@@ -317,11 +317,12 @@ def test_the_protocols_update_starts_from_raw_observations() -> None:
         agent.actor.obs_mean.fill_(2.0)
         agent.actor.obs_std.fill_(3.0)
     raw = torch.randn(8, 3, generator=torch.Generator().manual_seed(7)) * 3 + 2
-    batch = Batch(raw, torch.zeros(8, 2), torch.zeros(8), raw, torch.zeros(8))
-    got = first.update(batch, torch.Generator().manual_seed(8))
+    batch = Batch(*(t.unsqueeze(0) for t in (raw, torch.zeros(8, 2), torch.zeros(8), raw, torch.zeros(8))))
+    got = first.update(batch, [torch.Generator().manual_seed(8)])
     want = second.learn((raw - 2.0) / 3.0, torch.Generator().manual_seed(8), critic_only=False)
+    assert all(v.shape == (1,) for v in got.values())
     assert {k: v.item() for k, v in got.items()} == pytest.approx({k: v.item() for k, v in want.items()})
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
                                                  strict=True))
-    assert first.use_cuda_graph(batch, torch.Generator()) == "eager (CUDA graphs need a CUDA device)"
+    assert first.use_cuda_graph(batch, [torch.Generator()]) == "eager (CUDA graphs need a CUDA device)"
     assert not first.graphs

@@ -44,7 +44,8 @@ def test_log_probability_is_the_tanh_gaussian_density_of_torch_distributions() -
     actor = constant_actor(mean, log_std)
     noise = torch.tensor([[0.0, 0.0, 0.0], [1.2, -0.7, 0.4], [-1.5, 0.9, -2.0], [0.5, 1.3, 0.1]])
     obs = torch.zeros(noise.shape[0], 1)
-    action, logp = actor.sample(obs, noise=noise)
+    action, logp = actor.sample(obs[None], noise=noise[None])
+    action, logp = action[0], logp[0]
 
     base = Normal(torch.tensor(mean), torch.tensor(log_std).exp())
     pre_tanh = base.loc + base.scale * noise
@@ -62,7 +63,7 @@ def test_log_probability_stays_exact_where_tanh_saturates() -> None:
     """At |u| = 12 the naive log(1 - tanh(u)^2) is log(0) in float32; the actor's stable form is torch's."""
     actor = constant_actor([12.0, -12.0], [-3.0, -3.0])
     noise = torch.zeros(1, 2)
-    _, logp = actor.sample(torch.zeros(1, 1), noise=noise)
+    _, logp = actor.sample(torch.zeros(1, 1, 1), noise=noise[None])
     u = torch.tensor([12.0, -12.0])
     base = Normal(u, torch.full((2,), math.exp(-3.0)))
     expected = (base.log_prob(u) - TanhTransform().log_abs_det_jacobian(u, torch.tanh(u))).sum()
@@ -98,7 +99,8 @@ def test_critic_loss_regresses_on_the_twin_minimum_soft_target_worked_out_by_han
     eps = [0.3, -1.1, 0.6]
     batch = Batch(torch.tensor(s).unsqueeze(1), torch.tensor(a).unsqueeze(1), torch.tensor(r),
                   torch.tensor(s2).unsqueeze(1), torch.tensor(d))
-    noise = torch.stack([torch.tensor(eps).view(3, 1), torch.zeros(3, 1)])  # next-state noise, current-state noise
+    batch = Batch(*(t.unsqueeze(0) for t in batch))  # a pack of one seed
+    noise = torch.stack([torch.tensor(eps).view(3, 1), torch.zeros(3, 1)]).unsqueeze(0)  # next-state, current-state
 
     targets, chosen = [], []
     for i in range(3):
@@ -127,10 +129,10 @@ def one_update(target_entropy: float) -> tuple[float, float, float]:
     torch.manual_seed(0)
     agent = SAC(obs_dim=3, act_dim=2, config=SACConfig(hidden=16, target_entropy=target_entropy))
     gen = torch.Generator().manual_seed(1)
-    batch = Batch(torch.randn(64, 3, generator=gen), torch.rand(64, 2, generator=gen) * 2 - 1,
-                  torch.randn(64, generator=gen), torch.randn(64, 3, generator=gen), torch.zeros(64))
+    batch = Batch(torch.randn(1, 64, 3, generator=gen), torch.rand(1, 64, 2, generator=gen) * 2 - 1,
+                  torch.randn(1, 64, generator=gen), torch.randn(1, 64, 3, generator=gen), torch.zeros(1, 64))
     before = agent.log_alpha.exp().item()
-    info = agent.update(batch, gen)
+    info = agent.update(batch, [gen])
     return before, agent.log_alpha.exp().item(), info["entropy"].item()
 
 

@@ -2,6 +2,7 @@
 lengths are logged; the model buffer holds exactly the retained generations however long the branches were."""
 
 import math
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -32,8 +33,9 @@ class DriftingModel:
 
 
 class StillAgent:
-    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.zeros(obs.shape[0], 1)
+    def act(self, obs: torch.Tensor, deterministic: bool,
+            generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        return torch.zeros(*obs.shape[:2], 1)
 
 
 def _rollout(start: list[float], max_length: int = 10) -> tuple[torch.Tensor, ReplayBuffer, float]:

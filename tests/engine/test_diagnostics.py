@@ -1,5 +1,7 @@
 """Model diagnostics: their shapes on a short real run, compounding open-loop error, and that they change nothing."""
 
+from collections.abc import Sequence
+
 import torch
 
 from mbpo_cli.config.load import build_config
@@ -66,8 +68,9 @@ class BlowingUpModel:
 
 
 class StillAgent:
-    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.zeros(obs.shape[0], 1)
+    def act(self, obs: torch.Tensor, deterministic: bool,
+            generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        return torch.zeros(*obs.shape[:2], 1)
 
 
 def test_an_imagined_episode_ends_where_the_model_overflows() -> None:

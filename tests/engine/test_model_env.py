@@ -1,6 +1,8 @@
 """The model environment: one step of the ensemble with the run's members, termination and reward, as rollouts and
 diagnostics take it."""
 
+from collections.abc import Sequence
+
 import torch
 
 from mbpo_cli.config.schema import ModelConfig
@@ -67,8 +69,9 @@ def test_a_step_from_predictions_samples_one_random_member_per_state() -> None:
 
 
 class StillAgent:
-    def act(self, obs: torch.Tensor, deterministic: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.zeros(obs.shape[0], ACT)
+    def act(self, obs: torch.Tensor, deterministic: bool,
+            generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        return torch.zeros(*obs.shape[:2], ACT)
 
 
 def test_a_branched_rollout_stops_where_the_env_terminates() -> None:

@@ -27,11 +27,11 @@ def _agent(device: str = "cpu") -> SAC:
 def _batch(seed: int, device: str = "cpu") -> Batch:
     g = torch.Generator(device=device).manual_seed(seed)
     return Batch(
-        torch.randn(B, OBS, generator=g, device=device),
-        torch.rand(B, ACT, generator=g, device=device) * 2 - 1,
-        torch.randn(B, generator=g, device=device),
-        torch.randn(B, OBS, generator=g, device=device),
-        (torch.rand(B, generator=g, device=device) < 0.1).float(),
+        torch.randn(1, B, OBS, generator=g, device=device),
+        torch.rand(1, B, ACT, generator=g, device=device) * 2 - 1,
+        torch.randn(1, B, generator=g, device=device),
+        torch.randn(1, B, OBS, generator=g, device=device),
+        (torch.rand(1, B, generator=g, device=device) < 0.1).float(),
     )
 
 
@@ -49,8 +49,8 @@ def test_update_is_a_function_of_batch_and_noise() -> None:
     for step in range(3):
         batch = _batch(step)
         g1, g2 = torch.Generator().manual_seed(step), torch.Generator().manual_seed(step)
-        one.update(batch, g1)
-        two.update_with_noise(batch, torch.randn(2, B, ACT, generator=g2))
+        one.update(batch, [g1])
+        two.update_with_noise(batch, torch.randn(1, 2, B, ACT, generator=g2))
     assert _same(_params(one), _params(two))
 
 
@@ -60,25 +60,25 @@ def test_restore_undoes_updates_in_place_including_fresh_adam_state() -> None:
     ids = [id(p) for p in agent.parameters()]
     saved = TrainingState(agent, list(agent.optimizers().values()))
     for step in range(3):
-        agent.update(_batch(step), torch.Generator().manual_seed(step))
+        agent.update(_batch(step), [torch.Generator().manual_seed(step)])
     saved.restore()
     assert [id(p) for p in agent.parameters()] == ids
     assert _same(_params(agent), _params(fresh))
     for step in range(4):
-        agent.update(_batch(10 + step), torch.Generator().manual_seed(step))
-        fresh.update(_batch(10 + step), torch.Generator().manual_seed(step))
+        agent.update(_batch(10 + step), [torch.Generator().manual_seed(step)])
+        fresh.update(_batch(10 + step), [torch.Generator().manual_seed(step)])
     assert _same(_params(agent), _params(fresh))
 
 
 def test_restore_brings_back_existing_adam_moments() -> None:
     agent = _agent()
-    agent.update(_batch(0), torch.Generator().manual_seed(0))
+    agent.update(_batch(0), [torch.Generator().manual_seed(0)])
     twin = copy.deepcopy(agent)
     saved = TrainingState(agent, list(agent.optimizers().values()))
-    agent.update(_batch(1), torch.Generator().manual_seed(1))
+    agent.update(_batch(1), [torch.Generator().manual_seed(1)])
     saved.restore()
-    agent.update(_batch(2), torch.Generator().manual_seed(2))
-    twin.update(_batch(2), torch.Generator().manual_seed(2))
+    agent.update(_batch(2), [torch.Generator().manual_seed(2)])
+    twin.update(_batch(2), [torch.Generator().manual_seed(2)])
     assert _same(_params(agent), _params(twin))
 
 
@@ -86,13 +86,13 @@ def test_agreement_check_sees_a_difference() -> None:
     agent = _agent()
     saved = TrainingState(agent, list(agent.optimizers().values()))
     assert saved.max_error(agent) == 0.0
-    agent.update(_batch(0), torch.Generator().manual_seed(0))
+    agent.update(_batch(0), [torch.Generator().manual_seed(0)])
     assert saved.max_error(agent) > 1.0
 
 
 def test_cpu_stays_eager_and_unchanged() -> None:
     agent, fresh = _agent(), _agent()
-    mode = agent.use_cuda_graph(_batch(0), torch.Generator().manual_seed(0))
+    mode = agent.use_cuda_graph(_batch(0), [torch.Generator().manual_seed(0)])
     assert agent.graph is None
     assert mode.startswith("eager")
     assert _same(_params(agent), _params(fresh))
@@ -110,13 +110,13 @@ def test_cpu_model_training_stays_eager_and_unchanged() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_replays_match_eager_updates() -> None:
     graphed, eager = _agent("cuda"), _agent("cuda")
-    mode = graphed.use_cuda_graph(_batch(0, "cuda"), torch.Generator(device="cuda").manual_seed(0))
+    mode = graphed.use_cuda_graph(_batch(0, "cuda"), [torch.Generator(device="cuda").manual_seed(0)])
     assert graphed.graph is not None, mode
     assert _same(_params(graphed), _params(eager))
     for step in range(20):
         batch = _batch(100 + step, "cuda")
-        graphed.update(batch, torch.Generator(device="cuda").manual_seed(step))
-        noise = torch.randn(2, B, ACT, generator=torch.Generator(device="cuda").manual_seed(step), device="cuda")
+        graphed.update(batch, [torch.Generator(device="cuda").manual_seed(step)])
+        noise = torch.randn(1, 2, B, ACT, generator=torch.Generator(device="cuda").manual_seed(step), device="cuda")
         eager.update_with_noise(batch, noise)
     for a, b in zip(_params(graphed), _params(eager), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

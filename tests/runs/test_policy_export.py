@@ -20,7 +20,7 @@ import pytest
 import torch
 from clihelpers import TINY, mbpo, one_error_line, train_runs
 
-from mbpo_cli.agents.base import GraphedAgent
+from mbpo_cli.agents.base import GraphedAgent, lone_act
 from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.bench.latency import Latency, bench_latency
 from mbpo_cli.cli.export import show_latencies
@@ -76,7 +76,7 @@ def observations(policy: Policy, spec: EnvSpec, count: int = 300) -> np.ndarray:
         seed, done = seed + 1, False
         while not done and len(seen) < count // 2:
             seen.append(np.asarray(obs, dtype=np.float32))
-            action = policy.agent.act(torch.from_numpy(seen[-1]).unsqueeze(0), deterministic=True)[0].numpy()
+            action = lone_act(policy.agent, torch.from_numpy(seen[-1]).unsqueeze(0), deterministic=True)[0].numpy()
             obs, _, terminated, truncated, _ = env.step(to_env_action(action, spec))
             done = terminated or truncated
     env.close()
@@ -86,8 +86,8 @@ def observations(policy: Policy, spec: EnvSpec, count: int = 300) -> np.ndarray:
 
 def tool_actions(policy: Policy, spec: EnvSpec, obs: np.ndarray) -> np.ndarray:
     """What `mbpo eval` would do with each observation, one at a time: the agent's action, then `to_env_action`."""
-    return np.stack([np.asarray(to_env_action(policy.agent.act(torch.from_numpy(o).unsqueeze(0), True)[0].numpy(),
-                                              spec)) for o in obs])
+    return np.stack([np.asarray(to_env_action(lone_act(policy.agent, torch.from_numpy(o)[None], True)[0].numpy(), spec))
+                     for o in obs])
 
 
 def export_json(trained: Trained, run_id: str, out: Path, *args: str) -> dict:
