@@ -1,8 +1,9 @@
 """Print a hash of everything a short seeded run learns, to check that a refactor changes no number.
 
-Usage: `python benchmarks/fingerprint.py [STEPS] [mbpo|sac]` before and after a change; equal hashes mean
-bit-identical agent and model parameters, optimizer states and replay buffers (same machine, same torch).
-InvertedPendulum-v5, seed 0, one thread, the paper's preset with 2,000 rollouts per retrain.
+Usage: `python benchmarks/fingerprint.py [STEPS] [mbpo|sac] [KEY=VALUE ...]` before and after a change; equal hashes
+mean bit-identical agent and model parameters, optimizer states and replay buffers (same machine, same torch).
+InvertedPendulum-v5, seed 0, one thread, the paper's preset with 2,000 rollouts per retrain; further config overrides
+(e.g. `env.termination=learned`) change that run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     algo = sys.argv[2] if len(sys.argv) > 2 else "mbpo"
     config = resolve_config(preset="inverted_pendulum", steps=steps, seed=0, algo=algo,
-                            overrides=["train.device=cpu", "rollout.batch_size=2000", "train.threads=1"])
+                            overrides=["train.device=cpu", "rollout.batch_size=2000", "train.threads=1",
+                                       *sys.argv[3:]])
     state = build_run(config)
     evals: list[float] = []
 
@@ -48,6 +50,10 @@ def main() -> None:
         _add(digest, state.model.state_dict())
         for index, slot in state.model_optimizer.state_dict()["state"].items():
             _add(digest, {f"model.{index}.{k}": v for k, v in slot.items()})
+    if state.done_model is not None and state.done_optimizer is not None:
+        _add(digest, {f"done_model.{k}": v for k, v in state.done_model.state_dict().items()})
+        for index, slot in state.done_optimizer.state_dict()["state"].items():
+            _add(digest, {f"done_model.{index}.{k}": v for k, v in slot.items()})
     _add(digest, {f"real.{i}": t for i, t in enumerate(state.real_buffer.ordered())})
     if state.model_buffer is not None:
         _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(state.model_buffer.ordered())})
