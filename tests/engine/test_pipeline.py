@@ -79,9 +79,9 @@ def test_max_seconds_ends_training_after_the_first_epoch_past_it() -> None:
     data = _data()
     inputs = torch.cat([data.obs, data.act], dim=-1)
     targets = torch.cat([data.reward.unsqueeze(-1), data.next_obs - data.obs], dim=-1)
-    capped = fit_ensemble(models.model, models.optimizer, inputs, targets, torch.Generator().manual_seed(0),
-                          max_seconds=1e-9)
-    assert capped.epochs == 1
+    capped = fit_ensemble(models.model, models.optimizer, inputs[None], targets[None],
+                          [torch.Generator().manual_seed(0)], max_seconds=1e-9)
+    assert capped[0].epochs == 1
 
 
 def test_the_optimizer_decays_each_layer_as_the_loss_term_did() -> None:
