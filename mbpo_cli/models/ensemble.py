@@ -4,6 +4,14 @@ E members predict a Gaussian over `[reward, next_obs - obs]` from `[obs, action]
 by the real data's mean and std. Training follows the official implementation: each member fits its
 own bootstrap of the training split, a holdout split (20%, at most 5,000 samples) drives early
 stopping with per-member best-weight restore, and the members with the lowest holdout MSE are elites.
+
+The model holds a pack of S seeds in one set of tensors (`mbpo_cli.nn.seeds`: seed-major along dim 0, S E members),
+each seed with its own data, normalizer, holdout split, bootstrap, early stopping and elites; a lone run is S = 1.
+On the CPU a seed in a pack trains bit for bit as alone (`SeedAdam` steps each seed's rows as a lone tensor), as
+long as each seed's share of an elementwise op is a whole number of the CPU's vector blocks (32 floats with AVX-512):
+otherwise the lone tensor's last elements take the scalar loop, whose exp and softplus may round differently from the
+vector loop they fall in within the pack. Minibatches of 256 rows always are; a holdout or a rollout of another size
+may not be, and then differs in the last bit.
 """
 
 from __future__ import annotations
