@@ -597,11 +597,11 @@ def build_rollout(variants: bool, states: int) -> Component:
 
     torch.manual_seed(0)
     model = GaussianEnsemble(OBS, ACT, cfg.model)
-    model.fit_normalizer(torch.cat([obs, act], dim=-1))
+    model.fit_normalizer(torch.cat([obs, act], dim=-1).unsqueeze(0))
     agent = SAC(OBS, ACT, cfg.sac)
     sink = ReplayBuffer(states, OBS, ACT, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    our_env = OurModelEnv(model, model.elites, termination.hopper)
+    our_env = OurModelEnv(model, model.elites[0], termination.hopper)
 
     def ours(agent: Any = agent) -> None:
         sink.ptr = sink.size = 0

@@ -83,9 +83,9 @@ def time_model_training(state: RunState, samples: int, repeats: int, progress: P
     data = state.real_buffer.ordered()
     inputs = torch.cat([data.obs, data.act], dim=-1)
     targets = model_targets(data.obs, data.reward, data.next_obs)
-    model.fit_normalizer(inputs)
+    model.fit_normalizer(inputs.unsqueeze(0))
     idx = torch.randint(samples, (cfg.model.ensemble_size, cfg.model.batch_size), generator=gen, device=device)
-    x, y = model.normalize(inputs)[idx], targets[idx]
+    x, y = model.normalize(inputs.unsqueeze(0))[0][idx], targets[idx]
     progress("timing model_train_step", 2, COMPONENTS)
     eager = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
     if cfg.train.cuda_graphs:
@@ -96,7 +96,8 @@ def time_model_training(state: RunState, samples: int, repeats: int, progress: P
         graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
         timings = [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
     progress(f"timing model_retrain (a full fit on {samples:,} transitions)", 3, COMPONENTS)
-    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs, targets, state.generators["model"]), device, 1,
+    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs.unsqueeze(0), targets.unsqueeze(0),
+                                                [state.generators["model"]]), device, 1,
                       warmup=0)
     return [*timings, Timing("model_retrain", retrain, 1.0 / cfg.rollout.train_freq)]
 

@@ -65,7 +65,8 @@ def open_loop(env: ModelEnv, data: Batch, horizon: int, samples: int, scale: tor
     obs = data.obs[pick]
     errors = []
     for h in range(horizon):
-        _, obs = env.model.mean_step(obs, data.act[pick + h], env.members)
+        _, obs = env.model.mean_step(obs.unsqueeze(0), data.act[pick + h].unsqueeze(0), env.members.unsqueeze(0))
+        obs = obs[0]
         errors.append(((obs - data.next_obs[pick + h]) / scale[1:]).pow(2).mean())
     return torch.stack(errors).tolist()
 

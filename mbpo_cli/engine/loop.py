@@ -154,7 +154,7 @@ def model_env(state: RunState) -> ModelEnv:
     member with `model.use_elites: false`), the run's termination and its reward."""
     cfg = state.config.model
     assert state.model is not None
-    members = state.model.elites if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    members = state.model.elites[0] if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
     return ModelEnv(state.model, members, state.terminated, state.reward_fn)
 
 

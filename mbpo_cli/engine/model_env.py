@@ -50,6 +50,7 @@ class ModelEnv:
     reward (the model's own unless `reward_fn` gives it)."""
 
     model: GaussianEnsemble
+    """A lone ensemble (a pack of one)."""
     members: torch.Tensor
     """`M` member indices (the elites, or every member with `model.use_elites: false`)."""
     terminated: TerminationFn
@@ -60,20 +61,20 @@ class ModelEnv:
     @torch.no_grad()
     def step(self, obs: torch.Tensor, act: torch.Tensor, generator: torch.Generator) -> ModelStep:
         """A sampled step of `N` states: each from a uniformly random member's Gaussian (`GaussianEnsemble.sample`)."""
-        reward, next_obs = self.model.sample(obs, act, generator, self.members)
-        return self._outcome(obs, act, reward, next_obs)
+        reward, next_obs = self.model.sample(obs.unsqueeze(0), act.unsqueeze(0), [generator], self.members.unsqueeze(0))
+        return self._outcome(obs, act, reward[0], next_obs[0])
 
     @torch.no_grad()
     def mean_step(self, obs: torch.Tensor, act: torch.Tensor) -> ModelStep:
         """The members' average prediction, no sampling."""
-        reward, next_obs = self.model.mean_step(obs, act, self.members)
-        return self._outcome(obs, act, reward, next_obs)
+        reward, next_obs = self.model.mean_step(obs.unsqueeze(0), act.unsqueeze(0), self.members.unsqueeze(0))
+        return self._outcome(obs, act, reward[0], next_obs[0])
 
     @torch.no_grad()
     def predict(self, obs: torch.Tensor, act: torch.Tensor) -> MemberPredictions:
         """Every rollout member on every one of the `N` states (what the adaptive horizon measures)."""
-        mean, logvar = self.model.predict_members(obs, act, self.members)
-        return MemberPredictions(mean, logvar)
+        mean, logvar = self.model.predict_members(obs.unsqueeze(0), act.unsqueeze(0), self.members.unsqueeze(0))
+        return MemberPredictions(mean[0], None if logvar is None else logvar[0])
 
     @torch.no_grad()
     def step_from(self, predictions: MemberPredictions, obs: torch.Tensor, act: torch.Tensor,

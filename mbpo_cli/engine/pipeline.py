@@ -32,7 +32,7 @@ from mbpo_cli.models.ensemble import (
 )
 from mbpo_cli.models.termination.learned import DoneClassifier, fit_done_classifier, make_done_optimizer
 from mbpo_cli.nn.batch import Batch
-from mbpo_cli.nn.optim import learning_rates_kept
+from mbpo_cli.nn.optim import SeedAdam, learning_rates_kept
 
 JOB_GENERATORS = ("model", "done")
 """The run's generators that model training draws from (a job draws from private copies)."""
@@ -43,19 +43,20 @@ class Models:
     """The models a retrain trains, with their optimizers (the done classifier only with learned termination)."""
 
     model: GaussianEnsemble
-    optimizer: torch.optim.Optimizer
+    optimizer: SeedAdam
     done_model: DoneClassifier | None = None
     done_optimizer: torch.optim.Optimizer | None = None
 
     def clone(self) -> Models:
         """Independent copies with the same weights and optimizer states."""
-        model = GaussianEnsemble(self.model.obs_dim, self.model.in_dim - self.model.obs_dim, self.model.config)
+        model = GaussianEnsemble(self.model.obs_dim, self.model.in_dim - self.model.obs_dim, self.model.config,
+                                 self.model.seeds)
         model.to(self.model.input_mean.device).load_state_dict(self.model.state_dict())
         optimizer = make_model_optimizer(model)
         optimizer.load_state_dict(self.optimizer.state_dict())
         copy = Models(model, optimizer)
         if self.done_model is not None and self.done_optimizer is not None:
-            done = DoneClassifier(self.done_model.input_mean.shape[0], self.done_model.config)
+            done = DoneClassifier(self.done_model.obs_dim, self.done_model.config, self.done_model.seeds)
             done.to(self.model.input_mean.device).load_state_dict(self.done_model.state_dict())
             copy.done_model, copy.done_optimizer = done, make_done_optimizer(done)
             copy.done_optimizer.load_state_dict(self.done_optimizer.state_dict())
@@ -93,8 +94,8 @@ def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generato
     inputs = torch.cat([data.obs, data.act], dim=-1)
     targets = model_targets(data.obs, data.reward, data.next_obs)
     start = time.perf_counter()
-    result = fit_ensemble(models.model, models.optimizer, inputs, targets, generators["model"], max_seconds,
-                          cancelled.is_set if cancelled is not None else None)
+    result = fit_ensemble(models.model, models.optimizer, inputs.unsqueeze(0), targets.unsqueeze(0),
+                          [generators["model"]], max_seconds, cancelled.is_set if cancelled is not None else None)[0]
     elite_losses = [result.holdout_losses[i] for i in result.elites]
     if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
         raise NumericalError(f"non-finite loss in model training at env step {env_step}")
@@ -107,8 +108,8 @@ def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generato
         metric_keys.TIME_MODEL_FIT: time.perf_counter() - start,
     }
     if models.done_model is not None and models.done_optimizer is not None:
-        fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs, data.done,
-                                  generators["done"])
+        fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs.unsqueeze(0),
+                                  data.done.unsqueeze(0), [generators["done"]])[0]
         info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
                      "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall,
                      "done_holdout_fpr": fit.holdout_fpr, "done_threshold": fit.threshold})

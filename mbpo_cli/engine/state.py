@@ -30,6 +30,7 @@ from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 from mbpo_cli.models.termination import Termination, TerminationKind, termination_of
 from mbpo_cli.models.termination.custom import CustomReward, reward_of
 from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer
+from mbpo_cli.nn.optim import SeedAdam
 
 PHASES = ("env", "model", "rollout", "agent", "eval", "diag")
 MODEL_PHASES = ("model", "rollout", "diag")
@@ -103,7 +104,7 @@ class RunState:
     eval_env: gym.Env
     agent: Agent
     model: GaussianEnsemble | None
-    model_optimizer: torch.optim.Optimizer | None
+    model_optimizer: SeedAdam | None
     real_buffer: ReplayBuffer
     model_buffer: ReplayBuffer | None
     generators: dict[str, torch.Generator]
@@ -168,7 +169,7 @@ class RunState:
     def terminated(self, next_obs: torch.Tensor) -> torch.Tensor:
         """Termination `N` (bool) of model next observations `N x D`, by the run's termination function."""
         if self.done_model is not None:
-            return self.done_model(next_obs)
+            return self.done_model(next_obs.unsqueeze(0))[0]
         assert self.termination.fn is not None
         return self.termination.fn(next_obs)
 

@@ -25,10 +25,10 @@ class DriftingModel:
 
     def predict_members(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        n = obs.shape[0]
+        n = obs.shape[1]  # a pack of one: 1 x N x D
         step = torch.ones(2, n, 1)
-        step[1, obs[:, 0] >= EDGE] = 3.0  # the second member disagrees past the edge
-        mean = torch.cat([torch.zeros(2, n, 1), step], dim=-1)  # [reward, delta x]
+        step[1, obs[0, :, 0] >= EDGE] = 3.0  # the second member disagrees past the edge
+        mean = torch.cat([torch.zeros(2, n, 1), step], dim=-1).unsqueeze(0)  # 1 x M x N x [reward, delta x]
         return mean, torch.full_like(mean, -20.0)
 
 

@@ -64,7 +64,7 @@ class BlowingUpModel:
 
     def mean_step(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.ones(obs.shape[0]), obs * 1e30
+        return torch.ones(obs.shape[:2]), obs * 1e30  # a pack's S x N, S x N x D
 
 
 class StillAgent:

@@ -84,7 +84,8 @@ def _nearest_member(state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
     n = state.config.rollout.batch_size
     last = state.model_buffer.ordered()
     obs, act, next_obs = last.obs[-n:], last.act[-n:], last.next_obs[-n:]
-    mean, _ = state.model.predict_members(obs, act, torch.arange(state.config.model.ensemble_size))  # E x N x out
+    mean, _ = state.model.predict_members(obs[None], act[None], torch.arange(state.config.model.ensemble_size)[None])
+    mean = mean[0]  # E x N x out
     distance = (obs + mean[..., 1:] - next_obs).abs().amax(dim=-1)  # E x N
     nearest = distance.min(dim=0)
     return nearest.indices, nearest.values
@@ -123,7 +124,7 @@ def test_a_deterministic_model_rolls_out_its_members_means(default_run: RunState
 
 
 def test_rollouts_use_the_elites_or_every_member(deterministic_run: RunState) -> None:
-    elites = deterministic_run.model.elites if deterministic_run.model is not None else None
+    elites = deterministic_run.model.elites[0] if deterministic_run.model is not None else None
     assert elites is not None and 0 < len(elites) < deterministic_run.config.model.ensemble_size
     used, _ = _nearest_member(deterministic_run)
     assert set(used.tolist()) == set(elites.tolist())

@@ -36,7 +36,8 @@ def _paid(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch
 def test_a_step_samples_the_members_and_applies_termination_and_reward() -> None:
     model, (obs, act) = _model(), _inputs()
     members = torch.tensor([2, 0])
-    reward, next_obs = model.sample(obs, act, torch.Generator().manual_seed(5), members)
+    reward, next_obs = model.sample(obs[None], act[None], [torch.Generator().manual_seed(5)], members[None])
+    reward, next_obs = reward[0], next_obs[0]
     step = ModelEnv(model, members, _above).step(obs, act, torch.Generator().manual_seed(5))
     assert torch.equal(step.reward, reward) and torch.equal(step.next_obs, next_obs)
     assert torch.equal(step.done, next_obs[:, 0] > 0.0)
@@ -47,7 +48,8 @@ def test_a_step_samples_the_members_and_applies_termination_and_reward() -> None
 def test_the_mean_step_averages_the_rollout_members() -> None:
     model, (obs, act) = _model(), _inputs()
     members = torch.tensor([1, 2])
-    mean, _ = model.predict_members(obs, act, members)
+    mean, _ = model.predict_members(obs[None], act[None], members[None])
+    mean = mean[0]
     step = ModelEnv(model, members, _above).mean_step(obs, act)
     assert torch.allclose(step.reward, mean.mean(dim=0)[:, 0])
     assert torch.allclose(step.next_obs, obs + mean.mean(dim=0)[:, 1:])
@@ -77,7 +79,7 @@ class StillAgent:
 def test_a_branched_rollout_stops_where_the_env_terminates() -> None:
     model, (obs, _) = _model(), _inputs()
     buffer = ReplayBuffer(100, OBS, ACT, torch.device("cpu"))
-    everything = ModelEnv(model, model.elites, lambda x: torch.ones(x.shape[0], dtype=torch.bool))
+    everything = ModelEnv(model, model.elites[0], lambda x: torch.ones(x.shape[0], dtype=torch.bool))
     stats = branched_rollout(everything, StillAgent(), obs, 5, buffer, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
     assert (stats.transitions, stats.mean_length, len(buffer)) == (N, 1.0, N)
     assert bool(buffer.data.done[:N].all())

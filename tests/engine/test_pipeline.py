@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from mbpo_cli.config.load import build_config
-from mbpo_cli.config.schema import ModelConfig
+from mbpo_cli.config.schema import DoneModelConfig, ModelConfig
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
 from mbpo_cli.engine.state import build_run, set_threads
 from mbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, load_model_optimizer, make_model_optimizer
+from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer
 from mbpo_cli.nn.batch import Batch
 
 OBS, ACT = 3, 2
@@ -79,9 +80,9 @@ def test_max_seconds_ends_training_after_the_first_epoch_past_it() -> None:
     data = _data()
     inputs = torch.cat([data.obs, data.act], dim=-1)
     targets = torch.cat([data.reward.unsqueeze(-1), data.next_obs - data.obs], dim=-1)
-    capped = fit_ensemble(models.model, models.optimizer, inputs, targets, torch.Generator().manual_seed(0),
-                          max_seconds=1e-9)
-    assert capped.epochs == 1
+    capped = fit_ensemble(models.model, models.optimizer, inputs[None], targets[None],
+                          [torch.Generator().manual_seed(0)], max_seconds=1e-9)
+    assert capped[0].epochs == 1
 
 
 def test_the_optimizer_decays_each_layer_as_the_loss_term_did() -> None:
@@ -177,3 +178,48 @@ def test_the_pipeline_gives_each_activity_half_the_threads() -> None:
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _old_format(saved: dict) -> dict:
+    """A checkpoint's models as written before the seed axis: 1-D normalizers, elites and holdout losses, a scalar
+    trained flag and threshold, scalar Adam step counts."""
+    lone_keys = ("input_mean", "input_std", "elites", "holdout_losses", "trained", "threshold_logit")
+    old = {}
+    for name, state in saved.items():
+        if name.endswith("optimizer"):
+            old[name] = {"state": {i: {k: (v.reshape(()) if k == "step" else v) for k, v in entry.items()}
+                                   for i, entry in state["state"].items()},
+                         "param_groups": state["param_groups"]}
+        else:
+            old[name] = {k: (v[0] if k in lone_keys else v) for k, v in state.items()}
+    return old
+
+
+def test_a_checkpoint_written_before_the_seed_axis_loads_as_a_pack_of_one() -> None:
+    """The ensemble, the learned termination and their optimizers saved in the lone format load (their per-seed
+    tensors gain a seed axis of 1, the ensemble's step counts one per seed) and hold the same numbers."""
+    models = _with_classifier(_models())
+    data = _data()
+    data.done[::10] = 1.0
+    fit_models(models, data, _generators(), env_step=0)
+    saved = models.checkpoint_state()
+    old = _old_format(saved)
+    assert old["model"]["input_mean"].dim() == 1 and old["done_model"]["trained"].dim() == 0
+    assert old["model_optimizer"]["state"][0]["step"].dim() == 0
+    restored = _with_classifier(_models())
+    restored.load_checkpoint_state(old)
+    for name, state in restored.checkpoint_state().items():
+        if name.endswith("optimizer"):
+            for index, entry in state["state"].items():
+                # the done optimizer is torch's Adam: its step stays a scalar until its next retrain
+                assert all(torch.equal(v.reshape(-1), saved[name]["state"][index][k].reshape(-1))
+                           for k, v in entry.items()), (name, index)
+        else:
+            assert all(torch.equal(v, saved[name][k]) for k, v in state.items()), name
+
+
+def _with_classifier(models: Models) -> Models:
+    torch.manual_seed(1)
+    done = DoneClassifier(OBS, DoneModelConfig(hidden=8, max_epochs=3))
+    models.done_model, models.done_optimizer = done, make_done_optimizer(done)
+    return models

@@ -50,11 +50,12 @@ def test_learned_termination_finds_held_out_terminal_transitions(env_id: str) ->
     torch.manual_seed(0)
     x, y = transitions(env_id, 4000, seed=0)
     model = DoneClassifier(x.shape[1], DoneModelConfig())
-    fit = fit_done_classifier(model, make_done_optimizer(model), x, y, torch.Generator().manual_seed(0))
+    fit = fit_done_classifier(model, make_done_optimizer(model), x[None], y[None],
+                              [torch.Generator().manual_seed(0)])[0]
     assert fit.terminal == int(y.sum()) > 50 and fit.epochs > 0
     assert fit.holdout_recall >= RECALL and fit.holdout_accuracy >= ACCURACY, fit
     test_x, test_y = transitions(env_id, 2000, seed=1)
-    predicted = model(test_x)
+    predicted = model(test_x[None])[0]
     actual = test_y > 0.5
     assert float(predicted[actual].float().mean()) >= RECALL
     assert float((predicted == actual).float().mean()) >= ACCURACY
@@ -63,10 +64,10 @@ def test_learned_termination_finds_held_out_terminal_transitions(env_id: str) ->
 def test_before_any_termination_nothing_terminates_but_non_finite_states() -> None:
     model = DoneClassifier(4, DoneModelConfig())
     x = torch.randn(100, 4)
-    fit = fit_done_classifier(model, make_done_optimizer(model), x, torch.zeros(100), torch.Generator())
+    fit = fit_done_classifier(model, make_done_optimizer(model), x[None], torch.zeros(1, 100), [torch.Generator()])[0]
     assert fit.terminal == 0 and fit.epochs == 0 and np.isnan(fit.holdout_recall)
     x[3, 1] = float("nan")
-    assert model(x).nonzero().flatten().tolist() == [3]
+    assert model(x[None])[0].nonzero().flatten().tolist() == [3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,8 +123,9 @@ def test_a_classifier_fitted_on_imbalanced_data_keeps_fewer_false_terminations()
     for threshold in (0.5, None):
         torch.manual_seed(0)
         model = DoneClassifier(1, DoneModelConfig(hidden=16, max_epochs=30, threshold=threshold))
-        fit = fit_done_classifier(model, make_done_optimizer(model), x, y, torch.Generator().manual_seed(0))
-        predicted = model(test_x)
+        fit = fit_done_classifier(model, make_done_optimizer(model), x[None], y[None],
+                                  [torch.Generator().manual_seed(0)])[0]
+        predicted = model(test_x[None])[0]
         false_terminations[threshold] = int(predicted[test_y == 0].sum())
         found[threshold] = float(predicted[test_y == 1].float().mean())
         assert fit.holdout_fpr == pytest.approx(false_terminations[threshold] / 2000, abs=0.03)
@@ -154,7 +156,7 @@ def test_the_threshold_travels_in_the_state_and_old_states_load_with_one_half(tm
     restored = DoneClassifier(4, DoneModelConfig())
     restored.load_state_dict(saved)
     assert float(restored.threshold_logit) == pytest.approx(1.7)
-    x = torch.randn(50, 4)
+    x = torch.randn(1, 50, 4)
     assert torch.equal(restored(x), model(x))
     old = {k: v for k, v in saved.items() if k != "threshold_logit"}
     restored.load_state_dict(old)

@@ -35,6 +35,7 @@ to raise it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from torch.nn import functional as F
 
 from mbpo_cli.config.schema import DoneModelConfig
 from mbpo_cli.nn.mlp import BatchedMLP
+from mbpo_cli.nn.seeds import seed_optimizer_state, seed_state, stack_optimizer_states, stack_states
 
 
 @dataclass(frozen=True)
@@ -62,28 +64,38 @@ class DoneFit:
     """The probability above which a next state terminates, after this retrain."""
 
 
+SHARED_KEYS: frozenset[str] = frozenset()
+"""State-dict keys every seed of a pack shares (none: every tensor is per-seed, seed-major)."""
+
+
 class DoneClassifier(nn.Module):
-    """`next_obs N x D -> P(terminated) N`, an MLP on standardized inputs."""
+    """`next_obs S x N x D -> P(terminated) S x N`, an MLP on standardized inputs for each of S seeds.
+
+    A pack of S seeds holds S one-member networks in one `BatchedMLP`, seed-major (`mbpo_cli.nn.seeds`), each with
+    its own normalizer, threshold and trained flag. A lone run is S = 1.
+    """
 
     # Buffers (saved in the state dict), declared so that they type as tensors.
     input_mean: torch.Tensor
-    """`D`: mean of the training split's next observations."""
+    """`S x D`: mean of each seed's training split's next observations."""
     input_std: torch.Tensor
-    """`D`: their std (1 where below 1e-12)."""
+    """`S x D`: their std (1 where below 1e-12)."""
     trained: torch.Tensor
-    """Scalar bool: set once the classifier was fitted on data holding a terminal transition."""
+    """`S` bool: set once the seed's classifier was fitted on data holding a terminal transition."""
     threshold_logit: torch.Tensor
-    """Scalar: a next state terminates when its logit exceeds this (`done_model.threshold` as a logit, or the cut
-    chosen on the last retrain's holdout)."""
+    """`S`: a next state terminates when its logit exceeds this (`done_model.threshold` as a logit, or the cut
+    chosen on the seed's last retrain's holdout)."""
 
-    def __init__(self, obs_dim: int, config: DoneModelConfig) -> None:
+    def __init__(self, obs_dim: int, config: DoneModelConfig, seeds: int = 1) -> None:
         super().__init__()
         self.config = config
-        self.net = BatchedMLP(1, obs_dim, 1, config.hidden, config.layers, activation=nn.SiLU)
-        self.register_buffer("input_mean", torch.zeros(obs_dim))
-        self.register_buffer("input_std", torch.ones(obs_dim))
-        self.register_buffer("trained", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("threshold_logit", torch.tensor(self.fixed_threshold_logit()))
+        self.seeds = seeds
+        self.obs_dim = obs_dim
+        self.net = BatchedMLP(seeds, obs_dim, 1, config.hidden, config.layers, activation=nn.SiLU)
+        self.register_buffer("input_mean", torch.zeros(seeds, obs_dim))
+        self.register_buffer("input_std", torch.ones(seeds, obs_dim))
+        self.register_buffer("trained", torch.zeros(seeds, dtype=torch.bool))
+        self.register_buffer("threshold_logit", torch.full((seeds,), self.fixed_threshold_logit()))
 
     def fixed_threshold_logit(self) -> float:
         """`done_model.threshold` as a logit; 0.0 (a probability of 0.5) when the holdout chooses it."""
@@ -92,26 +104,49 @@ class DoneClassifier(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """As nn.Module's, but a state saved before the holdout chose the threshold (whose run's config held it,
-        0.5 by default) loads with that fixed threshold, 0.5 when this config leaves it to the holdout."""
-        default = torch.tensor(self.fixed_threshold_logit(), device=self.threshold_logit.device)
+        0.5 by default) loads with that fixed threshold, 0.5 when this config leaves it to the holdout; and a lone
+        state saved before the seed axis (a 1-D input mean and std, a scalar flag and threshold) gains its leading
+        seed axis."""
+        default = torch.full((self.seeds,), self.fixed_threshold_logit(), device=self.threshold_logit.device)
         state_dict.setdefault(prefix + "threshold_logit", default)
+        for name, lone_dims in (("input_mean", 1), ("input_std", 1), ("trained", 0), ("threshold_logit", 0)):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.dim() == lone_dims:
+                state_dict[prefix + name] = saved.unsqueeze(0)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
+    @classmethod
+    def pack(cls, models: Sequence[DoneClassifier]) -> DoneClassifier:
+        """One pack of the lone `models` (same dimension and config, each built under its own seed), in their order:
+        each seed starts exactly as its lone classifier."""
+        first = models[0]
+        packed = cls(first.obs_dim, first.config, seeds=len(models)).to(first.input_mean.device)
+        packed.load_state_dict(stack_states([m.state_dict() for m in models], SHARED_KEYS))
+        return packed
+
+    def seed(self, seed: int) -> DoneClassifier:
+        """Seed `seed`'s lone classifier (a copy)."""
+        lone = DoneClassifier(self.obs_dim, self.config).to(self.input_mean.device)
+        lone.load_state_dict(seed_state(self.state_dict(), seed, self.seeds, SHARED_KEYS))
+        return lone
+
     def logits(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Logits `N` of termination for raw next observations `N x D`."""
-        x = (next_obs - self.input_mean) / self.input_std
-        return self.net(x.unsqueeze(0)).squeeze(0).squeeze(-1)
+        """Logits `S x N` of termination for each seed's raw next observations `S x N x D`."""
+        x = (next_obs - self.input_mean.unsqueeze(1)) / self.input_std.unsqueeze(1)
+        return self.net(x).squeeze(-1)
 
     @torch.no_grad()
     def forward(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Termination `N` (bool) for next observations `N x D`: probability above the threshold.
+        """Termination `S x N` (bool) for each seed's next observations `S x N x D`: probability above the seed's
+        threshold.
 
-        Non-finite observations terminate; before any terminal transition was seen, nothing else does.
+        Non-finite observations terminate; in a seed that has not yet seen a terminal transition, nothing else does.
         """
         finite = torch.isfinite(next_obs).all(dim=-1)
-        if not bool(self.trained):
+        if not bool(self.trained.any()):
             return ~finite
-        return ~finite | (self.logits(torch.nan_to_num(next_obs)) > self.threshold_logit)
+        flagged = self.logits(torch.nan_to_num(next_obs)) > self.threshold_logit.unsqueeze(1)
+        return ~finite | (flagged & self.trained.unsqueeze(1))
 
 
 def _split(done: torch.Tensor, ratio: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +210,46 @@ def holdout_threshold(logits: torch.Tensor, actual: torch.Tensor) -> float:
 
 
 def fit_done_classifier(model: DoneClassifier, optimizer: torch.optim.Optimizer, next_obs: torch.Tensor,
-                        done: torch.Tensor, generator: torch.Generator) -> DoneFit:
-    """Train on real next observations `N x D` and termination flags `N` until the holdout loss stops improving.
+                        done: torch.Tensor, generators: Sequence[torch.Generator]) -> list[DoneFit]:
+    """Train each seed on its real next observations `S x N x D` and termination flags `S x N` until its holdout
+    loss stops improving (`fit_seed`, seed `s` drawing from `generators[s]`); what each seed's retrain did.
+
+    The seeds are fitted one after the other, each as a lone classifier with its own rows of the networks and its own
+    Adam state, then put back into the pack (fork, not mask): their stratified splits hold as many samples as their
+    data holds terminal transitions, which differ between seeds, so their minibatches cannot share a batched step.
+    The pack's optimizer (never stepped itself) holds each seed's Adam state, its step count one per seed (`S`).
+    """
+    params = list(model.seed(0).net.parameters())
+    packed = optimizer.state_dict()
+    lone, states, fits = [], [], []
+    for s, generator in enumerate(generators):
+        classifier = model.seed(s)
+        seed_optimizer = make_done_optimizer(classifier)
+        seed_optimizer.load_state_dict(seed_optimizer_state(packed, s, model.seeds))
+        fits.append(fit_seed(classifier, seed_optimizer, next_obs[s], done[s], generator))
+        lone.append(classifier)
+        states.append(seed_optimizer.state_dict())
+    model.load_state_dict(stack_states([c.state_dict() for c in lone], SHARED_KEYS))
+    if any(state["state"] for state in states):
+        optimizer.load_state_dict(stack_optimizer_states([_per_seed_steps(state, params) for state in states]))
+    return fits
+
+
+def _per_seed_steps(state: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
+    """A lone Adam state with its step counts as 1-element tensors (so that they stack into one per seed) and fresh
+    entries (step 0, zero moments: what Adam starts from) for parameters it has not stepped yet."""
+    entries = {}
+    for index, param in enumerate(params):
+        entry = state["state"].get(index) or {"step": torch.zeros(()), "exp_avg": torch.zeros_like(param),
+                                              "exp_avg_sq": torch.zeros_like(param)}
+        entries[index] = {**entry, "step": entry["step"].reshape(1)}
+    return {"state": entries, "param_groups": state["param_groups"]}
+
+
+def fit_seed(model: DoneClassifier, optimizer: torch.optim.Optimizer, next_obs: torch.Tensor, done: torch.Tensor,
+             generator: torch.Generator) -> DoneFit:
+    """Train a lone classifier (a pack of one) on real next observations `N x D` and termination flags `N` until the
+    holdout loss stops improving.
 
     Keeps the best holdout weights, then chooses the threshold on the holdout (`holdout_threshold`) unless
     `done_model.threshold` fixes it; returns the epochs run, the holdout accuracy, terminal recall and
@@ -185,26 +258,26 @@ def fit_done_classifier(model: DoneClassifier, optimizer: torch.optim.Optimizer,
     cfg = model.config
     terminal = int((done > 0.5).sum())
     if terminal == 0:
-        return DoneFit(0, 0, math.nan, math.nan, math.nan, float(torch.sigmoid(model.threshold_logit)))
+        return DoneFit(0, 0, math.nan, math.nan, math.nan, float(torch.sigmoid(model.threshold_logit[0])))
     train_idx, hold_idx = _split(done, cfg.holdout_ratio, generator)
     x, y = next_obs[train_idx], done[train_idx]
-    model.input_mean.copy_(x.mean(dim=0))
+    model.input_mean[0].copy_(x.mean(dim=0))
     std = x.std(dim=0, unbiased=False)
-    model.input_std.copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
+    model.input_std[0].copy_(torch.where(std < 1e-12, torch.ones_like(std), std))
     n, n_pos = y.shape[0], float((y > 0.5).sum())
     pos_weight, neg_weight = n / (2.0 * max(n_pos, 1.0)), n / (2.0 * max(n - n_pos, 1.0))
     x_hold, y_hold = next_obs[hold_idx], done[hold_idx]
 
     def holdout_loss() -> float:
         with torch.no_grad():
-            return float(_weighted_bce(model.logits(x_hold), y_hold, pos_weight, neg_weight))
+            return float(_weighted_bce(model.logits(x_hold.unsqueeze(0))[0], y_hold, pos_weight, neg_weight))
 
     best, best_state, since, epoch = holdout_loss(), _copy(model), 0, 0
     while epoch < cfg.max_epochs and since <= cfg.patience:
         order = torch.randperm(n, generator=generator, device=x.device)
         for start in range(0, n, cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            loss = _weighted_bce(model.logits(x[idx]), y[idx], pos_weight, neg_weight)
+            loss = _weighted_bce(model.logits(x[idx].unsqueeze(0))[0], y[idx], pos_weight, neg_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -219,11 +292,11 @@ def fit_done_classifier(model: DoneClassifier, optimizer: torch.optim.Optimizer,
     actual = y_hold > 0.5
     with torch.no_grad():
         if cfg.threshold is None:
-            model.threshold_logit.fill_(holdout_threshold(model.logits(x_hold), actual))
+            model.threshold_logit.fill_(holdout_threshold(model.logits(x_hold.unsqueeze(0))[0], actual))
         else:
             model.threshold_logit.fill_(model.fixed_threshold_logit())
-    accuracy, recall, fpr = holdout_rates(model(x_hold), actual)
-    return DoneFit(epoch, terminal, accuracy, recall, fpr, float(torch.sigmoid(model.threshold_logit)))
+    accuracy, recall, fpr = holdout_rates(model(x_hold.unsqueeze(0))[0], actual)
+    return DoneFit(epoch, terminal, accuracy, recall, fpr, float(torch.sigmoid(model.threshold_logit[0])))
 
 
 def holdout_rates(predicted: torch.Tensor, actual: torch.Tensor) -> tuple[float, float, float]:
