@@ -48,9 +48,9 @@ def main() -> None:
         _add(digest, state.model.state_dict())
         for index, slot in state.model_optimizer.state_dict()["state"].items():
             _add(digest, {f"model.{index}.{k}": v for k, v in slot.items()})
-    _add(digest, {f"real.{i}": t for i, t in enumerate(state.real_buffer.ordered())})
-    if state.model_buffer is not None:
-        _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(state.model_buffer.ordered())})
+    _add(digest, {f"real.{i}": t for i, t in enumerate(state.lone.real_buffer.ordered())})
+    if state.lone.model_buffer is not None:
+        _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(state.lone.model_buffer.ordered())})
     print(algo, steps, digest.hexdigest(), evals)
 
 
