@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -169,13 +169,26 @@ class RunState:
 
     # -- checkpoints: each part saved and restored by the component that owns it ------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to continue this run bit for bit, as a checkpoint holds it (tensors and plain values):
-        the run's own counters, observation, RNGs and environment, and each component's part (the agent's networks
-        and optimizers, the buffers, the models, DHMBPO's model, a finished background retrain)."""
-        seed = self.lone
+    def member_config(self, member: int) -> Config:
+        """The config of seed `member`'s run: the pack's, with that seed."""
+        seed = self.members[member].seed
+        return self.config if seed == self.config.train.seed else replace(
+            self.config, train=replace(self.config.train, seed=seed))
+
+    def member_policy(self, member: int) -> dict[str, torch.Tensor]:
+        """Seed `member`'s acting network's weights, as a lone run's policy holds them."""
+        self.lone  # noqa: B018  (packs: to come with the packed agent)
+        return self.agent.policy.state_dict()
+
+    def checkpoint_state(self, member: int = 0) -> dict[str, Any]:
+        """Everything needed to continue seed `member`'s run bit for bit, as a lone run's checkpoint holds it
+        (tensors and plain values): the run's own counters, observation, RNGs and environment, and each component's
+        part (the agent's networks and optimizers, the buffers, the models, DHMBPO's model, a finished background
+        retrain)."""
+        seed = self.members[member]
+        self.lone  # noqa: B018  (packs: to come with the packed agent)
         saved: dict[str, Any] = {
-            "config": self.config.to_dict(),
+            "config": self.member_config(member).to_dict(),
             "device": str(self.device),
             "counters": self._counters(seed),
             "obs": torch.from_numpy(seed.obs.copy()),
@@ -397,6 +410,15 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
     if isinstance(agent, DHMBPOAgent):
         state.double_horizon = double_horizon(config, spec, agent, termination, device)
     return state
+
+
+def build_pack(config: Config, seeds: list[int], device: torch.device | None = None) -> RunState:
+    """A fresh pack of `config`'s runs for `seeds`, in that order: each seed's components built exactly as its lone
+    run builds them (a pack of one is `build_run`)."""
+    if len(seeds) != 1:
+        raise NotImplementedError("packs of several seeds come with the packed agent and model")
+    return build_run(config if seeds[0] == config.train.seed else replace(
+        config, train=replace(config.train, seed=seeds[0])), device)
 
 
 def double_horizon(config: Config, spec: EnvSpec, agent: DHMBPOAgent, termination: Termination,

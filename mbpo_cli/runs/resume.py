@@ -20,7 +20,7 @@ from mbpo_cli.runs.process import StopSignals, is_locked, run_lock
 from mbpo_cli.runs.python_envs import check_rebuildable
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo, RunStatus
 from mbpo_cli.runs.reporting import Reporter, SafeReporter
-from mbpo_cli.runs.session import Outcome, Session, finished_outcome
+from mbpo_cli.runs.session import Outcome, Session, execute, finished_outcome
 from mbpo_cli.runs.tensorboard import summary_writer
 from mbpo_cli.runs.wandb_tracking import wandb_module
 
@@ -163,6 +163,6 @@ def _resume_run(
         if not exact:
             reporter.message("resuming on another device type: the continuation is not bitwise exact")
         reporter.message(f"resuming run {run.id} from env step {state.env_step} ({Path(info.path).name})")
-        outcome = Session(registry, run, folder, state, reporter, signals, outage_seconds).execute()
+        outcome = execute([Session(registry, run, folder, state, reporter, signals, outage_seconds)])[0]
         outcome.exact_resume = exact
         return outcome
