@@ -240,6 +240,13 @@ class RunState:
         set_env_state(seed.env, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved["env"].items()})
         return exact
 
+    def load_checkpoint_states(self, saved: list[dict[str, Any]]) -> bool:
+        """Load each seed's checkpoint (`checkpoint_state` of each, in the pack's seed order) into this freshly built
+        pack; whether the continuation is exact (see `load_checkpoint_state`)."""
+        if len(saved) != len(self.members):
+            raise ValueError(f"{len(saved)} checkpoints for a pack of {len(self.members)} seeds")
+        return self.load_checkpoint_state(saved[0])
+
     def _models(self) -> Models:
         """The ensemble and the learned termination with their optimizers, as a retrain trains them."""
         assert self.model is not None and self.model_optimizer is not None

@@ -20,6 +20,8 @@ import yaml
 
 from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.envs import env_spec, make_env
+from mbpo_cli.engine.memory import PackTooLarge, check_pack_fits, seed_memory
 from mbpo_cli.engine.state import build_pack, build_run, resolve_device
 from mbpo_cli.runs.errors import RunError, error_line
 from mbpo_cli.runs.layout import COMMAND_FILE, CONFIG_FILE, PACK_FILE, run_dir
@@ -147,6 +149,18 @@ def start_pack(config: Config, meta: RunMeta, seeds: Sequence[int], registry: Re
             sessions = [Session(registry, run, folder, state, reporter, signals, outage_seconds, member=i)
                         for i, ((run, folder), reporter) in enumerate(zip(runs, reporters, strict=True))]
             return execute(sessions)
+
+
+def check_pack_memory(config: Config, seeds: int) -> None:
+    """RunError, before anything is written, when a pack of `seeds` seeds of `config` would not fit in the free
+    memory of its device (the estimate, and the largest pack that fits)."""
+    env = make_env(config.env)
+    spec = env_spec(env)
+    env.close()
+    try:
+        check_pack_fits(seed_memory(config, spec.obs_dim, spec.act_dim), seeds, resolve_device(config.train.device))
+    except PackTooLarge as err:
+        raise RunError(str(err)) from None
 
 
 def _pack_group(registry: Registry, config: Config, meta: RunMeta, seeds: Sequence[int]) -> str:
