@@ -240,13 +240,6 @@ class RunState:
         set_env_state(seed.env, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved["env"].items()})
         return exact
 
-    def load_checkpoint_states(self, saved: list[dict[str, Any]]) -> bool:
-        """Load each seed's checkpoint (`checkpoint_state` of each, in the pack's seed order) into this freshly built
-        pack; whether the continuation is exact (see `load_checkpoint_state`)."""
-        if len(saved) != len(self.members):
-            raise ValueError(f"{len(saved)} checkpoints for a pack of {len(self.members)} seeds")
-        return self.load_checkpoint_state(saved[0])
-
     def _models(self) -> Models:
         """The ensemble and the learned termination with their optimizers, as a retrain trains them."""
         assert self.model is not None and self.model_optimizer is not None
@@ -417,15 +410,6 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
     if isinstance(agent, DHMBPOAgent):
         state.double_horizon = double_horizon(config, spec, agent, termination, device)
     return state
-
-
-def build_pack(config: Config, seeds: list[int], device: torch.device | None = None) -> RunState:
-    """A fresh pack of `config`'s runs for `seeds`, in that order: each seed's components built exactly as its lone
-    run builds them (a pack of one is `build_run`)."""
-    if len(seeds) != 1:
-        raise NotImplementedError("packs of several seeds come with the packed agent and model")
-    return build_run(config if seeds[0] == config.train.seed else replace(
-        config, train=replace(config.train, seed=seeds[0])), device)
 
 
 def double_horizon(config: Config, spec: EnvSpec, agent: DHMBPOAgent, termination: Termination,

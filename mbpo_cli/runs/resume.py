@@ -14,7 +14,8 @@ import yaml
 
 from mbpo_cli.config.load import build_config, config_diff, read_yaml
 from mbpo_cli.config.schema import Config
-from mbpo_cli.engine.state import RunState, build_pack, build_run, resolve_device
+from mbpo_cli.engine.pack import pack_states
+from mbpo_cli.engine.state import RunState, build_run, resolve_device
 from mbpo_cli.runs.checkpoint import CheckpointError, check_full, load_file, restore
 from mbpo_cli.runs.errors import RunError
 from mbpo_cli.runs.layout import CONFIG_FILE, PACK_FILE, checkpoint_file, run_dir
@@ -224,11 +225,12 @@ def resume_pack(
             if steps is not None and steps < found[0][0].step:
                 raise RunError(f"pack of {runs[0].id}: --steps {steps} is below its checkpoint at env step "
                                f"{found[0][0].step}")
-            state = build_pack(first, [c.train.seed for c in configs], resolve_device(first.train.device))
+            lones = [build_run(config, resolve_device(config.train.device)) for config in configs]
             try:
-                exact = state.load_checkpoint_states([payload for _, payload in found])
+                exact = all([restore(lone, payload) for lone, (_, payload) in zip(lones, found, strict=True)])
             except CheckpointError as err:
                 raise RunError(str(err)) from None
+            state = pack_states(lones)
             sessions = []
             for member, (run, reporter, config) in enumerate(zip(runs, shown, configs, strict=True)):
                 registry.delete_metrics_after(run.id, state.env_step)

@@ -22,7 +22,8 @@ from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import env_spec, make_env
 from mbpo_cli.engine.memory import PackTooLarge, check_pack_fits, seed_memory
-from mbpo_cli.engine.state import build_pack, build_run, resolve_device
+from mbpo_cli.engine.pack import build_pack
+from mbpo_cli.engine.state import build_run, resolve_device
 from mbpo_cli.runs.errors import RunError, error_line
 from mbpo_cli.runs.layout import COMMAND_FILE, CONFIG_FILE, PACK_FILE, run_dir
 from mbpo_cli.runs.outage import outage_limit, record_pending
