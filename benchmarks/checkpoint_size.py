@@ -38,12 +38,12 @@ def main() -> None:
     for steps in args.steps:
         config = resolve_config(preset=args.preset, steps=steps, device="cpu")
         state = build_run(config)
-        fill(state.real_buffer, steps)
+        fill(state.lone.real_buffer, steps)
         k = rollout_length(steps // config.train.epoch_length, config.rollout.schedule)
         capacity = model_buffer_capacity(k, config.rollout.batch_size, config.train.epoch_length,
                                          config.rollout.train_freq, config.rollout.retain_epochs)
-        state.model_buffer = ReplayBuffer(capacity, state.spec.obs_dim, state.spec.act_dim, state.device)
-        fill(state.model_buffer, capacity)
+        state.lone.model_buffer = ReplayBuffer(capacity, state.spec.obs_dim, state.spec.act_dim, state.device)
+        fill(state.lone.model_buffer, capacity)
         state.env_step = steps
         with tempfile.TemporaryDirectory(dir=".") as folder:
             path = Path(folder) / "ckpt.pt"

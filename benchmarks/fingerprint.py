@@ -63,9 +63,10 @@ def main() -> None:
         _add(digest, {f"done_model.{k}": v for k, v in state.done_model.state_dict().items()})
         for index, slot in state.done_optimizer.state_dict()["state"].items():
             _add(digest, {f"done_model.{index}.{k}": v for k, v in slot.items()})
-    _add(digest, {f"real.{i}": t for i, t in enumerate(state.real_buffer.ordered())})
-    if state.model_buffer is not None:
-        _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(state.model_buffer.ordered())})
+    seed = state.lone
+    _add(digest, {f"real.{i}": t for i, t in enumerate(seed.real_buffer.ordered())})
+    if seed.model_buffer is not None:
+        _add(digest, {f"model_buffer.{i}": t for i, t in enumerate(seed.model_buffer.ordered())})
     label = algo if args.agent is None else f"{algo} {args.agent}"
     print(label, steps, digest.hexdigest(), evals)
 

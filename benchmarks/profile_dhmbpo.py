@@ -69,10 +69,11 @@ def main() -> None:
     obs = torch.randn(n, spec.obs_dim, generator=g)
     act = torch.rand(n, spec.act_dim, generator=g) * 2 - 1
     next_obs = obs + 0.1 * torch.randn(n, spec.obs_dim, generator=g)
-    state.real_buffer.add(Batch(obs, act, torch.randn(n, generator=g), next_obs, torch.zeros(n)))
+    real = state.lone.real_buffer
+    real.add(Batch(obs, act, torch.randn(n, generator=g), next_obs, torch.zeros(n)))
     model.set_normalizers(obs, raw_targets(obs, torch.randn(n, generator=g), next_obs))
     buffer = StateBuffer(cfg.distribution_buffer, spec.obs_dim, state.device)
-    distribution_rollout(agent, agent.dynamics, state.real_buffer, model, buffer, cfg.distribution_states, g)
+    distribution_rollout(agent, agent.dynamics, real, model, buffer, cfg.distribution_states, g)
     starts = buffer.sample(cfg.batch_size, g)
 
     m = cfg.model
@@ -89,7 +90,7 @@ def main() -> None:
     parts: dict[str, Callable[[], object]] = {
         "joint update": lambda: agent.learn(starts, g, critic_only=False),
         "critic-only update": lambda: agent.learn(starts, g, critic_only=True),
-        "DR (one round)": lambda: distribution_rollout(agent, agent.dynamics, state.real_buffer, model, buffer, 1, g),
+        "DR (one round)": lambda: distribution_rollout(agent, agent.dynamics, real, model, buffer, 1, g),
         "model minibatch": model_minibatch,
         "model validation": lambda: model.scores(x_val, y_val),
     }

@@ -48,21 +48,21 @@ def filled_run(config: Config, samples: int) -> RunState:
     state = build_run(cfg, resolve_device(config.train.device))
     spec, device = state.spec, state.device
     gen = torch.Generator(device=device).manual_seed(0)
-    obs = torch.as_tensor(state.obs, device=device) + 0.1 * torch.randn(samples, spec.obs_dim, generator=gen,
+    obs = torch.as_tensor(state.lone.obs, device=device) + 0.1 * torch.randn(samples, spec.obs_dim, generator=gen,
                                                                         device=device)
     act = torch.rand(samples, spec.act_dim, generator=gen, device=device) * 2 - 1
     if spec.discrete:
         act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
     next_obs = obs + 0.01 * torch.randn(samples, spec.obs_dim, generator=gen, device=device)
-    state.real_buffer.add(Batch(obs, act, torch.randn(samples, generator=gen, device=device), next_obs,
+    state.lone.real_buffer.add(Batch(obs, act, torch.randn(samples, generator=gen, device=device), next_obs,
                                 torch.zeros(samples, device=device)))
     return state
 
 
 def time_agent_update(state: RunState, repeats: int, progress: Progress) -> tuple[list[Timing], str]:
     """One agent update at the preset's batch, eagerly and (where it captures) as a CUDA graph; how it ran."""
-    cfg, device, gen = state.config, state.device, state.generators["sample"]
-    batch = Batch(*(t.unsqueeze(0) for t in state.real_buffer.sample(cfg.agent.batch_size, gen)))
+    cfg, device, gen = state.config, state.device, state.lone.generators["sample"]
+    batch = Batch(*(t.unsqueeze(0) for t in state.lone.real_buffer.sample(cfg.agent.batch_size, gen)))
     name = f"{cfg.agent.name}_update"
     progress(f"timing {name}", 1, COMPONENTS)
     eager = measure(lambda: state.agent.update(batch, [gen]), device, repeats * 5)
@@ -77,10 +77,10 @@ def time_agent_update(state: RunState, repeats: int, progress: Progress) -> tupl
 def time_model_training(state: RunState, samples: int, repeats: int, progress: Progress) -> list[Timing]:
     """One training minibatch of the ensemble (eagerly, and as a CUDA graph where it captures) and one full retrain
     on the `samples` real transitions."""
-    cfg, device, gen = state.config, state.device, state.generators["sample"]
+    cfg, device, gen = state.config, state.device, state.lone.generators["sample"]
     model, optimizer = state.model, state.model_optimizer
     assert model is not None and optimizer is not None
-    data = state.real_buffer.ordered()
+    data = state.lone.real_buffer.ordered()
     inputs = torch.cat([data.obs, data.act], dim=-1)
     targets = model_targets(data.obs, data.reward, data.next_obs)
     model.fit_normalizer(inputs.unsqueeze(0))
@@ -96,16 +96,16 @@ def time_model_training(state: RunState, samples: int, repeats: int, progress: P
         graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
         timings = [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
     progress(f"timing model_retrain (a full fit on {samples:,} transitions)", 3, COMPONENTS)
-    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs.unsqueeze(0), targets.unsqueeze(0),
-                                                [state.generators["model"]]), device, 1,
-                      warmup=0)
+    generator = state.lone.generators["model"]
+    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs.unsqueeze(0), targets.unsqueeze(0), [generator]),
+                      device, 1, warmup=0)
     return [*timings, Timing("model_retrain", retrain, 1.0 / cfg.rollout.train_freq)]
 
 
 def time_rollout_step(state: RunState, repeats: int, progress: Progress) -> Timing:
     """One step of a branched rollout of the preset's rollout batch, through the run's model environment."""
-    cfg, device, gen = state.config, state.device, state.generators["sample"]
-    start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
+    cfg, device, gen = state.config, state.device, state.lone.generators["sample"]
+    start = state.lone.real_buffer.sample(cfg.rollout.batch_size, gen).obs
     sink = ReplayBuffer(cfg.rollout.batch_size, state.spec.obs_dim, state.spec.act_dim, device)
     env = model_env(state)
 
@@ -119,7 +119,7 @@ def time_rollout_step(state: RunState, repeats: int, progress: Progress) -> Timi
 
 def time_env(state: RunState, repeats: int, progress: Progress) -> list[Timing]:
     """One real env step (a fixed random action) and one evaluation episode."""
-    env, device = state.env, state.device
+    env, device = state.lone.env, state.device
     env.reset(seed=0)
     action = env.action_space.sample()
 
@@ -131,7 +131,7 @@ def time_env(state: RunState, repeats: int, progress: Progress) -> list[Timing]:
     progress("timing env_step", 5, COMPONENTS)
     stepped = Timing("env_step", measure(env_step, device, repeats * 50), 1.0)
     progress("timing eval_episode", 6, COMPONENTS)
-    evaluation = measure(lambda: evaluate(state.agent, state.eval_env, state.spec, 1, 0, device), device,
+    evaluation = measure(lambda: evaluate(state.agent, state.lone.eval_env, state.spec, 1, 0, device), device,
                          max(3, repeats // 4), warmup=1)
     per_env_step = state.config.train.eval_episodes / state.config.train.epoch_length
     return [stepped, Timing("eval_episode", evaluation, per_env_step)]

@@ -80,8 +80,8 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = silent,
             progress("end to end: timed training steps", event.env_step - begin, steps)
             fresh = not retrains or retrains[-1].env_step != state.model_trained_at
             if state.model_trained_at is not None and state.model_trained_at >= begin and fresh:
-                retrains.append(Retrain(state.model_trained_at, state.model_info[metric_keys.TIME_MODEL_FIT],
-                                        int(state.model_info[metric_keys.MODEL_EPOCHS]), state.k))
+                retrains.append(Retrain(state.model_trained_at, state.lone.model_info[metric_keys.TIME_MODEL_FIT],
+                                        int(state.lone.model_info[metric_keys.MODEL_EPOCHS]), state.k))
         metrics = getattr(event, "metrics", None)
         if metrics is not None and state.env_step > begin:
             for key, value in metrics.items():

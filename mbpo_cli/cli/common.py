@@ -296,6 +296,28 @@ def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
+def finish_pack(outcomes: list[Outcome], ctx: typer.Context, as_json: bool) -> None:
+    """Print each run's summary of a pack (a JSON list with `--json`) and exit: 1 when a seed failed, else the
+    pack's status (every seed stops together)."""
+    summaries = [run_summary(outcome, ctx.obj.runs_dir) for outcome in outcomes]
+    try:
+        if as_json:
+            emit_json(summaries)
+        else:
+            for summary in summaries:
+                out.print(summary_table(summary))
+            stopped = [o for o in outcomes if o.status == RunStatus.INTERRUPTED]
+            if stopped:
+                out.print(f"Interrupted at env step {stopped[0].run.env_steps:,}. Continue the pack with: "
+                          f"[bold]mbpo resume {stopped[0].run.id}[/]")
+    except OSError:
+        pass  # the reader of the output went away: nothing left to tell
+    release_closed_outputs()
+    code = 1 if any(o.status == RunStatus.FAILED for o in outcomes) else max(o.exit_code for o in outcomes)
+    if code:
+        raise typer.Exit(code)
+
+
 # ---------------------------------------------------------------------------------------------
 # train / resume
 # ---------------------------------------------------------------------------------------------

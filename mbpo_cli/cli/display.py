@@ -183,3 +183,63 @@ def summary_table(summary: dict[str, Any]) -> Table:
             value = f"{value:,.2f}"
         table.add_row(key.replace("_", " "), str(value))
     return table
+
+
+class PackProgress:
+    """Live progress of a pack of seeds trained in one process: one bar for the pack's env steps (one ETA, driven by
+    its first seed), a line per seed with its latest evaluation. `reporter(i)` reports seed `i`'s run."""
+
+    def __init__(self, seeds: int, console: Console | None = None, clock: Callable[[], float] | None = None) -> None:
+        self.bar = RichReporter(console, clock)
+        self.lines: list[Text] = [Text("waiting for the first evaluation ...", style="dim") for _ in range(seeds)]
+        self.labels = [""] * seeds
+
+    def reporter(self, member: int) -> PackSeedReporter:
+        """The reporter of seed `member`'s run."""
+        return PackSeedReporter(self, member)
+
+    def show(self) -> None:
+        """Redraw the per-seed lines under the bar."""
+        if self.bar.live is not None and self.bar.progress is not None:
+            self.bar.live.update(Group(self.bar.progress, *self.lines))
+
+
+class PackSeedReporter:
+    """One seed's run in a `PackProgress` (implements runs.reporting.Reporter)."""
+
+    def __init__(self, pack: PackProgress, member: int) -> None:
+        self.pack = pack
+        self.member = member
+
+    def start(self, run: RunInfo, config: Config, from_step: int) -> None:
+        """The first seed's header and the bar; every seed's run in its own line."""
+        self.pack.labels[self.member] = f"seed {config.train.seed}  run {run.id}"
+        if self.member == 0:
+            self.pack.bar.start(run, config, from_step)
+        else:
+            self.pack.bar.console.print(f"  and seed {config.train.seed}: run [cyan]{run.id}[/] ({run.name})")
+        self.pack.lines[self.member] = Text(f"{self.pack.labels[self.member]}  waiting for the first evaluation",
+                                            style="dim")
+        self.pack.show()
+
+    def step(self, env_step: int, episode_return: float | None) -> None:
+        """The pack's bar follows the first seed (every seed takes the same steps)."""
+        if self.member == 0:
+            self.pack.bar.step(env_step, episode_return)
+
+    def epoch(self, env_step: int, metrics: dict[str, float]) -> None:
+        """This seed's line: its latest evaluation."""
+        self.pack.lines[self.member] = Text(
+            f"{self.pack.labels[self.member]}  step {env_step:,}  eval {_fmt(metrics.get(metric_keys.EVAL_RETURN))} "
+            f"± {_fmt(metrics.get(metric_keys.EVAL_RETURN_STD))}")
+        self.pack.show()
+
+    def message(self, text: str) -> None:
+        """A line above the live display."""
+        self.pack.bar.message(text)
+
+    def stop(self) -> None:
+        """The display ends with the first seed's run."""
+        if self.member == 0:
+            self.pack.show()
+            self.pack.bar.stop()

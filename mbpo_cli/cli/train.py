@@ -18,16 +18,17 @@ from mbpo_cli.cli.common import (
     build_train_config,
     emit_yaml,
     finish,
+    finish_pack,
     handled,
     note_renamed,
     open_registry,
     registry_of,
 )
-from mbpo_cli.cli.display import RichReporter
+from mbpo_cli.cli.display import PackProgress, RichReporter
 from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.runs.reporting import Reporter, SilentReporter
-from mbpo_cli.runs.resume import resume_run
-from mbpo_cli.runs.start import RunMeta, command_line
+from mbpo_cli.runs.resume import pack_runs, resume_pack, resume_run
+from mbpo_cli.runs.start import RunMeta, check_pack_memory, command_line, start_pack
 from mbpo_cli.runs.wandb_tracking import wandb_module
 
 TrackOpt = Annotated[bool | None, typer.Option("--track/--no-track", help="Log each epoch's metrics, the config and "
@@ -43,9 +44,13 @@ def train(
     env: EnvOpt = None,
     set_: SetOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (train.seed).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Train this many seeds at once in one process (a "
+                                       "pack: seeds --seed to --seed + N - 1, each its own run, in one group).")]
+    = 1,
     steps: Annotated[int | None, typer.Option("--steps", help="Total real env steps (train.steps).")] = None,
     device: DeviceOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A unique run name (default: derived; with --seeds, "
+                                             "each run's is <name>-s<seed>).")] = None,
     algo: Annotated[str | None, typer.Option("--algo", help="mbpo; model-free (the base agent without a model, "
                                              "G=1 unless set); sac (SAC without a model, G=1 unless set); or dhmbpo "
                                              "(Double Horizon MBPO, its `dhmbpo` settings).")]
@@ -80,6 +85,8 @@ def train(
 
         mbpo train --preset hopper --seed 1 --set rollout.batch_size=50000
 
+        mbpo train --preset hopper --seeds 5             # seeds 0-4 in one process, five runs in one group
+
         mbpo train --preset hopper --algo sac            # the SAC baseline (G=1)
 
         mbpo train --preset hopper --algo dhmbpo --steps 30000   # Double Horizon MBPO
@@ -100,6 +107,8 @@ def train(
         choice = if_exists_choice(if_exists, "--if-exists")
         if choice is IfExists.RESUME and name is None:
             raise ConfigError("--if-exists resume needs --name (the run to find)")
+        if choice is IfExists.RESUME and seeds > 1:
+            raise ConfigError("--if-exists resume continues one run; continue a pack with: mbpo resume RUN")
         resolved = build_train_config(preset, config, env, set_, seed=seed, steps=steps, device=device, algo=algo,
                                       tensorboard=tensorboard, track=track)
         cfg = resolved.config
@@ -108,9 +117,18 @@ def train(
             return
         note_renamed(name, "run name")
         check_optional_packages(cfg)  # a missing package fails before the registry is opened
+        meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
+        if seeds > 1:
+            check_pack_memory(cfg, seeds)  # before the registry is opened
+            pack = PackProgress(seeds)
+            reporters: list[Reporter] = [SilentReporter() if as_json else pack.reporter(i) for i in range(seeds)]
+            first = cfg.train.seed
+            outcomes = start_pack(cfg, meta, list(range(first, first + seeds)), open_registry(ctx), ctx.obj.runs_dir,
+                                  reporters)
+            finish_pack(outcomes, ctx, as_json)
+            return
         registry = open_registry(ctx)
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
-        meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
         outcome = start_training(cfg, meta, registry, ctx.obj.runs_dir, reporter, choice)
         finish(outcome, ctx, as_json)
 
@@ -124,7 +142,8 @@ def resume(
     track: TrackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Continue a run from its newest good checkpoint: same id, same curves, same registry rows.
+    """Continue a run from its newest good checkpoint: same id, same curves, same registry rows. A run trained in a
+    pack (`train --seeds`) continues with its pack, every seed that has not failed.
 
     What the run kept through a registry outage (its folder's registry-pending.jsonl) is recorded first. Exit status
     as for `mbpo train`.
@@ -141,6 +160,17 @@ def resume(
         if track:
             wandb_module("train.track")
         registry = registry_of(ctx, run)
+        pack = pack_runs(ctx.obj.runs_dir, registry.get_run(run))
+        if len(pack) > 1:
+
+            def reporters(n: int) -> list[Reporter]:
+                shown = PackProgress(n)
+                return [SilentReporter() if as_json else shown.reporter(i) for i in range(n)]
+
+            outcomes = resume_pack(registry, ctx.obj.runs_dir, pack, reporters, steps=steps, device=device,
+                                   force=force, track=track)
+            finish_pack(outcomes, ctx, as_json)
+            return
         reporter: Reporter = SilentReporter() if as_json else RichReporter()
         outcome = resume_run(registry, ctx.obj.runs_dir, run, reporter, steps=steps, device=device, force=force,
                              track=track)

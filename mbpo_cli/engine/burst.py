@@ -58,15 +58,16 @@ def retrain(state: RunState, factor: float) -> None:
     assert state.double_horizon is not None
     cfg = state.config.dhmbpo.model
     model, labels = state.double_horizon.model, state.double_horizon.labels
-    generator = state.generators["model"]
-    labels.extend(state.env_step, len(state.real_buffer), cfg.validation_fraction, cfg.bootstrap, generator)
-    fit = fit_dynamics(model, state.real_buffer.ordered(), labels, factor, generator)
+    seed = state.lone
+    generator = seed.generators["model"]
+    labels.extend(state.env_step, len(seed.real_buffer), cfg.validation_fraction, cfg.bootstrap, generator)
+    fit = fit_dynamics(model, seed.real_buffer.ordered(), labels, factor, generator)
     if not math.isfinite(fit.validation_nll):
         raise NumericalError(f"non-finite validation loss of the DHMBPO model at env step {state.env_step}")
     actor = dhmbpo_agent(state).actor
     actor.obs_mean.copy_(model.obs_mean)
     actor.obs_std.copy_(model.obs_std)
-    state.model_info = fit.metrics()
+    seed.model_info = fit.metrics()
     state.model_trained_at = state.env_step
 
 
@@ -91,18 +92,19 @@ def learning_burst(state: RunState) -> None:
     buffer = StateBuffer(cfg.distribution_buffer, state.spec.obs_dim, state.device)
     check = torch.zeros((), device=state.device)
     rollout_seconds = fill(state, buffer, cfg.warmup_states)
+    sample = state.lone.generators["sample"]
     for _ in range(cfg.warmup_updates):
-        check += record(state, agent.learn(start_states(state, buffer), state.generators["sample"], critic_only=True))
+        check += record(state, agent.learn(start_states(state, buffer), sample, critic_only=True))
     updates = cfg.joint_updates(first)
     for i in range(updates):
         if i % cfg.distribution_every == 0:
             rollout_seconds += fill(state, buffer, cfg.distribution_states)
-        check += record(state, agent.learn(start_states(state, buffer), state.generators["sample"], critic_only=False))
+        check += record(state, agent.learn(start_states(state, buffer), sample, critic_only=False))
     if not bool(torch.isfinite(check)):
         raise NumericalError(f"non-finite loss in a DHMBPO update at env step {state.env_step}")
     state.agent_updates += cfg.warmup_updates + updates
     if cfg.distribution_horizon > 0:
-        state.model_info["dr_buffer_states"] = float(len(buffer))
+        state.lone.model_info["dr_buffer_states"] = float(len(buffer))
     seconds["rollout"] += rollout_seconds
     seconds["agent"] += time.perf_counter() - start - rollout_seconds
 
@@ -115,8 +117,9 @@ def fill(state: RunState, buffer: StateBuffer, states: int) -> float:
         return 0.0
     start = time.perf_counter()
     assert agent.dynamics is not None
-    distribution_rollout(agent, agent.dynamics, state.real_buffer, state.double_horizon.model, buffer, states,
-                         state.generators["rollout"])
+    seed = state.lone
+    distribution_rollout(agent, agent.dynamics, seed.real_buffer, state.double_horizon.model, buffer, states,
+                         seed.generators["rollout"])
     return time.perf_counter() - start
 
 
@@ -124,10 +127,10 @@ def start_states(state: RunState, buffer: StateBuffer) -> torch.Tensor:
     """A batch of normalized training-rollout start states: from the DR buffer, or real states without DRs."""
     assert state.double_horizon is not None
     cfg = state.config.dhmbpo
-    generator = state.generators["sample"]
+    generator = state.lone.generators["sample"]
     if cfg.distribution_horizon > 0:
         return buffer.sample(cfg.batch_size, generator)
-    return state.double_horizon.model.normalize_obs(state.real_buffer.sample(cfg.batch_size, generator).obs)
+    return state.double_horizon.model.normalize_obs(state.lone.real_buffer.sample(cfg.batch_size, generator).obs)
 
 
 def record(state: RunState, info: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -13,6 +13,8 @@ class StepEvent:
     env_step: int
     episode_return: float | None
     """The return of the episode that just ended, if one did."""
+    member: int = 0
+    """Which seed of the pack (its index in the pack's seed order; 0 for a lone run)."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class EpochEvent:
     env_step: int
     epoch: int
     metrics: dict[str, float]
+    member: int = 0
+    """Which seed of the pack (its index in the pack's seed order; 0 for a lone run)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class RolloutEvent:
 
     env_step: int
     metrics: dict[str, float]
+    member: int = 0
+    """Which seed of the pack (its index in the pack's seed order; 0 for a lone run)."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import lone_act
+from mbpo_cli.agents.base import Agent
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.engine.buffer import mixed_batch
 from mbpo_cli.engine.burst import burst_due, learning_burst
@@ -34,6 +34,7 @@ from mbpo_cli.engine.rollout import (
     rollout_length,
     rollouts_kept,
 )
+from mbpo_cli.engine.seed_run import SeedRun
 from mbpo_cli.engine.state import EpochAccumulator, RunState
 from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.nn.batch import Batch
@@ -43,35 +44,46 @@ from mbpo_cli.nn.batch import Batch
 # ---------------------------------------------------------------------------------------------
 
 
-def env_step(state: RunState) -> tuple[float | None, bool]:
-    """Act (uniformly at random during exploration), step the env, store the transition.
+def env_step(state: RunState) -> tuple[list[float | None], bool]:
+    """Every seed acts (uniformly at random during exploration), steps its env and stores its transition.
 
-    Returns the return of the episode that ended (if any) and whether the policy acted.
+    Returns the return of each seed's episode that ended (None where none did) and whether the policy acted.
     """
-    cfg = state.config
-    exploring = state.env_step < cfg.train.init_steps
-    if exploring:
-        action = random_action(state.spec, state.rng)
-    else:
-        obs = torch.as_tensor(state.obs, device=state.device).unsqueeze(0)
-        action = lone_act(state.agent, obs, deterministic=False, generator=state.generators["act"])[0].cpu().numpy()
+    exploring = state.env_step < state.config.train.init_steps
+    random_actions = [random_action(state.spec, seed.rng) for seed in state.members] if exploring else []
+    actions = random_actions or policy_actions(state)
+    finished = [step_seed(state, seed, action) for seed, action in zip(state.members, actions, strict=True)]
+    return finished, not exploring
+
+
+def policy_actions(state: RunState) -> list[np.ndarray]:
+    """Each seed's exploring action `A` from the policy, its noise drawn from the seed's `act` generator."""
+    obs = torch.as_tensor(np.stack([seed.obs for seed in state.members]), device=state.device).unsqueeze(1)
+    acted = state.agent.act(obs, deterministic=False, generators=[seed.generators["act"] for seed in state.members])
+    actions = list(acted[:, 0].cpu().numpy())
+    for action in actions:
         if not np.isfinite(action).all():
             raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
-    next_obs, reward, terminated, truncated, _ = state.env.step(to_env_action(action, state.spec))
+    return actions
+
+
+def step_seed(state: RunState, seed: SeedRun, action: np.ndarray) -> float | None:
+    """Step `seed`'s env with `action` and store the transition; the return of the episode it ended, if it did."""
+    next_obs, reward, terminated, truncated, _ = seed.env.step(to_env_action(action, state.spec))
     next_obs = np.asarray(next_obs, dtype=np.float32)
     _check_env_output(state, next_obs, float(reward))
-    state.real_buffer.add(_transition(state.obs, action, float(reward), next_obs, terminated, state.device))
-    state.episode_return += float(reward)
-    state.episode_length += 1
+    seed.real_buffer.add(_transition(seed.obs, action, float(reward), next_obs, terminated, state.device))
+    seed.episode_return += float(reward)
+    seed.episode_length += 1
     finished = None
     if terminated or truncated:
-        finished = state.episode_return
-        state.epoch_acc.episode_returns.append(finished)
-        next_obs = np.asarray(state.env.reset()[0], dtype=np.float32)
+        finished = seed.episode_return
+        seed.episode_returns.append(finished)
+        next_obs = np.asarray(seed.env.reset()[0], dtype=np.float32)
         _check_env_output(state, next_obs, 0.0)
-        state.episode_return, state.episode_length = 0.0, 0
-    state.obs = next_obs
-    return finished, not exploring
+        seed.episode_return, seed.episode_length = 0.0, 0
+    seed.obs = next_obs
+    return finished
 
 
 def _check_env_output(state: RunState, obs: np.ndarray, reward: float) -> None:
@@ -103,7 +115,7 @@ def model_due(state: RunState) -> bool:
     if not state.uses_model or since_start < 0:
         return False
     if cfg.rollout.when == "episode":
-        return since_start == 0 or state.episode_length == 0
+        return since_start == 0 or state.lone.episode_length == 0
     return since_start % cfg.rollout.train_freq == 0
 
 
@@ -116,14 +128,18 @@ def models_of(state: RunState) -> Models:
 def train_model(state: RunState) -> None:
     """Retrain the ensemble (and the learned termination) in place on all real data, early stopping on holdout
     splits."""
-    state.model_info = fit_models(models_of(state), state.real_buffer.ordered(), state.generators, state.env_step,
-                                  state.config.model.max_train_seconds)
+    infos = fit_models(models_of(state), [seed.real_buffer.ordered() for seed in state.members],
+                       [seed.generators for seed in state.members], state.env_step,
+                       state.config.model.max_train_seconds)
+    for seed, info in zip(state.members, infos, strict=True):
+        seed.model_info = info
     state.model_trained_at = state.env_step
 
 
 def start_model_job(state: RunState) -> None:
     """`train.pipeline`: start retraining copies of the models on the real data of this step in a worker thread."""
-    state.model_job = ModelJob(models_of(state), state.real_buffer.ordered(), state.generators, state.env_step,
+    seed = state.lone
+    state.model_job = ModelJob(models_of(state), seed.real_buffer.ordered(), seed.generators, state.env_step,
                                state.config.model.max_train_seconds)
 
 
@@ -134,9 +150,10 @@ def take_model_job(state: RunState) -> None:
     models = job.models
     state.model, state.model_optimizer = models.model, models.optimizer
     state.done_model, state.done_optimizer = models.done_model, models.done_optimizer
+    seed = state.lone
     for name, generator in job.generators.items():
-        state.generators[name].set_state(generator.get_state())
-    state.model_trained_at, state.model_info = job.started_at, dict(job.info)
+        seed.generators[name].set_state(generator.get_state())
+    state.model_trained_at, seed.model_info = job.started_at, dict(job.info)
     state.model_job = None
 
 
@@ -149,63 +166,74 @@ def update_model(state: RunState) -> None:
         train_model(state)
 
 
-def model_env(state: RunState) -> ModelEnv:
-    """The run's model as rollouts and diagnostics step it: the ensemble, its rollout members (the elites, or every
-    member with `model.use_elites: false`), the run's termination and its reward."""
+def model_env(state: RunState, member: int = 0) -> ModelEnv:
+    """Seed `member`'s model as rollouts and diagnostics step it: its ensemble, its rollout members (its elites, or
+    every member with `model.use_elites: false`), its termination and the run's reward."""
     cfg = state.config.model
-    assert state.model is not None
-    members = state.model.elites[0] if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
-    return ModelEnv(state.model, members, state.terminated, state.reward_fn)
+    model = state.seed_model(member)
+    members = model.elites[0] if cfg.use_elites else torch.arange(cfg.ensemble_size, device=state.device)
+    return ModelEnv(model, members, state.seed_terminated(member), state.reward_fn)
 
 
-def rollout_model(state: RunState) -> dict[str, float] | None:
-    """Branch rollouts of the current policy into the model buffer: k steps from the schedule (the buffer sized for
-    k), or, with `rollout.adaptive`, while the model trusts itself (the buffer holding exactly the retained
-    generations). Returns the adaptive rollout's branch-length metrics (None for the schedule)."""
+def rollout_model(state: RunState) -> list[dict[str, float] | None]:
+    """Branch rollouts of the current policy into each seed's model buffer: k steps from the schedule (the buffer
+    sized for k), or, with `rollout.adaptive`, while the model trusts itself (the buffer holding exactly the retained
+    generations). Returns each seed's adaptive rollout's branch-length metrics (None for the schedule)."""
     cfg = state.config
-    assert state.model is not None and state.model_buffer is not None
-    gen = state.generators["rollout"]
-    if state.initial_states is not None:
-        pool = state.initial_states
+    if not cfg.rollout.adaptive:
+        state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
+    return [rollout_seed(state, member) for member in range(len(state.members))]
+
+
+def rollout_seed(state: RunState, member: int) -> dict[str, float] | None:
+    """Seed `member`'s branched rollout (see `rollout_model`) of its own policy through its own model, from its real
+    states or its initial-state pool, with its `rollout` generator."""
+    cfg = state.config
+    seed = state.members[member]
+    assert state.model is not None and seed.model_buffer is not None
+    gen = seed.generators["rollout"]
+    if seed.initial_states is not None:
+        pool = seed.initial_states
         start = pool[torch.randint(pool.shape[0], (cfg.rollout.batch_size,), generator=gen, device=state.device)]
     else:
-        start = state.real_buffer.sample(cfg.rollout.batch_size, gen).obs
-    env = model_env(state)
+        start = seed.real_buffer.sample(cfg.rollout.batch_size, gen).obs
+    env, agent = model_env(state, member), state.seed_agent(member)
     if cfg.rollout.adaptive:
-        return _adaptive_rollout(state, env, start)
-    state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
+        return _adaptive_rollout(state, seed, agent, env, start)
     capacity = model_buffer_capacity(state.k, cfg.rollout.batch_size, cfg.train.epoch_length,
                                      cfg.rollout.train_freq, cfg.rollout.retain_epochs)
-    if capacity != state.model_buffer.capacity:
-        state.model_buffer = state.model_buffer.resized(capacity)
-    stats = branched_rollout(env, state.agent, start, state.k, state.model_buffer, gen)
+    if capacity != seed.model_buffer.capacity:
+        seed.model_buffer = seed.model_buffer.resized(capacity)
+    stats = branched_rollout(env, agent, start, state.k, seed.model_buffer, gen)
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
-    state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = stats.mean_length
+    seed.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = stats.mean_length
     return None
 
 
-def _adaptive_rollout(state: RunState, env: ModelEnv, start: torch.Tensor) -> dict[str, float]:
-    """The adaptive horizon's rollout. Branch lengths vary, so the model buffer is sized around each generation:
-    room for the retained generations plus the longest possible new one, then exactly the retained ones."""
+def _adaptive_rollout(state: RunState, seed: SeedRun, agent: Agent, env: ModelEnv,
+                      start: torch.Tensor) -> dict[str, float]:
+    """The adaptive horizon's rollout of one seed. Branch lengths vary, so the model buffer is sized around each
+    generation: room for the retained generations plus the longest possible new one, then exactly the retained
+    ones."""
     cfg = state.config.rollout
-    assert state.model_buffer is not None
+    assert seed.model_buffer is not None
     state.k = cfg.adaptive_max_length
     kept = rollouts_kept(state.config.train.epoch_length, cfg.train_freq, cfg.retain_epochs)
-    previous = state.model_generations[len(state.model_generations) - (kept - 1):] if kept > 1 else []
+    previous = seed.model_generations[len(seed.model_generations) - (kept - 1):] if kept > 1 else []
     room = sum(previous) + cfg.batch_size * cfg.adaptive_max_length
-    if room != state.model_buffer.capacity:
-        state.model_buffer = state.model_buffer.resized(room)
-    stats = adaptive_rollout(env, state.agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, state.model_buffer,
-                             state.generators["rollout"])
+    if room != seed.model_buffer.capacity:
+        seed.model_buffer = seed.model_buffer.resized(room)
+    stats = adaptive_rollout(env, agent, start, cfg.adaptive_max_length, cfg.adaptive_scale, seed.model_buffer,
+                             seed.generators["rollout"])
     check_custom_rewards(state)
     if not math.isfinite(stats.mean_reward):
         raise NumericalError(f"non-finite model prediction in rollouts at env step {state.env_step}")
-    state.model_generations = [*previous, stats.transitions]
-    state.model_buffer = state.model_buffer.resized(max(1, sum(state.model_generations)))
+    seed.model_generations = [*previous, stats.transitions]
+    seed.model_buffer = seed.model_buffer.resized(max(1, sum(seed.model_generations)))
     metrics = stats.metrics()
-    state.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = metrics[metric_keys.ROLLOUT_LENGTH_MEAN]
+    seed.model_info[metric_keys.ROLLOUT_MEAN_LENGTH] = metrics[metric_keys.ROLLOUT_LENGTH_MEAN]
     return metrics
 
 
@@ -253,16 +281,18 @@ def prepare_updates(state: RunState) -> str:
 
 
 def agent_updates(state: RunState) -> None:
-    """G agent updates; their G minibatches are sampled at once (real_ratio real, the rest model data)."""
+    """G agent updates; each seed's G minibatches are sampled at once (real_ratio real, the rest model data)."""
     cfg = state.config.agent
     groups = cfg.updates_per_step
-    batches = mixed_batch(state.real_buffer, state.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
-                          state.generators["sample"])
-    check = torch.zeros((), device=state.device)
+    generators = [seed.generators["sample"] for seed in state.members]
+    per_seed = [mixed_batch(seed.real_buffer, seed.model_buffer, groups, cfg.batch_size, cfg.real_ratio,
+                            generator) for seed, generator in zip(state.members, generators, strict=True)]
+    batches = Batch(*(torch.stack(fields) for fields in zip(*per_seed, strict=True)))  # S x G x B x ...
+    check = torch.zeros(len(state.members), device=state.device)
     acc = state.epoch_acc
     for g in range(groups):
-        info = state.agent.update(Batch(*(t[g].unsqueeze(0) for t in batches)), [state.generators["sample"]])
-        for key, value in ((key, value[0]) for key, value in info.items()):
+        info = state.agent.update(Batch(*(t[:, g] for t in batches)), generators)
+        for key, value in info.items():
             acc.add(key, value)
             check += value
         acc.updates += 1
@@ -271,61 +301,80 @@ def agent_updates(state: RunState) -> None:
         raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
 
 
-def model_diagnostics(state: RunState, eval_seed: int) -> dict[str, float]:
-    """The epoch's model diagnostics (`mbpo_cli.engine.diagnostics`), from the evaluation's initial states.
+def model_diagnostics(state: RunState, member: int, agent: Agent, eval_seed: int) -> dict[str, float]:
+    """One seed's model diagnostics for the epoch (`mbpo_cli.engine.diagnostics`), from its evaluation's initial
+    states.
 
     Read-only: resetting the evaluation env with its seeds changes nothing the next evaluation sees (it reseeds
-    every episode), and the random windows come from a generator seeded from the run's seed and the epoch."""
+    every episode), and the random windows come from a generator seeded from the seed and the epoch."""
     cfg = state.config
     assert state.model_trained_at is not None
+    seed = state.members[member]
     episodes = max(cfg.diagnostics.imagined_episodes, 0)
-    starts = np.stack([state.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
-    limit = state.eval_env.spec.max_episode_steps if state.eval_env.spec is not None else None
+    starts = np.stack([seed.eval_env.reset(seed=eval_seed + i)[0] for i in range(episodes)]).astype(np.float32)
+    limit = seed.eval_env.spec.max_episode_steps if seed.eval_env.spec is not None else None
     cap = cfg.diagnostics.imagined_cap
     diag = replace(cfg.diagnostics, imagined_cap=min(cap, limit or cap))
-    generator = torch.Generator(device=state.device).manual_seed(cfg.train.seed * 7919 + state.epoch)
-    return diagnose(model_env(state), state.agent, state.real_buffer, state.env_step - state.model_trained_at,
+    generator = torch.Generator(device=state.device).manual_seed(seed.seed * 7919 + state.epoch)
+    return diagnose(model_env(state, member), agent, seed.real_buffer, state.env_step - state.model_trained_at,
                     torch.as_tensor(starts, device=state.device), diag, generator)
 
 
-def end_epoch(state: RunState) -> dict[str, float]:
-    """Evaluate, then collect the epoch's metrics (one device read) and reset the accumulator."""
+def end_epoch(state: RunState) -> list[dict[str, float]]:
+    """Evaluate every seed, then collect each seed's metrics for the epoch (one device read) and reset the
+    accumulator."""
+    acc = state.epoch_acc
+    means: list[dict[str, float]] = [{} for _ in state.members]
+    if acc.updates:
+        keys = sorted(acc.sums)
+        values = torch.stack([acc.sums[k].reshape(-1) for k in keys]).tolist()  # K x S
+        for key, per_seed in zip(keys, values, strict=True):
+            for mean, value in zip(means, per_seed, strict=True):
+                mean[key] = value / acc.counts.get(key, acc.updates)
+        for mean, agent_metrics in zip(means, state.agent.epoch_metrics(), strict=True):
+            mean.update(agent_metrics)
+    metrics = [seed_metrics(state, i, mean) for i, mean in enumerate(means)]
+    state.epoch_acc = EpochAccumulator()
+    for seed in state.members:
+        seed.episode_returns = []
+    return metrics
+
+
+def seed_metrics(state: RunState, member: int, update_means: dict[str, float]) -> dict[str, float]:
+    """Seed `member`'s epoch metrics: its evaluation, its training episodes, its updates' means `update_means` (and
+    the agent's state), its model's diagnostics and retrain, the time spent per phase."""
     cfg = state.config
     acc = state.epoch_acc
+    seed = state.members[member]
+    agent = state.seed_agent(member)
     start = time.perf_counter()
     episodes = cfg.train.eval_episodes
-    eval_seed = (cfg.train.seed + 1) * 1_000_003 + state.epoch * max(episodes, 1)
-    returns, lengths = evaluate(state.agent, state.eval_env, state.spec, episodes, eval_seed % 2**31, state.device)
+    eval_seed = (seed.seed + 1) * 1_000_003 + state.epoch * max(episodes, 1)
+    returns, lengths = evaluate(agent, seed.eval_env, state.spec, episodes, eval_seed % 2**31, state.device)
     acc.seconds["eval"] += time.perf_counter() - start
     metrics: dict[str, float] = {"epoch": float(state.epoch), "training_epoch": float(state.training_epoch)}
     if returns:
         metrics[metric_keys.EVAL_RETURN] = float(np.mean(returns))
         metrics[metric_keys.EVAL_RETURN_STD] = float(np.std(returns))
         metrics[metric_keys.EVAL_LENGTH] = float(np.mean(lengths))
-    if acc.episode_returns:
-        metrics["train_return"] = float(np.mean(acc.episode_returns))
-    if acc.updates:
-        keys = sorted(acc.sums)
-        values = torch.stack([acc.sums[k] for k in keys]).tolist()
-        for key, value in zip(keys, values, strict=True):
-            metrics[key] = value / acc.counts.get(key, acc.updates)
-        metrics.update(state.agent.epoch_metrics()[0])
+    if seed.episode_returns:
+        metrics["train_return"] = float(np.mean(seed.episode_returns))
+    metrics.update(update_means)
     if state.uses_model and cfg.diagnostics.enabled and state.model_trained_at is not None:
         start = time.perf_counter()
-        metrics.update(model_diagnostics(state, eval_seed % 2**31))
+        metrics.update(model_diagnostics(state, member, agent, eval_seed % 2**31))
         check_custom_rewards(state)
         acc.seconds["diag"] += time.perf_counter() - start
     if state.double_horizon is not None:
-        metrics.update(state.model_info)
+        metrics.update(seed.model_info)
     if state.uses_model:
-        assert state.model_buffer is not None
-        metrics.update(state.model_info)
+        assert seed.model_buffer is not None
+        metrics.update(seed.model_info)
         metrics["rollout_k"] = float(state.k)
-        metrics["model_buffer_size"] = float(len(state.model_buffer))
+        metrics["model_buffer_size"] = float(len(seed.model_buffer))
     metrics["agent_updates"] = float(state.agent_updates)
     for phase in state.phases:
         metrics[f"{metric_keys.TIME_PREFIX}{phase}"] = acc.seconds[phase]
-    state.epoch_acc = EpochAccumulator()
     return metrics
 
 
@@ -378,8 +427,9 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
                     update_model(state)
                 with timed(state, "rollout"):
                     branch_lengths = rollout_model(state)
-                if branch_lengths is not None:
-                    notify(RolloutEvent(state.env_step, branch_lengths))
+                for member, lengths in enumerate(branch_lengths):
+                    if lengths is not None:
+                        notify(RolloutEvent(state.env_step, lengths, member))
                 if cfg.train.pipeline and state.model_trained_at != state.env_step:
                     start_model_job(state)
 
@@ -398,10 +448,11 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             #    rollouts, value-expansion updates of critics and actor through the model).
             if burst_due(state):
                 learning_burst(state)
-            notify(StepEvent(state.env_step, finished))
+            for member, episode_return in enumerate(finished):
+                notify(StepEvent(state.env_step, episode_return, member))
             if state.env_step % epoch_length == 0 or state.env_step == total:
-                metrics = end_epoch(state)
-                notify(EpochEvent(state.env_step, state.epoch, metrics))
+                for member, metrics in enumerate(end_epoch(state)):
+                    notify(EpochEvent(state.env_step, state.epoch, metrics, member))
     except BaseException as error:
         if state.model_job is not None:
             state.model_job.cancel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,36 +85,41 @@ class Models:
                 self.done_optimizer.load_state_dict(saved["done_optimizer"])
 
 
-def fit_models(models: Models, data: Batch, generators: dict[str, torch.Generator], env_step: int,
-               max_seconds: float | None = None, cancelled: threading.Event | None = None) -> dict[str, float]:
-    """Retrain on all real transitions `data` (`N` of them); returns the retrain's metrics.
+def fit_models(models: Models, data: Sequence[Batch], generators: Sequence[dict[str, torch.Generator]], env_step: int,
+               max_seconds: float | None = None, cancelled: threading.Event | None = None) -> list[dict[str, float]]:
+    """Retrain each seed of the models on its real transitions (`data[s]`, as many for every seed: the seeds step in
+    lockstep) with its own generators (`generators[s]`); each seed's retrain metrics.
 
     `env_step` (the step the data was taken at) names a non-finite loss in the `NumericalError` raised for it.
     `max_seconds` caps the training time (`model.max_train_seconds`); `cancelled` stops it (`FitCancelled`).
     """
-    inputs = torch.cat([data.obs, data.act], dim=-1)
-    targets = model_targets(data.obs, data.reward, data.next_obs)
+    inputs = torch.stack([torch.cat([d.obs, d.act], dim=-1) for d in data])  # S x N x in
+    targets = torch.stack([model_targets(d.obs, d.reward, d.next_obs) for d in data])
     start = time.perf_counter()
-    result = fit_ensemble(models.model, models.optimizer, inputs.unsqueeze(0), targets.unsqueeze(0),
-                          [generators["model"]], max_seconds, cancelled.is_set if cancelled is not None else None)[0]
-    elite_losses = [result.holdout_losses[i] for i in result.elites]
-    if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
-        raise NumericalError(f"non-finite loss in model training at env step {env_step}")
-    info = {
-        "model_train_loss": result.train_loss,
-        metric_keys.MODEL_HOLDOUT_LOSS: sum(elite_losses) / len(elite_losses),
-        "model_elite_loss_min": min(elite_losses),
-        "model_elite_loss_max": max(elite_losses),
-        metric_keys.MODEL_EPOCHS: float(result.epochs),
-        metric_keys.TIME_MODEL_FIT: time.perf_counter() - start,
-    }
+    results = fit_ensemble(models.model, models.optimizer, inputs, targets, [g["model"] for g in generators],
+                           max_seconds, cancelled.is_set if cancelled is not None else None)
+    seconds = time.perf_counter() - start
+    infos = []
+    for result in results:
+        elite_losses = [result.holdout_losses[i] for i in result.elites]
+        if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
+            raise NumericalError(f"non-finite loss in model training at env step {env_step}")
+        infos.append({
+            "model_train_loss": result.train_loss,
+            metric_keys.MODEL_HOLDOUT_LOSS: sum(elite_losses) / len(elite_losses),
+            "model_elite_loss_min": min(elite_losses),
+            "model_elite_loss_max": max(elite_losses),
+            metric_keys.MODEL_EPOCHS: float(result.epochs),
+            metric_keys.TIME_MODEL_FIT: seconds,
+        })
     if models.done_model is not None and models.done_optimizer is not None:
-        fit = fit_done_classifier(models.done_model, models.done_optimizer, data.next_obs.unsqueeze(0),
-                                  data.done.unsqueeze(0), [generators["done"]])[0]
-        info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
-                     "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall,
-                     "done_holdout_fpr": fit.holdout_fpr, "done_threshold": fit.threshold})
-    return info
+        fits = fit_done_classifier(models.done_model, models.done_optimizer, torch.stack([d.next_obs for d in data]),
+                                   torch.stack([d.done for d in data]), [g["done"] for g in generators])
+        for info, fit in zip(infos, fits, strict=True):
+            info.update({"done_terminal": float(fit.terminal), "done_epochs": float(fit.epochs),
+                         "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall,
+                         "done_holdout_fpr": fit.holdout_fpr, "done_threshold": fit.threshold})
+    return infos
 
 
 class ModelJob:
@@ -171,8 +177,8 @@ class ModelJob:
     def _run(self) -> None:
         try:
             assert self._data is not None
-            self.info = fit_models(self.models, self._data, self.generators, self.started_at, self._max_seconds,
-                                   self._cancelled)
+            self.info = fit_models(self.models, [self._data], [self.generators], self.started_at, self._max_seconds,
+                                   self._cancelled)[0]
         except BaseException as err:  # handed to the main thread by result()
             self._error = err
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
-from mbpo_cli.agents.base import Agent
+from mbpo_cli.agents.base import Agent, GraphedAgent, seed_agent
 from mbpo_cli.agents.dhmbpo import DHMBPOAgent
 from mbpo_cli.agents.factory import make_agent
 from mbpo_cli.config.schema import Config
@@ -23,12 +22,14 @@ from mbpo_cli.engine.buffer import ReplayBuffer
 from mbpo_cli.engine.double_horizon import DoubleHorizon, bind_model
 from mbpo_cli.engine.envs import EnvSpec, env_spec, get_env_state, make_env, set_env_state
 from mbpo_cli.engine.pipeline import ModelJob, Models
+from mbpo_cli.engine.seed_run import SeedRun
 from mbpo_cli.engine.task import check_agent
 from mbpo_cli.models.dynamics import DynamicsEnsemble
 from mbpo_cli.models.dynamics_fit import TransitionLabels
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 from mbpo_cli.models.termination import Termination, TerminationKind, termination_of
 from mbpo_cli.models.termination.custom import CustomReward, reward_of
+from mbpo_cli.models.termination.known import TerminationFn
 from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer
 from mbpo_cli.nn.optim import SeedAdam
 
@@ -57,7 +58,6 @@ class EpochAccumulator:
     """How many values each sum holds (an agent may report a key on some updates only, as TD3's actor loss)."""
     updates: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    episode_returns: list[float] = field(default_factory=list)
 
     def add(self, key: str, value: torch.Tensor) -> None:
         if key in self.sums:
@@ -67,14 +67,15 @@ class EpochAccumulator:
             self.sums[key] = value.clone()
             self.counts[key] = 1
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """What a checkpoint holds of the epoch so far (the sums on the CPU)."""
+    def checkpoint_state(self, episode_returns: list[float]) -> dict[str, Any]:
+        """What a checkpoint holds of the epoch so far (the sums on the CPU), with the seed's finished episodes'
+        `episode_returns`."""
         return {
             "sums": {k: v.cpu() for k, v in self.sums.items()},
             "counts": dict(self.counts),
             "updates": self.updates,
             "seconds": dict(self.seconds),
-            "episode_returns": list(self.episode_returns),
+            "episode_returns": list(episode_returns),
         }
 
     @classmethod
@@ -89,7 +90,6 @@ class EpochAccumulator:
             updates=updates,
             seconds={**dict.fromkeys(PHASES, 0.0),
                      **{("agent" if k == "sac" else k): v for k, v in saved["seconds"].items()}},
-            episode_returns=list(saved["episode_returns"]),
         )
 
 
@@ -100,35 +100,24 @@ class RunState:
     config: Config
     device: torch.device
     spec: EnvSpec
-    env: gym.Env
-    eval_env: gym.Env
+    members: list[SeedRun]
+    """Each seed's own part, in the pack's seed order (one for a lone run)."""
     agent: Agent
     model: GaussianEnsemble | None
     model_optimizer: SeedAdam | None
-    real_buffer: ReplayBuffer
-    model_buffer: ReplayBuffer | None
-    generators: dict[str, torch.Generator]
-    rng: np.random.Generator
     termination: Termination
-    obs: np.ndarray
     reward_fn: CustomReward | None = None
     """A custom reward for model rollouts (None: the model's prediction)."""
     done_model: DoneClassifier | None = None
     """The learned termination classifier (env.termination: learned)."""
     done_optimizer: torch.optim.Optimizer | None = None
-    episode_return: float = 0.0
-    episode_length: int = 0
     env_step: int = 0
     agent_updates: int = 0
     k: int = 1
     model_trained_at: int | None = None
     """The env step of the last model retrain (the newer real transitions are unseen by the model); None until a
     model has been trained."""
-    model_generations: list[int] = field(default_factory=list)
-    """Transitions of each rollout generation in the model buffer, oldest first (`rollout.adaptive` only)."""
-    model_info: dict[str, float] = field(default_factory=dict)
     epoch_acc: EpochAccumulator = field(default_factory=EpochAccumulator)
-    initial_states: torch.Tensor | None = None
     model_job: ModelJob | None = None
     """The retrain running in the background since the last due point (`train.pipeline`)."""
     updates_prepared: bool = False
@@ -139,6 +128,13 @@ class RunState:
     decided)."""
     double_horizon: DoubleHorizon | None = None
     """DHMBPO's dynamics model and the labels of its real data (algo: dhmbpo; its actor-critic is `agent`)."""
+
+    @property
+    def lone(self) -> SeedRun:
+        """The one seed of a lone run (DHMBPO's burst and the component benchmarks take one seed)."""
+        if len(self.members) != 1:
+            raise ValueError(f"a run of one seed was expected, this one packs {len(self.members)}")
+        return self.members[0]
 
     @property
     def epoch(self) -> int:
@@ -167,36 +163,68 @@ class RunState:
         return tuple(p for p in PHASES if p not in MODEL_PHASES)
 
     def terminated(self, next_obs: torch.Tensor) -> torch.Tensor:
-        """Termination `N` (bool) of model next observations `N x D`, by the run's termination function."""
+        """Termination `N` (bool) of model next observations `N x D`, by a lone run's termination function."""
+        return self.seed_terminated(0)(next_obs)
+
+    def seed_terminated(self, member: int) -> TerminationFn:
+        """Seed `member`'s termination function of model next observations `N x D` (its own learned classifier, or the
+        task's function)."""
         if self.done_model is not None:
-            return self.done_model(next_obs.unsqueeze(0))[0]
+            done = self.done_model if len(self.members) == 1 else self.done_model.seed(member)
+            return lambda next_obs: done(next_obs.unsqueeze(0))[0]
         assert self.termination.fn is not None
-        return self.termination.fn(next_obs)
+        return self.termination.fn
+
+    def seed_agent(self, member: int) -> Agent:
+        """Seed `member`'s agent as a lone one: the run's own for a lone run, else a copy of that seed's networks."""
+        if len(self.members) == 1:
+            return self.agent
+        assert isinstance(self.agent, GraphedAgent)
+        return seed_agent(self.agent, member)
+
+    def seed_model(self, member: int) -> GaussianEnsemble:
+        """Seed `member`'s ensemble as a lone one: the run's own for a lone run, else a copy of that seed's."""
+        assert self.model is not None
+        return self.model if len(self.members) == 1 else self.model.seed(member)
 
     # -- checkpoints: each part saved and restored by the component that owns it ------------------------------
 
-    def checkpoint_state(self) -> dict[str, Any]:
-        """Everything needed to continue this run bit for bit, as a checkpoint holds it (tensors and plain values):
-        the run's own counters, observation, RNGs and environment, and each component's part (the agent's networks
-        and optimizers, the buffers, the models, DHMBPO's model, a finished background retrain)."""
+    def member_config(self, member: int) -> Config:
+        """The config of seed `member`'s run: the pack's, with that seed."""
+        seed = self.members[member].seed
+        return self.config if seed == self.config.train.seed else replace(
+            self.config, train=replace(self.config.train, seed=seed))
+
+    def member_policy(self, member: int) -> dict[str, torch.Tensor]:
+        """Seed `member`'s acting network's weights, as a lone run's policy holds them."""
+        self.lone  # noqa: B018  (packs: to come with the packed agent)
+        return self.agent.policy.state_dict()
+
+    def checkpoint_state(self, member: int = 0) -> dict[str, Any]:
+        """Everything needed to continue seed `member`'s run bit for bit, as a lone run's checkpoint holds it
+        (tensors and plain values): the run's own counters, observation, RNGs and environment, and each component's
+        part (the agent's networks and optimizers, the buffers, the models, DHMBPO's model, a finished background
+        retrain)."""
+        seed = self.members[member]
+        self.lone  # noqa: B018  (packs: to come with the packed agent)
         saved: dict[str, Any] = {
-            "config": self.config.to_dict(),
+            "config": self.member_config(member).to_dict(),
             "device": str(self.device),
-            "counters": self._counters(),
-            "obs": torch.from_numpy(self.obs.copy()),
+            "counters": self._counters(seed),
+            "obs": torch.from_numpy(seed.obs.copy()),
             "agent": self.agent.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.agent.optimizers().items()},
-            "real_buffer": self.real_buffer.checkpoint_state(),
-            "model_info": dict(self.model_info),
-            "epoch_acc": self.epoch_acc.checkpoint_state(),
-            "rng": {"generators": {name: g.get_state() for name, g in self.generators.items()},
-                    **global_rng_state(), "exploration": self.rng.bit_generator.state},
-            "env": _as_tensors(get_env_state(self.env)),
+            "real_buffer": seed.real_buffer.checkpoint_state(),
+            "model_info": dict(seed.model_info),
+            "epoch_acc": self.epoch_acc.checkpoint_state(seed.episode_returns),
+            "rng": {"generators": {name: g.get_state() for name, g in seed.generators.items()},
+                    **global_rng_state(), "exploration": seed.rng.bit_generator.state},
+            "env": _as_tensors(get_env_state(seed.env)),
         }
-        if self.model is not None and self.model_buffer is not None:
-            saved.update(self._models().checkpoint_state(), model_buffer=self.model_buffer.checkpoint_state())
-        if self.initial_states is not None:
-            saved["initial_states"] = self.initial_states.cpu()
+        if self.model is not None and seed.model_buffer is not None:
+            saved.update(self._models().checkpoint_state(), model_buffer=seed.model_buffer.checkpoint_state())
+        if seed.initial_states is not None:
+            saved["initial_states"] = seed.initial_states.cpu()
         if self.double_horizon is not None:
             saved["double_horizon"] = self.double_horizon.checkpoint_state()
         if self.model_job is not None:
@@ -207,27 +235,29 @@ class RunState:
         """Load what `checkpoint_state` saved (also from an earlier version) into this freshly built run of the same
         config. True when the continuation is exact (the same device type); across device types the torch generators
         cannot be restored and are reseeded from the seed and env step."""
-        self._load_counters(saved["counters"], model_trained=bool(saved["model_info"]))
-        self.obs = saved["obs"].numpy().copy()
+        seed = self.lone
+        self._load_counters(seed, saved["counters"], model_trained=bool(saved["model_info"]))
+        seed.obs = saved["obs"].numpy().copy()
         self.agent.load_state_dict(saved["agent"])
         self.agent.load_optimizer_states(saved["optimizers"])
-        self.real_buffer = ReplayBuffer.from_checkpoint(saved["real_buffer"], self.spec.obs_dim, self.spec.act_dim,
-                                                        self.device, self.real_buffer.capacity)
+        seed.real_buffer = ReplayBuffer.from_checkpoint(saved["real_buffer"], self.spec.obs_dim, self.spec.act_dim,
+                                                        self.device, seed.real_buffer.capacity)
         if self.model is not None:
             self._models().load_checkpoint_state(saved)
-            self.model_buffer = ReplayBuffer.from_checkpoint(saved["model_buffer"], self.spec.obs_dim,
+            seed.model_buffer = ReplayBuffer.from_checkpoint(saved["model_buffer"], self.spec.obs_dim,
                                                              self.spec.act_dim, self.device)
         if "initial_states" in saved:
-            self.initial_states = saved["initial_states"].to(self.device)
+            seed.initial_states = saved["initial_states"].to(self.device)
         if self.double_horizon is not None:
             self.double_horizon.load_checkpoint_state(saved["double_horizon"])
         job = saved.get("model_job")
         self.model_job = None if job is None else ModelJob.from_checkpoint(job, self._models(), self.device)
-        self.model_info = dict(saved["model_info"])
+        seed.model_info = dict(saved["model_info"])
         self.epoch_acc = EpochAccumulator.from_checkpoint(saved["epoch_acc"], self.device)
+        seed.episode_returns = list(saved["epoch_acc"]["episode_returns"])
         exact = torch.device(saved["device"]).type == self.device.type
-        self._load_rngs(saved["rng"], exact)
-        set_env_state(self.env, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved["env"].items()})
+        self._load_rngs(seed, saved["rng"], exact)
+        set_env_state(seed.env, {k: (v.numpy() if isinstance(v, torch.Tensor) else v) for k, v in saved["env"].items()})
         return exact
 
     def _models(self) -> Models:
@@ -235,18 +265,18 @@ class RunState:
         assert self.model is not None and self.model_optimizer is not None
         return Models(self.model, self.model_optimizer, self.done_model, self.done_optimizer)
 
-    def _counters(self) -> dict[str, Any]:
+    def _counters(self, seed: SeedRun) -> dict[str, Any]:
         return {
             "env_step": self.env_step,
             "agent_updates": self.agent_updates,
             "k": self.k,
             "model_trained_at": self.model_trained_at,
-            "model_generations": list(self.model_generations),
-            "episode_return": self.episode_return,
-            "episode_length": self.episode_length,
+            "model_generations": list(seed.model_generations),
+            "episode_return": seed.episode_return,
+            "episode_length": seed.episode_length,
         }
 
-    def _load_counters(self, saved: dict[str, Any], model_trained: bool) -> None:
+    def _load_counters(self, seed: SeedRun, saved: dict[str, Any], model_trained: bool) -> None:
         """The counters `_counters` saved; an earlier version's named the agent's updates after SAC, had no retrain
         step or rollout generations, and saved 0 as the retrain step of a run whose model was not trained yet
         (`model_trained`: whether the checkpoint holds a retrain's metrics)."""
@@ -255,22 +285,22 @@ class RunState:
         self.k = int(saved["k"])
         trained_at = saved.get("model_trained_at", self.env_step)
         self.model_trained_at = None if trained_at is None or not model_trained else int(trained_at)
-        self.model_generations = [int(n) for n in saved.get("model_generations", [])]
-        self.episode_return = float(saved["episode_return"])
-        self.episode_length = int(saved["episode_length"])
+        seed.model_generations = [int(n) for n in saved.get("model_generations", [])]
+        seed.episode_return = float(saved["episode_return"])
+        seed.episode_length = int(saved["episode_length"])
 
-    def _load_rngs(self, saved: dict[str, Any], exact: bool) -> None:
+    def _load_rngs(self, seed: SeedRun, saved: dict[str, Any], exact: bool) -> None:
         """The generators, the global RNGs and the exploration RNG; across device types (not `exact`) each generator
         is reseeded from the seed, the env step and its position."""
-        for offset, (name, generator) in enumerate(self.generators.items()):
+        for offset, (name, generator) in enumerate(seed.generators.items()):
             if exact and name in saved["generators"]:
                 generator.set_state(saved["generators"][name])
             elif exact:
                 continue  # a generator newer than the checkpoint, unused by its run: it keeps its seeded state
             else:
-                generator.manual_seed(self.config.train.seed * 1000 + 7 * self.env_step + offset)
+                generator.manual_seed(seed.seed * 1000 + 7 * self.env_step + offset)
         set_global_rng_state(saved, cuda=exact and self.device.type == "cuda")
-        self.rng.bit_generator.state = saved["exploration"]
+        seed.rng.bit_generator.state = saved["exploration"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,27 +402,31 @@ def build_run(config: Config, device: torch.device | None = None) -> RunState:
         generators[name] = torch.Generator(device=device)
         generators[name].manual_seed(seed * 1000 + offset + 1)
     buffer_size = min(config.agent.buffer_size, config.train.steps)
+    member = SeedRun(
+        seed=seed,
+        env=env,
+        eval_env=eval_env,
+        obs=np.asarray(obs, dtype=np.float32),
+        rng=np.random.default_rng(seed),
+        generators=generators,
+        real_buffer=ReplayBuffer(buffer_size, spec.obs_dim, spec.act_dim, device),
+        model_buffer=model_buffer,
+    )
     state = RunState(
         config=config,
         device=device,
         spec=spec,
-        env=env,
-        eval_env=eval_env,
+        members=[member],
         agent=agent,
         model=model,
         model_optimizer=optimizer,
-        real_buffer=ReplayBuffer(buffer_size, spec.obs_dim, spec.act_dim, device),
-        model_buffer=model_buffer,
-        generators=generators,
-        rng=np.random.default_rng(seed),
         termination=termination,
-        obs=np.asarray(obs, dtype=np.float32),
         reward_fn=reward_fn,
         done_model=done_model,
         done_optimizer=done_optimizer,
     )
     if model is not None and config.rollout.from_initial_states:
-        state.initial_states = initial_state_pool(config, device)
+        member.initial_states = initial_state_pool(config, device)
     if isinstance(agent, DHMBPOAgent):
         state.double_horizon = double_horizon(config, spec, agent, termination, device)
     return state

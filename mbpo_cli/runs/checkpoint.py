@@ -31,10 +31,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written, read or used (one-line message)."""
 
 
-def capture(state: RunState) -> dict[str, Any]:
-    """Everything needed to continue `state` bit for bit (see `RunState.checkpoint_state`), with the format and the
-    version of mbpo that wrote it."""
-    return {"format": FORMAT_VERSION, "version": __version__, **state.checkpoint_state()}
+def capture(state: RunState, member: int = 0) -> dict[str, Any]:
+    """Everything needed to continue seed `member` of `state` bit for bit (see `RunState.checkpoint_state`), with
+    the format and the version of mbpo that wrote it."""
+    return {"format": FORMAT_VERSION, "version": __version__, **state.checkpoint_state(member)}
 
 
 def restore(state: RunState, payload: dict[str, Any]) -> bool:
@@ -135,13 +135,14 @@ def check_full(payload: dict[str, Any], path: str) -> None:
     walk(payload, FULL_LAYOUT, "")
 
 
-def policy_payload(state: RunState, eval_return: float) -> dict[str, Any]:
-    """A small file with the acting network only (the actor, or DQN's Q network): the best-evaluation policy."""
+def policy_payload(state: RunState, eval_return: float, member: int = 0) -> dict[str, Any]:
+    """A small file with seed `member`'s acting network only (the actor, or DQN's Q network): the best-evaluation
+    policy."""
     return {
         "format": FORMAT_VERSION,
         "version": __version__,
-        "config": state.config.to_dict(),
+        "config": state.member_config(member).to_dict(),
         "env_step": state.env_step,
         "eval_return": eval_return,
-        "policy": state.agent.policy.state_dict(),
+        "policy": state.member_policy(member),
     }

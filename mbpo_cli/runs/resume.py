@@ -3,7 +3,10 @@ recorded (more steps or another device when asked; an edited config.yaml only wi
 
 from __future__ import annotations
 
-from contextlib import suppress
+import json
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +14,17 @@ import yaml
 
 from mbpo_cli.config.load import build_config, config_diff, read_yaml
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.pack import pack_states
 from mbpo_cli.engine.state import RunState, build_run, resolve_device
 from mbpo_cli.runs.checkpoint import CheckpointError, check_full, load_file, restore
 from mbpo_cli.runs.errors import RunError
-from mbpo_cli.runs.layout import CONFIG_FILE, checkpoint_file, run_dir
+from mbpo_cli.runs.layout import CONFIG_FILE, PACK_FILE, checkpoint_file, run_dir
 from mbpo_cli.runs.outage import outage_limit, record_pending
 from mbpo_cli.runs.process import StopSignals, is_locked, run_lock
 from mbpo_cli.runs.python_envs import check_rebuildable
 from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo, RunStatus
-from mbpo_cli.runs.reporting import Reporter, SafeReporter
-from mbpo_cli.runs.session import Outcome, Session, finished_outcome
+from mbpo_cli.runs.reporting import Reporter, SafeReporter, SilentReporter
+from mbpo_cli.runs.session import Outcome, Session, execute, finished_outcome
 from mbpo_cli.runs.tensorboard import summary_writer
 from mbpo_cli.runs.wandb_tracking import wandb_module
 
@@ -163,6 +167,84 @@ def _resume_run(
         if not exact:
             reporter.message("resuming on another device type: the continuation is not bitwise exact")
         reporter.message(f"resuming run {run.id} from env step {state.env_step} ({Path(info.path).name})")
-        outcome = Session(registry, run, folder, state, reporter, signals, outage_seconds).execute()
+        outcome = execute([Session(registry, run, folder, state, reporter, signals, outage_seconds)])[0]
         outcome.exact_resume = exact
         return outcome
+
+
+def pack_runs(runs_dir: Path, run: RunInfo) -> list[str]:
+    """The ids of the runs of the pack `run` was trained in, in the pack's seed order (`[run.id]` for a lone run)."""
+    file = run_dir(runs_dir, run.id) / PACK_FILE
+    if not file.exists():
+        return [run.id]
+    try:
+        return [str(i) for i in json.loads(file.read_text())["runs"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunError(f"run {run.id}: its {PACK_FILE} is unreadable ({err})") from None
+
+
+def resume_pack(
+    registry: Registry, runs_dir: Path, ids: list[str], reporters: Callable[[int], Sequence[Reporter]], *,
+    steps: int | None = None, device: str | None = None, force: bool = False, track: bool | None = None,
+) -> list[Outcome]:
+    """Continue the runs `ids` of one pack together from their newest good checkpoints (which must be at one env
+    step); a run that failed has left the pack and stays as it is. `reporters(n)` gives the n runs' reporters."""
+    runs = [record_pending(registry, registry.get_run(i), runs_dir, SafeReporter(SilentReporter())) for i in ids]
+    runs = [run for run in runs if run.status != RunStatus.FAILED]
+    if not runs:
+        raise RunError(f"every run of the pack of {ids[0]} has failed: nothing to resume")
+    shown = [SafeReporter(r) for r in reporters(len(runs))]
+    outage_seconds = outage_limit()
+    with StopSignals(shown[0]) as signals:
+        configs = []
+        for run, reporter in zip(runs, shown, strict=True):
+            folder = run_dir(runs_dir, run.id)
+            if not folder.is_dir():
+                raise RunError(f"run {run.id} cannot be resumed: its folder {folder} is gone (with its checkpoints)")
+            if is_locked(folder):
+                raise RunError(f"run {run.id} is still running in another process")
+            recorded = build_config(run.config, f"run {run.id}")
+            configs.append(_as_asked(_edited_config(run, recorded, folder / CONFIG_FILE, reporter, force), steps,
+                                     device, track))
+        first = configs[0]
+        if any(config_diff(first.to_dict(), replace(c, train=replace(c.train, seed=first.train.seed)).to_dict())
+               for c in configs[1:]):
+            raise RunError(f"the runs of the pack of {runs[0].id} differ in more than their seed: resume each alone")
+        if all(run.status == RunStatus.FINISHED for run in runs) and (steps is None or steps <= runs[0].env_steps):
+            raise RunError(f"the pack of {runs[0].id} is finished at {runs[0].env_steps} steps; pass --steps N with "
+                           f"N > {runs[0].env_steps} to extend it")
+        with ExitStack() as locks:
+            for run in runs:
+                locks.enter_context(run_lock(run_dir(runs_dir, run.id)))
+            found = [latest_good_checkpoint(registry, run, reporter, runs_dir)
+                     for run, reporter in zip(runs, shown, strict=True)]
+            at = {info.step for info, _ in found}
+            if len(at) > 1:
+                raise RunError(f"the runs of the pack of {runs[0].id} have their newest checkpoints at different env "
+                               f"steps ({', '.join(str(s) for s in sorted(at))}): resume each alone")
+            if steps is not None and steps < found[0][0].step:
+                raise RunError(f"pack of {runs[0].id}: --steps {steps} is below its checkpoint at env step "
+                               f"{found[0][0].step}")
+            lones = [build_run(config, resolve_device(config.train.device)) for config in configs]
+            try:
+                exact = all([restore(lone, payload) for lone, (_, payload) in zip(lones, found, strict=True)])
+            except CheckpointError as err:
+                raise RunError(str(err)) from None
+            state = pack_states(lones)
+            sessions = []
+            for member, (run, reporter, config) in enumerate(zip(runs, shown, configs, strict=True)):
+                registry.delete_metrics_after(run.id, state.env_step)
+                config_dict = config.to_dict()
+                if config_dict != run.config:
+                    registry.update_config(run.id, config_dict, target_steps=config.train.steps)
+                    (run_dir(runs_dir, run.id) / CONFIG_FILE).write_text(yaml.safe_dump(config_dict, sort_keys=False))
+                sessions.append(Session(registry, run, run_dir(runs_dir, run.id), state, reporter, signals,
+                                        outage_seconds, member=member))
+            if not exact:
+                shown[0].message("resuming on another device type: the continuation is not bitwise exact")
+            shown[0].message(f"resuming the pack of {len(runs)} runs ({', '.join(r.id for r in runs)}) from env step "
+                             f"{state.env_step}")
+            outcomes = execute(sessions)
+            for outcome in outcomes:
+                outcome.exact_resume = exact
+            return outcomes

@@ -67,12 +67,14 @@ def finished_outcome(registry: Registry, run: RunInfo) -> Outcome:
 
 
 class Session:
-    """One process training one run: engine events go to the registry (through `RegistryWriter`, which keeps them
-    through an outage), checkpoints and the reporter."""
+    """One run trained by this process: its events go to the registry (through `RegistryWriter`, which keeps them
+    through an outage), its checkpoints and its reporter. A run is seed `member` of the `state` it trains with (0
+    for a lone run; a pack's seeds each have their own session, all trained at once by `execute`)."""
 
     def __init__(self, registry: Registry, run: RunInfo, folder: Path, state: RunState, reporter: Reporter,
-                 signals: StopSignals, outage_seconds: float) -> None:
+                 signals: StopSignals, outage_seconds: float, member: int = 0) -> None:
         self.registry = registry
+        self.member = member
         self.signals = signals
         self.run = run
         self.folder = folder
@@ -154,7 +156,7 @@ class Session:
         """Write the best-evaluation policy (its acting network only), in place of the previous one."""
         path = best_policy(self.folder)
         with self.signals.busy_with("a checkpoint is being saved"):
-            size, digest = save_file(policy_payload(self.state, eval_return), path)
+            size, digest = save_file(policy_payload(self.state, eval_return, self.member), path)
             self.writer.write(CheckpointRow(self.state.env_step, stored_path(self.runs_dir, path), size, digest,
                                             "best"))
 
@@ -166,7 +168,7 @@ class Session:
         step = self.state.env_step
         path = step_checkpoint(self.folder, step)
         with self.signals.busy_with("a checkpoint is being saved"):
-            size, digest = save_file(capture(self.state), path)
+            size, digest = save_file(capture(self.state, self.member), path)
             stored = stored_path(self.runs_dir, path)
             self.writer.write(CheckpointRow(step, stored, size, digest, kind))
             self.full_checkpoints = [c for c in self.full_checkpoints if c[1] != stored] + [(step, stored)]
@@ -176,11 +178,9 @@ class Session:
                 checkpoint_file(self.runs_dir, old_path).unlink(missing_ok=True)
                 self.writer.write(ForgetCheckpoint(old_path))
 
-    def execute(self) -> Outcome:
-        """Train to the configured steps (or a stop signal, or a registry outage past its limit), checkpoint, and
-        set the final status."""
+    def begin(self) -> None:
+        """Mark the run running and open what reports it (tracking, the display, TensorBoard)."""
         start_step = self.state.env_step
-        signals = self.signals
         self.writer.write(Status(RunStatus.RUNNING))
         if self.state.config.train.track:  # before the display: wandb may ask for a login
             self.tracker = LiveWandb(self.run, self.state.config.to_dict(), self.folder, self.reporter.message)
@@ -189,24 +189,27 @@ class Session:
             self.reporter.epoch(*self.recorded)
         if self.state.config.train.tensorboard:
             self.tensorboard = LiveTensorBoard(live_folder(self.folder), start_step, self.reporter.message)
-        try:
-            with signals.forceable():
-                train(self.state, self.on_event, should_stop=self.should_stop)
-        except ForcedStop as stop:
-            return self.stopped_mid_step(stop, start_step)
-        except BaseException as err:
-            with suppress(RegistryError, RegistryLost):  # the failure itself may be the registry's
-                self.writer.write(Status(RunStatus.FAILED, error_line(err)))
-                self.heartbeat(self.state.env_step)
-            if self.tracker is not None:
-                self.tracker.close(failed=True)
-            self.reporter.stop()
-            raise
-        finally:
-            if self.tensorboard is not None:
-                self.tensorboard.close()
-            if self.tracker is not None:
-                self.tracker.close()
+
+    def failed(self, err: BaseException) -> None:
+        """Training ended with `err`: mark the run failed with its message and close what reports it."""
+        with suppress(RegistryError, RegistryLost):  # the failure itself may be the registry's
+            self.writer.write(Status(RunStatus.FAILED, error_line(err)))
+            self.heartbeat(self.state.env_step)
+        if self.tracker is not None:
+            self.tracker.close(failed=True)
+        self.reporter.stop()
+
+    def close_live(self) -> None:
+        """Close the live TensorBoard folder and the tracker (a no-op where closed already)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.tracker is not None:
+            self.tracker.close()
+
+    def finish(self, start_step: int) -> Outcome:
+        """Training returned: checkpoint, set the final status (finished, or interrupted by a stop signal or a
+        registry outage past its limit) and wait for the registry to record it."""
+        signals = self.signals
         stopped = self.state.env_step < self.state.config.train.steps and (signals.requested() or self.writer.expired)
         self.save_checkpoint("periodic" if stopped else "final")
         status = RunStatus.INTERRUPTED if stopped else RunStatus.FINISHED
@@ -277,6 +280,39 @@ class Session:
             last_metrics=self.last_metrics,
             best_eval=self.best_eval,
         )
+
+
+def execute(sessions: list[Session]) -> list[Outcome]:
+    """Train the runs of `sessions`, the seeds of one pack in its order (one session for a lone run), to the
+    configured steps (or a stop signal, or a registry outage past its limit), checkpoint each, and set each one's
+    final status; their outcomes in the same order."""
+    state, signals = sessions[0].state, sessions[0].signals
+    start_step = state.env_step
+    for session in sessions:
+        session.begin()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, NoticeEvent):
+            sessions[0].on_event(event)
+        else:
+            sessions[event.member].on_event(event)
+
+    def should_stop() -> bool:
+        return any([session.should_stop() for session in sessions])  # every session's outage notice is due
+
+    try:
+        with signals.forceable():
+            train(state, on_event, should_stop=should_stop)
+    except ForcedStop as stop:
+        return [session.stopped_mid_step(stop, start_step) for session in sessions]
+    except BaseException as err:
+        for session in sessions:
+            session.failed(err)
+        raise
+    finally:
+        for session in sessions:
+            session.close_live()
+    return [session.finish(start_step) for session in sessions]
 
 
 def _recorded_epoch(registry: Registry, run_id: str) -> tuple[int, dict[str, float]] | None:

@@ -3,29 +3,40 @@ or requeued job runs)."""
 
 from __future__ import annotations
 
+import json
+import secrets
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.envs import env_spec, make_env
+from mbpo_cli.engine.memory import PackTooLarge, check_pack_fits, seed_memory
+from mbpo_cli.engine.pack import build_pack
 from mbpo_cli.engine.state import build_run, resolve_device
 from mbpo_cli.runs.errors import RunError, error_line
-from mbpo_cli.runs.layout import COMMAND_FILE, CONFIG_FILE, run_dir
+from mbpo_cli.runs.layout import COMMAND_FILE, CONFIG_FILE, PACK_FILE, run_dir
 from mbpo_cli.runs.outage import outage_limit, record_pending
 from mbpo_cli.runs.process import StopSignals, is_locked, run_lock
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, RunStatus, sanitize_name
 from mbpo_cli.runs.reporting import Reporter, SafeReporter
 from mbpo_cli.runs.resume import CONTINUED_AS_ASKED, has_full_checkpoint, resume_run
-from mbpo_cli.runs.session import Outcome, Session, finished_outcome
+from mbpo_cli.runs.session import Outcome, Session, execute, finished_outcome
 from mbpo_cli.runs.tensorboard import summary_writer
 from mbpo_cli.runs.wandb_tracking import wandb_module
+
+PACK_GROUP_KIND = "seeds"
+"""The registry kind of the group a pack's runs go into when no group is given."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,29 @@ def start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
 
 def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path, reporter: Reporter,
                signals: StopSignals, outage_seconds: float) -> Outcome:
+    _check_integrations(config)
+    device = resolve_device(config.train.device)
+    run, folder = _register(config, meta, registry, runs_dir, device)
+    with run_lock(folder):
+        try:
+            state = build_run(config, device)
+        except BaseException as err:
+            registry.set_status(run.id, RunStatus.FAILED, error=error_line(err))
+            raise
+        return execute([Session(registry, run, folder, state, reporter, signals, outage_seconds)])[0]
+
+
+def _check_integrations(config: Config) -> None:
+    """A missing package of a live integration fails here, before any run is registered."""
     if config.train.tensorboard:
-        summary_writer("train.tensorboard")  # a missing package fails here, before the run is registered
+        summary_writer("train.tensorboard")
     if config.train.track:
         wandb_module("train.track")
-    device = resolve_device(config.train.device)
+
+
+def _register(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path,
+              device: torch.device) -> tuple[RunInfo, Path]:
+    """Register the run of `config` and write its folder (config and command); the run and its folder."""
     recorded = config.to_dict()
     run = registry.create_run(
         name=meta.name, preset=meta.preset, env_id=config.env.id, algo=config.label, seed=config.train.seed,
@@ -87,13 +116,60 @@ def _start_run(config: Config, meta: RunMeta, registry: Registry, runs_dir: Path
     except OSError as err:
         registry.set_status(run.id, RunStatus.FAILED, error=f"cannot write run folder: {err.strerror}")
         raise RunError(f"cannot write run folder {folder}: {err.strerror}") from None
-    with run_lock(folder):
-        try:
-            state = build_run(config, device)
-        except BaseException as err:
-            registry.set_status(run.id, RunStatus.FAILED, error=error_line(err))
-            raise
-        return Session(registry, run, folder, state, reporter, signals, outage_seconds).execute()
+    return run, folder
+
+
+def start_pack(config: Config, meta: RunMeta, seeds: Sequence[int], registry: Registry, runs_dir: Path,
+               reporters: Sequence[Reporter]) -> list[Outcome]:
+    """Register one run per seed of `seeds` (each `config` with its seed, named `<name>-s<seed>` when a name is
+    given), in `meta.group` or a new group of kind `seeds`, and train them as one pack in this process; each run's
+    outcome, in seed order. `reporters` report each run (one per seed)."""
+    reporters = [SafeReporter(r) for r in reporters]
+    outage_seconds = outage_limit()
+    with StopSignals(reporters[0]) as signals:
+        _check_integrations(config)
+        device = resolve_device(config.train.device)
+        group = meta.group or _pack_group(registry, config, meta, seeds)
+        runs: list[tuple[RunInfo, Path]] = []
+        for seed in seeds:
+            member = replace(config, train=replace(config.train, seed=seed))
+            name = None if meta.name is None else f"{meta.name}-s{seed}"
+            runs.append(_register(member, replace(meta, name=name, group=group), registry, runs_dir, device))
+        ids = [run.id for run, _ in runs]
+        for _, folder in runs:
+            (folder / PACK_FILE).write_text(json.dumps({"runs": ids, "seeds": list(seeds)}) + "\n")
+        with ExitStack() as locks:
+            for _, folder in runs:
+                locks.enter_context(run_lock(folder))
+            try:
+                state = build_pack(config, list(seeds), device)
+            except BaseException as err:
+                for run, _ in runs:
+                    registry.set_status(run.id, RunStatus.FAILED, error=error_line(err))
+                raise
+            sessions = [Session(registry, run, folder, state, reporter, signals, outage_seconds, member=i)
+                        for i, ((run, folder), reporter) in enumerate(zip(runs, reporters, strict=True))]
+            return execute(sessions)
+
+
+def check_pack_memory(config: Config, seeds: int) -> None:
+    """RunError, before anything is written, when a pack of `seeds` seeds of `config` would not fit in the free
+    memory of its device (the estimate, and the largest pack that fits)."""
+    env = make_env(config.env)
+    spec = env_spec(env)
+    env.close()
+    try:
+        check_pack_fits(seed_memory(config, spec.obs_dim, spec.act_dim), seeds, resolve_device(config.train.device))
+    except PackTooLarge as err:
+        raise RunError(str(err)) from None
+
+
+def _pack_group(registry: Registry, config: Config, meta: RunMeta, seeds: Sequence[int]) -> str:
+    """A new registry group (kind `seeds`) for a pack's runs: `<preset>-<algo>-seeds<first>-<last>-<token>`."""
+    name = sanitize_name(f"{meta.preset or config.env.id.lower()}-{config.label}-seeds{seeds[0]}-{seeds[-1]}-"
+                         f"{secrets.token_hex(3)}")
+    registry.ensure_group(name, PACK_GROUP_KIND, {"pack": {"seeds": list(seeds)}})
+    return name
 
 
 def discard_run(registry: Registry, runs_dir: Path, run: RunInfo) -> None:

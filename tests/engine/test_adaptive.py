@@ -84,7 +84,8 @@ def test_a_run_logs_realized_lengths_and_keeps_exactly_the_retained_generations(
         if isinstance(event, RolloutEvent):
             rollouts.append(event)
             # the buffer holds the last epoch_length / train_freq = 2 generations, exactly
-            assert len(state.model_buffer) == sum(state.model_generations[-2:]) == state.model_buffer.capacity
+            seed = state.lone
+            assert len(seed.model_buffer) == sum(seed.model_generations[-2:]) == seed.model_buffer.capacity
         elif isinstance(event, EpochEvent):
             epochs.append(event.metrics)
 
@@ -95,5 +96,5 @@ def test_a_run_logs_realized_lengths_and_keeps_exactly_the_retained_generations(
         assert 0 <= m["rollout_length_p10"] <= m["rollout_length_p90"] <= 4 and 0 < m["rollout_length_mean"] <= 4
         assert m["rollout_threshold"] > 0 and 0 <= m["rollout_stopped_uncertain"] <= 1
         assert m["rollout_transitions"] == pytest.approx(m["rollout_length_mean"] * 200)
-    assert len(state.model_generations) == 2
+    assert len(state.lone.model_generations) == 2
     assert epochs[-1]["rollout_k"] == 4

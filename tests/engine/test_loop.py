@@ -48,7 +48,8 @@ MODEL_KEYS = ("model_holdout_loss", "rollout_k", "model_buffer_size")
 def test_sac_only_has_no_model_and_reports_every_epoch() -> None:
     state, seen = _run({**TINY, "algo": "model_free"})
     assert len(seen) == 3
-    assert state.model is None and state.model_buffer is None and state.initial_states is None  # nothing to roll
+    assert state.model is None and state.lone.model_buffer is None  # nothing to roll
+    assert state.lone.initial_states is None
     assert all(key not in epoch for epoch in seen for key in MODEL_KEYS)
     assert "critic_loss" in seen[-1]
     assert state.phases == ("env", "agent", "eval")  # no time in a model, rollout or diagnostics phase
@@ -80,9 +81,9 @@ def _any_row_in(rows: torch.Tensor, table: torch.Tensor) -> bool:
 def _nearest_member(state: RunState) -> tuple[torch.Tensor, torch.Tensor]:
     """For each transition of the newest rollout: the member whose mean prediction is nearest its next observation,
     and how far that is (largest absolute difference)."""
-    assert state.model is not None and state.model_buffer is not None
+    assert state.model is not None and state.lone.model_buffer is not None
     n = state.config.rollout.batch_size
-    last = state.model_buffer.ordered()
+    last = state.lone.model_buffer.ordered()
     obs, act, next_obs = last.obs[-n:], last.act[-n:], last.next_obs[-n:]
     mean, _ = state.model.predict_members(obs[None], act[None], torch.arange(state.config.model.ensemble_size)[None])
     mean = mean[0]  # E x N x out
@@ -103,14 +104,14 @@ def deterministic_run() -> RunState:
 
 def test_rollouts_branch_from_initial_states_when_asked(default_run: RunState) -> None:
     state, seen = _run(_changed("rollout", from_initial_states=True))
-    assert state.config.rollout.from_initial_states and state.initial_states is not None
-    assert state.model_buffer is not None and seen[-1]["model_buffer_size"] == len(state.model_buffer) > 0
-    starts = state.model_buffer.ordered().obs
-    assert _all_rows_in(starts, state.initial_states)
-    assert not _any_row_in(starts, state.real_buffer.ordered().obs)
+    assert state.config.rollout.from_initial_states and state.lone.initial_states is not None
+    assert state.lone.model_buffer is not None and seen[-1]["model_buffer_size"] == len(state.lone.model_buffer) > 0
+    starts = state.lone.model_buffer.ordered().obs
+    assert _all_rows_in(starts, state.lone.initial_states)
+    assert not _any_row_in(starts, state.lone.real_buffer.ordered().obs)
     # the default branches from states of the real buffer
-    assert default_run.initial_states is None and default_run.model_buffer is not None
-    assert _all_rows_in(default_run.model_buffer.ordered().obs, default_run.real_buffer.ordered().obs)
+    assert default_run.lone.initial_states is None and default_run.lone.model_buffer is not None
+    assert _all_rows_in(default_run.lone.model_buffer.ordered().obs, default_run.lone.real_buffer.ordered().obs)
 
 
 def test_a_deterministic_model_rolls_out_its_members_means(default_run: RunState,

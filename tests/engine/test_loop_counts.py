@@ -91,7 +91,7 @@ def test_rollouts_follow_each_retrain(mbpo_run: tuple[RunState, Watched]) -> Non
     state, watched = mbpo_run
     expected = [(phase, step) for step in range(INIT, STEPS, FREQ) for phase in ("retrain", "rollout")]
     assert watched.phases == expected
-    assert state.model_buffer is not None and len(state.model_buffer) > 0
+    assert state.lone.model_buffer is not None and len(state.lone.model_buffer) > 0
 
 
 def test_evaluations_every_epoch_length_and_at_the_end(mbpo_run: tuple[RunState, Watched]) -> None:
@@ -103,6 +103,6 @@ def test_evaluations_every_epoch_length_and_at_the_end(mbpo_run: tuple[RunState,
 def test_the_base_agent_alone_updates_as_often_and_never_touches_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
     state, watched = watch_run({**CONFIG, "algo": "model_free"}, monkeypatch)
     assert watched.phases == []
-    assert state.model is None and state.model_buffer is None
+    assert state.model is None and state.lone.model_buffer is None
     assert Counter(watched.updates) == dict.fromkeys(range(INIT, STEPS), G)
     assert [e.env_step for e in watched.epochs] == [100, 200, 270]

@@ -23,7 +23,7 @@ def test_the_estimate_counts_what_a_built_run_holds() -> None:
                                        "train.epoch_length=1000", "rollout.retain_epochs=2"])
     state = build_run(config)
     memory = seed_memory(config, state.spec.obs_dim, state.spec.act_dim)
-    real = sum(t.numel() * t.element_size() for t in state.real_buffer.data)
+    real = sum(t.numel() * t.element_size() for t in state.lone.real_buffer.data)
     assert memory.real_buffer == real == 3000 * (2 * 4 + 1 + 2) * 4  # InvertedPendulum: obs 4, act 1
     # the longest branch (3) x rollouts per epoch (1000 / 250 = 4) x retained epochs x rollout batch
     assert model_buffer_rows(config) == 3 * 4 * 2 * 400

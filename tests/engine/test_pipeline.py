@@ -47,7 +47,7 @@ def _untimed(info: dict[str, float]) -> dict[str, float]:
 
 def test_a_job_trains_copies_to_the_same_result_as_in_place() -> None:
     in_place, generators = _models(), _generators()
-    info = fit_models(in_place, _data(), generators, env_step=7)
+    info = fit_models(in_place, [_data()], [generators], env_step=7)[0]
 
     original, job_generators = _models(), _generators()
     before = {k: v.clone() for k, v in original.model.state_dict().items()}
@@ -201,7 +201,7 @@ def test_a_checkpoint_written_before_the_seed_axis_loads_as_a_pack_of_one() -> N
     models = _with_classifier(_models())
     data = _data()
     data.done[::10] = 1.0
-    fit_models(models, data, _generators(), env_step=0)
+    fit_models(models, [data], [_generators()], env_step=0)
     saved = models.checkpoint_state()
     old = _old_format(saved)
     assert old["model"]["input_mean"].dim() == 1 and old["done_model"]["trained"].dim() == 0

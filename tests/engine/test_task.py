@@ -85,7 +85,7 @@ def test_custom_termination_and_reward_are_called_with_the_right_shapes(user_mod
     assert module.CALLS["done"] and all(n <= 300 and d == 4 for n, d in module.CALLS["done"])
     assert module.CALLS["done"][0] == (300, 4)
     assert module.CALLS["reward"][0][1] == (300, 1)
-    assert state.model_buffer is not None and bool((state.model_buffer.ordered().reward == 1.0).all())
+    assert state.lone.model_buffer is not None and bool((state.lone.model_buffer.ordered().reward == 1.0).all())
 
 
 @pytest.mark.parametrize(("key", "function", "message"), [
@@ -129,7 +129,7 @@ def test_rollouts_at_the_start_of_each_episode(monkeypatch: pytest.MonkeyPatch) 
     real = loop.train_model
 
     def record(state: object) -> None:
-        calls.append((state.env_step, state.episode_length))  # type: ignore[attr-defined]
+        calls.append((state.env_step, state.lone.episode_length))  # type: ignore[attr-defined]
         real(state)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loop, "train_model", record)
@@ -145,7 +145,7 @@ def test_rollouts_at_the_start_of_each_episode(monkeypatch: pytest.MonkeyPatch) 
     assert [step for step, _ in calls[1:]] == starts
     assert all(length == 0 for _, length in calls[1:])
     assert len(calls) > 3  # early InvertedPendulum episodes are short: many starts in 150 steps
-    assert torch.isfinite(torch.tensor(state.model_info["model_holdout_loss"]))
+    assert torch.isfinite(torch.tensor(state.lone.model_info["model_holdout_loss"]))
 
 
 class _Broken(gym.Env):

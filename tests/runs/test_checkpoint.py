@@ -129,8 +129,8 @@ def test_capture_restore_continues_exactly(
     assert first.env_step == stop_at
     if stop_at == 350:
         # By then rollouts of varying length have wrapped the model ring buffer away from slot 0.
-        assert first.model_buffer is not None
-        assert len(first.model_buffer) == first.model_buffer.capacity and first.model_buffer.ptr != 0
+        assert first.lone.model_buffer is not None
+        assert len(first.lone.model_buffer) == first.lone.model_buffer.capacity and first.lone.model_buffer.ptr != 0
 
     path = tmp_path / "ckpt.pt"
     size, digest = save_file(capture(first), path)
@@ -257,10 +257,10 @@ def test_restore_extends_the_real_buffer_for_more_steps() -> None:
     run_until(state)
     bigger = build_run(tiny_config("algo=sac", steps=90))
     restore(bigger, capture(state))
-    assert bigger.real_buffer.capacity == 90 and len(bigger.real_buffer) == 60
-    assert torch.equal(bigger.real_buffer.ordered().obs, state.real_buffer.ordered().obs)
+    assert bigger.lone.real_buffer.capacity == 90 and len(bigger.lone.real_buffer) == 60
+    assert torch.equal(bigger.lone.real_buffer.ordered().obs, state.lone.real_buffer.ordered().obs)
     run_until(bigger)
-    assert bigger.env_step == 90 and len(bigger.real_buffer) == 90
+    assert bigger.env_step == 90 and len(bigger.lone.real_buffer) == 90
 
 
 def test_restore_refuses_another_format() -> None:

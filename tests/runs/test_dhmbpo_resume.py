@@ -63,7 +63,7 @@ def dhmbpo_state(state: RunState) -> dict[str, Any]:
     assert state.double_horizon is not None
     return {"agent": state.agent.state_dict(), "model": state.double_horizon.model.state_dict(),
             "labels": state.double_horizon.labels.state_dict(),
-            "generators": {k: g.get_state() for k, g in state.generators.items()}}
+            "generators": {k: g.get_state() for k, g in state.lone.generators.items()}}
 
 
 @pytest.fixture(scope="session")

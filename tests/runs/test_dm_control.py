@@ -107,7 +107,7 @@ def test_a_dm_control_task_continues_exactly_from_a_checkpoint_taken_mid_episode
 
     first = build_run(tiny_config())
     before = run_until(first, 237)
-    assert first.episode_length == 37  # mid-episode: the physics, the task's RandomState and both step counters
+    assert first.lone.episode_length == 37  # mid-episode: the physics, the task's RandomState and both step counters
     path = tmp_path / "ckpt.pt"
     _, digest = save_file(capture(first), path)
     second = build_run(tiny_config())
