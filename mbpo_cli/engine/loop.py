@@ -268,12 +268,13 @@ def prepare_updates(state: RunState) -> str:
     if spec.discrete:
         act = torch.nn.functional.one_hot(act.argmax(dim=-1), spec.act_dim).float()
     example = Batch(normal(b, spec.obs_dim), act, normal(b), normal(b, spec.obs_dim), torch.zeros(b, device=device))
-    example = Batch(*(t.unsqueeze(0) for t in example))
-    modes = [f"{name} updates: {state.agent.use_cuda_graph(example, [gen])}"]
+    seeds = len(state.members)
+    example = Batch(*(t.expand(seeds, *t.shape).contiguous() for t in example))  # S x B x ...
+    modes = [f"{name} updates: {state.agent.use_cuda_graph(example, [gen] * seeds)}"]
     if state.model is not None and cfg.train.pipeline:
         modes.append("model training: eager, in a worker thread (train.pipeline)")
     elif state.model is not None and state.model_optimizer is not None:
-        e, m = cfg.model.ensemble_size, cfg.model.batch_size
+        e, m = seeds * cfg.model.ensemble_size, cfg.model.batch_size
         mode = state.model.use_cuda_graph(state.model_optimizer, normal(e, m, state.model.in_dim),
                                           normal(e, m, state.model.out_dim))
         modes.append(f"model training: {mode}")
@@ -297,7 +298,7 @@ def agent_updates(state: RunState) -> None:
             check += value
         acc.updates += 1
     state.agent_updates += groups
-    if not bool(torch.isfinite(check)):
+    if not bool(torch.isfinite(check).all()):
         raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
 
 

@@ -195,20 +195,14 @@ class RunState:
         return self.config if seed == self.config.train.seed else replace(
             self.config, train=replace(self.config.train, seed=seed))
 
-    def member_policy(self, member: int) -> dict[str, torch.Tensor]:
-        """Seed `member`'s acting network's weights, as a lone run's policy holds them."""
-        self.lone  # noqa: B018  (packs: to come with the packed agent)
-        return self.agent.policy.state_dict()
-
-    def checkpoint_state(self, member: int = 0) -> dict[str, Any]:
-        """Everything needed to continue seed `member`'s run bit for bit, as a lone run's checkpoint holds it
-        (tensors and plain values): the run's own counters, observation, RNGs and environment, and each component's
-        part (the agent's networks and optimizers, the buffers, the models, DHMBPO's model, a finished background
-        retrain)."""
-        seed = self.members[member]
-        self.lone  # noqa: B018  (packs: to come with the packed agent)
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue this lone run bit for bit, as a checkpoint holds it (tensors and plain
+        values): the run's own counters, observation, RNGs and environment, and each component's part (the agent's
+        networks and optimizers, the buffers, the models, DHMBPO's model, a finished background retrain). A seed of a
+        pack saves its lone view's (`mbpo_cli.engine.pack.lone_view`)."""
+        seed = self.lone
         saved: dict[str, Any] = {
-            "config": self.member_config(member).to_dict(),
+            "config": self.config.to_dict(),
             "device": str(self.device),
             "counters": self._counters(seed),
             "obs": torch.from_numpy(seed.obs.copy()),

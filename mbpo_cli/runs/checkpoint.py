@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mbpo_cli import __version__
+from mbpo_cli.engine.pack import lone_view
 from mbpo_cli.engine.state import RunState
 
 FORMAT_VERSION = 1
@@ -34,7 +35,7 @@ class CheckpointError(RuntimeError):
 def capture(state: RunState, member: int = 0) -> dict[str, Any]:
     """Everything needed to continue seed `member` of `state` bit for bit (see `RunState.checkpoint_state`), with
     the format and the version of mbpo that wrote it."""
-    return {"format": FORMAT_VERSION, "version": __version__, **state.checkpoint_state(member)}
+    return {"format": FORMAT_VERSION, "version": __version__, **lone_view(state, member).checkpoint_state()}
 
 
 def restore(state: RunState, payload: dict[str, Any]) -> bool:
@@ -144,5 +145,5 @@ def policy_payload(state: RunState, eval_return: float, member: int = 0) -> dict
         "config": state.member_config(member).to_dict(),
         "env_step": state.env_step,
         "eval_return": eval_return,
-        "policy": state.member_policy(member),
+        "policy": state.seed_agent(member).policy.state_dict(),
     }

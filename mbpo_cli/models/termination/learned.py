@@ -231,11 +231,11 @@ def fit_done_classifier(model: DoneClassifier, optimizer: torch.optim.Optimizer,
         states.append(seed_optimizer.state_dict())
     model.load_state_dict(stack_states([c.state_dict() for c in lone], SHARED_KEYS))
     if any(state["state"] for state in states):
-        optimizer.load_state_dict(stack_optimizer_states([_per_seed_steps(state, params) for state in states]))
+        optimizer.load_state_dict(stack_optimizer_states([per_seed_steps(state, params) for state in states]))
     return fits
 
 
-def _per_seed_steps(state: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
+def per_seed_steps(state: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
     """A lone Adam state with its step counts as 1-element tensors (so that they stack into one per seed) and fresh
     entries (step 0, zero moments: what Adam starts from) for parameters it has not stepped yet."""
     entries = {}
