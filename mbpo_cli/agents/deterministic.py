@@ -9,6 +9,7 @@ from torch import nn
 
 from mbpo_cli.agents.base import Generators, GraphedAgent, frozen_copy, seed_sum
 from mbpo_cli.agents.networks import Critics, DeterministicActor, noisy, tanh_policy
+from mbpo_cli.nn.optim import SeedAdam
 
 
 class DeterministicActorCritic(GraphedAgent):
@@ -25,8 +26,8 @@ class DeterministicActorCritic(GraphedAgent):
         self.critic = Critics(obs_dim, act_dim, hidden, layers, members=critics, seeds=seeds)
         self.critic_target = frozen_copy(Critics(obs_dim, act_dim, hidden, layers, members=critics, seeds=seeds),
                                          self.critic)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr, fused=True)
+        self.actor_optimizer = SeedAdam(self.actor.parameters(), seeds=self.seeds, lr=lr)
+        self.critic_optimizer = SeedAdam(self.critic.parameters(), seeds=self.seeds, lr=lr)
 
     @property
     def policy(self) -> nn.Module:

@@ -21,6 +21,7 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import DQNConfig
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.mlp import BatchedMLP, linear_layers
+from mbpo_cli.nn.optim import SeedAdam
 
 
 class QNetwork(nn.Module):
@@ -61,7 +62,7 @@ class DQN(GraphedAgent):
         self.n_actions = n_actions
         self.q = QNetwork(obs_dim, n_actions, config.hidden, config.layers, seeds)
         self.q_target = frozen_copy(QNetwork(obs_dim, n_actions, config.hidden, config.layers, seeds), self.q)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
+        self.optimizer = SeedAdam(self.q.parameters(), seeds=self.seeds, lr=config.lr)
         self.epsilon = config.epsilon_start
         """The exploration rate, shared by every seed (it follows the pack's step count)."""
 

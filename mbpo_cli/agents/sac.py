@@ -27,6 +27,7 @@ from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.schema import SACConfig
 from mbpo_cli.nn.batch import Batch
 from mbpo_cli.nn.mlp import BatchedMLP
+from mbpo_cli.nn.optim import SeedAdam
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -87,9 +88,9 @@ class SAC(GraphedAgent):
         """The log-temperature of each seed, `S`."""
         target = config.target_entropy if config.target_entropy is not None else -float(act_dim)
         self.register_buffer("target_entropy", torch.tensor(target, device="cpu"))
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr, fused=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr, fused=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=config.lr, fused=True)
+        self.actor_optimizer = SeedAdam(self.actor.parameters(), seeds=self.seeds, lr=config.lr)
+        self.critic_optimizer = SeedAdam(self.critic.parameters(), seeds=self.seeds, lr=config.lr)
+        self.alpha_optimizer = SeedAdam([self.log_alpha], seeds=self.seeds, lr=config.lr)
 
     def blank(self, seeds: int) -> SAC:
         """A fresh SAC of the same dimensions and config holding `seeds` seeds."""

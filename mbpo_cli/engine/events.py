@@ -46,5 +46,16 @@ class NoticeEvent:
     text: str
 
 
-Event = StepEvent | EpochEvent | RolloutEvent | NoticeEvent
+@dataclass(frozen=True)
+class SeedFailedEvent:
+    """A seed of a pack whose numbers went non-finite: it has left the pack, which trains on without it (a lone run,
+    or the last seed of a pack, raises `NumericalError` instead)."""
+
+    env_step: int
+    member: int
+    """Which seed (its index in the pack as built)."""
+    message: str
+
+
+Event = StepEvent | EpochEvent | RolloutEvent | NoticeEvent | SeedFailedEvent
 Callback = Callable[[Event], None]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,9 +25,10 @@ from mbpo_cli.engine.diagnostics import diagnose
 from mbpo_cli.engine.envs import random_action, to_env_action
 from mbpo_cli.engine.episodes import evaluate
 from mbpo_cli.engine.errors import NumericalError
-from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.events import Callback, EpochEvent, NoticeEvent, RolloutEvent, SeedFailedEvent, StepEvent
 from mbpo_cli.engine.model_env import ModelEnv
-from mbpo_cli.engine.pipeline import ModelJob, Models, fit_models
+from mbpo_cli.engine.pack import drop_failed
+from mbpo_cli.engine.pipeline import ModelJob, Models, fit_failure, fit_models
 from mbpo_cli.engine.rollout import (
     adaptive_rollout,
     branched_rollout,
@@ -38,6 +40,8 @@ from mbpo_cli.engine.seed_run import SeedRun
 from mbpo_cli.engine.state import EpochAccumulator, RunState
 from mbpo_cli.models.termination.custom import CustomFunctionError
 from mbpo_cli.nn.batch import Batch
+
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------
 # Phases
@@ -52,18 +56,27 @@ def env_step(state: RunState) -> tuple[list[float | None], bool]:
     exploring = state.env_step < state.config.train.init_steps
     random_actions = [random_action(state.spec, seed.rng) for seed in state.members] if exploring else []
     actions = random_actions or policy_actions(state)
-    finished = [step_seed(state, seed, action) for seed, action in zip(state.members, actions, strict=True)]
+    finished: list[float | None] = []
+    for place, (seed, action) in enumerate(zip(state.members, actions, strict=True)):
+        ended = None
+        if place not in state.failed:
+            try:
+                ended = step_seed(state, seed, action)
+            except NumericalError as error:
+                state.failed[place] = str(error)
+        finished.append(ended)
     return finished, not exploring
 
 
 def policy_actions(state: RunState) -> list[np.ndarray]:
-    """Each seed's exploring action `A` from the policy, its noise drawn from the seed's `act` generator."""
+    """Each seed's exploring action `A` from the policy, its noise drawn from the seed's `act` generator (a seed whose
+    action is not finite goes to `state.failed`)."""
     obs = torch.as_tensor(np.stack([seed.obs for seed in state.members]), device=state.device).unsqueeze(1)
     acted = state.agent.act(obs, deterministic=False, generators=[seed.generators["act"] for seed in state.members])
     actions = list(acted[:, 0].cpu().numpy())
-    for action in actions:
+    for place, action in enumerate(actions):
         if not np.isfinite(action).all():
-            raise NumericalError(f"non-finite action from the policy at env step {state.env_step}")
+            state.failed[place] = f"non-finite action from the policy at env step {state.env_step}"
     return actions
 
 
@@ -131,8 +144,11 @@ def train_model(state: RunState) -> None:
     infos = fit_models(models_of(state), [seed.real_buffer.ordered() for seed in state.members],
                        [seed.generators for seed in state.members], state.env_step,
                        state.config.model.max_train_seconds)
-    for seed, info in zip(state.members, infos, strict=True):
+    for place, (seed, info) in enumerate(zip(state.members, infos, strict=True)):
         seed.model_info = info
+        failure = fit_failure(info, state.env_step)
+        if failure is not None:
+            state.failed[place] = failure
     state.model_trained_at = state.env_step
 
 
@@ -182,7 +198,14 @@ def rollout_model(state: RunState) -> list[dict[str, float] | None]:
     cfg = state.config
     if not cfg.rollout.adaptive:
         state.k = rollout_length(state.training_epoch, cfg.rollout.schedule)
-    return [rollout_seed(state, member) for member in range(len(state.members))]
+    lengths: list[dict[str, float] | None] = []
+    for place in range(len(state.members)):
+        try:
+            lengths.append(rollout_seed(state, place))
+        except NumericalError as error:
+            state.failed[place] = str(error)
+            lengths.append(None)
+    return lengths
 
 
 def rollout_seed(state: RunState, member: int) -> dict[str, float] | None:
@@ -298,8 +321,9 @@ def agent_updates(state: RunState) -> None:
             check += value
         acc.updates += 1
     state.agent_updates += groups
-    if not bool(torch.isfinite(check).all()):
-        raise NumericalError(f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}")
+    for place, finite in enumerate(torch.isfinite(check).tolist()):
+        if not finite:
+            state.failed[place] = f"non-finite loss in the {cfg.name.upper()} update at env step {state.env_step}"
 
 
 def model_diagnostics(state: RunState, member: int, agent: Agent, eval_seed: int) -> dict[str, float]:
@@ -392,6 +416,35 @@ def prepare(state: RunState, notify: Callback) -> None:
         notify(NoticeEvent(state.env_step, state.update_mode))
 
 
+def model_phase(state: RunState, notify: Callback) -> None:
+    """Bring the model up to date (retrain it, or take the one trained in the background) and branch k-step rollouts
+    of the current policy; with the pipeline, start the next retrain in the background. A seed whose retrain or
+    rollout went non-finite leaves the pack."""
+    with timed(state, "model"):
+        update_model(state)
+    leave_pack(state, notify)
+    with timed(state, "rollout"):
+        branch_lengths = indexed(state, rollout_model(state))
+    leave_pack(state, notify)
+    for member, lengths in branch_lengths:
+        if lengths is not None and member in {seed.index for seed in state.members}:
+            notify(RolloutEvent(state.env_step, lengths, member))
+    if state.config.train.pipeline and state.model_trained_at != state.env_step:
+        start_model_job(state)
+
+
+def indexed(state: RunState, values: list[T]) -> list[tuple[int, T]]:
+    """Each seed's value (`values` in the pack's order) with the seed's index in the pack as built (events' name)."""
+    return [(seed.index, value) for seed, value in zip(state.members, values, strict=True)]
+
+
+def leave_pack(state: RunState, notify: Callback) -> None:
+    """The seeds whose numbers went non-finite in the phase just run leave the pack (each told as a
+    `SeedFailedEvent`); when none would be left (a lone run), NumericalError."""
+    for member, message in drop_failed(state):
+        notify(SeedFailedEvent(state.env_step, member, message))
+
+
 @contextmanager
 def timed(state: RunState, phase: str) -> Iterator[None]:
     """Add the wall time of the block to the epoch's seconds of `phase`."""
@@ -424,24 +477,19 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             #    trained in the background) and branch k-step rollouts of the current policy; with the pipeline,
             #    start the next retrain in the background.
             if model_due(state):
-                with timed(state, "model"):
-                    update_model(state)
-                with timed(state, "rollout"):
-                    branch_lengths = rollout_model(state)
-                for member, lengths in enumerate(branch_lengths):
-                    if lengths is not None:
-                        notify(RolloutEvent(state.env_step, lengths, member))
-                if cfg.train.pipeline and state.model_trained_at != state.env_step:
-                    start_model_job(state)
+                model_phase(state, notify)
 
-            # -- Environment: one real step (uniform random actions during exploration).
+            # -- Environment: one real step for every seed (uniform random actions during exploration).
             with timed(state, "env"):
-                finished, policy_acted = env_step(state)
+                acted, policy_acted = env_step(state)
+                finished = indexed(state, acted)
+            leave_pack(state, notify)
 
             # -- Agent: G updates on minibatches of real and model data (DHMBPO learns in bursts instead).
             if policy_acted and state.double_horizon is None:
                 with timed(state, "agent"):
                     agent_updates(state)
+                leave_pack(state, notify)
 
             state.env_step += 1
 
@@ -449,10 +497,12 @@ def train(state: RunState, callback: Callback | None = None, should_stop: Callab
             #    rollouts, value-expansion updates of critics and actor through the model).
             if burst_due(state):
                 learning_burst(state)
-            for member, episode_return in enumerate(finished):
-                notify(StepEvent(state.env_step, episode_return, member))
+            staying = {seed.index for seed in state.members}
+            for member, episode_return in finished:
+                if member in staying:
+                    notify(StepEvent(state.env_step, episode_return, member))
             if state.env_step % epoch_length == 0 or state.env_step == total:
-                for member, metrics in enumerate(end_epoch(state)):
+                for member, metrics in indexed(state, end_epoch(state)):
                     notify(EpochEvent(state.env_step, state.epoch, metrics, member))
     except BaseException as error:
         if state.model_job is not None:

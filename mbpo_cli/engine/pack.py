@@ -18,6 +18,7 @@ import torch
 from mbpo_cli.agents.base import GraphedAgent, pack_agents, seed_agent
 from mbpo_cli.config.errors import ConfigError
 from mbpo_cli.config.schema import Config
+from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.state import EpochAccumulator, RunState, build_run
 from mbpo_cli.models.ensemble import GaussianEnsemble, make_model_optimizer
 from mbpo_cli.models.termination.learned import DoneClassifier, make_done_optimizer, per_seed_steps
@@ -46,7 +47,10 @@ def check_packable(config: Config, seeds: int) -> None:
 def build_pack(config: Config, seeds: list[int], device: torch.device | None = None) -> RunState:
     """A fresh pack of `config`'s runs for `seeds`, in that order (a pack of one is `build_run`)."""
     check_packable(config, len(seeds))
-    return pack_states([build_run(seed_config(config, seed), device) for seed in seeds])
+    lones = [build_run(seed_config(config, seed), device) for seed in seeds]
+    for index, lone in enumerate(lones):
+        lone.lone.index = index
+    return pack_states(lones)
 
 
 def pack_states(lones: list[RunState]) -> RunState:
@@ -114,3 +118,21 @@ def lone_view(state: RunState, member: int) -> RunState:
         if saved["state"]:
             view.done_optimizer.load_state_dict(seed_optimizer_state(saved, member, seeds))
     return view
+
+
+def drop_failed(state: RunState) -> list[tuple[int, str]]:
+    """Take the seeds of `state.failed` out of the pack; each one's (index in the pack as built, message). When every
+    seed failed (a lone run's only one, say), NumericalError with the first one's message instead."""
+    failed, state.failed = state.failed, {}
+    if not failed:
+        return []
+    if len(failed) == len(state.members):
+        raise NumericalError(next(iter(failed.values())))
+    gone = [(state.members[place].index, message) for place, message in sorted(failed.items())]
+    packed = pack_states([lone_view(state, place) for place in range(len(state.members)) if place not in failed])
+    state.config, state.members, state.agent, state.epoch_acc = (packed.config, packed.members, packed.agent,
+                                                                 packed.epoch_acc)
+    state.model, state.model_optimizer = packed.model, packed.model_optimizer
+    state.done_model, state.done_optimizer = packed.done_model, packed.done_optimizer
+    state.updates_prepared = False  # captured updates had the old pack's shapes
+    return gone

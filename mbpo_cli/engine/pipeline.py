@@ -90,8 +90,8 @@ def fit_models(models: Models, data: Sequence[Batch], generators: Sequence[dict[
     """Retrain each seed of the models on its real transitions (`data[s]`, as many for every seed: the seeds step in
     lockstep) with its own generators (`generators[s]`); each seed's retrain metrics.
 
-    `env_step` (the step the data was taken at) names a non-finite loss in the `NumericalError` raised for it.
-    `max_seconds` caps the training time (`model.max_train_seconds`); `cancelled` stops it (`FitCancelled`).
+    A seed whose losses went non-finite has them so in its metrics (`fit_failure` says so). `max_seconds` caps the
+    training time (`model.max_train_seconds`); `cancelled` stops it (`FitCancelled`).
     """
     inputs = torch.stack([torch.cat([d.obs, d.act], dim=-1) for d in data])  # S x N x in
     targets = torch.stack([model_targets(d.obs, d.reward, d.next_obs) for d in data])
@@ -102,8 +102,6 @@ def fit_models(models: Models, data: Sequence[Batch], generators: Sequence[dict[
     infos = []
     for result in results:
         elite_losses = [result.holdout_losses[i] for i in result.elites]
-        if not all(math.isfinite(v) for v in [result.train_loss, *elite_losses]):
-            raise NumericalError(f"non-finite loss in model training at env step {env_step}")
         infos.append({
             "model_train_loss": result.train_loss,
             metric_keys.MODEL_HOLDOUT_LOSS: sum(elite_losses) / len(elite_losses),
@@ -120,6 +118,16 @@ def fit_models(models: Models, data: Sequence[Batch], generators: Sequence[dict[
                          "done_holdout_accuracy": fit.holdout_accuracy, "done_holdout_recall": fit.holdout_recall,
                          "done_holdout_fpr": fit.holdout_fpr, "done_threshold": fit.threshold})
     return infos
+
+
+def fit_failure(info: dict[str, float], env_step: int) -> str | None:
+    """What went wrong in a seed's retrain of env step `env_step` (`fit_models`' metrics `info`): its losses went
+    non-finite; None when they are finite."""
+    losses = [info["model_train_loss"], info[metric_keys.MODEL_HOLDOUT_LOSS], info["model_elite_loss_min"],
+              info["model_elite_loss_max"]]
+    if all(math.isfinite(v) for v in losses):
+        return None
+    return f"non-finite loss in model training at env step {env_step}"
 
 
 class ModelJob:
@@ -179,6 +187,9 @@ class ModelJob:
             assert self._data is not None
             self.info = fit_models(self.models, [self._data], [self.generators], self.started_at, self._max_seconds,
                                    self._cancelled)[0]
+            failure = fit_failure(self.info, self.started_at)
+            if failure is not None:
+                raise NumericalError(failure)
         except BaseException as err:  # handed to the main thread by result()
             self._error = err
 

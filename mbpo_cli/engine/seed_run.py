@@ -42,3 +42,6 @@ class SeedRun:
     """The seed's last retrain and rollout, as metrics (holdout losses, epochs, branch lengths)."""
     model_generations: list[int] = field(default_factory=list)
     """Transitions of each rollout generation in the model buffer, oldest first (`rollout.adaptive` only)."""
+    index: int = 0
+    """The seed's place in its pack as built (what events name it by: a seed that fails leaves the pack, and the
+    others keep their index)."""

@@ -128,6 +128,9 @@ class RunState:
     decided)."""
     double_horizon: DoubleHorizon | None = None
     """DHMBPO's dynamics model and the labels of its real data (algo: dhmbpo; its actor-critic is `agent`)."""
+    failed: dict[int, str] = field(default_factory=dict)
+    """Seeds (places in `members`) whose numbers went non-finite in the current phase, with the message; the loop
+    takes them out of the pack after the phase (`mbpo_cli.engine.pack.drop_failed`)."""
 
     @property
     def lone(self) -> SeedRun:

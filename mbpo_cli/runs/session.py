@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mbpo_cli.config import metrics as metric_keys
-from mbpo_cli.engine.events import Event, NoticeEvent, RolloutEvent, StepEvent
+from mbpo_cli.engine.errors import NumericalError
+from mbpo_cli.engine.events import Event, NoticeEvent, RolloutEvent, SeedFailedEvent, StepEvent
 from mbpo_cli.engine.loop import train
 from mbpo_cli.engine.state import RunState
 from mbpo_cli.runs.checkpoint import capture, policy_payload, save_file
@@ -123,6 +124,10 @@ class Session:
         if isinstance(event, RolloutEvent):
             self.writer.log_metrics([(event.env_step, k, v) for k, v in event.metrics.items()])
             return
+        if isinstance(event, SeedFailedEvent):
+            self.failed(NumericalError(event.message))
+            self.close_live()
+            return
         metrics = dict(event.metrics)
         metrics[metric_keys.WALL_SECONDS] = self.wall_seconds()
         self.writer.log_metrics([(event.env_step, k, v) for k, v in metrics.items()])
@@ -197,14 +202,17 @@ class Session:
             self.heartbeat(self.state.env_step)
         if self.tracker is not None:
             self.tracker.close(failed=True)
+            self.tracker = None
         self.reporter.stop()
 
     def close_live(self) -> None:
         """Close the live TensorBoard folder and the tracker (a no-op where closed already)."""
         if self.tensorboard is not None:
             self.tensorboard.close()
+            self.tensorboard = None
         if self.tracker is not None:
             self.tracker.close()
+            self.tracker = None
 
     def finish(self, start_step: int) -> Outcome:
         """Training returned: checkpoint, set the final status (finished, or interrupted by a stop signal or a
@@ -285,34 +293,43 @@ class Session:
 def execute(sessions: list[Session]) -> list[Outcome]:
     """Train the runs of `sessions`, the seeds of one pack in its order (one session for a lone run), to the
     configured steps (or a stop signal, or a registry outage past its limit), checkpoint each, and set each one's
-    final status; their outcomes in the same order."""
+    final status; their outcomes in the same order. A seed whose numbers go non-finite is marked failed and leaves
+    the pack (its last checkpoint kept); the others go on."""
     state, signals = sessions[0].state, sessions[0].signals
     start_step = state.env_step
+    failed: dict[int, int] = {}
+    """Index of each seed that left the pack -> the env step it failed at."""
     for session in sessions:
         session.begin()
 
     def on_event(event: Event) -> None:
         if isinstance(event, NoticeEvent):
             sessions[0].on_event(event)
-        else:
-            sessions[event.member].on_event(event)
+            return
+        if isinstance(event, SeedFailedEvent):
+            failed[event.member] = event.env_step
+        sessions[event.member].on_event(event)
 
     def should_stop() -> bool:
-        return any([session.should_stop() for session in sessions])  # every session's outage notice is due
+        asked = [s.should_stop() for i, s in enumerate(sessions) if i not in failed]  # every outage notice is due
+        return any(asked)
 
     try:
         with signals.forceable():
             train(state, on_event, should_stop=should_stop)
     except ForcedStop as stop:
-        return [session.stopped_mid_step(stop, start_step) for session in sessions]
+        return [session.outcome(RunStatus.FAILED, 1, start_step, failed[i]) if i in failed
+                else session.stopped_mid_step(stop, start_step) for i, session in enumerate(sessions)]
     except BaseException as err:
-        for session in sessions:
-            session.failed(err)
+        for i, session in enumerate(sessions):
+            if i not in failed:
+                session.failed(err)
         raise
     finally:
         for session in sessions:
             session.close_live()
-    return [session.finish(start_step) for session in sessions]
+    return [session.outcome(RunStatus.FAILED, 1, start_step, failed[i]) if i in failed
+            else session.finish(start_step) for i, session in enumerate(sessions)]
 
 
 def _recorded_epoch(registry: Registry, run_id: str) -> tuple[int, dict[str, float]] | None:
