@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.markup import escape
+from rich.table import Table
 
 from mbpo_cli.api.run_config import checked_config
 from mbpo_cli.cli.display import Output, summary_table
@@ -296,6 +297,20 @@ def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
+def pack_table(summaries: list[dict[str, Any]]) -> Table:
+    """The runs of a pack, a row each: id, name, seed, status, env steps, last and best evaluation."""
+    table = Table(title="Pack summary", title_justify="left")
+    for column in ("id", "name", "seed", "status", "env steps", "last eval", "best eval"):
+        table.add_column(column, justify="right" if column in ("seed", "env steps", "last eval", "best eval")
+                         else "left")
+    for s in summaries:
+        last = s.get("final_eval_return", s.get("last_eval_return"))
+        table.add_row(s["id"], s["name"], str(s["seed"]), str(s["status"]), f"{s['env_steps']:,}",
+                      "-" if last is None else f"{last:,.1f}",
+                      "-" if s["best_eval_return"] is None else f"{s['best_eval_return']:,.1f}")
+    return table
+
+
 def finish_pack(outcomes: list[Outcome], ctx: typer.Context, as_json: bool) -> None:
     """Print each run's summary of a pack (a JSON list with `--json`) and exit: 1 when a seed failed, else the
     pack's status (every seed stops together)."""
@@ -304,8 +319,12 @@ def finish_pack(outcomes: list[Outcome], ctx: typer.Context, as_json: bool) -> N
         if as_json:
             emit_json(summaries)
         else:
-            for summary in summaries:
-                out.print(summary_table(summary))
+            out.print(pack_table(summaries))
+            first = outcomes[0]
+            steps = first.env_steps_this_session
+            rate = len(outcomes) * steps / max(first.session_seconds, 1e-9)
+            out.print(f"{len(outcomes)} seeds in one process: {steps:,} env steps each in "
+                      f"{first.session_seconds:,.1f} s ({rate:,.1f} env steps/s in all)", highlight=False)
             stopped = [o for o in outcomes if o.status == RunStatus.INTERRUPTED]
             if stopped:
                 out.print(f"Interrupted at env step {stopped[0].run.env_steps:,}. Continue the pack with: "

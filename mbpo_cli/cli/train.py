@@ -119,7 +119,7 @@ def train(
         check_optional_packages(cfg)  # a missing package fails before the registry is opened
         meta = RunMeta(preset=resolved.preset, name=name, command=command_line(), group=group, variant=variant)
         if seeds > 1:
-            check_pack_memory(cfg, seeds)  # before the registry is opened
+            check_pack_memory(cfg, seeds)  # before the registry is opened: what cannot pack, what would not fit
             pack = PackProgress(seeds)
             reporters: list[Reporter] = [SilentReporter() if as_json else pack.reporter(i) for i in range(seeds)]
             first = cfg.train.seed

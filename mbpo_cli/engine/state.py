@@ -192,6 +192,13 @@ class RunState:
 
     # -- checkpoints: each part saved and restored by the component that owns it ------------------------------
 
+    def place(self, index: int) -> int:
+        """Where in `members` the seed of pack index `index` is now (seeds that failed have left the pack)."""
+        for place, seed in enumerate(self.members):
+            if seed.index == index:
+                return place
+        raise ValueError(f"seed {index} of the pack is no longer in it")
+
     def member_config(self, member: int) -> Config:
         """The config of seed `member`'s run: the pack's, with that seed."""
         seed = self.members[member].seed

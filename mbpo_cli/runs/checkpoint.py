@@ -33,9 +33,10 @@ class CheckpointError(RuntimeError):
 
 
 def capture(state: RunState, member: int = 0) -> dict[str, Any]:
-    """Everything needed to continue seed `member` of `state` bit for bit (see `RunState.checkpoint_state`), with
-    the format and the version of mbpo that wrote it."""
-    return {"format": FORMAT_VERSION, "version": __version__, **lone_view(state, member).checkpoint_state()}
+    """Everything needed to continue the seed of pack index `member` of `state` bit for bit (see
+    `RunState.checkpoint_state`), with the format and the version of mbpo that wrote it."""
+    view = lone_view(state, state.place(member))
+    return {"format": FORMAT_VERSION, "version": __version__, **view.checkpoint_state()}
 
 
 def restore(state: RunState, payload: dict[str, Any]) -> bool:
@@ -137,13 +138,14 @@ def check_full(payload: dict[str, Any], path: str) -> None:
 
 
 def policy_payload(state: RunState, eval_return: float, member: int = 0) -> dict[str, Any]:
-    """A small file with seed `member`'s acting network only (the actor, or DQN's Q network): the best-evaluation
-    policy."""
+    """A small file with the acting network only (the actor, or DQN's Q network) of the seed of pack index `member`:
+    the best-evaluation policy."""
+    place = state.place(member)
     return {
         "format": FORMAT_VERSION,
         "version": __version__,
-        "config": state.member_config(member).to_dict(),
+        "config": state.member_config(place).to_dict(),
         "env_step": state.env_step,
         "eval_return": eval_return,
-        "policy": state.seed_agent(member).policy.state_dict(),
+        "policy": state.seed_agent(place).policy.state_dict(),
     }

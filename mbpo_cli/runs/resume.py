@@ -183,6 +183,18 @@ def pack_runs(runs_dir: Path, run: RunInfo) -> list[str]:
         raise RunError(f"run {run.id}: its {PACK_FILE} is unreadable ({err})") from None
 
 
+def _pack_config(run: RunInfo, reporter: Reporter, runs_dir: Path, force: bool, steps: int | None,
+                 device: str | None, track: bool | None) -> Config:
+    """The config a run of a pack resumes with (as `resume_run` takes it), once its folder is there and free."""
+    folder = run_dir(runs_dir, run.id)
+    if not folder.is_dir():
+        raise RunError(f"run {run.id} cannot be resumed: its folder {folder} is gone (with its checkpoints)")
+    if is_locked(folder):
+        raise RunError(f"run {run.id} is still running in another process")
+    recorded = build_config(run.config, f"run {run.id}")
+    return _as_asked(_edited_config(run, recorded, folder / CONFIG_FILE, reporter, force), steps, device, track)
+
+
 def resume_pack(
     registry: Registry, runs_dir: Path, ids: list[str], reporters: Callable[[int], Sequence[Reporter]], *,
     steps: int | None = None, device: str | None = None, force: bool = False, track: bool | None = None,
@@ -196,16 +208,8 @@ def resume_pack(
     shown = [SafeReporter(r) for r in reporters(len(runs))]
     outage_seconds = outage_limit()
     with StopSignals(shown[0]) as signals:
-        configs = []
-        for run, reporter in zip(runs, shown, strict=True):
-            folder = run_dir(runs_dir, run.id)
-            if not folder.is_dir():
-                raise RunError(f"run {run.id} cannot be resumed: its folder {folder} is gone (with its checkpoints)")
-            if is_locked(folder):
-                raise RunError(f"run {run.id} is still running in another process")
-            recorded = build_config(run.config, f"run {run.id}")
-            configs.append(_as_asked(_edited_config(run, recorded, folder / CONFIG_FILE, reporter, force), steps,
-                                     device, track))
+        configs = [_pack_config(run, reporter, runs_dir, force, steps, device, track)
+                   for run, reporter in zip(runs, shown, strict=True)]
         first = configs[0]
         if any(config_diff(first.to_dict(), replace(c, train=replace(c.train, seed=first.train.seed)).to_dict())
                for c in configs[1:]):
@@ -230,6 +234,8 @@ def resume_pack(
                 exact = all([restore(lone, payload) for lone, (_, payload) in zip(lones, found, strict=True)])
             except CheckpointError as err:
                 raise RunError(str(err)) from None
+            for index, lone in enumerate(lones):
+                lone.lone.index = index  # the resumed pack's seeds, in its order
             state = pack_states(lones)
             sessions = []
             for member, (run, reporter, config) in enumerate(zip(runs, shown, configs, strict=True)):

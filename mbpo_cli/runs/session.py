@@ -188,8 +188,9 @@ class Session:
         start_step = self.state.env_step
         self.writer.write(Status(RunStatus.RUNNING))
         if self.state.config.train.track:  # before the display: wandb may ask for a login
-            self.tracker = LiveWandb(self.run, self.state.config.to_dict(), self.folder, self.reporter.message)
-        self.reporter.start(self.run, self.state.config, start_step)
+            config = self.state.member_config(self.state.place(self.member)).to_dict()
+            self.tracker = LiveWandb(self.run, config, self.folder, self.reporter.message)
+        self.reporter.start(self.run, self.state.member_config(self.state.place(self.member)), start_step)
         if self.recorded is not None:
             self.reporter.epoch(*self.recorded)
         if self.state.config.train.tensorboard:

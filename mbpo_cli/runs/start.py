@@ -22,7 +22,7 @@ from mbpo_cli.config.load import build_config, config_diff
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.envs import env_spec, make_env
 from mbpo_cli.engine.memory import PackTooLarge, check_pack_fits, seed_memory
-from mbpo_cli.engine.pack import build_pack
+from mbpo_cli.engine.pack import build_pack, check_packable
 from mbpo_cli.engine.state import build_run, resolve_device
 from mbpo_cli.runs.errors import RunError, error_line
 from mbpo_cli.runs.layout import COMMAND_FILE, CONFIG_FILE, PACK_FILE, run_dir
@@ -153,8 +153,9 @@ def start_pack(config: Config, meta: RunMeta, seeds: Sequence[int], registry: Re
 
 
 def check_pack_memory(config: Config, seeds: int) -> None:
-    """RunError, before anything is written, when a pack of `seeds` seeds of `config` would not fit in the free
-    memory of its device (the estimate, and the largest pack that fits)."""
+    """Before anything is written: ConfigError when `config` cannot train a pack (`check_packable`), RunError when a
+    pack of `seeds` seeds would not fit in the free memory of its device (the estimate, and the largest that fits)."""
+    check_packable(config, seeds)
     env = make_env(config.env)
     spec = env_spec(env)
     env.close()
