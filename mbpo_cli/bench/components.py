@@ -8,6 +8,7 @@ import dataclasses
 
 import torch
 
+from mbpo_cli.agents.base import GraphedAgent, pack_agents
 from mbpo_cli.bench.timing import Progress, Timing, measure, silent
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.buffer import ReplayBuffer
@@ -15,7 +16,7 @@ from mbpo_cli.engine.episodes import evaluate
 from mbpo_cli.engine.loop import model_env
 from mbpo_cli.engine.rollout import branched_rollout
 from mbpo_cli.engine.state import RunState, build_run, resolve_device
-from mbpo_cli.models.ensemble import fit_ensemble, model_targets
+from mbpo_cli.models.ensemble import GaussianEnsemble, fit_ensemble, make_model_optimizer, model_targets
 from mbpo_cli.nn.batch import Batch
 
 COMPONENTS = 7
@@ -23,21 +24,34 @@ COMPONENTS = 7
 
 
 def bench_components(config: Config, samples: int, repeats: int = 20,
-                     progress: Progress = silent) -> tuple[list[Timing], str]:
+                     progress: Progress = silent, seeds: int = 1) -> tuple[list[Timing], str]:
     """Time the agent's update (`<agent>_update`), model minibatch, model retrain, rollout step, env step and
     evaluation; `progress` is told each component as it starts (done out of `COMPONENTS`).
 
-    Also says how the agent's update ran; when it (or the model's training step) ran as a CUDA graph, the
+    With `seeds` > 1 the update, the model minibatch and the retrain are a pack's (all its seeds at once: per seed,
+    divide by `seeds`); the rollout step, the env step and the evaluation are one seed's (a pack runs them once per
+    seed). Also says how the agent's update ran; when it (or the model's training step) ran as a CUDA graph, the
     eager version is timed beside it (`<agent>_update_eager`, `model_train_step_eager`: side-by-side ratios).
     """
     progress(f"filling a replay buffer with {samples:,} transitions", 0, COMPONENTS)
     state = filled_run(config, samples)
-    timings, mode = time_agent_update(state, repeats, progress)
-    timings += time_model_training(state, samples, repeats, progress)
+    pack = packed_copies(state, seeds)
+    timings, mode = time_agent_update(pack, repeats, progress)
+    timings += time_model_training(pack, samples, repeats, progress)
     timings.append(time_rollout_step(state, repeats, progress))
     timings += time_env(state, repeats, progress)
     progress("components timed", COMPONENTS, COMPONENTS)
     return timings, mode
+
+
+def packed_copies(state: RunState, seeds: int) -> RunState:
+    """`state` with its agent and model as a pack of `seeds` copies of themselves (`state` itself for one seed)."""
+    if seeds == 1:
+        return state
+    assert isinstance(state.agent, GraphedAgent) and state.model is not None
+    model = GaussianEnsemble.pack([state.model] * seeds)
+    return dataclasses.replace(state, members=[state.lone] * seeds, agent=pack_agents([state.agent] * seeds),
+                               model=model, model_optimizer=make_model_optimizer(model))
 
 
 def filled_run(config: Config, samples: int) -> RunState:
@@ -61,31 +75,37 @@ def filled_run(config: Config, samples: int) -> RunState:
 
 def time_agent_update(state: RunState, repeats: int, progress: Progress) -> tuple[list[Timing], str]:
     """One agent update at the preset's batch, eagerly and (where it captures) as a CUDA graph; how it ran."""
-    cfg, device, gen = state.config, state.device, state.lone.generators["sample"]
-    batch = Batch(*(t.unsqueeze(0) for t in state.lone.real_buffer.sample(cfg.agent.batch_size, gen)))
+    seeds = len(state.members)
+    cfg, device, gen = state.config, state.device, state.members[0].generators["sample"]
+    buffer = state.members[0].real_buffer
+    batch = Batch(*(torch.stack(f) for f in zip(*[buffer.sample(cfg.agent.batch_size, gen) for _ in range(seeds)],
+                                                strict=True)))  # S x B x ...
+    gens = [gen] * seeds
     name = f"{cfg.agent.name}_update"
     progress(f"timing {name}", 1, COMPONENTS)
-    eager = measure(lambda: state.agent.update(batch, [gen]), device, repeats * 5)
-    mode = state.agent.use_cuda_graph(batch, [gen]) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
+    eager = measure(lambda: state.agent.update(batch, gens), device, repeats * 5)
+    mode = state.agent.use_cuda_graph(batch, gens) if cfg.train.cuda_graphs else "eager (train.cuda_graphs is off)"
     updates_per_step = float(cfg.agent.updates_per_step)
     if mode.startswith("eager"):
         return [Timing(name, eager, updates_per_step)], mode
-    graphed = measure(lambda: state.agent.update(batch, [gen]), device, repeats * 5)
+    graphed = measure(lambda: state.agent.update(batch, gens), device, repeats * 5)
     return [Timing(name, graphed, updates_per_step), Timing(f"{name}_eager", eager, 0.0)], mode
 
 
 def time_model_training(state: RunState, samples: int, repeats: int, progress: Progress) -> list[Timing]:
     """One training minibatch of the ensemble (eagerly, and as a CUDA graph where it captures) and one full retrain
     on the `samples` real transitions."""
-    cfg, device, gen = state.config, state.device, state.lone.generators["sample"]
+    seeds = len(state.members)
+    cfg, device, gen = state.config, state.device, state.members[0].generators["sample"]
     model, optimizer = state.model, state.model_optimizer
     assert model is not None and optimizer is not None
-    data = state.lone.real_buffer.ordered()
-    inputs = torch.cat([data.obs, data.act], dim=-1)
-    targets = model_targets(data.obs, data.reward, data.next_obs)
-    model.fit_normalizer(inputs.unsqueeze(0))
+    data = state.members[0].real_buffer.ordered()
+    inputs = torch.cat([data.obs, data.act], dim=-1).expand(seeds, -1, -1).contiguous()  # S x N x in
+    targets = model_targets(data.obs, data.reward, data.next_obs).expand(seeds, -1, -1).contiguous()
+    model.fit_normalizer(inputs)
     idx = torch.randint(samples, (cfg.model.ensemble_size, cfg.model.batch_size), generator=gen, device=device)
-    x, y = model.normalize(inputs.unsqueeze(0))[0][idx], targets[idx]
+    x = model.normalize(inputs)[:, idx].flatten(0, 1)  # S E x B x in
+    y = targets[:, idx].flatten(0, 1)
     progress("timing model_train_step", 2, COMPONENTS)
     eager = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
     if cfg.train.cuda_graphs:
@@ -96,9 +116,8 @@ def time_model_training(state: RunState, samples: int, repeats: int, progress: P
         graphed = measure(lambda: model.train_step(optimizer, x, y), device, repeats * 5)
         timings = [Timing("model_train_step", graphed, 0.0), Timing("model_train_step_eager", eager, 0.0)]
     progress(f"timing model_retrain (a full fit on {samples:,} transitions)", 3, COMPONENTS)
-    generator = state.lone.generators["model"]
-    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs.unsqueeze(0), targets.unsqueeze(0), [generator]),
-                      device, 1, warmup=0)
+    generators = [state.members[0].generators["model"]] * seeds
+    retrain = measure(lambda: fit_ensemble(model, optimizer, inputs, targets, generators), device, 1, warmup=0)
     return [*timings, Timing("model_retrain", retrain, 1.0 / cfg.rollout.train_freq)]
 
 

@@ -14,7 +14,8 @@ from mbpo_cli.config.load import ConfigError
 from mbpo_cli.config.schema import Config
 from mbpo_cli.engine.events import StepEvent
 from mbpo_cli.engine.loop import rollout_model, train, train_model
-from mbpo_cli.engine.state import PHASES, build_run
+from mbpo_cli.engine.pack import build_pack
+from mbpo_cli.engine.state import PHASES
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class EndToEnd:
     start: int
     """Real steps before the segment (the timed steps follow)."""
     steps_per_s: float
+    """Steps of the pack per second (each a real step of every seed)."""
+    seeds: int
+    """Seeds in the pack (1: a lone run)."""
     phases: dict[str, float]
     """Seconds per loop phase (`PHASES`), summed over the segment."""
     retrains: list[Retrain]
@@ -52,9 +56,10 @@ def segment_start(config: Config, start_at: int | None) -> int:
 
 
 def bench_end_to_end(config: Config, steps: int, progress: Progress = silent,
-                     start_at: int | None = None) -> EndToEnd:
-    """Time `steps` training steps after `start_at` real steps (default: `train.init_steps`, the first epoch
-    after exploration); `progress` is told the untimed steps, then the timed ones.
+                     start_at: int | None = None, seeds: int = 1) -> EndToEnd:
+    """Time `steps` training steps of a pack of `seeds` seeds (from `train.seed` on; 1: a lone run) after `start_at`
+    real steps (default: `train.init_steps`, the first epoch after exploration); `progress` is told the untimed
+    steps, then the timed ones.
 
     Up to `start_at` (`train.init_steps` plus a multiple of `rollout.train_freq`) the loop explores with uniform
     random actions (real transitions) and trains nothing, except that a later start retrains the model and rolls
@@ -66,7 +71,8 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = silent,
     init, freq = config.train.init_steps, config.rollout.train_freq
     run_cfg = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=begin + steps))
     explore_cfg = dataclasses.replace(run_cfg, train=dataclasses.replace(run_cfg.train, init_steps=begin))
-    state = build_run(explore_cfg)
+    first = config.train.seed
+    state = build_pack(explore_cfg, list(range(first, first + seeds)))
     phases: dict[str, float] = {}
     retrains: list[Retrain] = []
     warm_at = begin - freq if begin > init and state.uses_model else None
@@ -80,10 +86,11 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = silent,
             progress("end to end: timed training steps", event.env_step - begin, steps)
             fresh = not retrains or retrains[-1].env_step != state.model_trained_at
             if state.model_trained_at is not None and state.model_trained_at >= begin and fresh:
-                retrains.append(Retrain(state.model_trained_at, state.lone.model_info[metric_keys.TIME_MODEL_FIT],
-                                        int(state.lone.model_info[metric_keys.MODEL_EPOCHS]), state.k))
+                info = state.members[0].model_info
+                retrains.append(Retrain(state.model_trained_at, info[metric_keys.TIME_MODEL_FIT],
+                                        int(info[metric_keys.MODEL_EPOCHS]), state.k))
         metrics = getattr(event, "metrics", None)
-        if metrics is not None and state.env_step > begin:
+        if metrics is not None and state.env_step > begin and getattr(event, "member", 0) == 0:
             for key, value in metrics.items():
                 if key.startswith("time_") and key[5:] in PHASES:
                     phases[key[5:]] = phases.get(key[5:], 0.0) + value
@@ -103,4 +110,4 @@ def bench_end_to_end(config: Config, steps: int, progress: Progress = silent,
     elapsed = time.perf_counter() - start
     if state.model_job is not None:
         state.model_job.cancel()
-    return EndToEnd(begin, steps / elapsed, phases, retrains)
+    return EndToEnd(begin, steps / elapsed, seeds, phases, retrains)

@@ -69,6 +69,9 @@ def bench(
         "--at", help="Real steps before the end-to-end segment (default: the preset's exploration, so the first "
                      "epoch after it); up to it: random actions and one untimed model retrain and rollout.")] = None,
     set_: SetOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Time a pack of this many seeds (as `train --seeds` "
+                                       "trains them): the update and the model's training for all of them at once, "
+                                       "the end-to-end segment's steps for every seed.")] = 1,
     floor: Annotated[bool, typer.Option("--floor", help="Measure only this machine's matmul floor (GFLOP/s of one "
                                         "256 x 256 x 256 fp32 torch.bmm) and exit: the number to quote beside "
                                         "any time measured here.")] = False,
@@ -94,6 +97,8 @@ def bench(
 
         mbpo bench --preset hopper --at 50000 --steps 1000 --repeats 3
 
+        mbpo bench --preset hopper --seeds 4 --steps 200   # a pack of 4 seeds
+
         mbpo bench --floor
     """
     from mbpo_cli.bench import components, end_to_end
@@ -113,14 +118,16 @@ def bench(
             show_floor(machine, as_json)
             return
         with bench_progress() as progress:
-            timings, update_mode = components.bench_components(config, samples, repeats, progress)
-            segment = end_to_end.bench_end_to_end(config, steps, progress, at)
+            timings, update_mode = components.bench_components(config, samples, repeats, progress, seeds)
+            segment = end_to_end.bench_end_to_end(config, steps, progress, at, seeds)
         result: dict[str, Any] = {"device": str(dev), "preset": preset, "torch": torch.__version__,
                                   "threads": torch.get_num_threads(), "update_mode": update_mode,
                                   "floor_gflops": round(machine.gflops, 1), "floor_threads": machine.threads}
         for timing in timings:
             result[f"{timing.name}_ms"] = round(timing.median, 4)
+        result["seeds"] = seeds
         result["env_steps_per_s"] = round(segment.steps_per_s, 2)
+        result["env_steps_per_s_all_seeds"] = round(segment.steps_per_s * seeds, 2)
         result["end_to_end_start"] = segment.start
         result["end_to_end_steps"] = steps
         result["end_to_end_phase_seconds"] = {k: round(v, 3) for k, v in segment.phases.items()}
@@ -136,6 +143,10 @@ def bench(
         split = ", ".join(f"{k} {v:,.1f} s" for k, v in segment.phases.items())
         common.out.print(f"end to end: {segment.steps_per_s:,.2f} env steps/s over {steps:,} steps after "
                          f"{segment.start:,} ({split})", highlight=False)
+        if seeds > 1:
+            common.out.print(f"a pack of {seeds} seeds: {segment.steps_per_s * seeds:,.2f} env steps/s over all seeds; "
+                             f"the update and the model's training above are the pack's (all {seeds} seeds at once), "
+                             "the rollout, env and evaluation timings one seed's", highlight=False)
         if segment.retrains:
             fits = ", ".join(f"{r.seconds:,.1f} s ({r.epochs} epochs, k = {r.rollout_length})"
                              for r in segment.retrains)

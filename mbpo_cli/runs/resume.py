@@ -22,7 +22,7 @@ from mbpo_cli.runs.layout import CONFIG_FILE, PACK_FILE, checkpoint_file, run_di
 from mbpo_cli.runs.outage import outage_limit, record_pending
 from mbpo_cli.runs.process import StopSignals, is_locked, run_lock
 from mbpo_cli.runs.python_envs import check_rebuildable
-from mbpo_cli.runs.registry import CheckpointInfo, Registry, RunInfo, RunStatus
+from mbpo_cli.runs.registry import CheckpointInfo, Registry, RegistryError, RunInfo, RunStatus
 from mbpo_cli.runs.reporting import Reporter, SafeReporter, SilentReporter
 from mbpo_cli.runs.session import Outcome, Session, execute, finished_outcome
 from mbpo_cli.runs.tensorboard import summary_writer
@@ -183,6 +183,15 @@ def pack_runs(runs_dir: Path, run: RunInfo) -> list[str]:
         raise RunError(f"run {run.id}: its {PACK_FILE} is unreadable ({err})") from None
 
 
+def _kept_runs(registry: Registry, ids: list[str]) -> list[RunInfo]:
+    """The runs of `ids` the registry still holds (a run deleted with `mbpo runs delete` has left its pack)."""
+    kept = []
+    for run_id in ids:
+        with suppress(RegistryError):
+            kept.append(registry.get_run(run_id))
+    return kept
+
+
 def _pack_config(run: RunInfo, reporter: Reporter, runs_dir: Path, force: bool, steps: int | None,
                  device: str | None, track: bool | None) -> Config:
     """The config a run of a pack resumes with (as `resume_run` takes it), once its folder is there and free."""
@@ -200,8 +209,10 @@ def resume_pack(
     steps: int | None = None, device: str | None = None, force: bool = False, track: bool | None = None,
 ) -> list[Outcome]:
     """Continue the runs `ids` of one pack together from their newest good checkpoints (which must be at one env
-    step); a run that failed has left the pack and stays as it is. `reporters(n)` gives the n runs' reporters."""
-    runs = [record_pending(registry, registry.get_run(i), runs_dir, SafeReporter(SilentReporter())) for i in ids]
+    step); a run that failed, or was deleted, has left the pack and stays as it is. `reporters(n)` gives the n runs'
+    reporters."""
+    quiet = SafeReporter(SilentReporter())
+    runs = [record_pending(registry, run, runs_dir, quiet) for run in _kept_runs(registry, ids)]
     runs = [run for run in runs if run.status != RunStatus.FAILED]
     if not runs:
         raise RunError(f"every run of the pack of {ids[0]} has failed: nothing to resume")

@@ -82,3 +82,14 @@ def test_a_seed_that_fails_is_marked_failed_and_the_others_finish(tmp_path: Path
         failed = registry.get_run(summaries[1]["id"])
         assert "non-finite observation at env step 250" in (failed.error or "")
         assert [c.step for c in registry.checkpoints(summaries[0]["id"]) if c.kind != "best"][-1] == 300
+
+
+def test_a_deleted_run_leaves_its_pack_and_the_others_resume(tmp_path: Path) -> None:
+    trained = mbpo(tmp_path, "train", *TINY, "--seeds", "2", "--json")
+    assert trained.exit_code == 0, trained.output
+    first, second = json.loads(trained.stdout)
+    deleted = mbpo(tmp_path, "runs", "delete", first["id"], "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    resumed = mbpo(tmp_path, "resume", second["id"], "--steps", "400", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert [(s["id"], s["env_steps"]) for s in json.loads(resumed.stdout)] == [(second["id"], 400)]
