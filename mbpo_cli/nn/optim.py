@@ -38,6 +38,10 @@ class SeedAdam(torch.optim.Adam):
         self.active: set[int] = set(range(seeds))
         """The seeds that `step` updates (all of them unless a caller masks some out)."""
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Adam's, with the pack's size and active seeds (a copy or a pickle keeps them)."""
+        return {**super().__getstate__(), "seeds": self.seeds, "active": set(self.active)}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As Adam's, but a step count saved as a scalar (by `Adam`, or before the seed axis) counts for every seed."""
         super().load_state_dict(state_dict)
