@@ -198,7 +198,7 @@ def _say(text: str) -> None:
 
 
 def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, placement: Placement,
-             as_json: bool) -> tuple[list[ablation.Task], ablation.Ending]:
+             as_json: bool, pack: int = 1) -> tuple[list[ablation.Task], ablation.Ending]:
     """Run the plan's unfinished runs (a live table unless --json); the tasks and how the execution ended."""
     ablation.write_variant_configs(plan, runs_dir)
     tasks = ablation.plan_tasks(plan, registry, runs_dir)
@@ -211,7 +211,7 @@ def _execute(plan: variants.Plan, registry: Registry, runs_dir: Path, placement:
         with StopSignals() as stop:
             def run(tick: Callable[[list[ablation.Task]], None] | None) -> ablation.Ending:
                 return ablation.execute(plan, tasks, registry, runs_dir, executor, placement.jobs, placement.threads,
-                                        on_tick=tick, stop=stop)
+                                        on_tick=tick, stop=stop, pack=pack)
 
             if as_json:
                 with redirect_stdout(sys.stderr):  # Ray prints its workers' failures to stdout: keep it JSON only
@@ -339,6 +339,9 @@ def ablate(
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Custom variant NAME:KEY=VALUE[,KEY=VALUE"
                                                       "...] (repeatable).")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per variant.")] = 3,
+    pack: Annotated[int, typer.Option("--pack", min=1, help="Train up to this many seeds of a variant in one "
+                                      "process (`train --seeds`; one process per run by default: on a CPU two "
+                                      "single-thread processes are faster than one pack, see the README).")] = 1,
     start_seed: Annotated[int, typer.Option("--start-seed", help="First seed.")] = 0,
     jobs: Annotated[int | None, typer.Option("--jobs", help="Runs at a time (local: 1, each with cores // jobs "
                                              "threads unless train.threads is set; ray: as many as the cluster's "
@@ -384,6 +387,8 @@ def ablate(
 
         mbpo ablate --preset hopper --seeds 10 --executor ray      # a seed sweep on a local Ray instance
 
+        mbpo ablate --preset inverted_pendulum --no-model --seeds 4 --pack 4   # each variant's seeds in one process
+
         mbpo ablate --preset hopper --algo dhmbpo --no-training-rollout --no-distribution-rollout --mbpo --seeds 2
     """
     with handled(ctx):
@@ -409,6 +414,6 @@ def ablate(
                 _print_plan(plan, placement, as_json)
                 return
             registry = _create_group(ctx, plan)
-        tasks, ending = _execute(plan, registry, ctx.obj.runs_dir, placement, as_json)
+        tasks, ending = _execute(plan, registry, ctx.obj.runs_dir, placement, as_json, pack)
         rows = _report(plan, tasks, registry, ending, as_json)
         _exit_status(plan, rows, ctx.obj.runs_dir, placement, ending)

@@ -28,7 +28,7 @@ from mbpo_cli.runs.layout import ABLATIONS_FOLDER, run_dir
 from mbpo_cli.runs.outage import OUTAGE_EXIT_CODE
 from mbpo_cli.runs.process import StopSignals, is_locked
 from mbpo_cli.runs.registry import Registry, RegistryError, RunInfo, RunStatus, sanitize_name
-from mbpo_cli.runs.resume import has_full_checkpoint
+from mbpo_cli.runs.resume import has_full_checkpoint, pack_runs
 from mbpo_cli.runs.start import discard_run
 from mbpo_cli.sweeps.executors import Executor, ExecutorLost
 from mbpo_cli.sweeps.variants import Plan
@@ -102,6 +102,9 @@ class TaskState(str, Enum):
 _EXIT_STATES = {0: TaskState.FINISHED, 130: TaskState.INTERRUPTED, 143: TaskState.INTERRUPTED,
                 OUTAGE_EXIT_CODE: TaskState.INTERRUPTED}
 """A run's exit status -> its task's state (a run stopped by a registry outage checkpointed: resumable)."""
+_RUN_STATES = {RunStatus.FINISHED: TaskState.FINISHED, RunStatus.FAILED: TaskState.FAILED,
+               RunStatus.INTERRUPTED: TaskState.INTERRUPTED}
+"""A run's recorded status -> its task's state (the runs of a pack, which share one exit status)."""
 
 
 @dataclass
@@ -174,6 +177,53 @@ def task_argv(task: Task, plan: Plan, runs_dir: Path, threads: int) -> list[str]
             "--name", run_name(plan.group, task.variant, task.seed), "--if-exists", "resume", "--json"]
 
 
+Unit = list[Task]
+"""Tasks that one process runs: one task, or the seeds of a pack (`mbpo train --seeds`, or the resume of a pack)."""
+
+
+def pack_units(tasks: Sequence[Task], pack: int, runs_dir: Path, registry: Registry) -> list[Unit]:
+    """The pending tasks as the processes that run them: a new run's task joins the previous unit when it is the next
+    seed of the same variant and that unit holds fewer than `pack` (1: one process per run); a resumed run's task
+    joins the other runs of the pack it was trained in (its `mbpo resume` continues them all)."""
+    units: list[Unit] = []
+    packs: dict[str, Unit] = {}
+    for task in tasks:
+        if task.state != TaskState.PENDING:
+            continue
+        if task.action == "resume":
+            assert task.run_id is not None
+            members = pack_runs(runs_dir, registry.get_run(task.run_id))
+            unit = packs.get(members[0])
+            if unit is None:
+                unit = packs[members[0]] = []
+                units.append(unit)
+            unit.append(task)
+            continue
+        last = units[-1] if units else None
+        if (last is not None and len(last) < pack and last[-1].action == "train" and last[-1].variant == task.variant
+                and last[-1].seed + 1 == task.seed):
+            last.append(task)
+        else:
+            units.append([task])
+    return units
+
+
+def unit_argv(unit: Unit, plan: Plan, runs_dir: Path, threads: int) -> list[str]:
+    """The `mbpo` arguments of a unit: its one task's (`task_argv`), a pack of new runs (`train --seeds`, the runs
+    named as `run_name` names them), or the resume of a pack (any of its runs)."""
+    head = unit[0]
+    if len(unit) == 1:
+        return task_argv(head, plan, runs_dir, threads)
+    base = ["--runs-dir", str(runs_dir.absolute())]
+    if head.action == "resume":
+        assert head.run_id is not None
+        return [*base, "resume", head.run_id, "--json"]
+    chosen = [] if own_threads(plan, head.variant) is not None else ["--set", f"train.threads={threads}"]
+    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, head.variant).absolute()),
+            "--seed", str(head.seed), "--seeds", str(len(unit)), *chosen, "--group", plan.group, "--variant",
+            head.variant, "--name", sanitize_name(f"{plan.group}-{head.variant}"), "--json"]
+
+
 def own_threads(plan: Plan, variant: str) -> int | None:
     """The variant's own ``train.threads`` (set by the user, for the control or in the variant), or None."""
     value = plan.configs[variant]["train"]["threads"]
@@ -203,45 +253,50 @@ class Ending:
 
 def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, executor: Executor,
             jobs: int | None, threads: int, on_tick: Callable[[list[Task]], None] | None = None,
-            poll_seconds: float = 0.25, stop: StopSignals | None = None) -> Ending:
-    """Run the pending tasks, ``jobs`` at a time (None: all at once, the executor queues them), each new run with
-    ``threads`` CPU threads unless its config sets them; returns how it ended: the stop signal's number if one
-    arrived, what was lost if the executor was.
+            poll_seconds: float = 0.25, stop: StopSignals | None = None, pack: int = 1) -> Ending:
+    """Run the pending tasks, ``jobs`` processes at a time (None: all at once, the executor queues them), each
+    process a unit of ``pack`` seeds at most (`pack_units`), each new run with ``threads`` CPU threads unless its
+    config sets them; returns how it ended: the stop signal's number if one arrived, what was lost if the executor
+    was.
 
     ``on_tick`` is called about once a second (and at the end) for the display.
     """
     logs = ablation_dir(runs_dir, plan.group) / "logs"
-    queue = [t for t in tasks if t.state == TaskState.PENDING]
+    queue = pack_units(tasks, pack, runs_dir, registry)
     limit = len(queue) if jobs is None else jobs
-    active: list[Task] = []
+    active: list[Unit] = []
     last_tick = 0.0
     stopping = False
     lost: str | None = None
     while (queue or active) and lost is None:
         if stop is not None and stop.signum is not None and not stopping:
             stopping = True
-            for task in active:
-                executor.interrupt(task.handle)
+            for unit in active:
+                executor.interrupt(unit[0].handle)
         while queue and len(active) < limit and not stopping:
-            task = queue.pop(0)
-            task.log = logs / f"{sanitize_name(task.variant)}-s{task.seed}.log"
-            task.handle = executor.submit(task_argv(task, plan, runs_dir, threads), task.log)
-            task.state = TaskState.RUNNING
-            active.append(task)
+            unit = queue.pop(0)
+            head = unit[0]
+            seeds = f"s{head.seed}" if len(unit) == 1 else f"s{head.seed}-{unit[-1].seed}"
+            log = logs / f"{sanitize_name(head.variant)}-{seeds}.log"
+            handle = executor.submit(unit_argv(unit, plan, runs_dir, threads), log)
+            for task in unit:
+                task.log, task.handle, task.state = log, handle, TaskState.RUNNING
+            active.append(unit)
         try:
             _collect(active, plan, registry, executor)
         except ExecutorLost as error:
             lost = str(error)
-            for task in active:  # a run still alive checkpoints and stops, rather than train with no one watching
-                executor.interrupt(task.handle)
-                task.state = TaskState.LOST
-            _attach_runs(active, plan, registry)
+            for unit in active:  # a run still alive checkpoints and stops, rather than train with no one watching
+                executor.interrupt(unit[0].handle)
+                for task in unit:
+                    task.state = TaskState.LOST
+            _attach_runs([t for unit in active for t in unit], plan, registry)
         if stopping and not active:
             break
         now = time.monotonic()
         if on_tick is not None and now - last_tick >= 1.0:
             last_tick = now
-            _attach_runs(active, plan, registry)
+            _attach_runs([t for unit in active for t in unit], plan, registry)
             on_tick(tasks)
         if lost is None:
             time.sleep(poll_seconds)
@@ -250,16 +305,21 @@ def execute(plan: Plan, tasks: list[Task], registry: Registry, runs_dir: Path, e
     return Ending(signum=None if stop is None else stop.signum, lost=lost)
 
 
-def _collect(active: list[Task], plan: Plan, registry: Registry, executor: Executor) -> None:
-    """Take the tasks that ended out of ``active``, with their exit code and state (ExecutorLost passes through)."""
-    for task in list(active):
-        code = executor.poll(task.handle)
+def _collect(active: list[Unit], plan: Plan, registry: Registry, executor: Executor) -> None:
+    """Take the units that ended out of ``active``, each task with its exit code and state (ExecutorLost passes
+    through). In a pack one seed may fail while the others finish: a pack's tasks take their run's own status."""
+    for unit in list(active):
+        code = executor.poll(unit[0].handle)
         if code is None:
             continue
-        active.remove(task)
-        task.exit_code = code
-        task.state = _EXIT_STATES.get(code, TaskState.FAILED)
-        _attach_run(task, plan, registry)
+        active.remove(unit)
+        for task in unit:
+            task.exit_code = code
+            task.state = _EXIT_STATES.get(code, TaskState.FAILED)
+            _attach_run(task, plan, registry)
+            if len(unit) > 1 and task.run_id is not None:
+                with suppress(RegistryError, ValueError):
+                    task.state = _RUN_STATES.get(registry.get_run(task.run_id).status, task.state)
 
 
 def _attach_run(task: Task, plan: Plan, registry: Registry) -> None:

@@ -461,3 +461,27 @@ def test_a_killed_run_process_is_an_error_ray_retries(tmp_path: Path, monkeypatc
     _task_body_running(monkeypatch, "kill -9 $$")
     with pytest.raises(executors.LostRunProcess, match="killed by signal 9"):
         executors.run_on_worker([], str(tmp_path / "a.log"), {})
+
+
+def test_a_packed_ablation_runs_a_variant_s_seeds_in_one_process(tmp_path: Path) -> None:
+    """`--pack 2`: a seed sweep of two seeds in one `train --seeds 2` process; the runs are an ablation's runs, named as
+    with one process per run."""
+    runs = tmp_path / "runs"
+    result = mbpo(runs, "ablate", "--preset", "inverted_pendulum", "--seeds", "2", "--pack", "2", "--steps", "200",
+                  "--name", "packed", *TINY_ARGS, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["runs"]
+    assert sorted((r["variant"], r["seed"], r["status"], r["env_steps"]) for r in rows) == [
+        ("control", 0, "finished", 200), ("control", 1, "finished", 200)]
+    assert [p.name for p in (runs / "ablations" / "packed" / "logs").iterdir()] == ["control-s0-1.log"]
+    with Registry.open(runs) as registry:
+        assert sorted(r.name for r in registry.runs_in_group("packed")) == ["packed-control-s0", "packed-control-s1"]
+
+
+def test_pack_units_join_consecutive_seeds_of_a_variant_up_to_the_pack() -> None:
+    tasks = [ablation.Task(v, s) for v in ("control", "wide") for s in (0, 1, 2)]
+    tasks[1].state = ablation.TaskState.SKIPPED  # finished earlier: not run again
+    units = ablation.pack_units(tasks, 2, Path("unused"), None)  # type: ignore[arg-type]  # no resumed task
+    assert [[(t.variant, t.seed) for t in u] for u in units] == [
+        [("control", 0)], [("control", 2)], [("wide", 0), ("wide", 1)], [("wide", 2)]]
+    assert [len(u) for u in ablation.pack_units(tasks, 1, Path("unused"), None)] == [1] * 5  # type: ignore[arg-type]
