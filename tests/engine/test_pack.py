@@ -18,7 +18,7 @@ from mbpo_cli.engine.state import RunState, build_run
 TINY = ["train.device=cpu", "train.threads=1", "rollout.batch_size=400", "train.epoch_length=200",
         "train.init_steps=200", "rollout.train_freq=100", "agent.updates_per_step=2", "sac.hidden=32",
         "td3.hidden=32", "model.hidden=32", "agent.batch_size=32", "model.max_epochs=5", "train.eval_episodes=1"]
-STEPS = 600
+STEPS = 400
 
 
 def tiny(*sets: str, algo: str = "mbpo", seed: int = 0) -> Config:
@@ -72,7 +72,7 @@ def test_a_seed_in_a_pack_of_three_trains_as_alone(sets: tuple[str, ...], exact:
 
 def test_the_same_pack_gives_the_same_numbers() -> None:
     first, second = build_pack(tiny(), [0, 1]), build_pack(tiny(), [0, 1])
-    assert curves(first, 400) == curves(second, 400)
+    assert curves(first, 300) == curves(second, 300)
     for member in (0, 1):
         for key, value in weights(lone_view(first, member)).items():
             assert torch.equal(value, weights(lone_view(second, member))[key]), key
@@ -82,7 +82,7 @@ def test_a_pack_restored_from_its_seeds_checkpoints_continues_exactly() -> None:
     reference = build_pack(tiny(), [0, 1])
     expected = curves(reference)
     first = build_pack(tiny(), [0, 1])
-    before = curves(first, 400)
+    before = curves(first, 300)
     saved = [lone_view(first, member).checkpoint_state() for member in (0, 1)]
     lones = [build_run(seed_config(tiny(), seed)) for seed in (0, 1)]
     for lone, payload in zip(lones, saved, strict=True):
