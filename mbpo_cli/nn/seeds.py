@@ -8,7 +8,8 @@ are named by the module and copied, not stacked.
 
 `stack_states` builds a pack's state from lone ones (each built under its own seed, so that a seed starts in a
 pack exactly as alone); `seed_state` takes one seed's back out (its checkpoint, its policy). The same for
-optimizer states, whose per-parameter tensors follow their parameter and whose step counts every seed shares.
+optimizer states, whose per-parameter tensors follow their parameter: a step count kept per seed (`SeedAdam`'s, `S`)
+stacks like them, a scalar one (plain Adam's) must agree between the seeds.
 """
 
 from __future__ import annotations
