@@ -160,23 +160,6 @@ def plan_tasks(plan: Plan, registry: Registry, runs_dir: Path) -> list[Task]:
     return tasks
 
 
-def task_argv(task: Task, plan: Plan, runs_dir: Path, threads: int) -> list[str]:
-    """The `mbpo` arguments of a task (the executor puts the program in front, where the run executes).
-
-    Both forms are safe to run again after a lost worker: `resume` continues from the newest checkpoint, and
-    `train --if-exists resume` continues the run it started if it got that far. A new run gets ``threads`` torch
-    threads unless its config sets ``train.threads`` (the user's value always wins).
-    """
-    base = ["--runs-dir", str(runs_dir.absolute())]
-    if task.action == "resume":
-        assert task.run_id is not None
-        return [*base, "resume", task.run_id, "--json"]
-    chosen = [] if own_threads(plan, task.variant) is not None else ["--set", f"train.threads={threads}"]
-    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, task.variant).absolute()),
-            "--seed", str(task.seed), *chosen, "--group", plan.group, "--variant", task.variant,
-            "--name", run_name(plan.group, task.variant, task.seed), "--if-exists", "resume", "--json"]
-
-
 Unit = list[Task]
 """Tasks that one process runs: one task, or the seeds of a pack (`mbpo train --seeds`, or the resume of a pack)."""
 
@@ -209,19 +192,25 @@ def pack_units(tasks: Sequence[Task], pack: int, runs_dir: Path, registry: Regis
 
 
 def unit_argv(unit: Unit, plan: Plan, runs_dir: Path, threads: int) -> list[str]:
-    """The `mbpo` arguments of a unit: its one task's (`task_argv`), a pack of new runs (`train --seeds`, the runs
-    named as `run_name` names them), or the resume of a pack (any of its runs)."""
+    """The `mbpo` arguments of a unit (the executor puts the program in front, where it executes): the resume of its
+    runs (`mbpo resume` of one continues its whole pack), a new run, or a pack of new runs (`train --seeds`, its runs
+    named as `run_name` names them).
+
+    A resume, and a new lone run (`train --if-exists resume` continues the run it started if it got that far), are
+    safe to run again after a lost worker. A new run gets ``threads`` torch threads unless its config sets
+    ``train.threads`` (the user's value always wins).
+    """
     head = unit[0]
-    if len(unit) == 1:
-        return task_argv(head, plan, runs_dir, threads)
     base = ["--runs-dir", str(runs_dir.absolute())]
     if head.action == "resume":
         assert head.run_id is not None
         return [*base, "resume", head.run_id, "--json"]
     chosen = [] if own_threads(plan, head.variant) is not None else ["--set", f"train.threads={threads}"]
-    return [*base, "train", "--config", str(variant_file(runs_dir, plan.group, head.variant).absolute()),
-            "--seed", str(head.seed), "--seeds", str(len(unit)), *chosen, "--group", plan.group, "--variant",
-            head.variant, "--name", sanitize_name(f"{plan.group}-{head.variant}"), "--json"]
+    train = [*base, "train", "--config", str(variant_file(runs_dir, plan.group, head.variant).absolute()),
+             "--seed", str(head.seed), *chosen, "--group", plan.group, "--variant", head.variant]
+    if len(unit) == 1:
+        return [*train, "--name", run_name(plan.group, head.variant, head.seed), "--if-exists", "resume", "--json"]
+    return [*train, "--seeds", str(len(unit)), "--name", sanitize_name(f"{plan.group}-{head.variant}"), "--json"]
 
 
 def own_threads(plan: Plan, variant: str) -> int | None:
