@@ -20,6 +20,7 @@ from rich.table import Table
 
 from mbpo_cli.api.run_config import checked_config
 from mbpo_cli.cli.display import Output, summary_table
+from mbpo_cli.cli.fit import Col, Fit, compact, fitted
 from mbpo_cli.config import metrics as metric_keys
 from mbpo_cli.config.errors import ConfigError, clip
 from mbpo_cli.config.files import preset_names
@@ -297,18 +298,17 @@ def finish(outcome: Outcome, ctx: typer.Context, as_json: bool) -> None:
         raise typer.Exit(outcome.exit_code)
 
 
-def pack_table(summaries: list[dict[str, Any]]) -> Table:
-    """The runs of a pack, a row each: id, name, seed, status, env steps, last and best evaluation."""
-    table = Table(title="Pack summary", title_justify="left")
-    for column in ("id", "name", "seed", "status", "env steps", "last eval", "best eval"):
-        table.add_column(column, justify="right" if column in ("seed", "env steps", "last eval", "best eval")
-                         else "left")
+def pack_table(summaries: list[dict[str, Any]], width: int) -> Table:
+    """The runs of a pack, a row each (id, name, seed, status, env steps, last and best evaluation), fitted to a
+    terminal `width` columns wide: numbers whole, a long name shortened in the middle (`mbpo_cli.cli.fit`)."""
+    columns = [Col("id", justify="left"), Col("name", Fit.NAME), Col("seed"), Col("status", Fit.WRAP),
+               Col("env steps"), Col("last eval"), Col("best eval")]
+    rows = []
     for s in summaries:
-        last = s.get("final_eval_return", s.get("last_eval_return"))
-        table.add_row(s["id"], s["name"], str(s["seed"]), str(s["status"]), f"{s['env_steps']:,}",
-                      "-" if last is None else f"{last:,.1f}",
-                      "-" if s["best_eval_return"] is None else f"{s['best_eval_return']:,.1f}")
-    return table
+        last, best = s.get("final_eval_return", s.get("last_eval_return")), s["best_eval_return"]
+        rows.append([s["id"], s["name"], str(s["seed"]), str(s["status"]), f"{s['env_steps']:,}",
+                     "-" if last is None else f"{last:,.1f}", "-" if best is None else f"{best:,.1f}"])
+    return fitted(compact(title="Pack summary", title_justify="left"), columns, rows, width)
 
 
 def finish_pack(outcomes: list[Outcome], ctx: typer.Context, as_json: bool) -> None:
@@ -319,7 +319,7 @@ def finish_pack(outcomes: list[Outcome], ctx: typer.Context, as_json: bool) -> N
         if as_json:
             emit_json(summaries)
         else:
-            out.print(pack_table(summaries))
+            out.print(pack_table(summaries, out.width))
             first = outcomes[0]
             steps = first.env_steps_this_session
             rate = len(outcomes) * steps / max(first.session_seconds, 1e-9)

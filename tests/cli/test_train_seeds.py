@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clihelpers import TINY, mbpo, one_error_line
+from rich.console import Console
 
+from mbpo_cli.cli.common import pack_table
 from mbpo_cli.engine import loop
 from mbpo_cli.engine.errors import NumericalError
 from mbpo_cli.engine.seed_run import SeedRun
@@ -93,3 +95,13 @@ def test_a_deleted_run_leaves_its_pack_and_the_others_resume(tmp_path: Path) -> 
     resumed = mbpo(tmp_path, "resume", second["id"], "--steps", "400", "--json")
     assert resumed.exit_code == 0, resumed.output
     assert [(s["id"], s["env_steps"]) for s in json.loads(resumed.stdout)] == [(second["id"], 400)]
+
+
+def test_the_pack_summary_fits_80_columns_with_its_numbers_whole() -> None:
+    summary = {"id": "7fbb3190", "name": "hopper-mbpo-s1234567-7fbb3190", "seed": 1234567, "status": "interrupted",
+               "env_steps": 125000, "last_eval_return": -12345.6, "best_eval_return": 3456.7}
+    console = Console(width=80, record=True)
+    console.print(pack_table([summary, summary], 80))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert all(value in text for value in ("7fbb3190", "1234567", "interrupted", "125,000", "-12,345.6", "3,456.7"))

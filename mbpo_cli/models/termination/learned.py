@@ -240,7 +240,7 @@ def per_seed_steps(state: dict[str, Any], params: Sequence[torch.Tensor]) -> dic
     entries (step 0, zero moments: what Adam starts from) for parameters it has not stepped yet."""
     entries = {}
     for index, param in enumerate(params):
-        entry = state["state"].get(index) or {"step": torch.zeros(()), "exp_avg": torch.zeros_like(param),
+        entry = state["state"].get(index) or {"step": torch.zeros((), device="cpu"), "exp_avg": torch.zeros_like(param),
                                               "exp_avg_sq": torch.zeros_like(param)}
         entries[index] = {**entry, "step": entry["step"].reshape(1)}
     return {"state": entries, "param_groups": state["param_groups"]}
